@@ -1,0 +1,651 @@
+"""A Solana cluster in one process: LiteSVM plus what a real cluster adds around it.
+
+LiteSVM executes transactions with the real runtime and programs, but it has no
+notion of time, blocks, commitment or stake history. `LocalnetChain` supplies
+them: slots advance with wall time (one blockhash per slot, a window of
+`MAX_PROCESSING_AGE` recent blockhashes), epochs roll over with a StakeHistory
+entry computed from the stake accounts exactly as a bank does at an epoch
+boundary, and every processed transaction is kept with its slot so statuses can
+be answered at any commitment.
+
+The class is synchronous and not thread-safe: the server calls it from one
+worker thread only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from solders.account import Account
+from solders.clock import Clock
+from solders.epoch_schedule import EpochSchedule
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
+from solders.litesvm import LiteSVM
+from solders.message import Message, MessageV0
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.stake_history import StakeHistory, StakeHistoryEntry
+from solders.system_program import CreateAccountParams, create_account
+from solders.transaction import Transaction, VersionedTransaction
+from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
+
+from service.core.programs import (
+    COMPUTE_BUDGET_PROGRAM,
+    LAMPORTS_PER_SOL,
+    STAKE_ACCOUNT_SIZE,
+    STAKE_PROGRAM,
+    SYSTEM_PROGRAM,
+    SYSVAR_CLOCK,
+    SYSVAR_RENT,
+    U64_MAX,
+    VOTE_ACCOUNT_SIZE,
+    VOTE_PROGRAM,
+)
+
+from ._stake import Delegation, delegation_of, stake_history_entry, stake_status
+from ._vote_state import decode_vote_state, encode_vote_state
+
+# Agave's MAX_PROCESSING_AGE: a blockhash is usable for this many blocks.
+MAX_PROCESSING_AGE = 150
+# Slots a vote may lag before the validator counts as delinquent (Agave's default).
+DELINQUENT_SLOT_DISTANCE = 128
+# How far back getSignatureStatuses looks without searchTransactionHistory
+# (the status cache of a real node keeps roughly this many slots).
+STATUS_CACHE_SLOTS = 300
+# Upper bound of transactions kept for getTransaction/getSignatureStatuses.
+HISTORY_LIMIT = 200_000
+# Votes earn up to 16 credits per slot (timely vote credits).
+MAX_CREDITS_PER_SLOT = 16
+
+
+class ChainError(Exception):
+    """A request the chain refuses, with the JSON-RPC error it maps to."""
+
+    def __init__(self, code: int, message: str, data: object = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalnetConfig:
+    """How the local cluster looks and behaves."""
+
+    validators: int = 5
+    """Number of validator vote accounts created at genesis (one of them delinquent)."""
+    seed: int = 0
+    """Seed for every genesis key and validator profile: same seed, same cluster."""
+    slot_duration: float = 0.4
+    """Seconds per slot; 0 freezes wall time (each landed transaction then makes a slot)."""
+    slots_per_epoch: int = 432_000
+    """Slots per epoch (no warmup epochs)."""
+    finalized_depth: int = 32
+    """Slots behind the tip at which a slot counts as finalized."""
+    airdrop_max_lamports: int = 1_000_000 * LAMPORTS_PER_SOL
+    """Largest single requestAirdrop."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Validator:
+    identity: Pubkey
+    vote_account: Pubkey
+    commission: int
+    self_stake_account: Pubkey
+    self_stake: int
+    credit_rate: float
+    delinquent: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class TxRecord:
+    """A processed transaction as the ledger remembers it."""
+
+    signature: Signature
+    slot: int
+    block_time: int
+    wire: bytes
+    version: int | None  # None = legacy
+    err: object  # JSON form of the TransactionError, None on success
+    logs: list[str]
+    fee: int
+    compute_units: int
+    pre_balances: list[int]
+    post_balances: list[int]
+    return_data: tuple[str, bytes] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """The result of simulating or executing a transaction."""
+
+    err: object
+    logs: list[str]
+    compute_units: int
+    fee: int
+    return_data: tuple[str, bytes] | None
+    post_accounts: dict[Pubkey, Account | None] = field(default_factory=dict)
+    pre_balances: list[int] = field(default_factory=list)
+    post_balances: list[int] = field(default_factory=list)
+
+
+def _derive_keypair(seed: int, role: str, index: int) -> Keypair:
+    digest = hashlib.sha256(f"agent-staking-localnet:{seed}:{role}:{index}".encode()).digest()
+    return Keypair.from_seed(digest)
+
+
+def _outcome(result: object, post_accounts: dict[Pubkey, Account | None]) -> Outcome:
+    if isinstance(result, FailedTransactionMetadata):
+        err = _error_json(result)
+        meta = result.meta()
+    else:
+        err = None
+        meta = result.meta() if not isinstance(result, TransactionMetadata) else result
+    return_data = None
+    rd = meta.return_data()
+    if rd is not None and rd.data:
+        return_data = (str(rd.program_id), bytes(rd.data))
+    return Outcome(
+        err=err,
+        logs=list(meta.logs()),
+        compute_units=meta.compute_units_consumed(),
+        fee=meta.fee(),
+        return_data=return_data,
+        post_accounts=post_accounts,
+    )
+
+
+def _error_json(failed: FailedTransactionMetadata) -> object:
+    # solders serialises TransactionError exactly as a node's JSON-RPC does.
+    import json
+
+    return json.loads(failed.to_json())["err"]
+
+
+class LocalnetChain:
+    """LiteSVM with slots, blockhashes, epochs, stake history and a ledger."""
+
+    def __init__(self, config: LocalnetConfig, *, now: Callable[[], float] = time.monotonic):
+        self.config = config
+        self._now = now
+        self.svm = LiteSVM()
+        # Our own checks replace LiteSVM's: it accepts only its latest blockhash and
+        # verifies signatures unconditionally, a real node does neither.
+        self.svm.with_blockhash_check(False)
+        self.svm.with_sigverify(False)
+        self.schedule = EpochSchedule.custom(config.slots_per_epoch, config.slots_per_epoch, False)
+        self.svm.set_epoch_schedule(self.schedule)
+        self.genesis_unix_time = int(time.time())
+        self.slot = 0
+        self.transaction_count = 0
+        self.history: dict[int, tuple[int, int, int]] = {}
+        self._last_tick = now()
+        # blockhash -> (slot, last valid block height), newest last.
+        self._blockhashes: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._slot_hashes: deque[tuple[int, Hash]] = deque(maxlen=MAX_PROCESSING_AGE + 64)
+        self._ledger: OrderedDict[str, TxRecord] = OrderedDict()
+        # slot -> list of (compute unit price, writable accounts) of landed transactions
+        self._slot_fees: deque[tuple[int, list[tuple[int, frozenset[Pubkey]]]]] = deque(
+            maxlen=MAX_PROCESSING_AGE
+        )
+        self._txs_in_slot = 0
+        self.faucet = self.svm.airdrop_pubkey()
+        self.validators: list[Validator] = []
+        self.activated_stake: dict[Pubkey, int] = {}
+        self._set_clock()
+        self._new_blockhash()
+        self._genesis()
+        self.minimum_delegation = self._read_minimum_delegation()
+
+    # ----- time ---------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return int(self.schedule.get_epoch(self.slot))
+
+    @property
+    def block_height(self) -> int:
+        # Every slot produces a block here: no leader ever skips.
+        return self.slot
+
+    def unix_time_at(self, slot: int) -> int:
+        return self.genesis_unix_time + int(slot * self.config.slot_duration)
+
+    def slot_at(self, commitment: str | None) -> int:
+        if commitment == "processed":
+            return self.slot
+        if commitment == "confirmed":
+            return max(self.slot - 1, 0)
+        return max(self.slot - self.config.finalized_depth, 0)
+
+    def tick(self) -> None:
+        """Advance to the slot that wall time has reached."""
+        if self.config.slot_duration <= 0:
+            return
+        elapsed = self._now() - self._last_tick
+        slots = int(elapsed / self.config.slot_duration)
+        if slots > 0:
+            self._last_tick += slots * self.config.slot_duration
+            self.advance_slots(slots)
+
+    def advance_slots(self, count: int) -> None:
+        """Move the tip `count` slots forward, rolling epochs over on the way."""
+        target = self.slot + count
+        while self.schedule.get_epoch(target) > self.epoch:
+            self._roll_epoch()
+        # Only the newest slots' blockhashes can still matter.
+        first = max(self.slot + 1, target - MAX_PROCESSING_AGE - 64)
+        self.slot = first - 1
+        while self.slot < target:
+            self.slot += 1
+            self._new_blockhash()
+        self._txs_in_slot = 0
+        self._set_clock()
+        self._refresh_votes()
+
+    def advance_epochs(self, count: int) -> None:
+        """Jump to the first slot of the epoch `count` epochs ahead."""
+        target_epoch = self.epoch + count
+        self.advance_slots(self.schedule.get_first_slot_in_epoch(target_epoch) - self.slot)
+
+    def _roll_epoch(self) -> None:
+        # What a bank does at an epoch boundary: the ending epoch's stake totals
+        # go into StakeHistory, and the new epoch's stakes are taken from it.
+        ending = self.epoch
+        delegations = list(self._delegations())
+        self.history[ending] = stake_history_entry(delegations, ending, self.history)
+        self._write_stake_history()
+        self.slot = self.schedule.get_first_slot_in_epoch(ending + 1)
+        self._new_blockhash()
+        self._set_clock()
+        self._snapshot_epoch_stakes(delegations)
+        self._refresh_votes()
+
+    def _set_clock(self) -> None:
+        epoch = self.epoch
+        self.svm.set_clock(
+            Clock(
+                slot=self.slot,
+                epoch_start_timestamp=self.unix_time_at(
+                    self.schedule.get_first_slot_in_epoch(epoch)
+                ),
+                epoch=epoch,
+                leader_schedule_epoch=epoch + 1,
+                unix_timestamp=self.unix_time_at(self.slot),
+            )
+        )
+
+    def _new_blockhash(self) -> None:
+        self.svm.expire_blockhash()
+        blockhash = self.svm.latest_blockhash()
+        self._slot_hashes.append((self.slot, blockhash))
+        self._blockhashes[str(blockhash)] = (self.slot, self.block_height + MAX_PROCESSING_AGE)
+        while len(self._blockhashes) > MAX_PROCESSING_AGE + 64:
+            self._blockhashes.popitem(last=False)
+
+    def latest_blockhash(self, commitment: str | None) -> tuple[Hash, int]:
+        """The newest blockhash at `commitment` and its last valid block height."""
+        slot = self.slot_at(commitment)
+        chosen = self._slot_hashes[0]
+        for entry in reversed(self._slot_hashes):
+            if entry[0] <= slot:
+                chosen = entry
+                break
+        return chosen[1], chosen[0] + MAX_PROCESSING_AGE
+
+    def is_blockhash_valid(self, blockhash: str) -> bool:
+        entry = self._blockhashes.get(blockhash)
+        return entry is not None and self.block_height <= entry[1]
+
+    def set_clock(self, unix_timestamp: int) -> None:
+        """Shift the cluster's wall clock so that the tip's timestamp is `unix_timestamp`."""
+        self.genesis_unix_time += unix_timestamp - self.unix_time_at(self.slot)
+        self._set_clock()
+
+    # ----- genesis --------------------------------------------------------------------
+
+    def _genesis(self) -> None:
+        rng = random.Random(self.config.seed)
+        commissions = [5, 0, 7, 10, 100, 3, 8, 2]
+        rent_vote = self.svm.minimum_balance_for_rent_exemption(VOTE_ACCOUNT_SIZE)
+        rent_stake = self.svm.minimum_balance_for_rent_exemption(STAKE_ACCOUNT_SIZE)
+        funder = _derive_keypair(self.config.seed, "genesis-funder", 0)
+        self.svm.airdrop(funder.pubkey(), 1_000 * LAMPORTS_PER_SOL)
+        for index in range(self.config.validators):
+            identity = _derive_keypair(self.config.seed, "identity", index)
+            vote = _derive_keypair(self.config.seed, "vote", index)
+            stake_account = _derive_keypair(self.config.seed, "stake", index).pubkey()
+            commission = commissions[index % len(commissions)]
+            self._create_vote_account(funder, identity, vote, commission, rent_vote)
+            # Genesis stake is bootstrap stake (activation epoch u64::MAX): fully
+            # effective from the start, as on a real cluster's genesis.
+            self_stake = rng.randrange(50_000, 2_000_000) * LAMPORTS_PER_SOL
+            self.svm.set_account(
+                stake_account,
+                Account(
+                    lamports=self_stake + rent_stake,
+                    data=_bootstrap_stake_data(
+                        rent_stake, identity.pubkey(), vote.pubkey(), self_stake
+                    ),
+                    owner=STAKE_PROGRAM,
+                    executable=False,
+                ),
+            )
+            delinquent = self.config.validators > 1 and index == self.config.validators - 1
+            self.validators.append(
+                Validator(
+                    identity=identity.pubkey(),
+                    vote_account=vote.pubkey(),
+                    commission=commission,
+                    self_stake_account=stake_account,
+                    self_stake=self_stake,
+                    credit_rate=round(rng.uniform(0.80, 1.0), 3),
+                    delinquent=delinquent,
+                )
+            )
+        self._snapshot_epoch_stakes(list(self._delegations()))
+        self._refresh_votes()
+
+    def _create_vote_account(
+        self, funder: Keypair, identity: Keypair, vote: Keypair, commission: int, rent: int
+    ) -> None:
+        init = (
+            struct.pack("<I", 0)  # VoteInstruction::InitializeAccount(VoteInit)
+            + bytes(identity.pubkey())  # node_pubkey
+            + bytes(identity.pubkey())  # authorized_voter
+            + bytes(identity.pubkey())  # authorized_withdrawer
+            + bytes([commission])
+        )
+        instructions = [
+            create_account(
+                CreateAccountParams(
+                    from_pubkey=funder.pubkey(),
+                    to_pubkey=vote.pubkey(),
+                    lamports=rent,
+                    space=VOTE_ACCOUNT_SIZE,
+                    owner=VOTE_PROGRAM,
+                )
+            ),
+            Instruction(
+                VOTE_PROGRAM,
+                init,
+                [
+                    AccountMeta(vote.pubkey(), False, True),
+                    AccountMeta(SYSVAR_RENT, False, False),
+                    AccountMeta(SYSVAR_CLOCK, False, False),
+                    AccountMeta(identity.pubkey(), True, False),
+                ],
+            ),
+        ]
+        tx = Transaction(
+            [funder, vote, identity],
+            Message(instructions, funder.pubkey()),
+            self.svm.latest_blockhash(),
+        )
+        result = self.svm.send_transaction(tx)
+        if isinstance(result, FailedTransactionMetadata):
+            raise RuntimeError(f"genesis vote account failed: {result}")
+
+    def _refresh_votes(self) -> None:
+        """Record each validator's voting up to the tip in its vote account."""
+        slot, epoch = self.slot, self.epoch
+        for validator in self.validators:
+            account = self.svm.get_account(validator.vote_account)
+            if account is None or account.owner != VOTE_PROGRAM:
+                continue
+            state = decode_vote_state(bytes(account.data))
+            # A delinquent validator stopped voting at genesis + a few slots.
+            last_vote = min(slot, 4) if validator.delinquent else slot
+            credits: list[tuple[int, int, int]] = []
+            total = 0
+            first_epoch = max(0, epoch - 9)
+            for e in range(first_epoch, epoch + 1):
+                start = self.schedule.get_first_slot_in_epoch(e)
+                end = min(self.schedule.get_last_slot_in_epoch(e), last_vote)
+                voted = max(0, end - start + 1)
+                earned = int(voted * MAX_CREDITS_PER_SLOT * validator.credit_rate)
+                if earned:
+                    credits.append((e, total + earned, total))
+                    total += earned
+            updated = state.with_history(
+                epoch_credits=tuple(credits),
+                last_vote=last_vote,
+                timestamp=self.unix_time_at(last_vote),
+            )
+            self.svm.set_account(
+                validator.vote_account,
+                Account(
+                    lamports=account.lamports,
+                    data=encode_vote_state(updated, len(account.data)),
+                    owner=VOTE_PROGRAM,
+                    executable=False,
+                    rent_epoch=account.rent_epoch,
+                ),
+            )
+
+    def _read_minimum_delegation(self) -> int:
+        ix = Instruction(STAKE_PROGRAM, struct.pack("<I", 13), [])
+        message = Message([ix], self.faucet)
+        tx = Transaction.new_unsigned(message)
+        result = self.svm.simulate_transaction(tx)
+        if isinstance(result, FailedTransactionMetadata):
+            raise RuntimeError(f"GetMinimumDelegation failed: {result}")
+        return int.from_bytes(bytes(result.meta().return_data().data), "little")
+
+    # ----- stake --------------------------------------------------------------------------
+
+    def _delegations(self) -> Iterable[Delegation]:
+        for _, account in self.svm.get_program_accounts(STAKE_PROGRAM):
+            delegation = delegation_of(bytes(account.data))
+            if delegation is not None:
+                yield delegation
+
+    def _snapshot_epoch_stakes(self, delegations: Sequence[Delegation]) -> None:
+        epoch = self.epoch
+        stakes: dict[Pubkey, int] = {}
+        for delegation in delegations:
+            effective = stake_status(delegation, epoch, self.history)[0]
+            stakes[delegation.voter] = stakes.get(delegation.voter, 0) + effective
+        self.activated_stake = stakes
+        self.svm.set_epoch_stakes({k: v for k, v in stakes.items() if v})
+
+    def _write_stake_history(self) -> None:
+        history = StakeHistory()
+        # The sysvar holds the newest 512 epochs.
+        for epoch in sorted(self.history)[-512:]:
+            effective, activating, deactivating = self.history[epoch]
+            history.add(
+                epoch,
+                StakeHistoryEntry(
+                    effective=effective, activating=activating, deactivating=deactivating
+                ),
+            )
+        self.svm.set_stake_history(history)
+
+    def set_stake_history(self, entries: dict[int, tuple[int, int, int]]) -> None:
+        self.history.update(entries)
+        self._write_stake_history()
+        self._snapshot_epoch_stakes(list(self._delegations()))
+
+    # ----- transactions -------------------------------------------------------------------
+
+    def check_blockhash(self, tx: VersionedTransaction) -> bool:
+        """Whether the transaction's blockhash (or durable nonce) lets it land now."""
+        blockhash = tx.message.recent_blockhash
+        if self.is_blockhash_valid(str(blockhash)):
+            return True
+        return self._is_valid_durable_nonce(tx, blockhash)
+
+    def _is_valid_durable_nonce(self, tx: VersionedTransaction, blockhash: Hash) -> bool:
+        message = tx.message
+        if not message.instructions:
+            return False
+        first = message.instructions[0]
+        keys = message.account_keys
+        if keys[first.program_id_index] != SYSTEM_PROGRAM or bytes(first.data)[:4] != b"\x04\0\0\0":
+            return False
+        if not first.accounts:
+            return False
+        nonce = self.svm.get_account(keys[first.accounts[0]])
+        if nonce is None or nonce.owner != SYSTEM_PROGRAM or len(nonce.data) < 72:
+            return False
+        # Versions::Current(State::Initialized(Data{authority, durable_nonce, ..}))
+        return bytes(nonce.data)[40:72] == bytes(blockhash)
+
+    def simulate(self, tx: VersionedTransaction, addresses: Sequence[Pubkey] = ()) -> Outcome:
+        keys = list(tx.message.account_keys)
+        pre = [self.svm.get_balance(k) or 0 for k in keys]
+        result = self.svm.simulate_transaction(tx)
+        post_accounts: dict[Pubkey, Account | None] = {}
+        if not isinstance(result, FailedTransactionMetadata):
+            changed = dict(result.post_accounts())
+            for address in addresses:
+                post_accounts[address] = changed.get(address, self.svm.get_account(address))
+            post = [changed[k].lamports if k in changed else p for k, p in zip(keys, pre, strict=True)]
+        else:
+            for address in addresses:
+                post_accounts[address] = None
+            post = list(pre)
+        outcome = _outcome(result, post_accounts)
+        return Outcome(
+            err=outcome.err,
+            logs=outcome.logs,
+            compute_units=outcome.compute_units,
+            fee=outcome.fee,
+            return_data=outcome.return_data,
+            post_accounts=post_accounts,
+            pre_balances=pre,
+            post_balances=post,
+        )
+
+    def execute(self, tx: VersionedTransaction, wire: bytes) -> TxRecord:
+        """Process the transaction at the tip and record it in the ledger."""
+        keys = list(tx.message.account_keys)
+        pre = [self.svm.get_balance(k) or 0 for k in keys]
+        result = self.svm.send_transaction(tx)
+        outcome = _outcome(result, {})
+        post = [self.svm.get_balance(k) or 0 for k in keys]
+        record = TxRecord(
+            signature=tx.signatures[0],
+            slot=self.slot,
+            block_time=self.unix_time_at(self.slot),
+            wire=wire,
+            version=None if isinstance(tx.message, Message) else 0,
+            err=outcome.err,
+            logs=outcome.logs,
+            fee=outcome.fee,
+            compute_units=outcome.compute_units,
+            pre_balances=pre,
+            post_balances=post,
+            return_data=outcome.return_data,
+        )
+        self._remember(record)
+        self._record_priority_fee(tx)
+        if self.config.slot_duration <= 0:
+            # Frozen wall time: every transaction makes a block of its own.
+            self.advance_slots(1)
+        return record
+
+    def airdrop(self, to: Pubkey, lamports: int) -> TxRecord:
+        pre = [self.svm.get_balance(self.faucet) or 0, self.svm.get_balance(to) or 0]
+        result = self.svm.airdrop(to, lamports)
+        outcome = _outcome(result, {})
+        meta = result.meta() if isinstance(result, FailedTransactionMetadata) else result
+        record = TxRecord(
+            signature=meta.signature(),
+            slot=self.slot,
+            block_time=self.unix_time_at(self.slot),
+            wire=b"",
+            version=None,
+            err=outcome.err,
+            logs=outcome.logs,
+            fee=outcome.fee,
+            compute_units=outcome.compute_units,
+            pre_balances=pre,
+            post_balances=[self.svm.get_balance(self.faucet) or 0, self.svm.get_balance(to) or 0],
+            return_data=None,
+        )
+        self._remember(record)
+        if self.config.slot_duration <= 0:
+            self.advance_slots(1)
+        return record
+
+    def _remember(self, record: TxRecord) -> None:
+        self._ledger[str(record.signature)] = record
+        self.transaction_count += 1
+        while len(self._ledger) > HISTORY_LIMIT:
+            self._ledger.popitem(last=False)
+
+    def transaction(self, signature: str) -> TxRecord | None:
+        return self._ledger.get(signature)
+
+    def is_recent(self, record: TxRecord) -> bool:
+        return self.slot - record.slot <= STATUS_CACHE_SLOTS
+
+    def _record_priority_fee(self, tx: VersionedTransaction) -> None:
+        message = tx.message
+        keys = message.account_keys
+        price = 0
+        for ix in message.instructions:
+            data = bytes(ix.data)
+            if keys[ix.program_id_index] == COMPUTE_BUDGET_PROGRAM and data[:1] == b"\x03":
+                price = int.from_bytes(data[1:9], "little")
+        writable = frozenset(k for i, k in enumerate(keys) if message.is_maybe_writable(i))
+        if not self._slot_fees or self._slot_fees[-1][0] != self.slot:
+            self._slot_fees.append((self.slot, []))
+        self._slot_fees[-1][1].append((price, writable))
+
+    def prioritization_fees(self, accounts: Sequence[Pubkey]) -> list[tuple[int, int]]:
+        """(slot, fee) for the recent slots: the lowest price that landed in each.
+
+        With accounts, only transactions write-locking one of them count, as on a
+        real node.
+        """
+        wanted = set(accounts)
+        by_slot = dict(self._slot_fees)
+        result = []
+        for slot in range(max(0, self.slot - MAX_PROCESSING_AGE + 1), self.slot + 1):
+            prices = [
+                price
+                for price, writable in by_slot.get(slot, [])
+                if not wanted or writable & wanted
+            ]
+            result.append((slot, min(prices) if prices else 0))
+        return result
+
+    # ----- reads ---------------------------------------------------------------------------
+
+    def vote_accounts(self) -> list[tuple[Validator, int, object]]:
+        result = []
+        for validator in self.validators:
+            account = self.svm.get_account(validator.vote_account)
+            if account is None:
+                continue
+            state = decode_vote_state(bytes(account.data))
+            result.append((validator, self.activated_stake.get(validator.vote_account, 0), state))
+        return result
+
+
+def _bootstrap_stake_data(rent: int, authority: Pubkey, voter: Pubkey, stake: int) -> bytes:
+    meta = (
+        struct.pack("<IQ", 2, rent)  # StakeStateV2::Stake, rent_exempt_reserve
+        + bytes(authority)  # staker
+        + bytes(authority)  # withdrawer
+        + struct.pack("<qQ", 0, 0)  # lockup: unix_timestamp, epoch
+        + bytes(Pubkey.default())  # custodian
+    )
+    delegation = (
+        bytes(voter)
+        + struct.pack("<QQQd", stake, U64_MAX, U64_MAX, 0.25)  # activation u64::MAX = bootstrap
+        + struct.pack("<Q", 0)  # credits_observed
+    )
+    data = meta + delegation + b"\x00"  # stake_flags
+    return data + bytes(STAKE_ACCOUNT_SIZE - len(data))
