@@ -29,13 +29,17 @@ from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
-from solders.message import Message, MessageV0
+from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.stake_history import StakeHistory, StakeHistoryEntry
 from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import Transaction, VersionedTransaction
-from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
+from solders.transaction_metadata import (
+    FailedTransactionMetadata,
+    SimulatedTransactionInfo,
+    TransactionMetadata,
+)
 
 from service.core.programs import (
     COMPUTE_BUDGET_PROGRAM,
@@ -51,7 +55,7 @@ from service.core.programs import (
 )
 
 from ._stake import Delegation, delegation_of, stake_history_entry, stake_status
-from ._vote_state import decode_vote_state, encode_vote_state
+from ._vote_state import VoteState, decode_vote_state, encode_vote_state
 
 # Agave's MAX_PROCESSING_AGE: a blockhash is usable for this many blocks.
 MAX_PROCESSING_AGE = 150
@@ -142,13 +146,18 @@ def _derive_keypair(seed: int, role: str, index: int) -> Keypair:
     return Keypair.from_seed(digest)
 
 
-def _outcome(result: object, post_accounts: dict[Pubkey, Account | None]) -> Outcome:
+def _outcome(
+    result: TransactionMetadata | FailedTransactionMetadata | SimulatedTransactionInfo,
+    post_accounts: dict[Pubkey, Account | None],
+) -> Outcome:
+    err: object = None
     if isinstance(result, FailedTransactionMetadata):
         err = _error_json(result)
         meta = result.meta()
+    elif isinstance(result, SimulatedTransactionInfo):
+        meta = result.meta()
     else:
-        err = None
-        meta = result.meta() if not isinstance(result, TransactionMetadata) else result
+        meta = result
     return_data = None
     rd = meta.return_data()
     if rd is not None and rd.data:
@@ -204,6 +213,9 @@ class LocalnetChain:
         self._new_blockhash()
         self._genesis()
         self.minimum_delegation = self._read_minimum_delegation()
+        # Start with some history behind the tip, so that the delinquent validator
+        # is already delinquent and every commitment level has a slot.
+        self.advance_slots(2 * DELINQUENT_SLOT_DISTANCE)
 
     # ----- time ---------------------------------------------------------------------
 
@@ -509,7 +521,9 @@ class LocalnetChain:
             changed = dict(result.post_accounts())
             for address in addresses:
                 post_accounts[address] = changed.get(address, self.svm.get_account(address))
-            post = [changed[k].lamports if k in changed else p for k, p in zip(keys, pre, strict=True)]
+            post = [
+                changed[k].lamports if k in changed else p for k, p in zip(keys, pre, strict=True)
+            ]
         else:
             for address in addresses:
                 post_accounts[address] = None
@@ -598,7 +612,7 @@ class LocalnetChain:
             data = bytes(ix.data)
             if keys[ix.program_id_index] == COMPUTE_BUDGET_PROGRAM and data[:1] == b"\x03":
                 price = int.from_bytes(data[1:9], "little")
-        writable = frozenset(k for i, k in enumerate(keys) if message.is_maybe_writable(i))
+        writable = _writable_keys(message)
         if not self._slot_fees or self._slot_fees[-1][0] != self.slot:
             self._slot_fees.append((self.slot, []))
         self._slot_fees[-1][1].append((price, writable))
@@ -623,7 +637,7 @@ class LocalnetChain:
 
     # ----- reads ---------------------------------------------------------------------------
 
-    def vote_accounts(self) -> list[tuple[Validator, int, object]]:
+    def vote_accounts(self) -> list[tuple[Validator, int, VoteState]]:
         result = []
         for validator in self.validators:
             account = self.svm.get_account(validator.vote_account)
@@ -632,6 +646,20 @@ class LocalnetChain:
             state = decode_vote_state(bytes(account.data))
             result.append((validator, self.activated_stake.get(validator.vote_account, 0), state))
         return result
+
+
+def _writable_keys(message: Message | MessageV0 | MessageV1) -> frozenset[Pubkey]:
+    """The static account keys a message write-locks, read from its header."""
+    header = message.header
+    keys = message.account_keys
+    signed = header.num_required_signatures
+    writable_signed = signed - header.num_readonly_signed_accounts
+    writable_unsigned_end = len(keys) - header.num_readonly_unsigned_accounts
+    return frozenset(
+        key
+        for index, key in enumerate(keys)
+        if index < writable_signed or signed <= index < writable_unsigned_end
+    )
 
 
 def _bootstrap_stake_data(rent: int, authority: Pubkey, voter: Pubkey, stake: int) -> bytes:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from solders.account import Account
-from solders.message import Message
+from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
@@ -218,6 +218,9 @@ def error_message(err: Any) -> str:
         else:
             text = str(inner if isinstance(inner, str) else next(iter(inner)))
         return f"Error processing Instruction {index}: {text}"
+    if isinstance(err, dict) and "InsufficientFundsForRent" in err:
+        index = err["InsufficientFundsForRent"]["account_index"]
+        return f"Transaction results in an account ({index}) with insufficient funds for rent"
     return str(err)
 
 
@@ -340,9 +343,7 @@ def get_multiple_accounts(chain: LocalnetChain, params: Params) -> Any:
     if not isinstance(addresses, list):
         raise invalid_params("Invalid params: invalid type: expected a list of pubkeys.")
     if len(addresses) > MAX_MULTIPLE_ACCOUNTS:
-        raise invalid_params(
-            f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}"
-        )
+        raise invalid_params(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
     keys = [_pubkey(a) for a in addresses]
     config = _config(params, 1)
     commitment = _commitment(chain, config)
@@ -351,6 +352,14 @@ def get_multiple_accounts(chain: LocalnetChain, params: Params) -> Any:
         _encode_account(chain.svm.get_account(k), encoding, config.get("dataSlice")) for k in keys
     ]
     return {"context": _context(chain, commitment), "value": values}
+
+
+def _size_check(size: int) -> Callable[[bytes], bool]:
+    return lambda data: len(data) == size
+
+
+def _memcmp_check(offset: int, wanted: bytes) -> Callable[[bytes], bool]:
+    return lambda data: data[offset : offset + len(wanted)] == wanted
 
 
 def _filter_matcher(filters: Any) -> Callable[[bytes], bool]:
@@ -364,7 +373,7 @@ def _filter_matcher(filters: Any) -> Callable[[bytes], bool]:
             raise invalid_params("Invalid params: invalid filter.")
         if "dataSize" in item:
             size = _u64(item["dataSize"], "dataSize")
-            checks.append(lambda data, size=size: len(data) == size)
+            checks.append(_size_check(size))
         elif "memcmp" in item:
             memcmp = item["memcmp"]
             if not isinstance(memcmp, dict):
@@ -380,9 +389,7 @@ def _filter_matcher(filters: Any) -> Callable[[bytes], bool]:
                 raise invalid_params("Invalid params: memcmp bytes are not valid.") from None
             if len(wanted) > 128:
                 raise invalid_params("Invalid params: memcmp filter bytes exceed 128.")
-            checks.append(
-                lambda data, o=offset, w=wanted: data[o : o + len(w)] == w
-            )
+            checks.append(_memcmp_check(offset, wanted))
         else:
             raise invalid_params(f"Invalid params: unknown filter `{next(iter(item))}`.")
     return lambda data: all(check(data) for check in checks)
@@ -469,12 +476,16 @@ def get_inflation_reward(chain: LocalnetChain, params: Params) -> Any:
 
 def _verify_signatures(tx: VersionedTransaction) -> None:
     if not all(tx.verify_with_results()):
-        raise ChainError(SIGNATURE_VERIFICATION_FAILURE, "Transaction signature verification failure")
+        raise ChainError(
+            SIGNATURE_VERIFICATION_FAILURE, "Transaction signature verification failure"
+        )
 
 
 def send_transaction(chain: LocalnetChain, params: Params) -> Any:
     config = _config(params, 1)
-    tx, wire = _decode_transaction(_param(params, 0, "transaction"), config.get("encoding", "base58"))
+    tx, wire = _decode_transaction(
+        _param(params, 0, "transaction"), config.get("encoding", "base58")
+    )
     _verify_signatures(tx)
     signature = str(tx.signatures[0])
     skip_preflight = bool(config.get("skipPreflight", False))
@@ -539,8 +550,7 @@ def simulate_transaction(chain: LocalnetChain, params: Params) -> Any:
     accounts = None
     if accounts_config is not None:
         accounts = [
-            _encode_account(outcome.post_accounts.get(a), account_encoding, None)
-            for a in addresses
+            _encode_account(outcome.post_accounts.get(a), account_encoding, None) for a in addresses
         ]
     return {
         "context": _context(chain, commitment),
@@ -562,7 +572,7 @@ def get_signature_statuses(chain: LocalnetChain, params: Params) -> Any:
     if len(signatures) > MAX_SIGNATURE_STATUSES:
         raise invalid_params(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
     search_history = bool(_config(params, 1).get("searchTransactionHistory", False))
-    values = []
+    values: list[dict[str, Any] | None] = []
     for raw in signatures:
         record = chain.transaction(str(_signature(raw)))
         if record is None or not (search_history or chain.is_recent(record)):
@@ -602,7 +612,7 @@ def _ui_transaction(tx: VersionedTransaction) -> dict[str, Any]:
         ],
         "recentBlockhash": str(message.recent_blockhash),
     }
-    if not isinstance(message, Message):
+    if isinstance(message, MessageV0):
         ui_message["addressTableLookups"] = [
             {
                 "accountKey": str(lookup.account_key),
@@ -616,9 +626,11 @@ def _ui_transaction(tx: VersionedTransaction) -> dict[str, Any]:
 
 def get_transaction(chain: LocalnetChain, params: Params) -> Any:
     signature = str(_signature(_param(params, 0, "signature")))
-    config = _config(params, 1) if not isinstance(_param_or_none(params, 1), str) else {
-        "encoding": params[1]
-    }
+    config = (
+        _config(params, 1)
+        if not isinstance(_param_or_none(params, 1), str)
+        else {"encoding": params[1]}
+    )
     commitment = _commitment(chain, config)
     if commitment == "processed":
         raise invalid_params("Method does not support commitment below `confirmed`")
@@ -845,4 +857,3 @@ def dispatch_all(chain: LocalnetChain, body: Any) -> Any:
             return _error(None, INVALID_REQUEST, "Invalid request")
         return [dispatch(chain, item) for item in body]
     return dispatch(chain, body)
-

@@ -61,8 +61,10 @@ class LocalnetServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.host, self.port = sockets[0].getsockname()[:2]
+        server = site._server
+        if not isinstance(server, asyncio.base_events.Server):
+            raise RuntimeError("localnet did not bind")
+        self.host, self.port = server.sockets[0].getsockname()[:2]
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -93,4 +95,6 @@ class LocalnetServer:
 
 
 def _json(payload: Any) -> web.Response:
-    return web.Response(body=json.dumps(payload, separators=(",", ":")), content_type="application/json")
+    return web.Response(
+        body=json.dumps(payload, separators=(",", ":")), content_type="application/json"
+    )

@@ -25,10 +25,14 @@ def delegation_of(data: bytes) -> Delegation | None:
     if len(data) < 188 or struct.unpack_from("<I", data, 0)[0] != 2:
         return None
     stake, act, deact = struct.unpack_from("<QQQ", data, 156)
-    return Delegation(voter=Pubkey(data[124:156]), stake=stake, activation_epoch=act, deactivation_epoch=deact)
+    return Delegation(
+        voter=Pubkey(data[124:156]), stake=stake, activation_epoch=act, deactivation_epoch=deact
+    )
 
 
-def _stake_and_activating(d: Delegation, target: int, history: Mapping[int, tuple[int, int, int]]) -> tuple[int, int]:
+def _stake_and_activating(
+    d: Delegation, target: int, history: Mapping[int, tuple[int, int, int]]
+) -> tuple[int, int]:
     if d.activation_epoch == U64_MAX:
         return d.stake, 0
     if d.activation_epoch == d.deactivation_epoch:
@@ -62,7 +66,9 @@ def _stake_and_activating(d: Delegation, target: int, history: Mapping[int, tupl
     return effective, d.stake - effective
 
 
-def stake_status(d: Delegation, target: int, history: Mapping[int, tuple[int, int, int]]) -> tuple[int, int, int]:
+def stake_status(
+    d: Delegation, target: int, history: Mapping[int, tuple[int, int, int]]
+) -> tuple[int, int, int]:
     effective, activating = _stake_and_activating(d, target, history)
     if target < d.deactivation_epoch:
         return effective, activating, 0
@@ -89,7 +95,9 @@ def stake_status(d: Delegation, target: int, history: Mapping[int, tuple[int, in
     return current, 0, current
 
 
-def stake_history_entry(delegations: Iterable[Delegation], epoch: int, history: Mapping[int, tuple[int, int, int]]) -> tuple[int, int, int]:
+def stake_history_entry(
+    delegations: Iterable[Delegation], epoch: int, history: Mapping[int, tuple[int, int, int]]
+) -> tuple[int, int, int]:
     e = a = de = 0
     for d in delegations:
         x, y, z = stake_status(d, epoch, history)
