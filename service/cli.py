@@ -9,18 +9,19 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from service.config import load_settings, parse_host_port
 from service.localnet import LocalnetConfig, LocalnetServer
 
 log = logging.getLogger("agent_staking")
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 as `[::1]:PORT`) -> (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    try:
+        return parse_host_port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_localnet_args(parser: argparse.ArgumentParser) -> None:
@@ -103,9 +104,55 @@ async def _run_localnet(args: argparse.Namespace) -> None:
         await server.stop()
 
 
+async def _run_serve(args: argparse.Namespace) -> None:
+    from service.server import AgentStakingServer
+
+    overrides: dict[str, object] = {"listen": args.listen, "rpc_urls": args.rpc_url or None}
+    settings = load_settings(overrides, args.config)
+    server = AgentStakingServer(settings)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop(0)
+        raise
+    print(
+        json.dumps(
+            {
+                "listening": f"{parse_host_port(settings.listen)[0]}:{server.port}",
+                "solana_rpc": server.rpc_url if server.localnet is not None else "external",
+                "embedded_localnet": server.localnet is not None,
+            }
+        ),
+        flush=True,
+    )
+    stopper = asyncio.create_task(wait_for_signal())
+    waiter = asyncio.create_task(server.wait())
+    await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    log.info(
+        "draining: health NOT_SERVING, calls in flight get %ss", settings.shutdown_grace_seconds
+    )
+    await server.stop()
+    stopper.cancel()
+    waiter.cancel()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent-staking", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC service")
+    serve.add_argument(
+        "--listen", help="HOST:PORT for gRPC (default 127.0.0.1:50051; env AGENT_STAKING_LISTEN)"
+    )
+    serve.add_argument(
+        "--rpc-url",
+        action="append",
+        metavar="URL",
+        help="Solana JSON-RPC endpoint; without one the embedded localnet is started",
+    )
+    serve.add_argument(
+        "--config", type=Path, help="TOML settings file (env AGENT_STAKING_CONFIG_FILE)"
+    )
 
     localnet = commands.add_parser(
         "localnet", help="run a Solana JSON-RPC endpoint backed by an in-process LiteSVM cluster"
@@ -123,10 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    if args.command == "localnet":
-        asyncio.run(_run_localnet(args))
-        return 0
-    return 2
+    try:
+        if args.command == "localnet":
+            asyncio.run(_run_localnet(args))
+        elif args.command == "serve":
+            asyncio.run(_run_serve(args))
+    except (ValueError, OSError) as exc:
+        print(f"agent-staking: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

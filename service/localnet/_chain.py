@@ -193,6 +193,9 @@ class LocalnetChain:
         self.schedule = EpochSchedule.custom(config.slots_per_epoch, config.slots_per_epoch, False)
         self.svm.set_epoch_schedule(self.schedule)
         self.genesis_unix_time = int(time.time())
+        self.genesis_hash = Hash(
+            hashlib.sha256(f"agent-staking-localnet:{config.seed}:genesis".encode()).digest()
+        )
         self.slot = 0
         self.transaction_count = 0
         self.history: dict[int, tuple[int, int, int]] = {}

@@ -261,6 +261,10 @@ def get_version(chain: LocalnetChain, params: Params) -> Any:
     return dict(VERSION)
 
 
+def get_genesis_hash(chain: LocalnetChain, params: Params) -> Any:
+    return str(chain.genesis_hash)
+
+
 def get_slot(chain: LocalnetChain, params: Params) -> Any:
     return chain.slot_at(_commitment(chain, _config(params, 0)))
 
@@ -792,6 +796,7 @@ def localnet_get_stake_activation(chain: LocalnetChain, params: Params) -> Any:
 METHODS: dict[str, Handler] = {
     "getHealth": get_health,
     "getVersion": get_version,
+    "getGenesisHash": get_genesis_hash,
     "getSlot": get_slot,
     "getBlockHeight": get_block_height,
     "getEpochInfo": get_epoch_info,

@@ -48,9 +48,10 @@ async def _wait_status(client: AsyncClient, signature: object, status: str) -> N
     raise AssertionError(f"{signature} never reached {status}")
 
 
-async def test_cluster_info(client: AsyncClient, raw: RawRpc) -> None:
+async def test_cluster_info(client: AsyncClient, raw: RawRpc, localnet: LocalnetServer) -> None:
     assert await client.is_connected()
     assert (await client.get_version()).value.solana_core
+    assert (await client.get_genesis_hash()).value == localnet.chain.genesis_hash
     slot = (await client.get_slot(Processed)).value
     assert (await client.get_block_height(Processed)).value >= slot
     info = (await client.get_epoch_info(Processed)).value

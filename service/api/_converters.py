@@ -1,0 +1,202 @@
+"""Pure proto <-> domain conversions for the StakingService (no I/O, unit-tested)."""
+
+from __future__ import annotations
+
+from agentstaking.v1 import staking_pb2, types_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
+from solders.transaction import VersionedTransaction
+
+from service.chain import BuildOptions, BuiltStake, NetworkInfo, Simulation, StakeParams
+from service.core.errors import InvalidArgumentError
+from service.core.plans import PreparedTransaction, TransactionVersion
+
+_PRIORITY_LEVELS = {
+    types_pb2.PRIORITY_LEVEL_UNSPECIFIED: "medium",
+    types_pb2.PRIORITY_LEVEL_NONE: "none",
+    types_pb2.PRIORITY_LEVEL_LOW: "low",
+    types_pb2.PRIORITY_LEVEL_MEDIUM: "medium",
+    types_pb2.PRIORITY_LEVEL_HIGH: "high",
+    types_pb2.PRIORITY_LEVEL_VERY_HIGH: "very_high",
+}
+_VERSIONS = {
+    types_pb2.TRANSACTION_VERSION_UNSPECIFIED: TransactionVersion.V0,
+    types_pb2.TRANSACTION_VERSION_V0: TransactionVersion.V0,
+    types_pb2.TRANSACTION_VERSION_LEGACY: TransactionVersion.LEGACY,
+}
+_VERSION_TO_PROTO = {
+    TransactionVersion.V0: types_pb2.TRANSACTION_VERSION_V0,
+    TransactionVersion.LEGACY: types_pb2.TRANSACTION_VERSION_LEGACY,
+}
+
+
+def options_to_domain(options: types_pb2.TransactionOptions) -> BuildOptions:
+    if options.version not in _VERSIONS:
+        raise InvalidArgumentError(
+            f"unknown transaction version {options.version}", field="options.version"
+        )
+    if options.priority_level not in _PRIORITY_LEVELS:
+        raise InvalidArgumentError(
+            f"unknown priority level {options.priority_level}", field="options.priority_level"
+        )
+    price = None
+    if options.WhichOneof("priority_fee") == "compute_unit_price_micro_lamports":
+        price = options.compute_unit_price_micro_lamports
+    return BuildOptions(
+        version=_VERSIONS[options.version],
+        compute_unit_price_micro_lamports=price,
+        priority_level=_PRIORITY_LEVELS[options.priority_level],
+        compute_unit_limit=options.compute_unit_limit,
+        nonce_account=options.durable_nonce.nonce_account,
+        nonce_authority=options.durable_nonce.nonce_authority,
+        simulate=options.simulate,
+        memo=options.memo,
+    )
+
+
+def stake_request_to_domain(request: staking_pb2.BuildStakeTransactionRequest) -> StakeParams:
+    lockup = None
+    if request.HasField("lockup"):
+        lockup = (
+            request.lockup.unix_timestamp,
+            request.lockup.epoch,
+            request.lockup.custodian,
+        )
+    return StakeParams(
+        wallet=request.wallet,
+        amount_lamports=request.amount_lamports,
+        vote_account=request.vote_account,
+        stake_authority=request.stake_authority,
+        request_id=request.request_id,
+        lockup=lockup,
+        options=options_to_domain(request.options),
+    )
+
+
+def simulation_to_proto(simulation: Simulation) -> types_pb2.Simulation:
+    return types_pb2.Simulation(
+        compute_units=simulation.compute_units,
+        balance_changes=[
+            types_pb2.BalanceChange(
+                address=change.address,
+                pre_lamports=change.pre_lamports,
+                post_lamports=change.post_lamports,
+                delta_lamports=change.post_lamports - change.pre_lamports,
+            )
+            for change in simulation.balance_changes
+        ],
+        logs=simulation.logs,
+        slot=simulation.slot,
+    )
+
+
+def prepared_to_proto(
+    prepared: PreparedTransaction, simulation: Simulation | None = None
+) -> types_pb2.PreparedTransaction:
+    fees = prepared.fees
+    compiled = VersionedTransaction.from_bytes(prepared.transaction).message.instructions
+    result = types_pb2.PreparedTransaction(
+        transaction=prepared.transaction,
+        message=prepared.message,
+        required_signers=[str(key) for key in prepared.required_signers],
+        recent_blockhash=str(prepared.recent_blockhash),
+        last_valid_block_height=prepared.last_valid_block_height,
+        fees=types_pb2.FeeBreakdown(
+            service_fee_lamports=fees.service_fee_lamports,
+            service_fee_bps=fees.service_fee_bps,
+            fee_recipient=str(fees.fee_recipient) if fees.fee_recipient else "",
+            network_fee_lamports=fees.network_fee_lamports,
+            priority_fee_lamports=fees.priority_fee_lamports,
+            rent_exempt_reserve_lamports=fees.rent_exempt_reserve_lamports,
+            total_debit_lamports=fees.total_debit_lamports,
+        ),
+        instructions=[
+            types_pb2.InstructionSummary(
+                program=str(summary.program_id),
+                program_name=summary.program,
+                type=summary.type,
+                description=summary.description,
+                accounts=[
+                    types_pb2.AccountMeta(
+                        address=str(account.address),
+                        signer=account.is_signer,
+                        writable=account.is_writable,
+                        role=account.role,
+                    )
+                    for account in summary.accounts
+                ],
+                data=bytes(instruction.data),
+            )
+            for summary, instruction in zip(prepared.instructions, compiled, strict=True)
+        ],
+        version=_VERSION_TO_PROTO[prepared.version],
+        compute_unit_limit=prepared.compute_unit_limit,
+        compute_unit_price_micro_lamports=prepared.compute_unit_price_micro_lamports,
+    )
+    if simulation is not None:
+        result.simulation.CopyFrom(simulation_to_proto(simulation))
+    return result
+
+
+def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(int(seconds * 1e9))
+    return duration
+
+
+def stake_response_to_proto(
+    built: BuiltStake, *, epoch_end_unix: float
+) -> staking_pb2.BuildStakeTransactionResponse:
+    plan = built.plan
+    return staking_pb2.BuildStakeTransactionResponse(
+        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        stake_account=str(plan.stake_account),
+        seed=plan.seed,
+        vote_account=str(plan.vote_account),
+        stake_lamports=plan.stake_lamports,
+        activation_epoch=plan.activation_epoch or 0,
+        expected_active_epoch=built.expected_active_epoch,
+        expected_active_time=_timestamp(epoch_end_unix),
+        stake_authority=str(plan.stake_authority),
+        withdraw_authority=str(plan.withdraw_authority),
+    )
+
+
+def epoch_end_unix(info: NetworkInfo, *, now_unix: float, now_monotonic: float) -> float:
+    """Wall time at which the current epoch ends, estimated from the slot time."""
+    snapshot = info.snapshot
+    slots_left = snapshot.slots_in_epoch - snapshot.slot_index
+    since_fetch = max(0.0, now_monotonic - snapshot.fetched_at)
+    return now_unix - since_fetch + slots_left * snapshot.slot_seconds
+
+
+def network_info_to_proto(
+    info: NetworkInfo, *, now_unix: float, now_monotonic: float
+) -> staking_pb2.GetNetworkInfoResponse:
+    snapshot = info.snapshot
+    end = epoch_end_unix(info, now_unix=now_unix, now_monotonic=now_monotonic)
+    return staking_pb2.GetNetworkInfoResponse(
+        epoch=snapshot.epoch,
+        slot=snapshot.slot,
+        slot_index=snapshot.slot_index,
+        slots_in_epoch=snapshot.slots_in_epoch,
+        epoch_time_remaining=_duration(max(0.0, end - now_unix)),
+        epoch_end_time=_timestamp(end),
+        block_height=snapshot.block_height,
+        minimum_delegation_lamports=snapshot.minimum_delegation,
+        stake_rent_exempt_reserve_lamports=snapshot.stake_rent_exempt_reserve,
+        fee_policy=staking_pb2.FeePolicy(
+            service_fee_bps=info.fee.bps, fee_recipient=info.fee.recipient
+        ),
+        default_vote_account=info.default_vote_account,
+        cluster_version=snapshot.version,
+        genesis_hash=snapshot.genesis_hash,
+        slot_duration=_duration(snapshot.slot_seconds),
+        epoch_rewards_active=snapshot.epoch_rewards_active,
+        read_time=_timestamp(now_unix - max(0.0, now_monotonic - snapshot.fetched_at)),
+    )

@@ -1,0 +1,120 @@
+"""The one place where domain errors become gRPC statuses with rich details."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from service.core.errors import ERROR_DOMAIN, DomainError
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Self = TypeVar("Self")
+
+
+def status_for(error: DomainError, *, retry_after: float | None = None) -> status_pb2.Status:
+    """`google.rpc.Status` for a domain error: ErrorInfo, BadRequest, RetryInfo."""
+    code = grpc.StatusCode[error.kind.value]
+    metadata = dict(error.metadata)
+    if error.hint:
+        metadata.setdefault("hint", error.hint)
+    details = [
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    ]
+    if error.violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description, reason=v.reason
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    retry = retry_after if retry_after is not None else getattr(error, "retry_after", None)
+    if retry is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    return status_pb2.Status(code=code.value[0], message=error.message, details=packed)
+
+
+INTERNAL_STATUS = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+
+
+async def abort_with(
+    context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status
+) -> NoReturn:
+    """Abort the call with `status`, its details in the `grpc-status-details-bin` trailer."""
+    converted = rpc_status.to_status(status)
+    await context.abort(
+        converted.code, converted.details, trailing_metadata=converted.trailing_metadata
+    )
+    raise AssertionError("unreachable: abort raises")
+
+
+async def _abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+    if isinstance(exc, DomainError):
+        await abort_with(context, status_for(exc))
+    # Never leak internal text: log it with the traceback, answer a plain INTERNAL.
+    log.exception("unexpected error in %s", type(exc).__name__)
+    await abort_with(context, INTERNAL_STATUS)
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # context.abort raises an internal exception that must pass through untouched.
+    return isinstance(exc, grpc.aio.AbortError)
+
+
+def handle_errors(
+    method: Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
+) -> Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    """Map domain errors raised by a unary servicer method to statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            await _abort_for(context, exc)
+
+    return wrapper
+
+
+def handle_stream_errors(
+    method: Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]],
+) -> Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]:
+    """The streaming twin of `handle_errors`."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> AsyncIterator[Resp]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            await _abort_for(context, exc)
+
+    return wrapper

@@ -1,0 +1,332 @@
+"""Domain errors raised by the pure core (and reused by chain/ and keys/).
+
+Each error carries what the API layer needs to build a rich `google.rpc.Status`
+without this module importing grpc:
+
+- ``kind``: the status class it deserves (an :class:`ErrorKind`, named like
+  ``grpc.StatusCode`` members so the mapping is ``StatusCode[kind.value]``);
+- ``reason``: a stable UPPER_SNAKE code for ``google.rpc.ErrorInfo.reason``
+  (domain :data:`ERROR_DOMAIN`);
+- ``metadata``: ``dict[str, str]`` for ``ErrorInfo.metadata``;
+- ``violations``: field violations for ``google.rpc.BadRequest`` (set whenever the
+  error is about one or more request fields; field paths are the proto field
+  names, dotted for nested messages, e.g. ``options.memo``);
+- ``hint``: one sentence telling the caller how to fix it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+ERROR_DOMAIN: Final = "agentstaking.v1"
+
+_REASON_RE: Final = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
+
+
+class ErrorKind(enum.Enum):
+    """The gRPC status class of a domain error; values are ``grpc.StatusCode`` names."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    ABORTED = "ABORTED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldViolation:
+    """One invalid request field (``google.rpc.BadRequest.FieldViolation``)."""
+
+    field: str
+    description: str
+    reason: str = ""
+
+
+class DomainError(Exception):
+    """Base of every domain error.
+
+    Subclasses set the class defaults ``kind``, ``default_reason`` and
+    ``default_hint``; an instance may override reason and hint.
+    """
+
+    kind: ClassVar[ErrorKind] = ErrorKind.FAILED_PRECONDITION
+    default_reason: ClassVar[str] = "FAILED_PRECONDITION"
+    default_hint: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str | int] | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+        violations: Iterable[FieldViolation] = (),
+    ) -> None:
+        """Create the error.
+
+        Args:
+            message: Human-readable explanation (safe to show to the caller).
+            reason: Overrides the class's UPPER_SNAKE reason.
+            metadata: ErrorInfo metadata; integer values are rendered in decimal.
+            field: The request field at fault; adds a matching violation.
+            hint: Overrides the class's fix-it hint.
+            violations: Field violations (for several invalid fields at once).
+
+        Raises:
+            ValueError: If ``reason`` is not UPPER_SNAKE (a programming error).
+        """
+        super().__init__(message)
+        self.message: str = message
+        self.reason: str = reason if reason is not None else self.default_reason
+        if not _REASON_RE.match(self.reason):
+            raise ValueError(f"error reason must be UPPER_SNAKE, got {self.reason!r}")
+        self.metadata: dict[str, str] = {k: str(v) for k, v in (metadata or {}).items()}
+        self.field: str | None = field
+        self.hint: str = hint if hint is not None else self.default_hint
+        found = tuple(violations)
+        if field is not None and not found:
+            found = (FieldViolation(field=field, description=message, reason=self.reason),)
+        self.violations: tuple[FieldViolation, ...] = found
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
+
+
+# --- INVALID_ARGUMENT ------------------------------------------------------------------
+
+
+class InvalidArgumentError(DomainError):
+    """A request value is malformed, whatever the state of the chain."""
+
+    kind = ErrorKind.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+    default_hint = "Fix the field named in the error details and retry."
+
+
+class FieldViolationsError(InvalidArgumentError):
+    """Several request fields are invalid: one INVALID_ARGUMENT listing them all."""
+
+    default_reason = "INVALID_FIELDS"
+
+    def __init__(self, violations: Iterable[FieldViolation]) -> None:
+        found = tuple(violations)
+        if not found:
+            raise ValueError("FieldViolationsError needs at least one violation")
+        summary = "; ".join(f"{v.field}: {v.description}" for v in found)
+        super().__init__(
+            f"{len(found)} invalid field(s): {summary}",
+            violations=found,
+            metadata={"fields": ",".join(v.field for v in found)},
+        )
+
+
+class InvalidAddressError(InvalidArgumentError):
+    """A field that must hold a Solana address does not."""
+
+    default_reason = "INVALID_ADDRESS"
+    default_hint = "Pass a base58-encoded 32-byte Solana public key."
+
+    def __init__(self, *, field: str, value: str, detail: str = "not a valid address") -> None:
+        # Cap the echoed value: it is attacker-controlled and ends up in logs.
+        shown = value if len(value) <= 64 else value[:61] + "..."
+        super().__init__(
+            f"{field} {shown!r} is {detail}",
+            field=field,
+            metadata={"field": field, "value": shown},
+        )
+
+
+class InvalidAmountError(InvalidArgumentError):
+    """A lamport amount is out of range."""
+
+    default_reason = "INVALID_AMOUNT"
+    default_hint = "Amounts are integer lamports (1 SOL = 1,000,000,000 lamports)."
+
+    def __init__(self, message: str, *, field: str, value: int) -> None:
+        super().__init__(message, field=field, metadata={"field": field, "value": value})
+
+
+class BelowMinimumDelegationError(InvalidArgumentError):
+    """The stake amount is below the cluster's minimum delegation."""
+
+    default_reason = "BELOW_MINIMUM_DELEGATION"
+    default_hint = "Stake at least the minimum delegation (see GetNetworkInfo)."
+
+    def __init__(self, *, requested_lamports: int, minimum_lamports: int) -> None:
+        super().__init__(
+            f"amount_lamports {requested_lamports} is below the minimum delegation of "
+            f"{minimum_lamports} lamports",
+            field="amount_lamports",
+            metadata={
+                "requested_lamports": requested_lamports,
+                "minimum_lamports": minimum_lamports,
+            },
+        )
+
+
+class SeedTooLongError(InvalidArgumentError):
+    """A create-with-seed seed is longer than the runtime allows."""
+
+    default_reason = "SEED_TOO_LONG"
+    default_hint = "Seeds are at most 32 bytes; omit the seed to let the service derive one."
+
+    def __init__(self, *, field: str, length: int, maximum: int) -> None:
+        super().__init__(
+            f"{field} is {length} bytes long; the maximum is {maximum}",
+            field=field,
+            metadata={"length": length, "maximum": maximum},
+        )
+
+
+class InvalidSeedError(InvalidArgumentError):
+    """A seed or idempotency key holds characters we do not accept."""
+
+    default_reason = "INVALID_SEED"
+    default_hint = "Seeds are printable ASCII without spaces."
+
+
+class MemoTooLongError(InvalidArgumentError):
+    """The memo does not fit the documented limit."""
+
+    default_reason = "MEMO_TOO_LONG"
+    default_hint = "Shorten the memo."
+
+    def __init__(self, *, length: int, maximum: int, field: str = "options.memo") -> None:
+        super().__init__(
+            f"memo is {length} bytes of UTF-8; the maximum is {maximum}",
+            field=field,
+            metadata={"length": length, "maximum": maximum},
+        )
+
+
+class TransactionTooLargeError(InvalidArgumentError):
+    """The serialized transaction exceeds the packet limit."""
+
+    default_reason = "TRANSACTION_TOO_LARGE"
+    default_hint = "Shorten or drop the memo, or use fewer distinct signers."
+
+    def __init__(self, *, size: int, maximum: int) -> None:
+        super().__init__(
+            f"the transaction is {size} bytes; the network accepts at most {maximum}",
+            metadata={"size": size, "maximum": maximum},
+        )
+
+
+class MalformedInstructionError(InvalidArgumentError):
+    """Instruction data of a known program cannot be decoded."""
+
+    default_reason = "MALFORMED_INSTRUCTION"
+    default_hint = "The transaction was not built by a compatible encoder."
+
+
+# --- FAILED_PRECONDITION --------------------------------------------------------------
+
+
+class InsufficientFundsError(DomainError):
+    """The wallet cannot pay for what the transaction debits."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "INSUFFICIENT_FUNDS"
+    default_hint = "Fund the wallet or lower the amount."
+
+    def __init__(self, *, required_lamports: int, available_lamports: int, address: str) -> None:
+        super().__init__(
+            f"{address} holds {available_lamports} lamports but the transaction debits "
+            f"{required_lamports}",
+            metadata={
+                "required_lamports": required_lamports,
+                "available_lamports": available_lamports,
+                "shortfall_lamports": required_lamports - available_lamports,
+                "address": address,
+            },
+        )
+
+
+class InvalidNonceAccountError(DomainError):
+    """A durable nonce account is missing, uninitialized or has another authority."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "INVALID_NONCE_ACCOUNT"
+    default_hint = "Pass an initialized System nonce account and its current authority."
+
+
+class InvalidStakeAccountError(DomainError):
+    """Account data is not a stake account in the expected state."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "INVALID_STAKE_ACCOUNT"
+    default_hint = "Pass the address of a stake account owned by the Stake program."
+
+
+class LockupInForceError(DomainError):
+    """A lockup forbids the withdrawal unless its custodian signs."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "LOCKUP_IN_FORCE"
+    default_hint = "Wait until the lockup expires or have the custodian sign."
+
+
+# --- others ---------------------------------------------------------------------------
+
+
+class VoteAccountNotFoundError(DomainError):
+    """The vote account does not exist or is not owned by the Vote program."""
+
+    kind = ErrorKind.NOT_FOUND
+    default_reason = "VOTE_ACCOUNT_NOT_FOUND"
+    default_hint = "Pick a validator from ListValidators."
+
+    def __init__(self, *, vote_account: str, field: str = "vote_account") -> None:
+        super().__init__(
+            f"vote account {vote_account} was not found",
+            field=field,
+            metadata={"vote_account": vote_account},
+        )
+
+
+class StakeAccountExistsError(DomainError):
+    """The seed-derived stake account address is already in use."""
+
+    kind = ErrorKind.ALREADY_EXISTS
+    default_reason = "STAKE_ACCOUNT_EXISTS"
+    default_hint = (
+        "A transaction with this request_id already landed; use a new request_id to stake again."
+    )
+
+    def __init__(self, *, stake_account: str, seed: str) -> None:
+        super().__init__(
+            f"stake account {stake_account} (seed {seed!r}) already exists",
+            metadata={"stake_account": stake_account, "seed": seed},
+        )
+
+
+def combine_violations(errors: Iterable[DomainError]) -> DomainError | None:
+    """Fold field errors found by one validation pass into the error to raise.
+
+    One error is returned as it is (keeping its specific reason); several become a
+    :class:`FieldViolationsError` listing all their violations.
+    """
+    found = list(errors)
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    return FieldViolationsError(
+        v
+        for e in found
+        for v in (
+            e.violations or (FieldViolation(field="", description=e.message, reason=e.reason),)
+        )
+    )

@@ -1,0 +1,50 @@
+"""Transaction plans: pure functions from (request, chain context) to an unsigned,
+explained transaction. One module per plan; shared pieces in ``_transaction``."""
+
+from service.core.plans._stake import (
+    COMPUTE_UNIT_MARGIN_PERCENT,
+    DEFAULT_STAKE_COMPUTE_UNIT_LIMIT,
+    DEFAULT_STAKE_WITH_AUTHORIZE_COMPUTE_UNIT_LIMIT,
+    MEASURED_AUTHORIZE_CU,
+    MEASURED_MEMO_CU,
+    MEASURED_STAKE_CU,
+    PreparedStakeTransaction,
+    StakeContext,
+    StakeRequest,
+    build_stake_transaction,
+    default_stake_compute_unit_limit,
+)
+from service.core.plans._transaction import (
+    MAX_MEMO_BYTES,
+    DurableNonce,
+    Lifetime,
+    PreparedTransaction,
+    RecentBlockhash,
+    TransactionOptions,
+    TransactionVersion,
+    check_distinct,
+    prepare_transaction,
+)
+
+__all__ = [
+    "COMPUTE_UNIT_MARGIN_PERCENT",
+    "DEFAULT_STAKE_COMPUTE_UNIT_LIMIT",
+    "DEFAULT_STAKE_WITH_AUTHORIZE_COMPUTE_UNIT_LIMIT",
+    "MAX_MEMO_BYTES",
+    "MEASURED_AUTHORIZE_CU",
+    "MEASURED_MEMO_CU",
+    "MEASURED_STAKE_CU",
+    "DurableNonce",
+    "Lifetime",
+    "PreparedStakeTransaction",
+    "PreparedTransaction",
+    "RecentBlockhash",
+    "StakeContext",
+    "StakeRequest",
+    "TransactionOptions",
+    "TransactionVersion",
+    "build_stake_transaction",
+    "check_distinct",
+    "default_stake_compute_unit_limit",
+    "prepare_transaction",
+]

@@ -1,0 +1,328 @@
+"""The BuildStakeTransaction plan: create, initialize and delegate a seed-derived
+stake account and pay the service fee, in one transaction signed by the wallet.
+
+Instructions, in order::
+
+    [AdvanceNonceAccount]                  durable nonce only; must come first
+    SetComputeUnitLimit                    measured default with margin, or the caller's
+    [SetComputeUnitPrice]                  when a priority fee is asked for
+    CreateAccountWithSeed                  wallet -> create_with_seed(wallet, seed, Stake),
+                                           amount + rent-exempt reserve, 200 bytes
+    Stake Initialize                       staker = wallet, withdrawer = wallet, lockup
+    Stake DelegateStake                    signed by the wallet (the staker for now)
+    [Stake Authorize (staker)]             when stake_authority != wallet, hand the stake
+                                           role over, signed by the wallet
+    [System Transfer]                      service fee, wallet -> fee recipient (bps > 0)
+    [Memo]                                 signed by the wallet
+
+Design choice for a separate stake authority: DelegateStake must be signed by the
+staker. Initializing with ``staker = stake_authority`` would need that key's
+signature too (two signers, or a second transaction). Instead the account is
+initialized with the wallet as staker, delegated, and then ``Authorize`` moves the
+stake role to ``stake_authority`` in the same transaction. The wallet stays the
+only signer, the end state is identical, and the stake authority may even be a
+program-derived address that can never sign a transaction. It costs one
+instruction (~45 bytes, ~11.7k compute units).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from solders.pubkey import Pubkey
+
+from service.core._validate import check_lamports, check_pubkey, check_u64
+from service.core.accounts import Lockup
+from service.core.encoders import (
+    NO_LOCKUP,
+    StakeAuthorize,
+    stake_authorize,
+    stake_delegate,
+    stake_initialize,
+    system_create_account_with_seed,
+    system_transfer,
+)
+from service.core.errors import (
+    BelowMinimumDelegationError,
+    DomainError,
+    InvalidAddressError,
+    InvalidArgumentError,
+    combine_violations,
+)
+from service.core.fees import ServiceFee
+from service.core.plans._transaction import (
+    DurableNonce,
+    Lifetime,
+    PreparedTransaction,
+    TransactionOptions,
+    check_distinct,
+    prepare_transaction,
+)
+from service.core.programs import (
+    LAMPORTS_PER_SIGNATURE,
+    STAKE_ACCOUNT_SIZE,
+    STAKE_PROGRAM,
+    U64_MAX,
+)
+from service.core.seeds import check_seed, stake_account_address
+
+# Compute units consumed on LiteSVM (solders 0.29.0, core-BPF stake program 5.0),
+# measured by tests/core/test_compute_units.py, which also asserts that every
+# variant stays under the defaults below.
+MEASURED_STAKE_CU: Final = 19_856
+"""Nonce advance + limit + price + create + Initialize + DelegateStake + fee transfer."""
+MEASURED_AUTHORIZE_CU: Final = 11_683
+"""The extra Authorize (stake role) for a separate stake authority."""
+MEASURED_MEMO_CU: Final = 626
+"""A memo of MAX_MEMO_BYTES (200) signed by the wallet; the cost follows the byte count."""
+COMPUTE_UNIT_MARGIN_PERCENT: Final = 120
+
+
+def _with_margin(units: int) -> int:
+    # +20%, then up to the next thousand: readable, and the priority fee difference
+    # is at most 1,000 units' worth.
+    padded = -(-units * COMPUTE_UNIT_MARGIN_PERCENT // 100)
+    return -(-padded // 1_000) * 1_000
+
+
+DEFAULT_STAKE_COMPUTE_UNIT_LIMIT: Final = _with_margin(MEASURED_STAKE_CU + MEASURED_MEMO_CU)
+DEFAULT_STAKE_WITH_AUTHORIZE_COMPUTE_UNIT_LIMIT: Final = _with_margin(
+    MEASURED_STAKE_CU + MEASURED_AUTHORIZE_CU + MEASURED_MEMO_CU
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StakeRequest:
+    """A BuildStakeTransaction request, as domain values.
+
+    Attributes:
+        wallet: Fee payer, withdraw authority and seed base; the only signer.
+        vote_account: The validator's vote account.
+        amount_lamports: Lamports to delegate (the rent-exempt reserve comes on top).
+        seed: The create-with-seed seed (see ``seeds``: from request_id or entropy).
+        stake_authority: Who may delegate/deactivate later; default the wallet.
+        lockup: Optional withdrawal lockup.
+        service_fee: The operator's fee policy for this call.
+        options: Version, compute budget, memo.
+    """
+
+    wallet: Pubkey
+    vote_account: Pubkey
+    amount_lamports: int
+    seed: str
+    stake_authority: Pubkey | None = None
+    lockup: Lockup | None = None
+    service_fee: ServiceFee = field(default_factory=ServiceFee)
+    options: TransactionOptions = field(default_factory=TransactionOptions)
+
+    def __post_init__(self) -> None:
+        errors: list[DomainError] = []
+        for name in ("wallet", "vote_account"):
+            try:
+                check_pubkey(getattr(self, name), field=name)
+            except DomainError as exc:
+                errors.append(exc)
+        if not errors and not self.wallet.is_on_curve():
+            errors.append(
+                InvalidAddressError(
+                    field="wallet",
+                    value=str(self.wallet),
+                    detail="not a signing key (off the ed25519 curve)",
+                )
+            )
+        for check in (
+            lambda: check_lamports(self.amount_lamports, field="amount_lamports", minimum=1),
+            lambda: check_seed(self.seed, field="seed"),
+        ):
+            try:
+                check()
+            except DomainError as exc:
+                errors.append(exc)
+        if not errors:
+            errors.extend(
+                check_distinct(
+                    [
+                        ("wallet", self.wallet),
+                        ("vote_account", self.vote_account),
+                        ("fee_recipient", self.service_fee.recipient),
+                    ]
+                )
+            )
+        problem = combine_violations(errors)
+        if problem is not None:
+            raise problem
+
+    @property
+    def effective_stake_authority(self) -> Pubkey:
+        return self.stake_authority if self.stake_authority is not None else self.wallet
+
+
+@dataclass(frozen=True, kw_only=True)
+class StakeContext:
+    """Chain state the stake plan needs (cached by chain/, read per request for the
+    nonce and balance).
+
+    Attributes:
+        lifetime: Recent blockhash, or the durable nonce read from its account.
+        rent_exempt_reserve_lamports: Rent-exempt minimum for 200 bytes.
+        minimum_delegation_lamports: The stake program's minimum delegation.
+        epoch: Current epoch, reported as the expected activation epoch.
+        lamports_per_signature: Base fee per signature.
+        wallet_balance_lamports: When known, the build fails early with
+            INSUFFICIENT_FUNDS instead of on chain.
+    """
+
+    lifetime: Lifetime
+    rent_exempt_reserve_lamports: int
+    minimum_delegation_lamports: int
+    epoch: int | None = None
+    lamports_per_signature: int = LAMPORTS_PER_SIGNATURE
+    wallet_balance_lamports: int | None = None
+
+    def __post_init__(self) -> None:
+        check_lamports(self.rent_exempt_reserve_lamports, field="rent_exempt_reserve_lamports")
+        check_lamports(self.minimum_delegation_lamports, field="minimum_delegation_lamports")
+        check_lamports(self.lamports_per_signature, field="lamports_per_signature")
+        if self.epoch is not None:
+            check_u64(self.epoch, field="epoch")
+        if self.wallet_balance_lamports is not None:
+            check_lamports(self.wallet_balance_lamports, field="wallet_balance_lamports")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedStakeTransaction:
+    """The stake plan's result: the transaction plus what it creates.
+
+    Attributes:
+        prepared: The unsigned transaction, signers, fees and summaries.
+        stake_account: The seed-derived stake account address.
+        seed: Its seed (base = wallet, owner = Stake program).
+        stake_lamports: Lamports delegated (the request's amount).
+        stake_authority: The stake account's staker after the transaction.
+        withdraw_authority: The stake account's withdrawer (the wallet).
+        vote_account: The validator delegated to.
+        activation_epoch: The epoch the stake activates in if it lands now (it starts
+            earning from the next one); None when the context had no epoch.
+    """
+
+    prepared: PreparedTransaction
+    stake_account: Pubkey
+    seed: str
+    stake_lamports: int
+    stake_authority: Pubkey
+    withdraw_authority: Pubkey
+    vote_account: Pubkey
+    activation_epoch: int | None
+
+
+def default_stake_compute_unit_limit(*, separate_stake_authority: bool) -> int:
+    """The plan's default compute unit limit (measured, +20%, rounded up)."""
+    if separate_stake_authority:
+        return DEFAULT_STAKE_WITH_AUTHORIZE_COMPUTE_UNIT_LIMIT
+    return DEFAULT_STAKE_COMPUTE_UNIT_LIMIT
+
+
+def build_stake_transaction(
+    request: StakeRequest, context: StakeContext
+) -> PreparedStakeTransaction:
+    """Plan a stake: one unsigned transaction that only the wallet signs
+    (plus the nonce authority, when it is another key).
+
+    Deterministic: the same request and context give the same bytes.
+
+    Raises:
+        BelowMinimumDelegationError: ``amount_lamports`` below the minimum delegation.
+        InvalidAmountError: amount + rent + fees overflow u64.
+        InvalidArgumentError / FieldViolationsError: Conflicting addresses (the
+            durable nonce account must be a separate account).
+        TransactionTooLargeError: Over 1232 bytes (not reachable with the memo limit).
+        InsufficientFundsError: ``context.wallet_balance_lamports`` too low.
+    """
+    wallet = request.wallet
+    amount = request.amount_lamports
+    if amount < context.minimum_delegation_lamports:
+        raise BelowMinimumDelegationError(
+            requested_lamports=amount, minimum_lamports=context.minimum_delegation_lamports
+        )
+    stake_account = stake_account_address(base=wallet, seed=request.seed)
+    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
+    conflicts = check_distinct(
+        [
+            ("wallet", wallet),
+            ("stake_account", stake_account),
+            ("vote_account", request.vote_account),
+            ("fee_recipient", request.service_fee.recipient),
+            ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
+        ]
+    )
+    problem = combine_violations(conflicts)
+    if problem is not None:
+        raise problem
+
+    rent = context.rent_exempt_reserve_lamports
+    funded = amount + rent
+    fee = request.service_fee.on(amount)
+    if funded + fee > U64_MAX:
+        raise InvalidArgumentError(
+            "amount_lamports plus rent and fees overflows a u64", field="amount_lamports"
+        )
+    staker = request.effective_stake_authority
+    lockup = request.lockup if request.lockup is not None else NO_LOCKUP
+
+    body = [
+        system_create_account_with_seed(
+            payer=wallet,
+            new_account=stake_account,
+            base=wallet,
+            seed=request.seed,
+            lamports=funded,
+            space=STAKE_ACCOUNT_SIZE,
+            owner=STAKE_PROGRAM,
+        ),
+        stake_initialize(
+            stake_account=stake_account, staker=wallet, withdrawer=wallet, lockup=lockup
+        ),
+        stake_delegate(
+            stake_account=stake_account, vote_account=request.vote_account, staker=wallet
+        ),
+    ]
+    separate = staker != wallet
+    if separate:
+        body.append(
+            stake_authorize(
+                stake_account=stake_account,
+                authority=wallet,
+                new_authority=staker,
+                role=StakeAuthorize.STAKER,
+            )
+        )
+    recipient = request.service_fee.recipient
+    if fee and recipient is not None:  # ServiceFee guarantees a recipient when bps > 0
+        body.append(system_transfer(source=wallet, destination=recipient, lamports=fee))
+
+    prepared = prepare_transaction(
+        payer=wallet,
+        body=body,
+        options=request.options,
+        lifetime=context.lifetime,
+        default_compute_unit_limit=default_stake_compute_unit_limit(
+            separate_stake_authority=separate
+        ),
+        body_debit_lamports=funded + fee,
+        service_fee=request.service_fee,
+        service_fee_lamports=fee,
+        rent_exempt_reserve_lamports=rent,
+        lamports_per_signature=context.lamports_per_signature,
+        payer_balance_lamports=context.wallet_balance_lamports,
+    )
+    return PreparedStakeTransaction(
+        prepared=prepared,
+        stake_account=stake_account,
+        seed=request.seed,
+        stake_lamports=amount,
+        stake_authority=staker,
+        withdraw_authority=wallet,
+        vote_account=request.vote_account,
+        activation_epoch=context.epoch,
+    )

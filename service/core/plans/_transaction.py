@@ -1,0 +1,316 @@
+"""What every plan shares: options, lifetime (blockhash or durable nonce), and the
+step that wraps a plan's instructions into an unsigned, explained transaction."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.message import Message, MessageV0, to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+
+from service.core._validate import check_lamports, check_pubkey, check_range, check_u64
+from service.core.accounts import decode_nonce_account
+from service.core.encoders import compute_unit_limit, compute_unit_price, memo, system_advance_nonce
+from service.core.errors import (
+    InsufficientFundsError,
+    InvalidAddressError,
+    InvalidArgumentError,
+    InvalidNonceAccountError,
+    MemoTooLongError,
+    TransactionTooLargeError,
+)
+from service.core.fees import (
+    FeeBreakdown,
+    ServiceFee,
+    network_fee_lamports,
+    priority_fee_lamports,
+)
+from service.core.programs import (
+    LAMPORTS_PER_SIGNATURE,
+    MAX_COMPUTE_UNIT_LIMIT,
+    MAX_TRANSACTION_SIZE,
+    SYSTEM_PROGRAM,
+)
+from service.core.summaries import InstructionSummary, summarize_message
+
+# Documented memo limit. Chosen so that the largest stake plan (durable nonce with
+# its own authority, a separate stake authority, priority fee, 32-byte seed) still
+# fits in 1232 bytes; a test builds that worst case. Longer memos would only turn
+# MEMO_TOO_LONG into a less helpful TRANSACTION_TOO_LARGE.
+MAX_MEMO_BYTES: Final = 200
+
+
+class TransactionVersion(enum.Enum):
+    """Wire format of the built transaction."""
+
+    LEGACY = "legacy"
+    V0 = "v0"  # MessageV0 without address lookup tables
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecentBlockhash:
+    """A recent blockhash and the last block height at which it is still valid."""
+
+    blockhash: Hash
+    last_valid_block_height: int
+
+    def __post_init__(self) -> None:
+        check_u64(self.last_valid_block_height, field="last_valid_block_height")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DurableNonce:
+    """A durable nonce in place of a blockhash: the transaction stays valid until the
+    nonce is advanced. ``nonce`` is the value stored in the nonce account now."""
+
+    nonce_account: Pubkey
+    nonce_authority: Pubkey
+    nonce: Hash
+
+    def __post_init__(self) -> None:
+        check_pubkey(self.nonce_account, field="options.durable_nonce.nonce_account")
+        check_pubkey(self.nonce_authority, field="options.durable_nonce.nonce_authority")
+        if not self.nonce_authority.is_on_curve():
+            raise InvalidAddressError(
+                field="options.durable_nonce.nonce_authority",
+                value=str(self.nonce_authority),
+                detail="not a signing key (off the ed25519 curve)",
+            )
+
+    @classmethod
+    def from_account(
+        cls,
+        *,
+        nonce_account: Pubkey,
+        nonce_authority: Pubkey,
+        data: bytes,
+        owner: Pubkey | None = None,
+    ) -> DurableNonce:
+        """The durable nonce stored in a fetched nonce account, checked against the
+        authority the caller named.
+
+        Args:
+            nonce_account: The account's address.
+            nonce_authority: The authority the request says will sign.
+            data: The account data.
+            owner: The account owner, when known; must be the System program.
+
+        Raises:
+            InvalidNonceAccountError: Not an initialized System nonce account, or its
+                authority is another key.
+        """
+        if owner is not None and owner != SYSTEM_PROGRAM:
+            raise InvalidNonceAccountError(
+                f"nonce account {nonce_account} is owned by {owner}, not the System program",
+                field="options.durable_nonce.nonce_account",
+                metadata={"nonce_account": str(nonce_account), "owner": str(owner)},
+            )
+        state = decode_nonce_account(data, address=str(nonce_account))
+        if state.authority != nonce_authority:
+            raise InvalidNonceAccountError(
+                f"nonce account {nonce_account} has authority {state.authority}, "
+                f"not {nonce_authority}",
+                field="options.durable_nonce.nonce_authority",
+                metadata={
+                    "nonce_account": str(nonce_account),
+                    "authority": str(state.authority),
+                },
+            )
+        return cls(nonce_account=nonce_account, nonce_authority=nonce_authority, nonce=state.nonce)
+
+
+Lifetime: TypeAlias = RecentBlockhash | DurableNonce
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransactionOptions:
+    """Caller options shared by every build.
+
+    Attributes:
+        version: V0 (default) or LEGACY.
+        compute_unit_price_micro_lamports: Priority fee per compute unit; 0 adds no
+            SetComputeUnitPrice instruction.
+        compute_unit_limit: 0 means the plan's measured default (with margin).
+        memo: Optional UTF-8 memo (at most :data:`MAX_MEMO_BYTES`); empty means none.
+    """
+
+    version: TransactionVersion = TransactionVersion.V0
+    compute_unit_price_micro_lamports: int = 0
+    compute_unit_limit: int = 0
+    memo: str = ""
+
+    def __post_init__(self) -> None:
+        check_u64(
+            self.compute_unit_price_micro_lamports,
+            field="options.compute_unit_price_micro_lamports",
+        )
+        check_range(
+            self.compute_unit_limit,
+            field="options.compute_unit_limit",
+            low=0,
+            high=MAX_COMPUTE_UNIT_LIMIT,
+        )
+        size = len(self.memo.encode())
+        if size > MAX_MEMO_BYTES:
+            raise MemoTooLongError(length=size, maximum=MAX_MEMO_BYTES)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedTransaction:
+    """An unsigned transaction with everything a signer needs to know.
+
+    Attributes:
+        transaction: Wire bytes with zeroed signature slots, ready to sign and send.
+        message: The exact bytes to sign (for v0, including the version prefix).
+        required_signers: Who signs, in signature-slot order; the first pays fees.
+        recent_blockhash: The blockhash, or the durable nonce value.
+        last_valid_block_height: 0 with a durable nonce.
+        version: LEGACY or V0.
+        fees: Every lamport the transaction costs the payer, itemised.
+        instructions: One summary per instruction, in order.
+        compute_unit_limit: The limit the transaction requests.
+        compute_unit_price_micro_lamports: Priority fee per compute unit.
+        durable_nonce: The nonce used in place of a blockhash, if any.
+    """
+
+    transaction: bytes
+    message: bytes
+    required_signers: tuple[Pubkey, ...]
+    recent_blockhash: Hash
+    last_valid_block_height: int
+    version: TransactionVersion
+    fees: FeeBreakdown
+    instructions: tuple[InstructionSummary, ...]
+    compute_unit_limit: int
+    compute_unit_price_micro_lamports: int = 0
+    durable_nonce: DurableNonce | None = None
+
+
+def check_distinct(
+    named: Sequence[tuple[str, Pubkey | None]], *, reason: str = "must differ from"
+) -> list[InvalidArgumentError]:
+    """Field errors for any two named addresses that coincide (None is skipped)."""
+    errors: list[InvalidArgumentError] = []
+    seen: dict[Pubkey, str] = {}
+    for name, key in named:
+        if key is None:
+            continue
+        if key in seen:
+            errors.append(
+                InvalidArgumentError(
+                    f"{name} {reason} {seen[key]} ({key})",
+                    field=name,
+                    metadata={"field": name, "conflicts_with": seen[key]},
+                )
+            )
+        else:
+            seen[key] = name
+    return errors
+
+
+def prepare_transaction(
+    *,
+    payer: Pubkey,
+    body: Sequence[Instruction],
+    options: TransactionOptions,
+    lifetime: Lifetime,
+    default_compute_unit_limit: int,
+    body_debit_lamports: int,
+    service_fee: ServiceFee,
+    service_fee_lamports: int,
+    rent_exempt_reserve_lamports: int = 0,
+    lamports_per_signature: int = LAMPORTS_PER_SIGNATURE,
+    payer_balance_lamports: int | None = None,
+) -> PreparedTransaction:
+    """Wrap a plan's instructions into an unsigned transaction and explain it.
+
+    Order: ``[AdvanceNonceAccount]`` (must come first) + SetComputeUnitLimit +
+    ``[SetComputeUnitPrice]`` + body + ``[Memo signed by the payer]``.
+
+    Args:
+        payer: Fee payer; first signer.
+        body: The plan's own instructions.
+        options: Caller options.
+        lifetime: Recent blockhash or durable nonce.
+        default_compute_unit_limit: Used when ``options.compute_unit_limit`` is 0.
+        body_debit_lamports: What the body moves out of the payer (amount, rent,
+            service fee); network and priority fees are added here.
+        service_fee: The fee policy applied (for the breakdown).
+        service_fee_lamports: The fee the body transfers.
+        rent_exempt_reserve_lamports: Rent the body locks in new accounts.
+        lamports_per_signature: The cluster's base fee per signature.
+        payer_balance_lamports: When known, checked against the total debit.
+            NOTE: only the debit is checked; the runtime also refuses to leave the
+            payer with a non-zero balance below its rent-exempt minimum.
+
+    Raises:
+        TransactionTooLargeError: Serialized size over 1232 bytes.
+        InsufficientFundsError: ``payer_balance_lamports`` below the total debit.
+    """
+    limit = options.compute_unit_limit or default_compute_unit_limit
+    prefix: list[Instruction] = []
+    if isinstance(lifetime, DurableNonce):
+        prefix.append(
+            system_advance_nonce(
+                nonce_account=lifetime.nonce_account, nonce_authority=lifetime.nonce_authority
+            )
+        )
+        blockhash, last_valid = lifetime.nonce, 0
+    else:
+        blockhash, last_valid = lifetime.blockhash, lifetime.last_valid_block_height
+    prefix.append(compute_unit_limit(limit))
+    if options.compute_unit_price_micro_lamports:
+        prefix.append(compute_unit_price(options.compute_unit_price_micro_lamports))
+    suffix = [memo(options.memo, signers=[payer])] if options.memo else []
+    instructions = [*prefix, *body, *suffix]
+
+    msg: Message | MessageV0
+    if options.version is TransactionVersion.LEGACY:
+        msg = Message.new_with_blockhash(instructions, payer, blockhash)
+    else:
+        msg = MessageV0.try_compile(payer, instructions, [], blockhash)
+    n_signers = msg.header.num_required_signatures
+    signers = tuple(msg.account_keys[:n_signers])
+    tx = VersionedTransaction.populate(msg, [Signature.default()] * n_signers)
+    wire = bytes(tx)
+    if len(wire) > MAX_TRANSACTION_SIZE:
+        raise TransactionTooLargeError(size=len(wire), maximum=MAX_TRANSACTION_SIZE)
+
+    network = network_fee_lamports(n_signers, lamports_per_signature)
+    priority = priority_fee_lamports(options.compute_unit_price_micro_lamports, limit)
+    check_lamports(priority, field="options.compute_unit_price_micro_lamports")
+    total = body_debit_lamports + network + priority
+    check_lamports(total, field="amount_lamports")
+    if payer_balance_lamports is not None and payer_balance_lamports < total:
+        raise InsufficientFundsError(
+            required_lamports=total, available_lamports=payer_balance_lamports, address=str(payer)
+        )
+    fees = FeeBreakdown(
+        service_fee_lamports=service_fee_lamports,
+        service_fee_bps=service_fee.bps,
+        fee_recipient=service_fee.recipient if service_fee.bps else None,
+        network_fee_lamports=network,
+        priority_fee_lamports=priority,
+        rent_exempt_reserve_lamports=rent_exempt_reserve_lamports,
+        total_debit_lamports=total,
+    )
+    return PreparedTransaction(
+        transaction=wire,
+        message=to_bytes_versioned(msg),
+        required_signers=signers,
+        recent_blockhash=blockhash,
+        last_valid_block_height=last_valid,
+        version=options.version,
+        fees=fees,
+        instructions=summarize_message(msg),
+        compute_unit_limit=limit,
+        compute_unit_price_micro_lamports=options.compute_unit_price_micro_lamports,
+        durable_nonce=lifetime if isinstance(lifetime, DurableNonce) else None,
+    )

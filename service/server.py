@@ -1,0 +1,190 @@
+"""Assembles the grpc.aio server: servicers, health, reflection, chain, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from agentstaking.v1 import keys_pb2, keys_pb2_grpc, staking_pb2, staking_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from solders.keypair import Keypair
+
+from service.api import StakingServicer, add_reflection
+from service.chain import ChainContext, FeePolicy, HttpSolanaRpc, StakingOperations
+from service.config import Settings, parse_host_port
+from service.core.programs import LAMPORTS_PER_SOL
+from service.localnet import LocalnetConfig, LocalnetServer
+
+log = logging.getLogger(__name__)
+
+STAKING_SERVICE = staking_pb2.DESCRIPTOR.services_by_name["StakingService"].full_name
+KEY_SERVICE = keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def embedded_fee_wallet(seed: int) -> str:
+    """The fee wallet of the embedded localnet: derived from its seed, like its genesis keys."""
+    import hashlib
+
+    digest = hashlib.sha256(f"agent-staking-localnet:{seed}:fee-wallet:0".encode()).digest()
+    return str(Keypair.from_seed(digest).pubkey())
+
+
+class AgentStakingServer:
+    """The service: `start()`, then `wait()`; `stop()` drains gracefully."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.localnet: LocalnetServer | None = None
+        self.rpc_url = settings.rpc_urls[0] if settings.rpc_urls else ""
+        self.port = 0
+        self.health = HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._rpc: HttpSolanaRpc | None = None
+        self.chain: ChainContext | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        settings = self.settings
+        if len(settings.rpc_urls) > 1:
+            raise ValueError(
+                "several --rpc-url endpoints need the RPC failover manager, which this build"
+                " does not have yet; give one --rpc-url"
+            )
+        fee = self._fee_policy()
+        if settings.embedded_localnet:
+            self.localnet = LocalnetServer(
+                LocalnetConfig(
+                    validators=settings.localnet_validators,
+                    seed=settings.localnet_seed,
+                    slot_duration=settings.localnet_slot_ms / 1000,
+                    slots_per_epoch=settings.localnet_slots_per_epoch,
+                )
+            )
+            await self.localnet.start("127.0.0.1", 0)
+            self.rpc_url = self.localnet.url
+            log.info("no --rpc-url given: started the embedded localnet at %s", self.rpc_url)
+        self._rpc = HttpSolanaRpc(
+            self.rpc_url, pool_size=settings.rpc_pool_size, timeout=settings.rpc_timeout_seconds
+        )
+        if self.localnet is not None and fee.bps:
+            # A fee transfer into an empty account below rent exemption would fail;
+            # the embedded fee wallet starts funded, as an operator's would be.
+            await self._rpc.call("requestAirdrop", [fee.recipient, LAMPORTS_PER_SOL])
+        self.chain = ChainContext(
+            self._rpc,
+            blockhash_refresh=settings.blockhash_refresh_seconds,
+            context_refresh=settings.context_refresh_seconds,
+            min_remaining_blocks=settings.blockhash_min_remaining_blocks,
+            rpc_timeout=settings.rpc_timeout_seconds,
+            on_health=self._on_chain_health,
+        )
+        await self.chain.start(wait=settings.rpc_timeout_seconds)
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        operations = StakingOperations(
+            rpc=self._rpc,
+            context=self.chain,
+            fee=fee,
+            default_vote_account=self._default_vote_account(),
+            rpc_timeout=settings.rpc_timeout_seconds,
+        )
+        # RPCs without an implementation yet keep the generated base class's behaviour
+        # (UNIMPLEMENTED), which the typed stubs declare abstract.
+        staking_pb2_grpc.add_StakingServiceServicer_to_server(
+            StakingServicer(operations),  # type: ignore[abstract]
+            server,
+        )
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(
+            keys_pb2_grpc.KeyServiceServicer(),  # type: ignore[abstract]
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        add_reflection(server, [STAKING_SERVICE, KEY_SERVICE, HEALTH_SERVICE])
+        host, port = parse_host_port(settings.listen)
+        self.port = server.add_insecure_port(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        )
+        if self.port == 0:
+            raise OSError(f"could not bind {settings.listen}")
+        await server.start()
+        self._server = server
+        await self._set_health(self.chain.healthy)
+        log.info(
+            "agent-staking serving on %s:%d (Solana RPC %s)", host, self.port, self._redacted_rpc()
+        )
+
+    def _fee_policy(self) -> FeePolicy:
+        settings = self.settings
+        recipient = settings.fee_recipient
+        if recipient is None and settings.service_fee_bps:
+            if not settings.embedded_localnet:
+                raise ValueError(
+                    "AGENT_STAKING_FEE_RECIPIENT is required when the service fee is above 0 bps"
+                )
+            recipient = embedded_fee_wallet(settings.localnet_seed)
+        return FeePolicy(bps=settings.service_fee_bps, recipient=recipient or "")
+
+    def _default_vote_account(self) -> str:
+        if self.settings.default_vote_account:
+            return self.settings.default_vote_account
+        if self.localnet is not None:
+            # The embedded cluster's first genesis validator (never the delinquent one).
+            chosen = str(self.localnet.chain.validators[0].vote_account)
+            log.info("default vote account (embedded localnet): %s", chosen)
+            return chosen
+        return ""
+
+    def _redacted_rpc(self) -> str:
+        # Endpoint URLs may embed credentials (user:pass@ or an API key in the path).
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.rpc_url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
+
+    def _on_chain_health(self, healthy: bool) -> None:
+        if self._server is not None and not self._stopping:
+            asyncio.get_running_loop().create_task(self._set_health(healthy))
+
+    async def _set_health(self, chain_healthy: bool) -> None:
+        if self._stopping:
+            return
+        status = SERVING if chain_healthy else NOT_SERVING
+        await self.health.set("", status)
+        await self.health.set(STAKING_SERVICE, status)
+        # Key management does not need Solana.
+        await self.health.set(KEY_SERVICE, SERVING)
+        if not chain_healthy:
+            log.warning("Solana RPC unreachable: health is NOT_SERVING")
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: health flips to NOT_SERVING first, calls in flight get `grace` seconds."""
+        if self._stopping:
+            return
+        self._stopping = True
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(
+                self.settings.shutdown_grace_seconds if grace is None else grace
+            )
+        if self.chain is not None:
+            await self.chain.stop()
+        if self._rpc is not None:
+            await self._rpc.close()
+        if self.localnet is not None:
+            await self.localnet.stop()
+        log.info("agent-staking stopped")
