@@ -1,0 +1,80 @@
+"""Proto <-> domain conversions, without a server."""
+
+from __future__ import annotations
+
+import pytest
+from agentstaking.v1 import staking_pb2, types_pb2
+from solders.hash import Hash
+from solders.keypair import Keypair
+
+from service.api._converters import options_to_domain, prepared_to_proto, stake_request_to_domain
+from service.core.errors import InvalidArgumentError
+from service.core.fees import ServiceFee
+from service.core.plans import (
+    RecentBlockhash,
+    StakeContext,
+    StakeRequest,
+    TransactionOptions,
+    TransactionVersion,
+    build_stake_transaction,
+)
+from service.core.seeds import SeedPurpose, seed_from_request_id
+
+
+def test_options_defaults() -> None:
+    options = options_to_domain(types_pb2.TransactionOptions())
+    assert options.version is TransactionVersion.V0
+    assert options.compute_unit_price_micro_lamports is None
+    assert options.priority_level == "medium"
+    assert not options.simulate
+
+
+def test_explicit_price_beats_level_and_zero_is_explicit() -> None:
+    options = options_to_domain(types_pb2.TransactionOptions(compute_unit_price_micro_lamports=0))
+    assert options.compute_unit_price_micro_lamports == 0
+    level = options_to_domain(
+        types_pb2.TransactionOptions(priority_level=types_pb2.PRIORITY_LEVEL_VERY_HIGH)
+    )
+    assert level.priority_level == "very_high" and level.compute_unit_price_micro_lamports is None
+
+
+def test_unknown_enum_values_are_field_errors() -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        options_to_domain(types_pb2.TransactionOptions(version=99))  # type: ignore[arg-type]
+    assert caught.value.field == "options.version"
+
+
+def test_stake_request_lockup_presence() -> None:
+    plain = stake_request_to_domain(staking_pb2.BuildStakeTransactionRequest(wallet="w"))
+    assert plain.lockup is None
+    locked = stake_request_to_domain(
+        staking_pb2.BuildStakeTransactionRequest(
+            wallet="w", lockup=types_pb2.Lockup(unix_timestamp=5, epoch=7, custodian="c")
+        )
+    )
+    assert locked.lockup == (5, 7, "c")
+
+
+def test_prepared_to_proto_keeps_every_instruction() -> None:
+    wallet, vote, fee = Keypair().pubkey(), Keypair().pubkey(), Keypair().pubkey()
+    plan = build_stake_transaction(
+        StakeRequest(
+            wallet=wallet,
+            vote_account=vote,
+            amount_lamports=2_000_000_000,
+            seed=seed_from_request_id(purpose=SeedPurpose.STAKE, wallet=wallet, request_id="a"),
+            service_fee=ServiceFee(bps=10, recipient=fee),
+            options=TransactionOptions(memo="hi"),
+        ),
+        StakeContext(
+            lifetime=RecentBlockhash(blockhash=Hash.new_unique(), last_valid_block_height=300),
+            rent_exempt_reserve_lamports=2_282_880,
+            minimum_delegation_lamports=1_000_000_000,
+        ),
+    )
+    proto = prepared_to_proto(plan.prepared)
+    assert proto.transaction == plan.prepared.transaction
+    assert [i.type for i in proto.instructions] == [i.type for i in plan.prepared.instructions]
+    assert proto.instructions[-1].data == b"hi"
+    assert proto.fees.total_debit_lamports == plan.prepared.fees.total_debit_lamports
+    assert not proto.HasField("simulation")

@@ -1,0 +1,251 @@
+"""What grpcurl and Kubernetes see: reflection, health, graceful drain, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from agentstaking.v1 import staking_pb2, staking_pb2_grpc, types_pb2
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from solders.keypair import Keypair
+
+from service.config import Settings
+from service.localnet import LocalnetServer
+from service.server import AgentStakingServer
+from tests._proxy import RpcProxy
+
+from .conftest import SOL, Service
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _reflect(
+    channel: grpc.aio.Channel, request: reflection_pb2.ServerReflectionRequest, *, v1: bool
+) -> reflection_pb2.ServerReflectionResponse:
+    if v1:
+        call = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        stream = call(iter([request]))
+    else:
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([request])
+        )
+    async for response in stream:
+        return response
+    raise AssertionError("no reflection response")
+
+
+@pytest.mark.parametrize("v1", [True, False], ids=["v1", "v1alpha"])
+async def test_reflection_lists_and_describes(service: Service, v1: bool) -> None:
+    listed = await _reflect(
+        service.channel, reflection_pb2.ServerReflectionRequest(list_services=""), v1=v1
+    )
+    names = {s.name for s in listed.list_services_response.service}
+    assert {
+        "agentstaking.v1.StakingService",
+        "agentstaking.v1.KeyService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+
+    described = await _reflect(
+        service.channel,
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="agentstaking.v1.StakingService"
+        ),
+        v1=v1,
+    )
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in described.file_descriptor_response.file_descriptor_proto
+    ]
+    staking = next(f for f in files if f.name == "agentstaking/v1/staking.proto")
+    methods = {m.name for m in staking.service[0].method}
+    assert {"BuildStakeTransaction", "WatchTransaction", "GetNetworkInfo"} <= methods
+    # The documentation travels with the descriptors, for `describe`.
+    comments = [loc.leading_comments for loc in staking.source_code_info.location]
+    assert any("stake account" in c for c in comments)
+    # Dependencies come along so a client can resolve every type.
+    assert {"agentstaking/v1/types.proto", "google/protobuf/timestamp.proto"} <= {
+        f.name for f in files
+    }
+
+    missing = await _reflect(
+        service.channel,
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Service"),
+        v1=v1,
+    )
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+async def test_health_check_and_watch(service: Service) -> None:
+    health = health_pb2_grpc.HealthStub(service.channel)
+    for name in ("", "agentstaking.v1.StakingService", "agentstaking.v1.KeyService"):
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert answer.status == SERVING
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await health.Check(health_pb2.HealthCheckRequest(service="nope"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    first = await watch.read()
+    assert isinstance(first, health_pb2.HealthCheckResponse) and first.status == SERVING
+    watch.cancel()
+
+
+@pytest.fixture
+async def own_server(
+    localnet: LocalnetServer,
+) -> AsyncIterator[tuple[AgentStakingServer, RpcProxy]]:
+    """A server of its own behind a fault-injecting proxy, so faults touch no other test."""
+    proxy = RpcProxy(localnet.url)
+    await proxy.start()
+    server = AgentStakingServer(
+        Settings(
+            listen="127.0.0.1:0",
+            rpc_urls=[proxy.url],
+            service_fee_bps=0,
+            default_vote_account=str(localnet.chain.validators[0].vote_account),
+            blockhash_refresh_seconds=0.2,
+            rpc_timeout_seconds=1.0,
+            shutdown_grace_seconds=5,
+        )
+    )
+    await server.start()
+    yield server, proxy
+    await server.stop(0)
+    await proxy.stop()
+
+
+async def test_drain_flips_health_and_lets_calls_finish(
+    own_server: tuple[AgentStakingServer, RpcProxy],
+) -> None:
+    server, proxy = own_server
+    wallet = Keypair()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == SERVING
+        # A slow call in flight: simulation held by the proxy (within the RPC timeout).
+        proxy.faults.delay_methods["simulateTransaction"] = 0.6
+        staking = staking_pb2_grpc.StakingServiceStub(channel)
+        in_flight = asyncio.ensure_future(
+            staking.BuildStakeTransaction(
+                staking_pb2.BuildStakeTransactionRequest(
+                    wallet=str(wallet.pubkey()),
+                    amount_lamports=SOL,
+                    options=types_pb2.TransactionOptions(simulate=True),
+                )
+            )
+        )
+        await asyncio.sleep(0.3)
+        stopping = asyncio.ensure_future(server.stop())
+        assert (await watch.read()).status == NOT_SERVING
+        # The call in flight completes: with its answer (an empty wallet), not a cancellation.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await in_flight
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        await stopping
+
+
+async def test_solana_unreachable_means_not_serving(
+    own_server: tuple[AgentStakingServer, RpcProxy],
+) -> None:
+    server, proxy = own_server
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        staking = staking_pb2_grpc.StakingServiceStub(channel)
+        proxy.faults.refuse = True
+        for _ in range(100):
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            if answer.status == NOT_SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert answer.status == NOT_SERVING
+        keys = await health.Check(
+            health_pb2.HealthCheckRequest(service="agentstaking.v1.KeyService")
+        )
+        assert keys.status == SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await staking.BuildStakeTransaction(
+                staking_pb2.BuildStakeTransactionRequest(
+                    wallet=str(Keypair().pubkey()), amount_lamports=SOL
+                )
+            )
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        proxy.faults.refuse = False
+        for _ in range(100):
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            if answer.status == SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert answer.status == SERVING
+        await staking.BuildStakeTransaction(
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet=str(Keypair().pubkey()), amount_lamports=SOL
+            )
+        )
+
+
+async def test_sigterm_lets_the_call_in_flight_complete(localnet: LocalnetServer) -> None:
+    """The real CLI process: SIGTERM while a call is in flight; it completes, exit 0."""
+    proxy = RpcProxy(localnet.url)
+    await proxy.start()
+    env = {
+        **os.environ,
+        "AGENT_STAKING_SERVICE_FEE_BPS": "0",
+        "AGENT_STAKING_DEFAULT_VOTE_ACCOUNT": str(localnet.chain.validators[0].vote_account),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--rpc-url",
+        proxy.url,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        address = json.loads(line)["listening"]
+        proxy.faults.delay_methods["simulateTransaction"] = 1.0
+        async with grpc.aio.insecure_channel(address) as channel:
+            staking = staking_pb2_grpc.StakingServiceStub(channel)
+            in_flight = asyncio.ensure_future(
+                staking.BuildStakeTransaction(
+                    staking_pb2.BuildStakeTransactionRequest(
+                        wallet=str(Keypair().pubkey()),
+                        amount_lamports=SOL,
+                        options=types_pb2.TransactionOptions(simulate=True),
+                    )
+                )
+            )
+            await asyncio.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await in_flight
+            # Answered by the servicer (empty wallet), not cut off by the shutdown.
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await proxy.stop()
