@@ -96,8 +96,8 @@ class BuildStakeTransactionRequest(_message.Message):
     request_id: _builtins.str
     """Optional idempotency key, unique per wallet: the same request_id with the
     same request returns the same seed, stake account address and
-    instructions. Reuse it only to retry the same request. At most 64
-    printable ASCII characters. Empty: a fresh seed is chosen.
+    instructions. Reuse it only to retry the same request. At most 256
+    bytes of UTF-8. Empty: a fresh seed is chosen.
     """
     vote_account: _builtins.str
     """Vote account (base58) to delegate to. Empty (default): the operator's
@@ -238,7 +238,7 @@ class BuildUnstakeTransactionRequest(_message.Message):
     request_id: _builtins.str
     """Optional idempotency key, unique per wallet: the same request_id with the
     same request returns the same split account seeds, addresses and
-    instructions. At most 64 printable ASCII characters.
+    instructions. At most 256 bytes of UTF-8.
     """
     stake_account: _builtins.str
     """Stake account (base58) to deactivate. Optional when amount_lamports is
@@ -403,8 +403,7 @@ class BuildWithdrawTransactionRequest(_message.Message):
     """
     request_id: _builtins.str
     """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same instructions. At most 64 printable ASCII
-    characters.
+    same request returns the same instructions. At most 256 bytes of UTF-8.
     """
     stake_account: _builtins.str
     """Stake account (base58) to withdraw from. Optional when amount_lamports
@@ -532,8 +531,7 @@ class BuildMergeTransactionRequest(_message.Message):
     """
     request_id: _builtins.str
     """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same instructions. At most 64 printable ASCII
-    characters.
+    same request returns the same instructions. At most 256 bytes of UTF-8.
     """
     destination_stake_account: _builtins.str
     """Stake account (base58) that receives the merged stake and remains.

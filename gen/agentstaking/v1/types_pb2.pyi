@@ -231,8 +231,9 @@ class TransactionOptions(_message.Message):
     Solana node. Default: false.
     """
     memo: _builtins.str
-    """Optional memo, added as an SPL Memo (v2) instruction that names no
-    signers. UTF-8, at most 256 bytes. Empty (default): no memo instruction.
+    """Optional memo, added as an SPL Memo (v2) instruction signed by the wallet
+    (the memo is attributed to it). UTF-8, at most 200 bytes, so that every
+    plan still fits the 1232-byte packet. Empty (default): no memo instruction.
     """
     @_builtins.property
     def durable_nonce(self) -> Global___DurableNonce:
@@ -490,7 +491,9 @@ class InstructionSummary(_message.Message):
     program: _builtins.str
     """Program id (base58), e.g. Stake11111111111111111111111111111111111111."""
     program_name: _builtins.str
-    """Short program name: "system", "stake", "compute_budget", "memo"."""
+    """Short program name: "System", "Stake", "ComputeBudget", "Memo", "Vote",
+    or "Unknown".
+    """
     type: _builtins.str
     """Instruction name as the program defines it, e.g. "CreateAccountWithSeed",
     "Initialize", "DelegateStake", "Split", "Deactivate", "Withdraw",
