@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     blockhash_min_remaining_blocks: int = 60
     """A cached blockhash is handed out only while at least this many blocks of validity remain."""
 
+    localnet_listen: str = "127.0.0.1:8899"
+    """Embedded localnet: where its Solana JSON-RPC endpoint listens (port 0: any free port)."""
     localnet_validators: int = 5
     """Embedded localnet: genesis validators."""
     localnet_seed: int = 0

@@ -65,7 +65,7 @@ class AgentStakingServer:
                     slots_per_epoch=settings.localnet_slots_per_epoch,
                 )
             )
-            await self.localnet.start("127.0.0.1", 0)
+            await self.localnet.start(*parse_host_port(settings.localnet_listen))
             self.rpc_url = self.localnet.url
             log.info("no --rpc-url given: started the embedded localnet at %s", self.rpc_url)
         self._rpc = HttpSolanaRpc(
