@@ -19,7 +19,7 @@ import random
 import struct
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from solders.account import Account
@@ -32,7 +32,6 @@ from solders.litesvm import LiteSVM
 from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.stake_history import StakeHistory, StakeHistoryEntry
 from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import Transaction, VersionedTransaction
 from solders.transaction_metadata import (
@@ -41,6 +40,25 @@ from solders.transaction_metadata import (
     TransactionMetadata,
 )
 
+from service.core import (
+    Authorized,
+    Delegation,
+    InvalidNonceAccountError,
+    InvalidStakeAccountError,
+    Lockup,
+    Meta,
+    StakeAccount,
+    StakeActivation,
+    StakeHistoryEntry,
+    StakeStateKind,
+    decode_nonce_account,
+    decode_stake_account,
+    encode_stake_account,
+    next_stake_history_entry,
+    stake_activation,
+    stake_get_minimum_delegation,
+    to_solders_stake_history,
+)
 from service.core.programs import (
     COMPUTE_BUDGET_PROGRAM,
     LAMPORTS_PER_SOL,
@@ -54,7 +72,6 @@ from service.core.programs import (
     VOTE_PROGRAM,
 )
 
-from ._stake import Delegation, delegation_of, stake_history_entry, stake_status
 from ._vote_state import VoteState, decode_vote_state, encode_vote_state
 
 # Agave's MAX_PROCESSING_AGE: a blockhash is usable for this many blocks.
@@ -198,7 +215,8 @@ class LocalnetChain:
         )
         self.slot = 0
         self.transaction_count = 0
-        self.history: dict[int, tuple[int, int, int]] = {}
+        # Every ended epoch's StakeHistory entry (the sysvar holds the newest 512).
+        self.history: dict[int, StakeHistoryEntry] = {}
         self._last_tick = now()
         # blockhash -> (slot, last valid block height), newest last.
         self._blockhashes: OrderedDict[str, tuple[int, int]] = OrderedDict()
@@ -253,11 +271,14 @@ class LocalnetChain:
 
     def advance_slots(self, count: int) -> None:
         """Move the tip `count` slots forward, rolling epochs over on the way."""
-        target = self.slot + count
+        start = self.slot
+        target = start + count
         while self.schedule.get_epoch(target) > self.epoch:
             self._roll_epoch()
-        # Only the newest slots' blockhashes can still matter.
-        first = max(self.slot + 1, target - MAX_PROCESSING_AGE - 64)
+        # Only the newest slots' blockhashes can still matter, but those must all
+        # exist however far the tip jumps: the confirmed and finalized blockhashes
+        # are a few slots behind it, and must still be usable.
+        first = max(start + 1, target - MAX_PROCESSING_AGE - 64)
         self.slot = first - 1
         while self.slot < target:
             self.slot += 1
@@ -273,13 +294,14 @@ class LocalnetChain:
 
     def _roll_epoch(self) -> None:
         # What a bank does at an epoch boundary: the ending epoch's stake totals
-        # go into StakeHistory, and the new epoch's stakes are taken from it.
+        # (every delegation's status at that epoch) go into StakeHistory, and the
+        # new epoch's stakes are taken from it.
         ending = self.epoch
         delegations = list(self._delegations())
-        self.history[ending] = stake_history_entry(delegations, ending, self.history)
-        self._write_stake_history()
+        self.history[ending] = next_stake_history_entry(delegations, ending, self.history)
+        # Blockhashes are made by `advance_slots` once the tip has stopped moving.
         self.slot = self.schedule.get_first_slot_in_epoch(ending + 1)
-        self._new_blockhash()
+        self._write_stake_history()
         self._set_clock()
         self._snapshot_epoch_stakes(delegations)
         self._refresh_votes()
@@ -348,7 +370,10 @@ class LocalnetChain:
                 Account(
                     lamports=self_stake + rent_stake,
                     data=_bootstrap_stake_data(
-                        rent_stake, identity.pubkey(), vote.pubkey(), self_stake
+                        rent=rent_stake,
+                        authority=identity.pubkey(),
+                        voter=vote.pubkey(),
+                        stake=self_stake,
                     ),
                     owner=STAKE_PROGRAM,
                     executable=False,
@@ -447,8 +472,7 @@ class LocalnetChain:
             )
 
     def _read_minimum_delegation(self) -> int:
-        ix = Instruction(STAKE_PROGRAM, struct.pack("<I", 13), [])
-        message = Message([ix], self.faucet)
+        message = Message([stake_get_minimum_delegation()], self.faucet)
         tx = Transaction.new_unsigned(message)
         result = self.svm.simulate_transaction(tx)
         if isinstance(result, FailedTransactionMetadata):
@@ -458,35 +482,46 @@ class LocalnetChain:
     # ----- stake --------------------------------------------------------------------------
 
     def _delegations(self) -> Iterable[Delegation]:
+        """Every delegation on the chain, bootstrap (genesis) stake included."""
         for _, account in self.svm.get_program_accounts(STAKE_PROGRAM):
-            delegation = delegation_of(bytes(account.data))
+            delegation = _delegation_of(bytes(account.data))
             if delegation is not None:
                 yield delegation
+
+    def delegation_status(self, delegation: Delegation, epoch: int) -> StakeActivation:
+        """A delegation's effective/activating/deactivating stake at `epoch`, read
+        against this chain's stake history."""
+        return stake_activation(delegation, epoch, self.history)
 
     def _snapshot_epoch_stakes(self, delegations: Sequence[Delegation]) -> None:
         epoch = self.epoch
         stakes: dict[Pubkey, int] = {}
         for delegation in delegations:
-            effective = stake_status(delegation, epoch, self.history)[0]
+            effective = self.delegation_status(delegation, epoch).effective
             stakes[delegation.voter] = stakes.get(delegation.voter, 0) + effective
         self.activated_stake = stakes
         self.svm.set_epoch_stakes({k: v for k, v in stakes.items() if v})
 
     def _write_stake_history(self) -> None:
-        history = StakeHistory()
-        # The sysvar holds the newest 512 epochs.
-        for epoch in sorted(self.history)[-512:]:
-            effective, activating, deactivating = self.history[epoch]
-            history.add(
-                epoch,
-                StakeHistoryEntry(
-                    effective=effective, activating=activating, deactivating=deactivating
-                ),
-            )
-        self.svm.set_stake_history(history)
+        # The sysvar holds the newest 512 epochs, the last of them the previous epoch.
+        self.svm.set_stake_history(to_solders_stake_history(self.history, current_epoch=self.epoch))
 
-    def set_stake_history(self, entries: dict[int, tuple[int, int, int]]) -> None:
-        self.history.update(entries)
+    def set_stake_history(self, entries: Mapping[int, StakeHistoryEntry]) -> None:
+        """Overwrite entries of past epochs, then re-derive the epoch's stakes.
+
+        Raises:
+            ValueError: An entry is for the current epoch or a later one (the sysvar
+                only ever holds ended epochs), or the history would skip an epoch
+                (the stake program cannot read such a sysvar).
+        """
+        future = [epoch for epoch in entries if epoch >= self.epoch]
+        if future:
+            raise ValueError(
+                f"StakeHistory holds ended epochs only (< {self.epoch}), got epoch {min(future)}"
+            )
+        merged = {**self.history, **entries}
+        to_solders_stake_history(merged, current_epoch=self.epoch)  # raises on a gap
+        self.history = merged
         self._write_stake_history()
         self._snapshot_epoch_stakes(list(self._delegations()))
 
@@ -510,10 +545,12 @@ class LocalnetChain:
         if not first.accounts:
             return False
         nonce = self.svm.get_account(keys[first.accounts[0]])
-        if nonce is None or nonce.owner != SYSTEM_PROGRAM or len(nonce.data) < 72:
+        if nonce is None or nonce.owner != SYSTEM_PROGRAM:
             return False
-        # Versions::Current(State::Initialized(Data{authority, durable_nonce, ..}))
-        return bytes(nonce.data)[40:72] == bytes(blockhash)
+        try:
+            return decode_nonce_account(bytes(nonce.data)).nonce == blockhash
+        except InvalidNonceAccountError:
+            return False
 
     def simulate(self, tx: VersionedTransaction, addresses: Sequence[Pubkey] = ()) -> Outcome:
         keys = list(tx.message.account_keys)
@@ -665,18 +702,30 @@ def _writable_keys(message: Message | MessageV0 | MessageV1) -> frozenset[Pubkey
     )
 
 
-def _bootstrap_stake_data(rent: int, authority: Pubkey, voter: Pubkey, stake: int) -> bytes:
-    meta = (
-        struct.pack("<IQ", 2, rent)  # StakeStateV2::Stake, rent_exempt_reserve
-        + bytes(authority)  # staker
-        + bytes(authority)  # withdrawer
-        + struct.pack("<qQ", 0, 0)  # lockup: unix_timestamp, epoch
-        + bytes(Pubkey.default())  # custodian
+def _delegation_of(data: bytes) -> Delegation | None:
+    # Stake-program accounts that are not (or not yet) delegated hold no stake.
+    try:
+        return decode_stake_account(data).delegation
+    except InvalidStakeAccountError:
+        return None
+
+
+def _bootstrap_stake_data(*, rent: int, authority: Pubkey, voter: Pubkey, stake: int) -> bytes:
+    account = StakeAccount(
+        state=StakeStateKind.STAKE,
+        meta=Meta(
+            rent_exempt_reserve=rent,
+            authorized=Authorized(staker=authority, withdrawer=authority),
+            lockup=Lockup(),
+        ),
+        # Activation epoch u64::MAX marks bootstrap stake: effective from genesis.
+        delegation=Delegation(
+            voter=voter,
+            stake=stake,
+            activation_epoch=U64_MAX,
+            deactivation_epoch=U64_MAX,
+            # The former warmup_cooldown_rate, as a real genesis writes it (ignored).
+            reserved=struct.pack("<d", 0.25),
+        ),
     )
-    delegation = (
-        bytes(voter)
-        + struct.pack("<QQQd", stake, U64_MAX, U64_MAX, 0.25)  # activation u64::MAX = bootstrap
-        + struct.pack("<Q", 0)  # credits_observed
-    )
-    data = meta + delegation + b"\x00"  # stake_flags
-    return data + bytes(STAKE_ACCOUNT_SIZE - len(data))
+    return encode_stake_account(account, size=STAKE_ACCOUNT_SIZE)

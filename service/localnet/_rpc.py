@@ -18,11 +18,11 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from service.core.programs import STAKE_ACCOUNT_SIZE
+from service.core import InvalidStakeAccountError, StakeHistoryEntry, decode_stake_account
+from service.core.programs import STAKE_ACCOUNT_SIZE, STAKE_PROGRAM
 
 from ._chain import DELINQUENT_SLOT_DISTANCE, ChainError, LocalnetChain, Outcome, TxRecord
 from ._encoding import b58decode, b58encode
-from ._stake import stake_status
 
 VERSION = {"solana-core": "3.0.0", "feature-set": 3640012085}
 
@@ -763,16 +763,19 @@ def localnet_set_stake_history(chain: LocalnetChain, params: Params) -> Any:
     entries = _param(params, 0, "entries")
     if not isinstance(entries, list):
         raise invalid_params("Invalid params: `entries` must be a list.")
-    parsed: dict[int, tuple[int, int, int]] = {}
+    parsed: dict[int, StakeHistoryEntry] = {}
     for entry in entries:
         if not isinstance(entry, dict):
             raise invalid_params("Invalid params: each entry must be an object.")
-        parsed[_u64(entry.get("epoch"), "epoch")] = (
-            _u64(entry.get("effective", 0), "effective"),
-            _u64(entry.get("activating", 0), "activating"),
-            _u64(entry.get("deactivating", 0), "deactivating"),
+        parsed[_u64(entry.get("epoch"), "epoch")] = StakeHistoryEntry(
+            effective=_u64(entry.get("effective", 0), "effective"),
+            activating=_u64(entry.get("activating", 0), "activating"),
+            deactivating=_u64(entry.get("deactivating", 0), "deactivating"),
         )
-    chain.set_stake_history(parsed)
+    try:
+        chain.set_stake_history(parsed)
+    except ValueError as exc:
+        raise invalid_params(f"Invalid params: {exc}.") from None
     return {"entries": len(chain.history)}
 
 
@@ -782,15 +785,20 @@ def localnet_get_stake_activation(chain: LocalnetChain, params: Params) -> Any:
     config = _config(params, 1)
     epoch = _u64(config.get("epoch", chain.epoch), "epoch")
     account = chain.svm.get_account(address)
-    from ._stake import delegation_of
-
-    if account is None or len(account.data) != STAKE_ACCOUNT_SIZE:
+    if account is None or account.owner != STAKE_PROGRAM or len(account.data) != STAKE_ACCOUNT_SIZE:
         raise invalid_params("Invalid param: not a stake account")
-    delegation = delegation_of(bytes(account.data))
-    if delegation is None:
-        return {"effective": 0, "activating": 0, "deactivating": 0}
-    effective, activating, deactivating = stake_status(delegation, epoch, chain.history)
-    return {"effective": effective, "activating": activating, "deactivating": deactivating}
+    try:
+        delegation = decode_stake_account(bytes(account.data)).delegation
+    except InvalidStakeAccountError:
+        raise invalid_params("Invalid param: not a stake account") from None
+    status = StakeHistoryEntry()
+    if delegation is not None:
+        status = chain.delegation_status(delegation, epoch)
+    return {
+        "effective": status.effective,
+        "activating": status.activating,
+        "deactivating": status.deactivating,
+    }
 
 
 METHODS: dict[str, Handler] = {
