@@ -1,0 +1,171 @@
+"""Pure proto <-> domain conversions for the KeyService."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from agentstaking.v1 import keys_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from service.core.errors import InvalidArgumentError
+from service.core.policy import CallerPolicy
+from service.keys import ApiKey, KeyPolicy, KeyState, RateLimit
+
+NAME_PREFIX = "apiKeys/"
+
+_STATE_TO_PROTO = {
+    KeyState.ACTIVE: keys_pb2.ApiKey.STATE_ACTIVE,
+    KeyState.EXPIRED: keys_pb2.ApiKey.STATE_EXPIRED,
+    KeyState.REVOKED: keys_pb2.ApiKey.STATE_REVOKED,
+}
+_STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
+
+UPDATABLE_PATHS = frozenset({"display_name", "scopes", "policy", "expire_time"})
+POLICY_FIELDS = frozenset(keys_pb2.KeyPolicy.DESCRIPTOR.fields_by_name)
+
+
+def key_id_from_name(name: str, *, field: str = "name") -> str:
+    """`apiKeys/{key_id}` -> key_id."""
+    key_id = name.removeprefix(NAME_PREFIX)
+    if not name.startswith(NAME_PREFIX) or not key_id or "/" in key_id:
+        raise InvalidArgumentError(
+            f"{field} must look like `apiKeys/{{key_id}}`, got {name[:80]!r}", field=field
+        )
+    return key_id
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def timestamp_to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def duration_to_timedelta(duration: duration_pb2.Duration) -> timedelta:
+    return duration.ToTimedelta()
+
+
+def policy_to_proto(policy: KeyPolicy) -> keys_pb2.KeyPolicy:
+    proto = keys_pb2.KeyPolicy(
+        max_lamports_per_transaction=policy.max_lamports_per_transaction,
+        allowed_vote_accounts=policy.allowed_vote_accounts,
+        allowed_wallets=policy.allowed_wallets,
+        allowed_methods=policy.allowed_methods,
+    )
+    if policy.service_fee_bps is not None:
+        proto.service_fee_bps = policy.service_fee_bps
+    if policy.rate_limit is not None:
+        proto.rate_limit.CopyFrom(
+            keys_pb2.RateLimit(
+                requests_per_minute=policy.rate_limit.requests_per_minute,
+                burst=policy.rate_limit.burst,
+            )
+        )
+    return proto
+
+
+def policy_to_domain(proto: keys_pb2.KeyPolicy) -> KeyPolicy:
+    rate_limit = None
+    if proto.HasField("rate_limit"):
+        rate_limit = RateLimit(
+            requests_per_minute=proto.rate_limit.requests_per_minute, burst=proto.rate_limit.burst
+        )
+    return KeyPolicy(
+        max_lamports_per_transaction=proto.max_lamports_per_transaction,
+        allowed_vote_accounts=tuple(proto.allowed_vote_accounts),
+        allowed_wallets=tuple(proto.allowed_wallets),
+        service_fee_bps=proto.service_fee_bps if proto.HasField("service_fee_bps") else None,
+        rate_limit=rate_limit,
+        allowed_methods=tuple(proto.allowed_methods),
+    )
+
+
+def merge_policy(current: KeyPolicy, proto: keys_pb2.KeyPolicy, fields: set[str]) -> KeyPolicy:
+    """`current` with the named `policy.<field>` values replaced by those of `proto`."""
+    merged = policy_to_proto(current)
+    chosen = keys_pb2.KeyPolicy()
+    chosen.CopyFrom(proto)
+    for name in POLICY_FIELDS:
+        (merged if name in fields else chosen).ClearField(name)  # type: ignore[arg-type]
+    merged.MergeFrom(chosen)
+    return policy_to_domain(merged)
+
+
+def caller_policy(policy: KeyPolicy) -> CallerPolicy:
+    return CallerPolicy(
+        max_lamports_per_transaction=policy.max_lamports_per_transaction,
+        allowed_vote_accounts=frozenset(policy.allowed_vote_accounts),
+        allowed_wallets=frozenset(policy.allowed_wallets),
+        service_fee_bps=policy.service_fee_bps,
+    )
+
+
+def state_to_domain(state: keys_pb2.ApiKey.State.ValueType) -> KeyState | None:
+    if state == keys_pb2.ApiKey.STATE_UNSPECIFIED:
+        return None
+    if state not in _STATE_FROM_PROTO:
+        raise InvalidArgumentError(f"unknown state {state}", field="state")
+    return _STATE_FROM_PROTO[state]
+
+
+def api_key_to_proto(key: ApiKey) -> keys_pb2.ApiKey:
+    return keys_pb2.ApiKey(
+        name=key.name,
+        key_id=key.key_id,
+        display_name=key.display_name,
+        scopes=sorted(key.scopes),
+        state=_STATE_TO_PROTO[key.state],
+        create_time=_timestamp(key.create_time),
+        update_time=_timestamp(key.update_time),
+        expire_time=_timestamp(key.expire_time),
+        rotate_time=_timestamp(key.rotate_time),
+        grace_expire_time=_timestamp(key.grace_expire_time),
+        revoke_time=_timestamp(key.revoke_time),
+        last_used_time=_timestamp(key.last_used_time),
+        request_count=key.request_count,
+        policy=policy_to_proto(key.policy),
+        last_rotate_time=_timestamp(key.last_rotate_time),
+    )
+
+
+def update_paths(request: keys_pb2.UpdateApiKeyRequest) -> tuple[set[str], set[str]]:
+    """(top-level fields, policy sub-fields) to update, from the mask or, without
+    one, from the populated fields (AIP-134)."""
+    paths = list(request.update_mask.paths)
+    key = request.api_key
+    if not paths:
+        paths = [
+            name
+            for name in UPDATABLE_PATHS
+            if (
+                key.HasField(name)  # type: ignore[arg-type]
+                if name in ("policy", "expire_time")
+                else bool(getattr(key, name))
+            )
+        ]
+    top: set[str] = set()
+    policy_fields: set[str] = set()
+    for path in paths:
+        if path == "*":
+            top |= UPDATABLE_PATHS
+        elif path.startswith("policy."):
+            sub = path.removeprefix("policy.")
+            if sub not in POLICY_FIELDS:
+                raise InvalidArgumentError(f"unknown field path {path!r}", field="update_mask")
+            policy_fields.add(sub)
+        elif path in UPDATABLE_PATHS:
+            top.add(path)
+        else:
+            raise InvalidArgumentError(
+                f"field path {path!r} cannot be updated; allowed: "
+                f"{', '.join(sorted(UPDATABLE_PATHS))}, policy.<field>, *",
+                field="update_mask",
+            )
+    if not top and not policy_fields:
+        raise InvalidArgumentError("nothing to update", field="update_mask")
+    return top, policy_fields

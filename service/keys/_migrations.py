@@ -1,0 +1,116 @@
+"""Versioned schema migrations, one ordered list per SQL dialect.
+
+A migration is never edited once released: change the schema by appending one.
+``schema_migrations(version, applied_at)`` records what a database has applied.
+Timestamps are UTC: ``TIMESTAMPTZ`` in PostgreSQL, ISO 8601 text ending in ``Z``
+(fixed width, so text order is time order) in SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Migration:
+    """One schema version: statements run in order, in one transaction."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+SQLITE_MIGRATIONS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at TEXT NOT NULL
+)"""
+
+POSTGRES_MIGRATIONS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL
+)"""
+
+MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
+    "sqlite": (
+        Migration(
+            version=1,
+            description="api_keys and api_key_events",
+            statements=(
+                """
+                CREATE TABLE api_keys (
+                    key_id TEXT PRIMARY KEY,
+                    display_name TEXT NOT NULL,
+                    scopes TEXT NOT NULL,
+                    policy TEXT NOT NULL,
+                    secret_digest BLOB NOT NULL CHECK (length(secret_digest) = 32),
+                    previous_digest BLOB CHECK (length(previous_digest) = 32),
+                    grace_expire_time TEXT,
+                    create_time TEXT NOT NULL,
+                    update_time TEXT NOT NULL,
+                    expire_time TEXT,
+                    rotate_time TEXT NOT NULL,
+                    last_rotate_time TEXT,
+                    revoke_time TEXT,
+                    last_used_time TEXT,
+                    request_count INTEGER NOT NULL DEFAULT 0,
+                    version INTEGER NOT NULL
+                )""",
+                # The overdue scan reads unrevoked keys by rotate_time.
+                "CREATE INDEX api_keys_rotate_time ON api_keys (rotate_time)"
+                " WHERE revoke_time IS NULL",
+                """
+                CREATE TABLE api_key_events (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    key_id TEXT NOT NULL REFERENCES api_keys (key_id),
+                    event TEXT NOT NULL,
+                    event_time TEXT NOT NULL,
+                    details TEXT NOT NULL
+                )""",
+                "CREATE INDEX api_key_events_key_id ON api_key_events (key_id, id)",
+            ),
+        ),
+    ),
+    "postgresql": (
+        Migration(
+            version=1,
+            description="api_keys and api_key_events",
+            statements=(
+                """
+                CREATE TABLE api_keys (
+                    key_id TEXT PRIMARY KEY,
+                    display_name TEXT NOT NULL,
+                    scopes JSONB NOT NULL,
+                    policy JSONB NOT NULL,
+                    secret_digest BYTEA NOT NULL CHECK (octet_length(secret_digest) = 32),
+                    previous_digest BYTEA CHECK (octet_length(previous_digest) = 32),
+                    grace_expire_time TIMESTAMPTZ,
+                    create_time TIMESTAMPTZ NOT NULL,
+                    update_time TIMESTAMPTZ NOT NULL,
+                    expire_time TIMESTAMPTZ,
+                    rotate_time TIMESTAMPTZ NOT NULL,
+                    last_rotate_time TIMESTAMPTZ,
+                    revoke_time TIMESTAMPTZ,
+                    last_used_time TIMESTAMPTZ,
+                    request_count BIGINT NOT NULL DEFAULT 0,
+                    version BIGINT NOT NULL
+                )""",
+                "CREATE INDEX api_keys_rotate_time ON api_keys (rotate_time)"
+                " WHERE revoke_time IS NULL",
+                """
+                CREATE TABLE api_key_events (
+                    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    key_id TEXT NOT NULL REFERENCES api_keys (key_id),
+                    event TEXT NOT NULL,
+                    event_time TIMESTAMPTZ NOT NULL,
+                    details JSONB NOT NULL
+                )""",
+                "CREATE INDEX api_key_events_key_id ON api_key_events (key_id, id)",
+            ),
+        ),
+    ),
+}
