@@ -1,13 +1,22 @@
-"""A fault-injecting HTTP proxy in front of a Solana JSON-RPC endpoint (tests only)."""
+"""A fault-injecting HTTP proxy in front of a Solana JSON-RPC endpoint (tests only).
+
+Several proxies in front of one localnet are several endpoints of the same chain;
+each can then fail on its own: refuse, drop, delay, answer 5xx or a JSON-RPC
+error, serve a stale slot (lag), or die and come back on the same port.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+# Answers whose slot numbers a lagging node would report lower.
+_SLOT_RESULTS = frozenset({"getSlot", "getBlockHeight"})
 
 
 @dataclass
@@ -18,47 +27,145 @@ class Faults:
     """Seconds to hold a request for the named JSON-RPC method."""
     refuse: bool = False
     """Answer every request with HTTP 503."""
+    delay: float = 0.0
+    """Seconds to hold every request (on top of `delay_methods`)."""
+    status: int | None = None
+    """Answer every request with this HTTP status (e.g. 500, 502) and no body."""
+    drop: bool = False
+    """Close the connection without answering."""
+    rpc_error: int | None = None
+    """Answer every request with a JSON-RPC error of this code (e.g. -32005)."""
+    slot_lag: int = 0
+    """Serve a stale chain: slots and block heights in answers are this much lower."""
 
 
 class RpcProxy:
+    """An HTTP proxy with `faults`; `kill()` and `revive()` emulate a crashed node.
+
+    It counts what it sees: `requests` and `connections_opened` (distinct client
+    connections), so tests can check that clients reuse and bound their pools.
+    """
+
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.faults = Faults()
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self.port = 0
         self.url = ""
+        self.requests = 0
+        self.methods: dict[str, int] = {}
+        self.connections_opened = 0
+        self._transports: set[asyncio.Transport] = set()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def killed(self) -> bool:
+        return self._runner is not None and self._site is None
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now (as far as requests on them have shown)."""
+        self._transports = {t for t in self._transports if not t.is_closing()}
+        return len(self._transports)
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A short shutdown: requests held by a delay must not hold up the test's teardown.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._listen()
+        self._session = aiohttp.ClientSession()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)
-        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        self._session = aiohttp.ClientSession()
+        self.port = server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._site = site
+
+    async def kill(self) -> None:
+        """Die like a crashed node: stop listening and cut every open connection."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        for transport in self._transports:
+            transport.abort()
+        self._transports.clear()
+
+    async def revive(self) -> None:
+        """Listen again on the same port (same URL) after `kill()`."""
+        if self._site is None:
+            await self._listen()
 
     async def stop(self) -> None:
+        await self.kill()
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _forward(self, request: web.Request) -> web.Response:
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        if transport is not None and transport not in self._transports:
+            self._transports.add(transport)
+            self.connections_opened += 1
+        self.requests += 1
         body = await request.read()
-        if self.faults.refuse:
-            return web.Response(status=503)
+        faults = self.faults
         try:
-            method = json.loads(body).get("method", "")
-        except (ValueError, AttributeError):
-            method = ""
-        delay = self.faults.delay_methods.get(method)
+            parsed: Any = json.loads(body)
+        except ValueError:
+            parsed = None
+        method = parsed.get("method", "") if isinstance(parsed, dict) else ""
+        self.methods[method] = self.methods.get(method, 0) + 1
+        delay = faults.delay + faults.delay_methods.get(method, 0.0)
         if delay:
             await asyncio.sleep(delay)
+        if faults.drop and transport is not None:
+            transport.abort()
+            raise asyncio.CancelledError  # nothing to answer on a closed connection
+        if faults.refuse:
+            return web.Response(status=503)
+        if faults.status is not None:
+            return web.Response(status=faults.status)
+        if faults.rpc_error is not None:
+            request_id = parsed.get("id") if isinstance(parsed, dict) else None
+            error = {"code": faults.rpc_error, "message": "injected by the test proxy"}
+            return web.json_response({"jsonrpc": "2.0", "id": request_id, "error": error})
         assert self._session is not None
         async with self._session.post(
             self.upstream, data=body, headers={"content-type": "application/json"}
         ) as upstream:
-            return web.Response(body=await upstream.read(), content_type="application/json")
+            answer = await upstream.read()
+        if faults.slot_lag:
+            answer = _lagged(answer, method, faults.slot_lag)
+        return web.Response(body=answer, content_type="application/json")
+
+
+def _lagged(raw: bytes, method: str, lag: int) -> bytes:
+    """The answer a node `lag` slots behind would give (slots and heights only)."""
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        return raw
+    result = answer.get("result") if isinstance(answer, dict) else None
+    if result is None:
+        return raw
+    if method in _SLOT_RESULTS and isinstance(result, int):
+        answer["result"] = max(0, result - lag)
+    elif method == "getEpochInfo" and isinstance(result, dict):
+        for key in ("absoluteSlot", "blockHeight", "slotIndex"):
+            result[key] = max(0, int(result[key]) - lag)
+    elif isinstance(result, dict):
+        context = result.get("context")
+        if isinstance(context, dict) and "slot" in context:
+            context["slot"] = max(0, int(context["slot"]) - lag)
+        value = result.get("value")
+        if method == "getLatestBlockhash" and isinstance(value, dict):
+            value["lastValidBlockHeight"] = int(value["lastValidBlockHeight"]) - lag
+    return json.dumps(answer, separators=(",", ":")).encode()
