@@ -1,0 +1,142 @@
+"""Authentication: every call to our services carries an API key.
+
+The key comes from `authorization: Bearer <key>` or `x-api-key`. Health and
+reflection stay open. The verified principal travels to the servicer in a
+ContextVar, set inside the handler's own task and reset when it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn, Protocol
+
+import grpc
+
+from service.api import PermissionDeniedError, abort_with, current_principal, status_for
+from service.core.errors import DomainError
+from service.keys import AuthenticationError, KeyManager, Principal
+
+from ._wrap import wrap_handler
+
+API_KEY_MISSING = "API_KEY_MISSING"
+METHOD_NOT_ALLOWED = "API_KEY_METHOD_NOT_ALLOWED"
+
+
+def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    """The API key in the call's metadata, or None when there is none."""
+    for key, value in metadata or ():
+        if isinstance(value, bytes):
+            continue
+        if key == "authorization":
+            scheme, _, credentials = value.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                return credentials.strip()
+            return value  # present but not a bearer token: reported as malformed
+        if key == "x-api-key":
+            return value.strip()
+    return None
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates calls to the services in `required_scopes` (service -> scope).
+
+    A scope of None means any valid key (the servicer decides more, e.g. a key may
+    read and rotate itself). Services not listed (health, reflection) are open.
+    """
+
+    def __init__(
+        self,
+        keys: KeyManager,
+        required_scopes: Mapping[str, str | None],
+        *,
+        failures: FailedAuthLimit | None = None,
+    ) -> None:
+        """`failures`, when given, limits failed authentications per peer."""
+        self._keys = keys
+        self._required = dict(required_scopes)
+        self._failures = failures
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        _, service, method = handler_call_details.method.split("/", 2)
+        if handler is None or service not in self._required:
+            return handler
+        token = bearer_token(handler_call_details.invocation_metadata)
+        scope = self._required[service]
+
+        async def authenticate() -> Principal:
+            if not token:
+                raise AuthenticationError(
+                    "this call needs an API key: `authorization: Bearer ask_...` or `x-api-key`",
+                    reason=API_KEY_MISSING,
+                )
+            principal = await self._keys.authenticate(token)
+            if scope is not None and not principal.has_scope(scope):
+                raise PermissionDeniedError(
+                    f"API key {principal.key_id} lacks the `{scope}` scope",
+                    metadata={"key_id": principal.key_id, "required_scope": scope},
+                )
+            allowed = principal.policy.allowed_methods
+            if allowed and method not in allowed:
+                raise PermissionDeniedError(
+                    f"API key {principal.key_id} may not call {method}",
+                    reason=METHOD_NOT_ALLOWED,
+                    metadata={
+                        "key_id": principal.key_id,
+                        "method": method,
+                        "policy": "allowed_methods",
+                    },
+                )
+            self._keys.record_use(principal.key_id)
+            return principal
+
+        return _guarded(handler, authenticate, self._failures)
+
+
+class FailedAuthLimit(Protocol):
+    """A per-peer budget of failed authentications (``RateLimitInterceptor``'s twin)."""
+
+    async def admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Abort the call, before its key is checked, while its peer is over the budget."""
+
+    async def failed(
+        self, context: grpc.aio.ServicerContext[Any, Any], error: AuthenticationError
+    ) -> NoReturn:
+        """Charge the failure to the call's peer and abort the call."""
+        ...
+
+
+def _guarded(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    authenticate: Callable[[], Awaitable[Principal]],
+    failures: FailedAuthLimit | None,
+) -> grpc.RpcMethodHandler[Any, Any]:
+    @asynccontextmanager
+    async def authenticated(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        try:
+            if failures is not None:
+                await failures.admit(context)
+            principal = await authenticate()
+        except AuthenticationError as exc:
+            if failures is not None:
+                await failures.failed(context, exc)
+            await abort_with(context, status_for(exc))
+        except DomainError as exc:
+            await abort_with(context, status_for(exc))
+        # Set and reset in the handler's own task, around the servicer.
+        token = current_principal.set(principal)
+        try:
+            yield
+        finally:
+            current_principal.reset(token)
+
+    return wrap_handler(handler, authenticated)
