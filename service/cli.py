@@ -9,9 +9,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from service.config import load_settings, parse_host_port
+from service.core.errors import DomainError
+from service.keys import ApiKey, KeyManager, KeyState, Scope, migrate, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
 
 log = logging.getLogger("agent_staking")
@@ -125,6 +128,9 @@ async def _run_serve(args: argparse.Namespace) -> None:
         ),
         flush=True,
     )
+    for key, secret in server.bootstrapped_keys:
+        # Shown once: the store keeps only a digest of the secret.
+        print(json.dumps({"bootstrap_api_key": _key_json(key, secret)}), flush=True)
     stopper = asyncio.create_task(wait_for_signal())
     waiter = asyncio.create_task(server.wait())
     await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -134,6 +140,69 @@ async def _run_serve(args: argparse.Namespace) -> None:
     await server.stop()
     stopper.cancel()
     waiter.cancel()
+
+
+def _key_json(key: ApiKey, secret: str | None = None) -> dict[str, object]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    body: dict[str, object] = {
+        "key_id": key.key_id,
+        "name": key.name,
+        "display_name": key.display_name,
+        "scopes": sorted(key.scopes),
+        "state": key.state.value,
+        "create_time": iso(key.create_time),
+        "expire_time": iso(key.expire_time),
+        "rotate_time": iso(key.rotate_time),
+        "grace_expire_time": iso(key.grace_expire_time),
+        "revoke_time": iso(key.revoke_time),
+        "last_used_time": iso(key.last_used_time),
+        "request_count": key.request_count,
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+async def _run_keys(args: argparse.Namespace) -> int:
+    settings = load_settings({}, args.config)
+    if args.keys_command == "migrate":
+        await migrate(settings.key_database_url)
+        print(json.dumps({"migrated": True}))
+        return 0
+    manager = KeyManager(await open_store(settings.key_database_url))
+    try:
+        if args.keys_command == "create":
+            expire = (
+                datetime.now(UTC) + timedelta(days=args.expire_days) if args.expire_days else None
+            )
+            key, secret = await manager.create(
+                display_name=args.name, scopes=args.scope, expire_time=expire
+            )
+            print(json.dumps(_key_json(key, secret)))
+        elif args.keys_command == "rotate":
+            grace = timedelta(hours=args.grace_hours) if args.grace_hours is not None else None
+            key, secret = await manager.rotate(args.key_id, grace_period=grace)
+            print(json.dumps(_key_json(key, secret)))
+        elif args.keys_command == "revoke":
+            print(json.dumps(_key_json(await manager.revoke(args.key_id))))
+        elif args.keys_command == "list":
+            state = KeyState(args.state) if args.state else None
+            keys: list[dict[str, object]] = []
+            token = ""
+            while True:
+                page, token, _ = await manager.list(page_size=500, page_token=token, state=state)
+                keys.extend(_key_json(k) for k in page)
+                if not token:
+                    break
+            print(json.dumps({"api_keys": keys}))
+    except DomainError as exc:
+        print(json.dumps({"error": exc.reason, "message": exc.message}), file=sys.stderr)
+        return 1
+    finally:
+        await manager.stop()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +222,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config", type=Path, help="TOML settings file (env AGENT_STAKING_CONFIG_FILE)"
     )
+
+    keys = commands.add_parser(
+        "keys", help="manage API keys in the configured key store (no server needed)"
+    )
+    keys.add_argument("--config", type=Path, help="TOML settings file")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key; prints it with its secret")
+    create.add_argument("--name", required=True, help="display name")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=[s.value for s in Scope],
+        help="scope to grant (repeat for several)",
+    )
+    create.add_argument("--expire-days", type=float, help="expire the key after this many days")
+    rotate = key_commands.add_parser(
+        "rotate", help="issue a new secret; the old one keeps a grace period"
+    )
+    rotate.add_argument("key_id")
+    rotate.add_argument(
+        "--grace-hours", type=float, help="how long the old secret stays valid (default 24)"
+    )
+    revoke = key_commands.add_parser("revoke", help="stop every secret of a key now")
+    revoke.add_argument("key_id")
+    listing = key_commands.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--state", choices=[s.value for s in KeyState])
+    key_commands.add_parser("migrate", help="apply the key store's schema migrations")
 
     localnet = commands.add_parser(
         "localnet", help="run a Solana JSON-RPC endpoint backed by an in-process LiteSVM cluster"
@@ -175,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_run_localnet(args))
         elif args.command == "serve":
             asyncio.run(_run_serve(args))
+        elif args.command == "keys":
+            return asyncio.run(_run_keys(args))
     except (ValueError, OSError) as exc:
         print(f"agent-staking: {exc}", file=sys.stderr)
         return 1

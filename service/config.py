@@ -30,13 +30,46 @@ class Settings(BaseSettings):
     listen: str = "127.0.0.1:50051"
     """gRPC listen address, HOST:PORT (port 0 picks a free port)."""
     rpc_urls: list[str] = Field(default_factory=list)
-    """Solana JSON-RPC endpoints, first = primary. Empty: start the embedded localnet."""
+    """Solana JSON-RPC endpoints, first = primary; `URL#name=NAME&priority=N` names one or
+    sets its priority (lower = preferred). Empty: start the embedded localnet."""
     rpc_timeout_seconds: float = 5.0
     """Upper bound of one Solana RPC call (always also bounded by the gRPC deadline)."""
     rpc_pool_size: int = 5
     """Keep-alive HTTP connections per Solana endpoint."""
+    rpc_routing: str = Field(default="primary", pattern="^(primary|sticky|latency)$")
+    """Which healthy Solana endpoint gets traffic: `primary` (best priority; back to a
+    recovered one after `rpc_failback_seconds`), `sticky` (stay until it fails) or
+    `latency` (lowest latency EWMA)."""
+    rpc_probe_interval_seconds: float = Field(default=1.0, gt=0)
+    """How often every Solana endpoint is probed (getHealth, getSlot)."""
+    rpc_max_slot_lag: int = Field(default=50, ge=0)
+    """An endpoint this many slots behind the best one is taken out of rotation."""
+    rpc_breaker_failures: int = Field(default=3, ge=1)
+    """Consecutive failures (calls or probes) that open an endpoint's circuit breaker."""
+    rpc_breaker_cooldown_seconds: float = Field(default=2.0, gt=0)
+    """How long an open breaker waits before a trial probe (half-open)."""
+    rpc_failback_seconds: float = Field(default=10.0, ge=0)
+    """A recovered endpoint must stay healthy this long before `primary` routing moves
+    traffic back to it (no flapping)."""
     data_dir: Path = Path("./agent-staking-data")
     """Directory of the embedded state (SQLite database)."""
+
+    database_url: str = ""
+    """Key store: `sqlite:///path` or `postgresql://...`; empty = SQLite file in data_dir."""
+    key_cache_ttl_seconds: float = 5.0
+    """How long a verified key is trusted without the database: the bound within which a
+    revocation or rotation on another replica takes effect here."""
+    key_usage_flush_seconds: float = 5.0
+    """How often request counts and last-used times are written (batched, never per call)."""
+    key_rotation_days: float = 30.0
+    """A key is due for rotation this long after creation or its last rotation."""
+    key_rotation_check_seconds: float = 60.0
+    """How often keys overdue for rotation are looked for."""
+    key_expire_overdue_days: float | None = None
+    """When set, keys still overdue for rotation this long after their due date are expired."""
+    bootstrap_keys: bool | None = None
+    """Create and print an admin and a staking key when the key store is empty.
+    Default: on with the embedded localnet, off otherwise."""
 
     service_fee_bps: int = Field(default=10, ge=0, le=10_000)
     """Service fee in basis points of the staked amount (floor); 0 = no fee instruction."""
@@ -56,6 +89,66 @@ class Settings(BaseSettings):
     """How often rent, minimum delegation, epoch schedule and vote accounts are refreshed."""
     blockhash_min_remaining_blocks: int = 60
     """A cached blockhash is handed out only while at least this many blocks of validity remain."""
+
+    relay_max_pending: int = Field(default=10_000, ge=1)
+    """Relay: most transactions in flight (submitted, not yet finalized, failed or expired);
+    beyond it SubmitTransaction answers RESOURCE_EXHAUSTED (RELAY_BUSY)."""
+    relay_poll_seconds: float = Field(default=0.4, gt=0)
+    """Relay: how often the landing loop polls the statuses of in-flight transactions
+    (one getSignatureStatuses per 256 signatures)."""
+    relay_rebroadcast_seconds: float = Field(default=2.0, gt=0)
+    """Relay: how often a transaction that has not landed is sent again."""
+    relay_send_concurrency: int = Field(default=16, ge=1)
+    """Relay: most rebroadcasts in flight at once."""
+    relay_retain_seconds: float = Field(default=600.0, ge=0)
+    """Relay: how long outcomes (finalized, failed, expired) stay in memory; later
+    lookups ask the chain."""
+    relay_max_retained: int = Field(default=10_000, ge=0)
+    """Relay: most outcomes kept in memory (oldest dropped first)."""
+    relay_preflight_commitment: str = Field(
+        default="confirmed", pattern="^(processed|confirmed|finalized)$"
+    )
+    """Relay: bank commitment of the node's preflight simulation."""
+    relay_state_file: Path | None = None
+    """Relay: where in-flight transactions are saved on shutdown and read back on start;
+    default `data_dir/relay-pending.json`."""
+
+    # Rate limits (service/ratelimit): GCRA buckets, each with a rate per minute and a
+    # burst; a rate of 0 turns that dimension off.
+    ratelimit_key_per_minute: int = Field(default=6000, ge=0)
+    """Calls per minute per API key (a key's policy `rate_limit` overrides it)."""
+    ratelimit_key_burst: int = Field(default=1000, ge=0)
+    """Calls at once per API key (0: as many as per minute)."""
+    ratelimit_wallet_per_minute: int = Field(default=10, ge=0)
+    """Calls per minute per wallet (builds and submits; reads by their factor)."""
+    ratelimit_wallet_burst: int = Field(default=10, ge=0)
+    """Calls at once per wallet (0: as many as per minute)."""
+    ratelimit_peer_per_minute: int = Field(default=600, ge=0)
+    """Calls per minute per peer address, for open services and failed authentications."""
+    ratelimit_peer_burst: int = Field(default=300, ge=0)
+    """Calls at once per peer address (0: as many as per minute)."""
+    ratelimit_builds_factor: float = Field(default=1.0, gt=0)
+    """Multiplies every limit (rate and burst) of Build*Transaction calls."""
+    ratelimit_submits_factor: float = Field(default=1.0, gt=0)
+    """Multiplies every limit of SubmitTransaction calls."""
+    ratelimit_reads_factor: float = Field(default=3.0, gt=0)
+    """Multiplies every limit of Get*/List*/Watch* calls and of the open services."""
+    ratelimit_admin_factor: float = Field(default=0.1, gt=0)
+    """Multiplies every limit of KeyService calls."""
+    ratelimit_exempt_services: list[str] = Field(default_factory=lambda: ["grpc.health.v1.Health"])
+    """Services never rate limited (full names)."""
+    ratelimit_fail_closed: bool = False
+    """While Redis is unreachable refuse calls (UNAVAILABLE) instead of limiting each
+    replica on its own (fail-open, the default)."""
+    redis_url: str = ""
+    """Redis shared by the replicas for rate limits (`redis://host:6379/0`); empty: each
+    replica limits in memory."""
+    redis_key_prefix: str = "agent-staking:ratelimit:"
+    """Prefix of the rate-limit keys in Redis."""
+    redis_timeout_seconds: float = Field(default=0.05, gt=0)
+    """Upper bound of one rate-limit decision in Redis; slower counts as an outage."""
+    redis_recheck_seconds: float = Field(default=1.0, gt=0)
+    """During a Redis outage, how often one call tries Redis again."""
 
     localnet_listen: str = "127.0.0.1:8899"
     """Embedded localnet: where its Solana JSON-RPC endpoint listens (port 0: any free port)."""
@@ -78,6 +171,10 @@ class Settings(BaseSettings):
     @property
     def embedded_localnet(self) -> bool:
         return not self.rpc_urls
+
+    @property
+    def key_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'keys.db'}"
 
     @classmethod
     def settings_customise_sources(

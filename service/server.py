@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import grpc
 from agentstaking.v1 import keys_pb2, keys_pb2_grpc, staking_pb2, staking_pb2_grpc
@@ -11,11 +13,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from solders.keypair import Keypair
 
-from service.api import StakingServicer, add_reflection
-from service.chain import ChainContext, FeePolicy, HttpSolanaRpc, StakingOperations
+from service.api import KeyServicer, StakingServicer, add_reflection
+from service.chain import (
+    ChainContext,
+    FailoverPolicy,
+    FailoverRpc,
+    FeePolicy,
+    Relay,
+    RelayConfig,
+    Routing,
+    StakingOperations,
+    parse_endpoints,
+)
 from service.config import Settings, parse_host_port
 from service.core.programs import LAMPORTS_PER_SOL
+from service.interceptors import AuthInterceptor, PeerAuthFailures, RateLimitInterceptor
+from service.keys import ApiKey, KeyManager, Scope, now_utc, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
+from service.ratelimit import RateLimiter, open_limiter
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +52,45 @@ def embedded_fee_wallet(seed: int) -> str:
 class AgentStakingServer:
     """The service: `start()`, then `wait()`; `stop()` drains gracefully."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None = None) -> None:
+        """`clock` (UTC now) is injectable so key expiry and grace periods can be tested."""
         self.settings = settings
+        self._clock = clock
         self.localnet: LocalnetServer | None = None
         self.rpc_url = settings.rpc_urls[0] if settings.rpc_urls else ""
         self.port = 0
         self.health = HealthServicer()
         self._server: grpc.aio.Server | None = None
-        self._rpc: HttpSolanaRpc | None = None
+        self._rpc: FailoverRpc | None = None
         self.chain: ChainContext | None = None
+        self.relay: Relay | None = None
+        self.keys: KeyManager | None = None
+        self.limiter: RateLimiter | None = None
+        self.bootstrapped_keys: list[tuple[ApiKey, str]] = []
         self._stopping = False
 
     async def start(self) -> None:
         settings = self.settings
-        if len(settings.rpc_urls) > 1:
-            raise ValueError(
-                "several --rpc-url endpoints need the RPC failover manager, which this build"
-                " does not have yet; give one --rpc-url"
-            )
+        # Parsed first: a bad --rpc-url fails before anything has started.
+        endpoints = parse_endpoints(settings.rpc_urls) if settings.rpc_urls else []
         fee = self._fee_policy()
+        self.keys = KeyManager(
+            await open_store(settings.key_database_url),
+            clock=self._clock or now_utc,
+            cache_ttl=settings.key_cache_ttl_seconds,
+            usage_flush_interval=settings.key_usage_flush_seconds,
+            rotation_period=timedelta(days=settings.key_rotation_days),
+            overdue_scan_interval=settings.key_rotation_check_seconds,
+            expire_overdue_after=(
+                timedelta(days=settings.key_expire_overdue_days)
+                if settings.key_expire_overdue_days is not None
+                else None
+            ),
+        )
+        await self.keys.start()
+        bootstrap = settings.bootstrap_keys
+        if bootstrap if bootstrap is not None else settings.embedded_localnet:
+            self.bootstrapped_keys = await self.keys.bootstrap_if_empty()
         if settings.embedded_localnet:
             self.localnet = LocalnetServer(
                 LocalnetConfig(
@@ -68,9 +103,20 @@ class AgentStakingServer:
             await self.localnet.start(*parse_host_port(settings.localnet_listen))
             self.rpc_url = self.localnet.url
             log.info("no --rpc-url given: started the embedded localnet at %s", self.rpc_url)
-        self._rpc = HttpSolanaRpc(
-            self.rpc_url, pool_size=settings.rpc_pool_size, timeout=settings.rpc_timeout_seconds
+        self._rpc = FailoverRpc(
+            endpoints or parse_endpoints([f"{self.rpc_url}#name=localnet"]),
+            policy=FailoverPolicy(
+                routing=Routing(settings.rpc_routing),
+                probe_interval=settings.rpc_probe_interval_seconds,
+                max_slot_lag=settings.rpc_max_slot_lag,
+                breaker_failures=settings.rpc_breaker_failures,
+                breaker_cooldown=settings.rpc_breaker_cooldown_seconds,
+                failback_after=settings.rpc_failback_seconds,
+            ),
+            pool_size=settings.rpc_pool_size,
+            timeout=settings.rpc_timeout_seconds,
         )
+        await self._rpc.start()
         if self.localnet is not None and fee.bps:
             # A fee transfer into an empty account below rent exemption would fail;
             # the embedded fee wallet starts funded, as an operator's would be.
@@ -85,7 +131,22 @@ class AgentStakingServer:
         )
         await self.chain.start(wait=settings.rpc_timeout_seconds)
 
+        self.limiter = open_limiter(settings)
+        await self.limiter.start()
         server = grpc.aio.server(
+            # Outermost first.
+            interceptors=[
+                AuthInterceptor(
+                    self.keys,
+                    {STAKING_SERVICE: Scope.STAKING.value, KEY_SERVICE: None},
+                    failures=PeerAuthFailures(self.limiter),
+                ),
+                RateLimitInterceptor(
+                    self.limiter,
+                    admin_services={KEY_SERVICE},
+                    exempt_services=settings.ratelimit_exempt_services,
+                ),
+            ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -101,14 +162,26 @@ class AgentStakingServer:
         )
         # RPCs without an implementation yet keep the generated base class's behaviour
         # (UNIMPLEMENTED), which the typed stubs declare abstract.
+        self.relay = Relay(
+            self._rpc,
+            RelayConfig(
+                max_pending=settings.relay_max_pending,
+                poll_interval=settings.relay_poll_seconds,
+                rebroadcast_interval=settings.relay_rebroadcast_seconds,
+                retain_seconds=settings.relay_retain_seconds,
+                max_retained=settings.relay_max_retained,
+                send_concurrency=settings.relay_send_concurrency,
+                rpc_timeout=settings.rpc_timeout_seconds,
+                preflight_commitment=settings.relay_preflight_commitment,
+                state_file=settings.relay_state_file or settings.data_dir / "relay-pending.json",
+            ),
+        )
+        await self.relay.start()
         staking_pb2_grpc.add_StakingServiceServicer_to_server(
-            StakingServicer(operations),  # type: ignore[abstract]
+            StakingServicer(operations, self.relay),  # type: ignore[abstract]
             server,
         )
-        keys_pb2_grpc.add_KeyServiceServicer_to_server(
-            keys_pb2_grpc.KeyServiceServicer(),  # type: ignore[abstract]
-            server,
-        )
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(self.keys), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, [STAKING_SERVICE, KEY_SERVICE, HEALTH_SERVICE])
         host, port = parse_host_port(settings.listen)
@@ -181,10 +254,16 @@ class AgentStakingServer:
             await self._server.stop(
                 self.settings.shutdown_grace_seconds if grace is None else grace
             )
+        if self.relay is not None:
+            await self.relay.stop()  # saves transactions still in flight
         if self.chain is not None:
             await self.chain.stop()
         if self._rpc is not None:
             await self._rpc.close()
+        if self.keys is not None:
+            await self.keys.stop()  # flushes usage counts
+        if self.limiter is not None:
+            await self.limiter.close()
         if self.localnet is not None:
             await self.localnet.stop()
         log.info("agent-staking stopped")

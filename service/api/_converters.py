@@ -6,9 +6,18 @@ from agentstaking.v1 import staking_pb2, types_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 from solders.transaction import VersionedTransaction
 
-from service.chain import BuildOptions, BuiltStake, NetworkInfo, Simulation, StakeParams
+from service.chain import (
+    BuildOptions,
+    BuiltStake,
+    NetworkInfo,
+    Simulation,
+    StakeParams,
+    SubmitOutcome,
+)
 from service.core.errors import InvalidArgumentError
 from service.core.plans import PreparedTransaction, TransactionVersion
+from service.core.txerrors import DecodedTransactionError
+from service.core.txstatus import Commitment, TxState, TxStatus
 
 _PRIORITY_LEVELS = {
     types_pb2.PRIORITY_LEVEL_UNSPECIFIED: "medium",
@@ -199,4 +208,75 @@ def network_info_to_proto(
         slot_duration=_duration(snapshot.slot_seconds),
         epoch_rewards_active=snapshot.epoch_rewards_active,
         read_time=_timestamp(now_unix - max(0.0, now_monotonic - snapshot.fetched_at)),
+    )
+
+
+# --- relay: SubmitTransaction, GetTransactionStatus, WatchTransaction ----------------------
+
+_COMMITMENTS = {
+    types_pb2.COMMITMENT_PROCESSED: Commitment.PROCESSED,
+    types_pb2.COMMITMENT_CONFIRMED: Commitment.CONFIRMED,
+    types_pb2.COMMITMENT_FINALIZED: Commitment.FINALIZED,
+}
+_TX_STATES = {
+    TxState.RECEIVED: types_pb2.TRANSACTION_STATE_RECEIVED,
+    TxState.SENT: types_pb2.TRANSACTION_STATE_SENT,
+    TxState.PROCESSED: types_pb2.TRANSACTION_STATE_PROCESSED,
+    TxState.CONFIRMED: types_pb2.TRANSACTION_STATE_CONFIRMED,
+    TxState.FINALIZED: types_pb2.TRANSACTION_STATE_FINALIZED,
+    TxState.FAILED: types_pb2.TRANSACTION_STATE_FAILED,
+    TxState.EXPIRED: types_pb2.TRANSACTION_STATE_EXPIRED,
+}
+
+
+def commitment_to_domain(
+    value: types_pb2.Commitment.ValueType, *, field: str = "commitment"
+) -> Commitment | None:
+    """COMMITMENT_UNSPECIFIED -> None (the caller's field documents the default)."""
+    if value == types_pb2.COMMITMENT_UNSPECIFIED:
+        return None
+    if value not in _COMMITMENTS:
+        raise InvalidArgumentError(f"unknown commitment {value}", field=field)
+    return _COMMITMENTS[value]
+
+
+def transaction_error_to_proto(error: DecodedTransactionError) -> types_pb2.TransactionError:
+    result = types_pb2.TransactionError(
+        message=error.message,
+        kind=error.kind,
+        program=error.program,
+        instruction_error=error.instruction_error,
+        program_error=error.program_error,
+        logs=list(error.logs),
+    )
+    if error.instruction_index is not None:
+        result.instruction_index = error.instruction_index
+    if error.custom_code is not None:
+        result.custom_code = error.custom_code
+    return result
+
+
+def transaction_status_to_proto(status: TxStatus) -> types_pb2.TransactionStatus:
+    result = types_pb2.TransactionStatus(
+        signature=status.signature,
+        state=_TX_STATES[status.state],
+        slot=status.slot,
+        confirmations=status.confirmations,
+        last_valid_block_height=status.last_valid_block_height,
+        send_count=status.send_count,
+    )
+    if status.error is not None:
+        result.error.CopyFrom(transaction_error_to_proto(status.error))
+    if status.update_time:
+        result.update_time.CopyFrom(_timestamp(status.update_time))
+    if status.create_time is not None:
+        result.create_time.CopyFrom(_timestamp(status.create_time))
+    return result
+
+
+def submit_response_to_proto(outcome: SubmitOutcome) -> staking_pb2.SubmitTransactionResponse:
+    return staking_pb2.SubmitTransactionResponse(
+        signature=outcome.status.signature,
+        status=transaction_status_to_proto(outcome.status),
+        already_submitted=outcome.already_submitted,
     )

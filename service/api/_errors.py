@@ -12,6 +12,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from service.chain import rpc_deadline
 from service.core.errors import ERROR_DOMAIN, DomainError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,11 @@ Self = TypeVar("Self")
 
 
 def status_for(error: DomainError, *, retry_after: float | None = None) -> status_pb2.Status:
-    """`google.rpc.Status` for a domain error: ErrorInfo, BadRequest, RetryInfo."""
+    """`google.rpc.Status` for a domain error: ErrorInfo, BadRequest, RetryInfo, QuotaFailure.
+
+    RetryInfo comes from `retry_after` (or the error's own `retry_after` attribute),
+    QuotaFailure from the error's `quota_violations` (dicts of Violation fields).
+    """
     code = grpc.StatusCode[error.kind.value]
     metadata = dict(error.metadata)
     if error.hint:
@@ -44,8 +49,15 @@ def status_for(error: DomainError, *, retry_after: float | None = None) -> statu
     retry = retry_after if retry_after is not None else getattr(error, "retry_after", None)
     if retry is not None:
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(retry * 1e9))
+        delay.FromNanoseconds(round(retry * 1e9))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    quota = getattr(error, "quota_violations", ())
+    if quota:
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[error_details_pb2.QuotaFailure.Violation(**v) for v in quota]
+            )
+        )
     packed = []
     for detail in details:
         holder = any_pb2.Any()
@@ -58,12 +70,17 @@ INTERNAL_STATUS = status_pb2.Status(code=code_pb2.INTERNAL, message="internal er
 
 
 async def abort_with(
-    context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status
+    context: grpc.aio.ServicerContext[Any, Any],
+    status: status_pb2.Status,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> NoReturn:
-    """Abort the call with `status`, its details in the `grpc-status-details-bin` trailer."""
+    """Abort the call with `status`, its details in the `grpc-status-details-bin` trailer
+    (after `metadata`, extra trailers such as `x-ratelimit-*`)."""
     converted = rpc_status.to_status(status)
     await context.abort(
-        converted.code, converted.details, trailing_metadata=converted.trailing_metadata
+        converted.code,
+        converted.details,
+        trailing_metadata=(*metadata, *converted.trailing_metadata),
     )
     raise AssertionError("unreachable: abort raises")
 
@@ -91,7 +108,9 @@ def handle_errors(
         self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
     ) -> Resp:
         try:
-            return await method(self, request, context)
+            # Solana RPCs made for this call fit inside its deadline (failover included).
+            with rpc_deadline(context.time_remaining()):
+                return await method(self, request, context)
         except Exception as exc:
             if _is_abort(exc):
                 raise
@@ -110,8 +129,11 @@ def handle_stream_errors(
         self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
     ) -> AsyncIterator[Resp]:
         try:
-            async for item in method(self, request, context):
-                yield item
+            # grpc drives the stream from one task, so the deadline is set and reset in
+            # the same context.
+            with rpc_deadline(context.time_remaining()):
+                async for item in method(self, request, context):
+                    yield item
         except Exception as exc:
             if _is_abort(exc):
                 raise

@@ -2,29 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 from agentstaking.v1 import staking_pb2, staking_pb2_grpc
 
-from service.chain import StakingOperations
+from service.chain import Relay, StakingOperations
+from service.core.errors import DomainError, ErrorKind
+from service.core.policy import UNRESTRICTED, CallerPolicy
+from service.core.txstatus import Commitment
 
 from ._converters import (
+    commitment_to_domain,
     epoch_end_unix,
     network_info_to_proto,
     stake_request_to_domain,
     stake_response_to_proto,
+    submit_response_to_proto,
+    transaction_status_to_proto,
 )
-from ._errors import handle_errors
+from ._errors import handle_errors, handle_stream_errors
+from ._key_converters import caller_policy
+from ._principal import current_principal
 
 Context = grpc.aio.ServicerContext
+
+
+class RelayDisabledError(DomainError):
+    """The server was assembled without a relay."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "RELAY_DISABLED"
+    default_hint = "Send the signed transaction to a Solana RPC node yourself."
+
+
+def _caller_policy() -> CallerPolicy:
+    principal = current_principal.get()
+    return UNRESTRICTED if principal is None else caller_policy(principal.policy)
 
 
 class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
     """The RPCs implemented so far; the rest answer UNIMPLEMENTED (generated base)."""
 
-    def __init__(self, operations: StakingOperations) -> None:
+    def __init__(self, operations: StakingOperations, relay: Relay | None = None) -> None:
         self._operations = operations
+        self._relay = relay
+
+    def _relay_or_fail(self) -> Relay:
+        if self._relay is None:
+            raise RelayDisabledError("this server does not relay transactions")
+        return self._relay
 
     @handle_errors
     async def BuildStakeTransaction(
@@ -34,8 +63,9 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
             staking_pb2.BuildStakeTransactionRequest, staking_pb2.BuildStakeTransactionResponse
         ],
     ) -> staking_pb2.BuildStakeTransactionResponse:
-        built = await self._operations.build_stake(stake_request_to_domain(request))
-        info = self._operations.network_info()
+        policy = _caller_policy()
+        built = await self._operations.build_stake(stake_request_to_domain(request), policy)
+        info = self._operations.network_info(policy)
         return stake_response_to_proto(
             built,
             epoch_end_unix=epoch_end_unix(
@@ -50,5 +80,54 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
         context: Context[staking_pb2.GetNetworkInfoRequest, staking_pb2.GetNetworkInfoResponse],
     ) -> staking_pb2.GetNetworkInfoResponse:
         return network_info_to_proto(
-            self._operations.network_info(), now_unix=time.time(), now_monotonic=time.monotonic()
+            self._operations.network_info(_caller_policy()),
+            now_unix=time.time(),
+            now_monotonic=time.monotonic(),
         )
+
+    @handle_errors
+    async def SubmitTransaction(
+        self,
+        request: staking_pb2.SubmitTransactionRequest,
+        context: Context[
+            staking_pb2.SubmitTransactionRequest, staking_pb2.SubmitTransactionResponse
+        ],
+    ) -> staking_pb2.SubmitTransactionResponse:
+        outcome = await self._relay_or_fail().submit(
+            request.transaction,
+            allowed_fee_payers=_caller_policy().allowed_wallets,
+            commitment=commitment_to_domain(request.commitment),
+            skip_preflight=request.skip_preflight,
+            timeout=context.time_remaining(),
+        )
+        return submit_response_to_proto(outcome)
+
+    @handle_errors
+    async def GetTransactionStatus(
+        self,
+        request: staking_pb2.GetTransactionStatusRequest,
+        context: Context[
+            staking_pb2.GetTransactionStatusRequest, staking_pb2.GetTransactionStatusResponse
+        ],
+    ) -> staking_pb2.GetTransactionStatusResponse:
+        status = await self._relay_or_fail().status(
+            request.signature, timeout=context.time_remaining()
+        )
+        return staking_pb2.GetTransactionStatusResponse(status=transaction_status_to_proto(status))
+
+    @handle_stream_errors
+    async def WatchTransaction(
+        self,
+        request: staking_pb2.WatchTransactionRequest,
+        context: Context[staking_pb2.WatchTransactionRequest, staking_pb2.WatchTransactionResponse],
+    ) -> AsyncIterator[staking_pb2.WatchTransactionResponse]:
+        commitment = commitment_to_domain(request.commitment) or Commitment.FINALIZED
+        watch = self._relay_or_fail().watch(
+            request.signature, commitment, timeout=context.time_remaining()
+        )
+        # Closed explicitly so the subscription ends with the call, however it ends.
+        async with contextlib.aclosing(watch) as statuses:
+            async for status in statuses:
+                yield staking_pb2.WatchTransactionResponse(
+                    status=transaction_status_to_proto(status)
+                )

@@ -1,6 +1,23 @@
-"""Solana I/O: the RPC client, the cached chain context, simulation."""
+"""Solana I/O: the RPC client, the cached chain context, simulation, the relay."""
 
 from ._context import ChainContext, ChainSnapshot, VoteAccountInfo
+from ._failover import (
+    READ_METHODS,
+    RETRYABLE_METHODS,
+    BreakerState,
+    EndpointConfig,
+    EndpointStats,
+    FailoverEvent,
+    FailoverPolicy,
+    FailoverRpc,
+    FailoverStats,
+    Routing,
+    call_deadline,
+    parse_endpoint,
+    parse_endpoints,
+    redact_url,
+    rpc_deadline,
+)
 from ._operations import (
     BalanceChange,
     BuildOptions,
@@ -13,24 +30,60 @@ from ._operations import (
     StakeParams,
     StakingOperations,
 )
-from ._rpc import ChainUnavailable, HttpSolanaRpc, RpcError, SolanaRpc
+from ._relay import (
+    BlockhashExpiredError,
+    NonceAdvancedError,
+    Relay,
+    RelayBusyError,
+    RelayConfig,
+    RelayStats,
+    SendRejectedError,
+    SubmitOutcome,
+    TransactionNotFoundError,
+)
+from ._rpc import ChainUnavailable, EndpointFailure, HttpSolanaRpc, RpcError, SolanaRpc
 
 __all__ = [
+    "READ_METHODS",
+    "RETRYABLE_METHODS",
     "BalanceChange",
+    "BlockhashExpiredError",
+    "BreakerState",
     "BuildOptions",
     "BuiltStake",
     "ChainContext",
     "ChainSnapshot",
     "ChainUnavailable",
+    "EndpointConfig",
+    "EndpointFailure",
+    "EndpointStats",
     "EpochRewardsActiveError",
+    "FailoverEvent",
+    "FailoverPolicy",
+    "FailoverRpc",
+    "FailoverStats",
     "FeePolicy",
     "HttpSolanaRpc",
     "NetworkInfo",
+    "NonceAdvancedError",
+    "Relay",
+    "RelayBusyError",
+    "RelayConfig",
+    "RelayStats",
+    "Routing",
     "RpcError",
+    "SendRejectedError",
     "Simulation",
     "SimulationFailedError",
     "SolanaRpc",
     "StakeParams",
     "StakingOperations",
+    "SubmitOutcome",
+    "TransactionNotFoundError",
     "VoteAccountInfo",
+    "call_deadline",
+    "parse_endpoint",
+    "parse_endpoints",
+    "redact_url",
+    "rpc_deadline",
 ]

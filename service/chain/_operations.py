@@ -38,6 +38,7 @@ from service.core.plans import (
     TransactionVersion,
     build_stake_transaction,
 )
+from service.core.policy import UNRESTRICTED, CallerPolicy
 from service.core.seeds import SeedPurpose, seed_from_entropy, seed_from_request_id
 
 from ._context import ChainContext, ChainSnapshot
@@ -166,14 +167,22 @@ class StakingOperations:
         self._entropy = entropy
         self._timeout = rpc_timeout
 
-    def network_info(self) -> NetworkInfo:
+    def fee_for(self, policy: CallerPolicy) -> FeePolicy:
+        """The service fee that applies to a caller: its key's override, else the operator's."""
+        if policy.service_fee_bps is None:
+            return self._fee
+        return FeePolicy(bps=policy.service_fee_bps, recipient=self._fee.recipient)
+
+    def network_info(self, policy: CallerPolicy = UNRESTRICTED) -> NetworkInfo:
         return NetworkInfo(
             snapshot=self._context.snapshot(),
-            fee=self._fee,
+            fee=self.fee_for(policy),
             default_vote_account=self._default_vote_account,
         )
 
-    async def build_stake(self, params: StakeParams) -> BuiltStake:
+    async def build_stake(
+        self, params: StakeParams, policy: CallerPolicy = UNRESTRICTED
+    ) -> BuiltStake:
         """Plan a stake transaction; simulate it when asked.
 
         Raises:
@@ -199,6 +208,12 @@ class StakingOperations:
             ),
         )
         assert isinstance(wallet, Pubkey) and isinstance(vote_account, Pubkey)
+        policy.check(
+            wallet=str(wallet),
+            amount_lamports=params.amount_lamports,
+            vote_account=str(vote_account),
+        )
+        fee = self.fee_for(policy)
         if str(vote_account) not in snapshot.vote_accounts:
             raise VoteAccountNotFoundError(vote_account=str(vote_account))
         if params.request_id:
@@ -229,8 +244,8 @@ class StakingOperations:
             stake_authority=stake_authority if isinstance(stake_authority, Pubkey) else None,
             lockup=lockup,
             service_fee=ServiceFee(
-                bps=self._fee.bps,
-                recipient=Pubkey.from_string(self._fee.recipient) if self._fee.recipient else None,
+                bps=fee.bps,
+                recipient=Pubkey.from_string(fee.recipient) if fee.recipient else None,
             ),
             options=TransactionOptions(
                 version=options.version,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from agentstaking.v1 import keys_pb2, keys_pb2_grpc, staking_pb2, types_pb2
+from agentstaking.v1 import staking_pb2, types_pb2
 from solders.keypair import Keypair
 
 from ._helpers import rich_details
@@ -164,7 +164,21 @@ async def test_unimplemented_rpcs_say_so(service: Service) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await service.staking.ListValidators(staking_pb2.ListValidatorsRequest())
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    keys = keys_pb2_grpc.KeyServiceStub(service.channel)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await keys.ListApiKeys(keys_pb2.ListApiKeysRequest())
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_every_domain_error_of_the_service_is_well_formed() -> None:
+    """Reasons are UPPER_SNAKE and kinds are gRPC status names, in every package."""
+    import re
+
+    import service.server  # noqa: F401  (imports every package that defines errors)
+    from service.core.errors import DomainError
+
+    pending: list[type[DomainError]] = [DomainError]
+    seen = 0
+    while pending:
+        cls = pending.pop()
+        seen += 1
+        assert re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*", cls.default_reason), cls
+        assert grpc.StatusCode[cls.kind.value], cls
+        pending.extend(cls.__subclasses__())
+    assert seen > 20

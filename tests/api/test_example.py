@@ -23,6 +23,8 @@ async def test_example_stakes_with_one_signature(
         service.address,
         "--rpc",
         localnet.url,
+        "--api-key",
+        service.staking_secret,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,6 +22,7 @@ from solders.keypair import Keypair
 from service.config import Settings
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
+from tests._grpc_auth import keyed_channel
 from tests._proxy import RpcProxy
 
 from .conftest import SOL, Service
@@ -105,15 +108,24 @@ async def test_health_check_and_watch(service: Service) -> None:
     watch.cancel()
 
 
+@dataclass
+class OwnServer:
+    server: AgentStakingServer
+    proxy: RpcProxy
+    secret: str
+
+    def channel(self) -> grpc.aio.Channel:
+        return keyed_channel(f"127.0.0.1:{self.server.port}", self.secret)
+
+
 @pytest.fixture
-async def own_server(
-    localnet: LocalnetServer,
-) -> AsyncIterator[tuple[AgentStakingServer, RpcProxy]]:
+async def own_server(localnet: LocalnetServer, tmp_path: Path) -> AsyncIterator[OwnServer]:
     """A server of its own behind a fault-injecting proxy, so faults touch no other test."""
     proxy = RpcProxy(localnet.url)
     await proxy.start()
     server = AgentStakingServer(
         Settings(
+            database_url=f"sqlite:///{tmp_path / 'keys.db'}",
             listen="127.0.0.1:0",
             rpc_urls=[proxy.url],
             service_fee_bps=0,
@@ -124,17 +136,19 @@ async def own_server(
         )
     )
     await server.start()
-    yield server, proxy
+    assert server.keys is not None
+    _, secret = await server.keys.create(display_name="agent", scopes=["staking"])
+    yield OwnServer(server=server, proxy=proxy, secret=secret)
     await server.stop(0)
     await proxy.stop()
 
 
 async def test_drain_flips_health_and_lets_calls_finish(
-    own_server: tuple[AgentStakingServer, RpcProxy],
+    own_server: OwnServer,
 ) -> None:
-    server, proxy = own_server
+    server, proxy = own_server.server, own_server.proxy
     wallet = Keypair()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with own_server.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel)
         watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
         assert (await watch.read()).status == SERVING
@@ -161,10 +175,10 @@ async def test_drain_flips_health_and_lets_calls_finish(
 
 
 async def test_solana_unreachable_means_not_serving(
-    own_server: tuple[AgentStakingServer, RpcProxy],
+    own_server: OwnServer,
 ) -> None:
-    server, proxy = own_server
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    proxy = own_server.proxy
+    async with own_server.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel)
         staking = staking_pb2_grpc.StakingServiceStub(channel)
         proxy.faults.refuse = True
@@ -199,13 +213,17 @@ async def test_solana_unreachable_means_not_serving(
         )
 
 
-async def test_sigterm_lets_the_call_in_flight_complete(localnet: LocalnetServer) -> None:
+async def test_sigterm_lets_the_call_in_flight_complete(
+    localnet: LocalnetServer, tmp_path: Path
+) -> None:
     """The real CLI process: SIGTERM while a call is in flight; it completes, exit 0."""
     proxy = RpcProxy(localnet.url)
     await proxy.start()
     env = {
         **os.environ,
         "AGENT_STAKING_SERVICE_FEE_BPS": "0",
+        "AGENT_STAKING_DATABASE_URL": f"sqlite:///{tmp_path / 'keys.db'}",
+        "AGENT_STAKING_BOOTSTRAP_KEYS": "true",
         "AGENT_STAKING_DEFAULT_VOTE_ACCOUNT": str(localnet.chain.validators[0].vote_account),
     }
     process = await asyncio.create_subprocess_exec(
@@ -225,8 +243,10 @@ async def test_sigterm_lets_the_call_in_flight_complete(localnet: LocalnetServer
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 30)
         address = json.loads(line)["listening"]
+        # A first start on an empty store prints its bootstrap keys once.
+        bootstrap = json.loads(await process.stdout.readline())["bootstrap_api_key"]
         proxy.faults.delay_methods["simulateTransaction"] = 1.0
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with keyed_channel(address, bootstrap["secret"]) as channel:
             staking = staking_pb2_grpc.StakingServiceStub(channel)
             in_flight = asyncio.ensure_future(
                 staking.BuildStakeTransaction(
