@@ -57,6 +57,7 @@ async def service(
         default_vote_account=vote_account,
         blockhash_refresh_seconds=0.5,
         shutdown_grace_seconds=2,
+        data_dir=tmp_path_factory.mktemp("data"),
         database_url=f"sqlite:///{tmp_path_factory.mktemp('keys') / 'keys.db'}",
     )
     server = AgentStakingServer(settings)

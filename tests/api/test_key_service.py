@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from datetime import UTC, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -26,12 +28,14 @@ NETWORK = staking_pb2.GetNetworkInfoRequest()
 async def _server(
     localnet: LocalnetServer, database_url: str, clock: FakeClock, *, cache_ttl: float = 5.0
 ) -> AgentStakingServer:
+    data_dir = Path(tempfile.mkdtemp(prefix="agent-staking-"))
     server = AgentStakingServer(
         Settings(
             listen="127.0.0.1:0",
             rpc_urls=[localnet.url],
             service_fee_bps=0,
             database_url=database_url,
+            data_dir=data_dir,
             key_cache_ttl_seconds=cache_ttl,
             key_usage_flush_seconds=0.2,
             shutdown_grace_seconds=1,

@@ -125,6 +125,7 @@ async def own_server(localnet: LocalnetServer, tmp_path: Path) -> AsyncIterator[
     await proxy.start()
     server = AgentStakingServer(
         Settings(
+            data_dir=tmp_path,
             database_url=f"sqlite:///{tmp_path / 'keys.db'}",
             listen="127.0.0.1:0",
             rpc_urls=[proxy.url],
@@ -222,6 +223,7 @@ async def test_sigterm_lets_the_call_in_flight_complete(
     env = {
         **os.environ,
         "AGENT_STAKING_SERVICE_FEE_BPS": "0",
+        "AGENT_STAKING_DATA_DIR": str(tmp_path),
         "AGENT_STAKING_DATABASE_URL": f"sqlite:///{tmp_path / 'keys.db'}",
         "AGENT_STAKING_BOOTSTRAP_KEYS": "true",
         "AGENT_STAKING_DEFAULT_VOTE_ACCOUNT": str(localnet.chain.validators[0].vote_account),
