@@ -48,6 +48,28 @@ class VoteAccountInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ChainContextStats:
+    """Metrics-ready state of the cached chain context.
+
+    Attributes:
+        healthy: The context can be trusted (False before the first refresh too).
+        blockhash_age_seconds: Seconds since the cached blockhash was fetched; None
+            before the first refresh.
+        remaining_blocks: Estimated blocks before the cached blockhash expires.
+        slot: Slot of the last refresh.
+        epoch: Epoch of the last refresh.
+        consecutive_failures: Failed refreshes since the last success.
+    """
+
+    healthy: bool
+    blockhash_age_seconds: float | None
+    remaining_blocks: int | None
+    slot: int | None
+    epoch: int | None
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChainSnapshot:
     """Everything a build reads from the chain, as of `fetched_at` (monotonic seconds)."""
 
@@ -145,6 +167,19 @@ class ChainContext:
         if snapshot.remaining_blocks(self._clock()) < self._min_remaining:
             raise ChainUnavailable(f"cached blockhash too old to hand out ({self._last_error})")
         return snapshot
+
+    def stats(self) -> ChainContextStats:
+        """Blockhash age, chain health and refresh failures, for metrics."""
+        snapshot = self._snapshot
+        now = self._clock()
+        return ChainContextStats(
+            healthy=bool(self._healthy),
+            blockhash_age_seconds=None if snapshot is None else max(0.0, now - snapshot.fetched_at),
+            remaining_blocks=None if snapshot is None else snapshot.remaining_blocks(now),
+            slot=None if snapshot is None else snapshot.slot,
+            epoch=None if snapshot is None else snapshot.epoch,
+            consecutive_failures=self._failures,
+        )
 
     async def refresh(self) -> None:
         """Refresh now: the blockhash always, the slow-moving parts when due."""

@@ -34,8 +34,10 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlsplit
+
+from opentelemetry import trace
 
 from ._rpc import ChainUnavailable, EndpointFailure, HttpSolanaRpc, RpcError
 
@@ -122,6 +124,32 @@ _LATENCY_ALPHA: Final = 0.2
 # more than 25 % and 2 ms better, so jitter between similar endpoints cannot flap.
 _LATENCY_SWITCH_RATIO: Final = 1.25
 _LATENCY_SWITCH_FLOOR: Final = 0.002
+
+
+class RpcObserver(Protocol):
+    """Told about every attempt sent for a caller (probes excluded): metrics."""
+
+    def rpc_attempt(self, endpoint: str, method: str, seconds: float, error: str | None) -> None:
+        """One attempt ended after ``seconds``; ``error`` is None when it was answered
+        with a result, else ``timeout``, ``connection``, ``http``, ``malformed``,
+        ``node_unhealthy``, ``rpc_error`` (the node answered with an error object) or
+        ``other``."""
+
+
+def _error_label(exc: Exception) -> str:
+    if isinstance(exc, RpcError):
+        return "node_unhealthy" if exc.code == NODE_UNHEALTHY else "rpc_error"
+    if isinstance(exc, EndpointFailure):
+        failure = exc.failure
+        if exc.timeout:
+            return "timeout"
+        if failure.startswith("HTTP"):
+            return "http"
+        if failure == "malformed answer":
+            return "malformed"
+        if failure in ("connection refused", "cannot connect", "disconnected", "connection reset"):
+            return "connection"
+    return "other"
 
 
 class Routing(enum.Enum):
@@ -407,6 +435,8 @@ class FailoverRpc:
         policy: FailoverPolicy | None = None,
         pool_size: int = 5,
         timeout: float = 10.0,
+        tracer: trace.Tracer | None = None,
+        observer: RpcObserver | None = None,
     ) -> None:
         """Create the manager (no I/O until `start` or `call`).
 
@@ -415,6 +445,9 @@ class FailoverRpc:
             policy: probing, breaker and routing settings.
             pool_size: keep-alive connections per endpoint (an upper bound).
             timeout: default budget of one `call` over all its attempts.
+            tracer: records each attempt made while a gRPC call is served as a child
+                span of it (background probes and refreshes are not traced).
+            observer: told about every attempt (metrics).
 
         Raises:
             ValueError: no endpoint, duplicate names, bad pool size or timeout.
@@ -437,6 +470,8 @@ class FailoverRpc:
         self._events: deque[FailoverEvent] = deque(maxlen=32)
         self._any_healthy = True
         self._task: asyncio.Task[None] | None = None
+        self._tracer = tracer
+        self._observer = observer
 
     @property
     def policy(self) -> FailoverPolicy:
@@ -508,7 +543,7 @@ class FailoverRpc:
             attempt_started = time.monotonic()
             try:
                 result = await self._attempt(
-                    endpoint, method, params, remaining / 2 if more else remaining
+                    endpoint, method, params, remaining / 2 if more else remaining, position
                 )
             except RpcError as exc:
                 if exc.code not in _ASK_ANOTHER_NODE:
@@ -540,6 +575,60 @@ class FailoverRpc:
             )
 
     async def _attempt(
+        self,
+        endpoint: _Endpoint,
+        method: str,
+        params: list[Any],
+        timeout: float,
+        position: int = 0,
+    ) -> Any:
+        with self._span(endpoint, method, position) as span:
+            started = time.monotonic()
+            error: str | None = None
+            try:
+                return await self._attempt_once(endpoint, method, params, timeout)
+            except (RpcError, EndpointFailure) as exc:
+                error = _error_label(exc)
+                if span is not None:
+                    if isinstance(exc, RpcError):
+                        span.set_attribute("rpc.jsonrpc.error_code", exc.code)
+                    span.set_attribute("error.type", error)
+                    span.set_status(trace.StatusCode.ERROR, error)
+                raise
+            finally:
+                if self._observer is not None:
+                    self._observer.rpc_attempt(
+                        endpoint.name, method, time.monotonic() - started, error
+                    )
+
+    @contextlib.contextmanager
+    def _span(self, endpoint: _Endpoint, method: str, position: int) -> Iterator[Any]:
+        # Child spans only: calls made outside a served call (probes, the chain context
+        # refresher, the relay's landing loop) would each start a trace of their own.
+        if self._tracer is None or not trace.get_current_span().get_span_context().is_valid:
+            yield None
+            return
+        parts = urlsplit(endpoint.config.url)
+        attributes: dict[str, Any] = {
+            "rpc.system": "jsonrpc",
+            "rpc.jsonrpc.version": "2.0",
+            "rpc.method": method,
+            "server.address": parts.hostname or "",
+            "solana.endpoint": endpoint.name,
+            "solana.attempt": position + 1,
+        }
+        with contextlib.suppress(ValueError):
+            attributes["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
+        with self._tracer.start_as_current_span(
+            method,
+            kind=trace.SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            yield span
+
+    async def _attempt_once(
         self, endpoint: _Endpoint, method: str, params: list[Any], timeout: float
     ) -> Any:
         endpoint.requests += 1

@@ -1,14 +1,26 @@
 """Server interceptors, outermost first as listed in `service.server`."""
 
+from ._accesslog import AccessLogInterceptor
 from ._auth import AuthInterceptor, FailedAuthLimit, bearer_token
+from ._builds import BuildMetricsInterceptor
+from ._metrics import MetricsInterceptor
+from ._observe import ObservedContext, ObservingInterceptor
 from ._ratelimit import PeerAuthFailures, RateLimitInterceptor, peer_address, wallet_of
+from ._tracing import REQUEST_ID_KEY, TracingInterceptor
 from ._wrap import wrap_handler
 
 __all__ = [
+    "REQUEST_ID_KEY",
+    "AccessLogInterceptor",
     "AuthInterceptor",
+    "BuildMetricsInterceptor",
     "FailedAuthLimit",
+    "MetricsInterceptor",
+    "ObservedContext",
+    "ObservingInterceptor",
     "PeerAuthFailures",
     "RateLimitInterceptor",
+    "TracingInterceptor",
     "bearer_token",
     "peer_address",
     "wallet_of",

@@ -16,6 +16,7 @@ import grpc
 from service.api import PermissionDeniedError, abort_with, current_principal, status_for
 from service.core.errors import DomainError
 from service.keys import AuthenticationError, KeyManager, Principal
+from service.telemetry import note_auth_failure, note_principal
 
 from ._wrap import wrap_handler
 
@@ -78,6 +79,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     reason=API_KEY_MISSING,
                 )
             principal = await self._keys.authenticate(token)
+            note_principal(principal.key_id)
             if scope is not None and not principal.has_scope(scope):
                 raise PermissionDeniedError(
                     f"API key {principal.key_id} lacks the `{scope}` scope",
@@ -127,10 +129,13 @@ def _guarded(
                 await failures.admit(context)
             principal = await authenticate()
         except AuthenticationError as exc:
+            note_auth_failure(exc.reason)
             if failures is not None:
                 await failures.failed(context, exc)
             await abort_with(context, status_for(exc))
         except DomainError as exc:
+            if isinstance(exc, PermissionDeniedError):
+                note_auth_failure(exc.reason)
             await abort_with(context, status_for(exc))
         # Set and reset in the handler's own task, around the servicer.
         token = current_principal.set(principal)

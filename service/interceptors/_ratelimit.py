@@ -50,6 +50,7 @@ from service.ratelimit import (
     classify,
     headers,
 )
+from service.telemetry import note_rate_limited, note_wallet
 
 from ._wrap import Context, wrap_handler
 
@@ -105,7 +106,11 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         except RateLimiterUnavailableError as exc:
             await abort_with(context, status_for(exc))
         if not verdict.allowed:
+            subject, _ = verdict.binding
+            note_rate_limited(subject.dimension.value, subject.rpc_class.value)
             await abort_with(context, status_for(verdict.error()), verdict.headers())
+        # NOTE: initial metadata goes out once; under the observing interceptors this
+        # context gathers their headers (x-request-id) into this one send.
         await context.send_initial_metadata(verdict.headers())
 
     def _subjects(self, request: Any, context: Context, rpc_class: RpcClass) -> list[Subject]:
@@ -139,6 +144,7 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         )
         wallet = wallet_of(request)
         if wallet is not None:
+            note_wallet(wallet)
             add(Dimension.WALLET, wallet, policy.limit(Dimension.WALLET, rpc_class))
         return subjects
 
@@ -211,6 +217,7 @@ class PeerAuthFailures:
 
 
 async def _refuse(context: Context, subject: Subject, decision: Decision) -> NoReturn:
+    note_rate_limited(subject.dimension.value, subject.rpc_class.value)
     error = RateLimitedError(
         dimension=subject.dimension.value,
         subject=subject.identity,

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import contextlib
 import hmac
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
+
+from opentelemetry import trace
 
 from service.core.errors import DomainError
 from service.keys._errors import (
@@ -53,6 +56,62 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 500
 MAX_GRACE_PERIOD: Final = timedelta(days=30)
+# Store calls that get a child span of the call being served.
+_TRACED_STORE_CALLS: Final = frozenset(
+    {"insert", "get", "list_keys", "list_overdue", "update", "add_usage", "audit_events"}
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyStats:
+    """Metrics-ready view of the keys, as of the last overdue scan (``scanned``).
+
+    Attributes:
+        by_state: Keys per state (``active``, ``expired``, ``revoked``) in the store.
+        overdue: Active keys past their rotate_time.
+        scanned: The last scan completed (before it the counts are all 0).
+        cached_tokens: Verified tokens in this replica's cache.
+    """
+
+    by_state: dict[str, int]
+    overdue: int
+    scanned: bool
+    cached_tokens: int
+
+
+class _TracedStore:
+    """The store, its calls made inside a served call recorded as child spans."""
+
+    def __init__(self, store: KeyStore, tracer: trace.Tracer) -> None:
+        self._store = store
+        self._tracer = tracer
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if name not in _TRACED_STORE_CALLS:
+            return attribute
+
+        async def traced(*args: Any, **kwargs: Any) -> Any:
+            with self._span(name):
+                return await attribute(*args, **kwargs)
+
+        return traced
+
+    @contextlib.contextmanager
+    def _span(self, operation: str) -> Iterator[None]:
+        # Background jobs (usage flush, overdue scan) are not traced: no root spans.
+        if not trace.get_current_span().get_span_context().is_valid:
+            yield
+            return
+        with self._tracer.start_as_current_span(
+            f"KeyStore.{operation}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "db.system.name": str(self._store.dialect),
+                "db.operation.name": operation,
+            },
+        ):
+            yield
 
 
 def now_utc() -> datetime:
@@ -222,6 +281,7 @@ class KeyManager:
         default_grace: timedelta = timedelta(hours=24),
         overdue_scan_interval: float = 60.0,
         expire_overdue_after: timedelta | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         """Create the manager (no I/O until used; :meth:`start` runs the background jobs).
 
@@ -237,6 +297,8 @@ class KeyManager:
             overdue_scan_interval: Seconds between scans for keys past rotate_time.
             expire_overdue_after: If set, keys overdue for rotation by more than this
                 are expired by the scan.
+            tracer: Records the store calls made while a call is served as child
+                spans of it.
         """
         if cache_ttl < 0 or cache_max_entries < 1:
             raise ValueError("cache_ttl must be >= 0 and cache_max_entries >= 1")
@@ -247,7 +309,7 @@ class KeyManager:
         check_grace_period(default_grace, maximum=MAX_GRACE_PERIOD)
         if expire_overdue_after is not None and expire_overdue_after < timedelta(0):
             raise ValueError("expire_overdue_after must not be negative")
-        self._store = store
+        self._store = store if tracer is None else cast(KeyStore, _TracedStore(store, tracer))
         self._clock = clock
         self._cache_ttl = cache_ttl
         self._cache_max = cache_max_entries
@@ -264,6 +326,8 @@ class KeyManager:
         self._inflight: dict[ParsedToken, asyncio.Task[_AuthSnapshot]] = {}
         self._usage: dict[str, _Usage] = {}
         self._overdue = 0
+        self._by_state: dict[str, int] = {state.value: 0 for state in KeyState}
+        self._scanned = False
         self._stopping = asyncio.Event()
         self._tasks: builtins.list[asyncio.Task[None]] = []
 
@@ -729,9 +793,19 @@ class KeyManager:
         """Active keys past their rotate_time at the last scan (for a gauge)."""
         return self._overdue
 
+    def stats(self) -> KeyStats:
+        """Keys per state and overdue for rotation (as of the last scan), for gauges."""
+        return KeyStats(
+            by_state=dict(self._by_state),
+            overdue=self._overdue,
+            scanned=self._scanned,
+            cached_tokens=len(self._cache),
+        )
+
     async def scan_overdue(self) -> builtins.list[str]:
         """Find active keys past rotate_time; with ``expire_overdue_after``, expire those
-        overdue by more than that (audited as "expired").
+        overdue by more than that (audited as "expired"). Also counts the keys per
+        state (:meth:`stats`).
 
         Returns:
             Ids of the keys still active and overdue (also :meth:`overdue_count`).
@@ -748,6 +822,11 @@ class KeyManager:
         if overdue:
             shown = ", ".join(overdue[:20]) + (" ..." if len(overdue) > 20 else "")
             log.warning("%d API key(s) past their rotation time: %s", len(overdue), shown)
+        for state in KeyState:
+            _, self._by_state[state.value] = await self._store.list_keys(
+                after="", limit=1, state=state, now=now
+            )
+        self._scanned = True
         return overdue
 
     async def _expire_overdue(self, record: KeyRecord, now: datetime) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from opentelemetry import trace
 
 from ._backends import Backend, BackendUnavailableError, Bucket, MemoryBackend, RedisBackend
 from ._errors import RateLimitedError, RateLimiterUnavailableError
@@ -123,6 +126,9 @@ class RateLimiter:
         self.policy = policy
         self._allowed = 0
         self._refused: Counter[str] = Counter()
+        self.tracer: trace.Tracer | None = None
+        """Set by the server: shared-backend (Redis) decisions inside a served call
+        become child spans of it."""
 
     async def start(self) -> None:
         """Check that Redis answers (an unreachable Redis starts an outage, logged)."""
@@ -136,7 +142,8 @@ class RateLimiter:
             RateLimiterUnavailableError: Redis is out and the policy is fail-closed.
         """
         try:
-            decisions = await self.backend.acquire([s.bucket for s in subjects])
+            with self._span(len(subjects)):
+                decisions = await self.backend.acquire([s.bucket for s in subjects])
         except BackendUnavailableError:
             # Only a bare shared backend (without FallbackBackend) gets here.
             raise RateLimiterUnavailableError(retry_after=1.0) from None
@@ -146,6 +153,23 @@ class RateLimiter:
         else:
             self._refused[verdict.binding[0].dimension.value] += 1
         return verdict
+
+    def _span(self, buckets: int) -> contextlib.AbstractContextManager[object]:
+        if (
+            self.tracer is None
+            or isinstance(self.backend, MemoryBackend)
+            or not trace.get_current_span().get_span_context().is_valid
+        ):
+            return contextlib.nullcontext()
+        return self.tracer.start_as_current_span(
+            "ratelimit EVALSHA",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "db.system.name": "redis",
+                "db.operation.name": "EVALSHA",
+                "ratelimit.buckets": buckets,
+            },
+        )
 
     def stats(self) -> LimiterStats:
         backend = self.backend

@@ -1,0 +1,83 @@
+"""Build metrics: transactions built by kind and outcome, build time, service fees quoted.
+
+The innermost interceptor, so it times the builder alone (after authentication and
+rate limits) and sees the response the servicer returned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from service.telemetry import Metrics, build_kind
+
+from ._observe import ObservedContext
+
+
+class BuildMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Records every Build*Transaction call of ``services`` that reached the servicer.
+
+    The outcome is ``ok`` or the ErrorInfo reason of the failure (``INTERNAL`` style
+    code names when there is none); the fee is the response's
+    ``transaction.fees.service_fee_lamports``.
+    """
+
+    def __init__(self, metrics: Metrics, services: frozenset[str]) -> None:
+        self._metrics = metrics
+        self._services = services
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        _, service, method = handler_call_details.method.split("/", 2)
+        kind = build_kind(method)
+        if handler is None or handler.unary_unary is None or kind is None:
+            return handler
+        if service not in self._services:
+            return handler
+        behaviour: Any = handler.unary_unary
+        metrics = self._metrics
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                response = await behaviour(request, context)
+            except BaseException as exc:
+                metrics.build_finished(kind, _outcome(context, exc), _since(started), None)
+                raise
+            fee = _service_fee(response)
+            metrics.build_finished(kind, "ok", _since(started), fee)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+def _outcome(context: Any, error: BaseException) -> str:
+    if isinstance(context, ObservedContext) and context.aborted:
+        return context.error_reason() or (context.code_set or grpc.StatusCode.UNKNOWN).name
+    if not isinstance(error, Exception):  # cancelled: the caller left or the deadline passed
+        return "CANCELLED"
+    return "UNKNOWN"
+
+
+def _service_fee(response: Any) -> int | None:
+    transaction = getattr(response, "transaction", None)
+    fees = getattr(transaction, "fees", None)
+    fee = getattr(fees, "service_fee_lamports", None)
+    return fee if isinstance(fee, int) else None

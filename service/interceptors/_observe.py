@@ -1,0 +1,389 @@
+"""Watching calls from the outside: the machinery of the tracing, metrics and access
+log interceptors.
+
+The outermost observing interceptor creates the call's :class:`CallInfo` (kept in
+``current_call``) and an :class:`ObservedContext`, which every interceptor and the
+servicer inside then use. The observed context
+
+- records how the call ended (``abort``, ``set_code``) and the ErrorInfo reason in the
+  ``grpc-status-details-bin`` trailer;
+- is the one place where response metadata is gathered: what the interceptors add
+  (``x-request-id``) joins the initial metadata the rate-limit interceptor or the
+  servicer sends, and is sent on its own before the first response otherwise (initial
+  metadata goes out once); trailers are merged into whatever trailers the call ends
+  with, aborts included.
+
+Each observing interceptor sees every message that passes through it and the call's
+final status, computed the same way at every level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, NoReturn
+from urllib.parse import unquote
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from service.telemetry import CallInfo, current_call
+
+log = logging.getLogger(__name__)
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+class ObservedContext(grpc.aio.ServicerContext[Any, Any]):
+    """The servicer context, observed (see the module docstring). Everything else is
+    passed through to the real context."""
+
+    def __init__(self, inner: grpc.aio.ServicerContext[Any, Any], call: CallInfo) -> None:
+        self.inner = inner
+        self.call = call
+        self.observers: list[ObservingInterceptor] = []
+        self.code_set: grpc.StatusCode | None = None
+        self.details_set = ""
+        self.aborted = False
+        self.headers_sent = False
+        self._headers: list[tuple[str, str]] = []
+        self._trailers: list[tuple[str, str]] = []
+        self._user_trailers: Metadata = ()
+        self._final_trailers: Metadata = ()
+        self._trailers_applied = False
+
+    # --- what the observers add ----------------------------------------------------
+
+    def add_header(self, key: str, value: str) -> None:
+        """Send ``key: value`` with the initial metadata (if it has not gone out yet)."""
+        if not self.headers_sent:
+            self._headers.append((key, value))
+
+    def add_trailer(self, key: str, value: str) -> None:
+        """End the call with ``key: value`` among its trailers, however it ends."""
+        self._trailers.append((key, value))
+
+    async def flush_headers(self) -> None:
+        """Send the gathered initial metadata now unless it has gone out."""
+        if not self.headers_sent and not self.aborted:
+            self.headers_sent = True
+            if self._headers:
+                await self.inner.send_initial_metadata(tuple(self._headers))
+
+    def apply_trailers(self) -> None:
+        """Make the gathered trailers part of the call's end (idempotent)."""
+        if not self._trailers_applied and not self.aborted:
+            self._trailers_applied = True
+            self._final_trailers = (*self._user_trailers, *self._trailers)
+            if self._final_trailers:
+                self.inner.set_trailing_metadata(self._final_trailers)
+
+    def error_reason(self) -> str | None:
+        """The ErrorInfo reason the call failed with, if it carried one."""
+        for key, value in self._final_trailers:
+            if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+                return _error_info_reason(value)
+        return None
+
+    # --- observed ---------------------------------------------------------------------
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
+    ) -> NoReturn:
+        self.aborted = True
+        self.code_set = code
+        self.details_set = details
+        own: Metadata = tuple(trailing_metadata) if trailing_metadata else self._user_trailers
+        self._final_trailers = (*own, *self._trailers)
+        self._trailers_applied = True
+        await self.inner.abort(code, details, self._final_trailers)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code_set = code
+        self.inner.set_code(code)
+
+    def set_details(self, details: str) -> None:
+        self.details_set = details
+        self.inner.set_details(details)
+
+    async def send_initial_metadata(self, initial_metadata: Any) -> None:
+        self.headers_sent = True
+        await self.inner.send_initial_metadata((*self._headers, *tuple(initial_metadata)))
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
+        self._user_trailers = tuple(trailing_metadata)
+        self._final_trailers = (*self._user_trailers, *self._trailers)
+        self.inner.set_trailing_metadata(self._final_trailers)
+
+    async def write(self, message: Any) -> None:
+        await self.flush_headers()
+        for observer in self.observers:
+            observer.sent(self.call)
+        await self.inner.write(message)
+
+    async def read(self) -> Any:
+        message = await self.inner.read()
+        if message is not grpc.aio.EOF:
+            for observer in self.observers:
+                observer.received(self.call)
+        return message
+
+    # --- passed through -------------------------------------------------------------
+
+    async def abort_with_status(self, status: Any) -> NoReturn:  # pragma: no cover
+        await self.inner.abort_with_status(status)
+        raise AssertionError("unreachable: abort raises")
+
+    def invocation_metadata(self) -> Any:
+        return self.inner.invocation_metadata()
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        self.inner.set_compression(compression)
+
+    def disable_next_message_compression(self) -> None:
+        self.inner.disable_next_message_compression()
+
+    def peer(self) -> str:
+        return self.inner.peer()
+
+    def peer_identities(self) -> Any:
+        return self.inner.peer_identities()
+
+    def peer_identity_key(self) -> str | None:
+        return self.inner.peer_identity_key()
+
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]:
+        return self.inner.auth_context()
+
+    def time_remaining(self) -> Any:
+        return self.inner.time_remaining()
+
+    def trailing_metadata(self) -> Any:
+        return self.inner.trailing_metadata()
+
+    def code(self) -> Any:
+        return self.inner.code()
+
+    def details(self) -> str:
+        return self.inner.details()
+
+    def add_done_callback(self, callback: Any) -> None:
+        self.inner.add_done_callback(callback)
+
+    def cancelled(self) -> bool:
+        return self.inner.cancelled()
+
+    def done(self) -> bool:
+        return self.inner.done()
+
+
+def _error_info_reason(packed: bytes) -> str | None:
+    try:
+        status = status_pb2.Status.FromString(packed)
+    except Exception:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason or None
+    return None
+
+
+def _finish(call: CallInfo, context: ObservedContext, error: BaseException | None) -> None:
+    """Record how the call ended; the first observer out decides, the others agree."""
+    if call.code is not None:
+        return
+    call.duration = time.perf_counter() - call.started
+    if error is None:
+        context.apply_trailers()
+        call.code = context.code_set or grpc.StatusCode.OK
+        call.details = context.details_set
+    elif context.aborted:
+        call.code = context.code_set or grpc.StatusCode.UNKNOWN
+        call.details = context.details_set
+    elif isinstance(error, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        call.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    else:
+        # grpc answers UNKNOWN (or a code the servicer set) with the exception's text;
+        # the trailers set here go with it.
+        context.apply_trailers()
+        code = context.code_set
+        call.code = code if code not in (None, grpc.StatusCode.OK) else grpc.StatusCode.UNKNOWN
+        call.details = f"unexpected {type(error).__name__}"
+        call.error = error
+    if call.code is not grpc.StatusCode.OK:
+        call.reason = context.error_reason()
+
+
+def parse_peer(peer: str) -> tuple[str, int | None]:
+    """``ipv4:1.2.3.4:5`` / ``ipv6:[::1]:5`` -> (address, port); ``unix:...`` -> (path, None)."""
+    kind, _, rest = unquote(peer).partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host, _, port = rest.rpartition(":")
+        return host.strip("[]"), int(port) if port.isdigit() else None
+    return rest or peer, None
+
+
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Base of the interceptors that watch calls: override the hooks.
+
+    Hooks run in the handler's task, in this order: :meth:`scope` entered,
+    :meth:`started`, :meth:`received`/:meth:`sent` per message, :meth:`finished` (the
+    call's code, reason and duration set), :meth:`scope` exited.
+    """
+
+    def scope(
+        self, call: CallInfo, context: ObservedContext
+    ) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def started(self, call: CallInfo) -> None:
+        pass
+
+    def received(self, call: CallInfo) -> None:
+        pass
+
+    def sent(self, call: CallInfo) -> None:
+        pass
+
+    def finished(self, call: CallInfo) -> None:
+        pass
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _observed_handler(handler, handler_call_details.method, self)
+
+    @contextlib.asynccontextmanager
+    async def _watch(
+        self, service: str, method: str, rpc_type: str, context: Any
+    ) -> AsyncIterator[ObservedContext]:
+        token = None
+        if isinstance(context, ObservedContext):
+            observed = context
+        else:
+            call = CallInfo(service=service, method=method, rpc_type=rpc_type, peer=context.peer())
+            observed = ObservedContext(context, call)
+            token = current_call.set(call)
+        call = observed.call
+        observed.observers.append(self)
+        try:
+            with self.scope(call, observed):
+                try:
+                    _safely(self.started, call)
+                    yield observed
+                except BaseException as exc:
+                    _finish(call, observed, exc)
+                    _safely(self.finished, call)
+                    raise
+                else:
+                    _finish(call, observed, None)
+                    _safely(self.finished, call)
+        finally:
+            observed.observers.remove(self)
+            if token is not None:
+                current_call.reset(token)
+
+
+def _safely(hook: Callable[[CallInfo], None], call: CallInfo) -> None:
+    # Watching a call must never break it.
+    try:
+        hook(call)
+    except Exception:
+        log.exception("%s failed on %s", hook.__qualname__, call.full_method)
+
+
+def _observed_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], full_method: str, observer: ObservingInterceptor
+) -> grpc.RpcMethodHandler[Any, Any]:
+    _, service, method = full_method.split("/", 2)
+    options: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    # The stubs type handler behaviours as sync; under grpc.aio they are coroutines
+    # (or async generators for server-streaming methods).
+    if handler.unary_unary is not None:
+        unary: Any = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            async with observer._watch(service, method, "unary", context) as observed:
+                observer.received(observed.call)
+                response = await unary(request, observed)
+                await observed.flush_headers()
+                observer.sent(observed.call)
+                return response
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
+    if handler.stream_unary is not None:
+        client_stream: Any = handler.stream_unary
+
+        async def stream_unary(requests: Any, context: Any) -> Any:
+            async with observer._watch(service, method, "client_stream", context) as observed:
+                response = await client_stream(_counted(requests, observer, observed), observed)
+                await observed.flush_headers()
+                observer.sent(observed.call)
+                return response
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _streaming(handler.unary_stream, observer, service, method, "server_stream", False),
+            **options,
+        )
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            _streaming(handler.stream_stream, observer, service, method, "bidi_stream", True),
+            **options,
+        )
+    return handler
+
+
+def _streaming(
+    inner: Any,
+    observer: ObservingInterceptor,
+    service: str,
+    method: str,
+    rpc_type: str,
+    client_streaming: bool,
+) -> Any:
+    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        async with observer._watch(service, method, rpc_type, context) as observed:
+            if client_streaming:
+                request = _counted(request, observer, observed)
+            else:
+                observer.received(observed.call)
+            result = inner(request, observed)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    await observed.flush_headers()
+                    observer.sent(observed.call)
+                    yield item
+            else:  # a servicer that writes with context.write() and returns None
+                await result
+            await observed.flush_headers()
+
+    return stream
+
+
+async def _counted(
+    requests: Any, observer: ObservingInterceptor, observed: ObservedContext
+) -> AsyncIterator[Any]:
+    async for request in requests:
+        observer.received(observed.call)
+        yield request

@@ -1,0 +1,92 @@
+"""Observability: Prometheus metrics, JSON logs with correlation ids, OpenTelemetry traces.
+
+:class:`Telemetry` bundles what one server uses: its tracer provider (from the
+``tracing_*`` settings) and its :class:`Metrics`. Logging is process-wide and set up
+by the program's ``main`` (:func:`configure_logging`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from ._collectors import MULTIPROCESS_MODES
+from ._context import (
+    CallInfo,
+    current_call,
+    note_auth_failure,
+    note_principal,
+    note_rate_limited,
+    note_wallet,
+)
+from ._http import MetricsListener
+from ._logging import JsonFormatter, LogHandler, TextFormatter, configure_logging, redact
+from ._metrics import GO_CODE_NAMES, Metrics, build_kind, multiprocess_mode, rpc_type
+from ._multiprocess import SnapshotCollector, read_snapshots, write_snapshot
+from ._tracing import span_exporter, tracer_provider
+
+if TYPE_CHECKING:
+    from service.config import Settings
+
+
+@dataclass
+class Telemetry:
+    """A server's tracer provider and metrics."""
+
+    provider: TracerProvider
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.provider.get_tracer("service")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Telemetry:
+        """Tracing as the ``tracing_*`` settings say; fresh metrics."""
+        exporter = span_exporter(
+            settings.tracing_exporter, settings.tracing_endpoint, settings.tracing_headers
+        )
+        return cls(
+            provider=tracer_provider(
+                service_name=settings.tracing_service_name,
+                # Without an exporter nothing is recorded: spans still carry ids (logs,
+                # x-request-id), at the cost of a non-recording span.
+                sample_ratio=settings.tracing_sample_ratio if exporter is not None else 0.0,
+                exporter=exporter,
+            )
+        )
+
+    def shutdown(self) -> None:
+        """Flush and close the span exporter."""
+        self.provider.shutdown()
+
+
+__all__ = [
+    "GO_CODE_NAMES",
+    "MULTIPROCESS_MODES",
+    "CallInfo",
+    "JsonFormatter",
+    "LogHandler",
+    "Metrics",
+    "MetricsListener",
+    "SnapshotCollector",
+    "Telemetry",
+    "TextFormatter",
+    "build_kind",
+    "configure_logging",
+    "current_call",
+    "multiprocess_mode",
+    "note_auth_failure",
+    "note_principal",
+    "note_rate_limited",
+    "note_wallet",
+    "read_snapshots",
+    "redact",
+    "rpc_type",
+    "span_exporter",
+    "tracer_provider",
+    "write_snapshot",
+]

@@ -1,0 +1,268 @@
+"""The observing interceptors on a bare server: every kind of method and ending."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from service.interceptors import AccessLogInterceptor, MetricsInterceptor, TracingInterceptor
+from service.telemetry import Metrics, tracer_provider
+
+from .conftest import Scrape, all_handled, parse_scrape, settled
+
+SERVICE = "test.Echo"
+
+
+async def _echo(request: bytes, context: Any) -> bytes:
+    return request
+
+
+async def _fail(request: bytes, context: Any) -> bytes:
+    raise RuntimeError("boom")
+
+
+async def _not_found(request: bytes, context: Any) -> bytes:
+    await context.abort(grpc.StatusCode.NOT_FOUND, "nothing here", (("x-extra", "1"),))
+    raise AssertionError("unreachable")
+
+
+async def _own_headers(request: bytes, context: Any) -> bytes:
+    await context.send_initial_metadata((("x-custom", "yes"),))
+    return request
+
+
+async def _set_code(request: bytes, context: Any) -> bytes:
+    context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+    context.set_details("not now")
+    return b""
+
+
+async def _stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    for i in range(3):
+        yield bytes([i])
+
+
+async def _writes(request: bytes, context: Any) -> None:
+    for _ in range(2):
+        await context.write(b"w")
+
+
+async def _forever(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    yield b"first"
+    await asyncio.Event().wait()
+
+
+async def _count(requests: AsyncIterator[bytes], context: Any) -> bytes:
+    seen = 0
+    async for _ in requests:
+        seen += 1
+    return bytes([seen])
+
+
+HANDLERS = grpc.method_handlers_generic_handler(
+    SERVICE,
+    {
+        "Echo": grpc.unary_unary_rpc_method_handler(_echo),
+        "Fail": grpc.unary_unary_rpc_method_handler(_fail),
+        "NotFound": grpc.unary_unary_rpc_method_handler(_not_found),
+        "OwnHeaders": grpc.unary_unary_rpc_method_handler(_own_headers),
+        "SetCode": grpc.unary_unary_rpc_method_handler(_set_code),
+        "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+        "Writes": grpc.unary_stream_rpc_method_handler(_writes),
+        "Forever": grpc.unary_stream_rpc_method_handler(_forever),
+        "Count": grpc.stream_unary_rpc_method_handler(_count),
+    },
+)
+
+
+@dataclass
+class Bare:
+    channel: grpc.aio.Channel
+    spans: InMemorySpanExporter
+    metrics: Metrics
+
+    async def scrape(self) -> Scrape:
+        """The metrics once every call has been handled."""
+
+        def scrape() -> Scrape:
+            body, _ = self.metrics.exposition()
+            return all_handled(parse_scrape(body.decode()))
+
+        return await settled(scrape)
+
+    async def span(self, request_id: str) -> ReadableSpan:
+        def find() -> ReadableSpan:
+            (span,) = (
+                s
+                for s in self.spans.get_finished_spans()
+                if s.kind is SpanKind.SERVER and s.context.trace_id == int(request_id, 16)
+            )
+            return span
+
+        return await settled(find)
+
+
+async def _serve(sample_ratio: float = 1.0) -> AsyncIterator[Bare]:
+    spans = InMemorySpanExporter()
+    provider = tracer_provider(sample_ratio=sample_ratio, processors=(SimpleSpanProcessor(spans),))
+    metrics = Metrics()
+    server = grpc.aio.server(
+        interceptors=[
+            TracingInterceptor(provider.get_tracer("test")),
+            MetricsInterceptor(metrics),
+            AccessLogInterceptor(),
+        ]
+    )
+    server.add_generic_rpc_handlers((HANDLERS,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Bare(channel=channel, spans=spans, metrics=metrics)
+    finally:
+        await channel.close()
+        await server.stop(0)
+        provider.shutdown()
+
+
+@pytest.fixture
+async def bare() -> AsyncIterator[Bare]:
+    async for item in _serve():
+        yield item
+
+
+def _unary(bare: Bare, method: str) -> Any:
+    return bare.channel.unary_unary(f"/{SERVICE}/{method}")
+
+
+def _server_stream(bare: Bare, method: str) -> Any:
+    return bare.channel.unary_stream(f"/{SERVICE}/{method}")
+
+
+def _request_id(metadata: Any) -> str:
+    return str(dict(metadata or ())["x-request-id"])
+
+
+def _labels(method: str, rpc_type: str = "unary") -> dict[str, str]:
+    return {"grpc_type": rpc_type, "grpc_service": SERVICE, "grpc_method": method}
+
+
+async def test_unary_ok(bare: Bare) -> None:
+    call = _unary(bare, "Echo")(b"hi")
+    assert await call == b"hi"
+    request_id = _request_id(await call.initial_metadata())
+    assert _request_id(await call.trailing_metadata()) == request_id
+    span = await bare.span(request_id)
+    assert span.name == f"{SERVICE}/Echo"
+    assert dict(span.attributes or {})["rpc.grpc.status_code"] == 0
+    scrape = await bare.scrape()
+    labels = _labels("Echo")
+    assert scrape.value("grpc_server_handled_total", **labels, grpc_code="OK") == 1
+    assert scrape.value("grpc_server_msg_received_total", **labels) == 1
+    assert scrape.value("grpc_server_msg_sent_total", **labels) == 1
+
+
+async def test_servicer_headers_go_out_with_the_request_id(bare: Bare) -> None:
+    call = _unary(bare, "OwnHeaders")(b"x")
+    await call
+    initial = dict(await call.initial_metadata() or ())
+    assert initial["x-custom"] == "yes"
+    assert len(initial["x-request-id"]) == 32
+
+
+async def test_unexpected_exception_is_unknown_and_an_error_span(bare: Bare) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(bare, "Fail")(b"x")
+    assert caught.value.code() is grpc.StatusCode.UNKNOWN
+    request_id = _request_id(caught.value.trailing_metadata())
+    span = await bare.span(request_id)
+    assert dict(span.attributes or {})["rpc.grpc.status_code"] == 2
+    assert dict(span.attributes or {})["error.type"] == "UNKNOWN"
+    assert span.status.status_code is StatusCode.ERROR
+    assert [event.name for event in span.events] == ["exception"]
+    labels = _labels("Fail")
+    assert (await bare.scrape()).value(
+        "grpc_server_handled_total", **labels, grpc_code="Unknown"
+    ) == 1
+    assert (await bare.scrape()).get("grpc_server_msg_sent_total", **labels) == 0
+
+
+async def test_abort_keeps_its_trailers_and_adds_the_request_id(bare: Bare) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(bare, "NotFound")(b"x")
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    assert caught.value.details() == "nothing here"
+    trailers = dict(caught.value.trailing_metadata() or ())
+    assert trailers["x-extra"] == "1"
+    span = await bare.span(str(trailers["x-request-id"]))
+    assert span.status.status_code is StatusCode.UNSET
+    labels = _labels("NotFound")
+    assert (await bare.scrape()).value(
+        "grpc_server_handled_total", **labels, grpc_code="NotFound"
+    ) == 1
+
+
+async def test_code_set_without_abort(bare: Bare) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(bare, "SetCode")(b"x")
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    labels = _labels("SetCode")
+    scrape = await bare.scrape()
+    assert scrape.value("grpc_server_handled_total", **labels, grpc_code="FailedPrecondition") == 1
+
+
+@pytest.mark.parametrize(("method", "count"), [("Stream", 3), ("Writes", 2)])
+async def test_server_streams_count_messages(bare: Bare, method: str, count: int) -> None:
+    call = _server_stream(bare, method)(b"x")
+    assert len([item async for item in call]) == count
+    assert len(_request_id(await call.initial_metadata())) == 32
+    labels = _labels(method, "server_stream")
+    scrape = await bare.scrape()
+    assert scrape.value("grpc_server_msg_sent_total", **labels) == count
+    assert scrape.value("grpc_server_msg_received_total", **labels) == 1
+    assert scrape.value("grpc_server_handled_total", **labels, grpc_code="OK") == 1
+
+
+async def test_client_stream_counts_messages(bare: Bare) -> None:
+    async def requests() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"r"
+
+    count: Any = bare.channel.stream_unary(f"/{SERVICE}/Count")
+    assert await count(requests()) == bytes([4])
+    labels = _labels("Count", "client_stream")
+    assert (await bare.scrape()).value("grpc_server_msg_received_total", **labels) == 4
+    assert (await bare.scrape()).value("grpc_server_msg_sent_total", **labels) == 1
+
+
+async def test_cancelled_stream_is_counted_as_canceled(bare: Bare) -> None:
+    call = _server_stream(bare, "Forever")(b"x")
+    assert await call.read() == b"first"
+    call.cancel()
+    labels = _labels("Forever", "server_stream")
+    assert (await bare.scrape()).value(
+        "grpc_server_handled_total", **labels, grpc_code="Canceled"
+    ) == 1
+
+
+async def test_unsampled_calls_still_get_a_request_id() -> None:
+    async for bare in _serve(sample_ratio=0.0):
+        call = _unary(bare, "Echo")(b"x")
+        await call
+        request_id = _request_id(await call.initial_metadata())
+        assert len(request_id) == 32 and int(request_id, 16) != 0
+        assert bare.spans.get_finished_spans() == ()
+        # A caller's sampled trace is followed whatever the ratio.
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        await _unary(bare, "Echo")(b"x", metadata=(("traceparent", traceparent),))
+        span = await bare.span("0af7651916cd43dd8448eb211c80319c")
+        assert span.name == f"{SERVICE}/Echo"
