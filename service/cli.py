@@ -16,6 +16,7 @@ from service.config import load_settings, parse_host_port
 from service.core.errors import DomainError
 from service.keys import ApiKey, KeyManager, KeyState, Scope, migrate, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
+from service.telemetry import configure_logging
 
 log = logging.getLogger("agent_staking")
 
@@ -110,12 +111,25 @@ async def _run_localnet(args: argparse.Namespace) -> None:
 async def _run_serve(args: argparse.Namespace) -> None:
     from service.server import AgentStakingServer
 
-    overrides: dict[str, object] = {"listen": args.listen, "rpc_urls": args.rpc_url or None}
+    overrides: dict[str, object] = {
+        "listen": args.listen,
+        "rpc_urls": args.rpc_url or None,
+        "metrics_listen": args.metrics_listen,
+    }
     settings = load_settings(overrides, args.config)
+    # JSON logs on stdout; the announcement below stays the first line of it.
+    logs = configure_logging(
+        level=settings.log_level,
+        levels=settings.log_levels,
+        fmt=settings.log_format,
+        stream=sys.stdout,
+    )
+    logs.hold()
     server = AgentStakingServer(settings)
     try:
         await server.start()
     except BaseException:
+        logs.release_held()
         await server.stop(0)
         raise
     print(
@@ -131,6 +145,7 @@ async def _run_serve(args: argparse.Namespace) -> None:
     for key, secret in server.bootstrapped_keys:
         # Shown once: the store keeps only a digest of the secret.
         print(json.dumps({"bootstrap_api_key": _key_json(key, secret)}), flush=True)
+    logs.release_held()
     stopper = asyncio.create_task(wait_for_signal())
     waiter = asyncio.create_task(server.wait())
     await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -222,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config", type=Path, help="TOML settings file (env AGENT_STAKING_CONFIG_FILE)"
     )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="where GET /metrics (Prometheus) is served; `off` turns it off "
+        "(default 127.0.0.1:9464; env AGENT_STAKING_METRICS_LISTEN)",
+    )
 
     keys = commands.add_parser(
         "keys", help="manage API keys in the configured key store (no server needed)"
@@ -266,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    # stdout carries the commands' results; `serve` moves its logs to stdout itself.
+    configure_logging(level="INFO", stream=sys.stderr)
     try:
         if args.command == "localnet":
             asyncio.run(_run_localnet(args))

@@ -77,7 +77,16 @@ class Settings(BaseSettings):
     """Wallet receiving the service fee. Required with an external RPC when the fee is > 0;
     the embedded localnet derives and funds one."""
     default_vote_account: str | None = None
-    """Vote account used when a stake request names none (embedded: the top-ranked validator)."""
+    """Vote account used when a stake request names none; unset: the top of the
+    ListValidators ranking that the caller's key allows."""
+
+    # Staking lifecycle (unstake, withdraw, merge, positions, validators).
+    featured_vote_accounts: list[str] = Field(default_factory=list)
+    """Vote accounts the operator features: flagged (and said so in the reasons) in
+    ListValidators; the ranking itself does not change."""
+    stake_accounts_cache_seconds: float = Field(default=3.0, ge=0)
+    """How long a wallet's ListStakeAccounts read (its stake accounts, Clock and
+    StakeHistory) is reused; 0 reads the chain on every call. Builds always read fresh."""
 
     max_message_bytes: int = 1024 * 1024
     """Largest request or response message."""
@@ -150,6 +159,31 @@ class Settings(BaseSettings):
     redis_recheck_seconds: float = Field(default=1.0, gt=0)
     """During a Redis outage, how often one call tries Redis again."""
 
+    # Observability (service/telemetry): Prometheus metrics, JSON logs, OpenTelemetry traces.
+    metrics_listen: str = "127.0.0.1:9464"
+    """Where `/metrics` (Prometheus) is served, HOST:PORT; `off` turns it off. The default
+    (loopback) is skipped with a warning when its port is taken; an address set explicitly
+    must bind."""
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    """Level of every logger without one of its own in `log_levels`."""
+    log_levels: dict[str, str] = Field(default_factory=dict)
+    """Levels of single loggers, e.g. `{"service.chain": "DEBUG", "service.access":
+    "WARNING"}` (`service.access` writes the one line per RPC)."""
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    """`json`: one JSON object per line on stdout; `text`: plain lines for a terminal."""
+    tracing_exporter: str = Field(default="none", pattern="^(none|otlp-grpc|otlp-http)$")
+    """Where spans go: `none` (trace ids still label logs and `x-request-id`), `otlp-grpc`
+    or `otlp-http` (an OpenTelemetry collector)."""
+    tracing_endpoint: str = ""
+    """OTLP endpoint; empty: OpenTelemetry's standard `OTEL_EXPORTER_OTLP_ENDPOINT`, else
+    `http://localhost:4317` (gRPC) or `http://localhost:4318/v1/traces` (HTTP)."""
+    tracing_headers: dict[str, str] = Field(default_factory=dict)
+    """Extra OTLP request headers (a vendor's API key, say); never logged."""
+    tracing_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of new traces recorded; a caller's sampled `traceparent` is always followed."""
+    tracing_service_name: str = "agent-staking"
+    """`service.name` of the spans."""
+
     localnet_listen: str = "127.0.0.1:8899"
     """Embedded localnet: where its Solana JSON-RPC endpoint listens (port 0: any free port)."""
     localnet_validators: int = 5
@@ -166,6 +200,13 @@ class Settings(BaseSettings):
     def _valid_address(cls, value: str | None) -> str | None:
         if value is not None:
             Pubkey.from_string(value)
+        return value
+
+    @field_validator("featured_vote_accounts")
+    @classmethod
+    def _valid_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            Pubkey.from_string(address)
         return value
 
     @property

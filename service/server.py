@@ -27,10 +27,19 @@ from service.chain import (
 )
 from service.config import Settings, parse_host_port
 from service.core.programs import LAMPORTS_PER_SOL
-from service.interceptors import AuthInterceptor, PeerAuthFailures, RateLimitInterceptor
+from service.interceptors import (
+    AccessLogInterceptor,
+    AuthInterceptor,
+    BuildMetricsInterceptor,
+    MetricsInterceptor,
+    PeerAuthFailures,
+    RateLimitInterceptor,
+    TracingInterceptor,
+)
 from service.keys import ApiKey, KeyManager, Scope, now_utc, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
 from service.ratelimit import RateLimiter, open_limiter
+from service.telemetry import MetricsListener, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +61,20 @@ def embedded_fee_wallet(seed: int) -> str:
 class AgentStakingServer:
     """The service: `start()`, then `wait()`; `stop()` drains gracefully."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None = None) -> None:
-        """`clock` (UTC now) is injectable so key expiry and grace periods can be tested."""
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        """`clock` (UTC now) is injectable so key expiry and grace periods can be tested;
+        `telemetry` (tracer provider and metrics) too, else it follows the settings."""
         self.settings = settings
         self._clock = clock
+        self._owns_telemetry = telemetry is None
+        self.telemetry = telemetry if telemetry is not None else Telemetry.from_settings(settings)
+        self.metrics_listener: MetricsListener | None = None
         self.localnet: LocalnetServer | None = None
         self.rpc_url = settings.rpc_urls[0] if settings.rpc_urls else ""
         self.port = 0
@@ -74,6 +93,8 @@ class AgentStakingServer:
         # Parsed first: a bad --rpc-url fails before anything has started.
         endpoints = parse_endpoints(settings.rpc_urls) if settings.rpc_urls else []
         fee = self._fee_policy()
+        tracer = self.telemetry.tracer
+        metrics = self.telemetry.metrics
         self.keys = KeyManager(
             await open_store(settings.key_database_url),
             clock=self._clock or now_utc,
@@ -86,7 +107,9 @@ class AgentStakingServer:
                 if settings.key_expire_overdue_days is not None
                 else None
             ),
+            tracer=tracer,
         )
+        metrics.watch_keys(self.keys)
         await self.keys.start()
         bootstrap = settings.bootstrap_keys
         if bootstrap if bootstrap is not None else settings.embedded_localnet:
@@ -115,7 +138,10 @@ class AgentStakingServer:
             ),
             pool_size=settings.rpc_pool_size,
             timeout=settings.rpc_timeout_seconds,
+            tracer=tracer,
+            observer=metrics,
         )
+        metrics.watch_failover(self._rpc)
         await self._rpc.start()
         if self.localnet is not None and fee.bps:
             # A fee transfer into an empty account below rent exemption would fail;
@@ -129,13 +155,19 @@ class AgentStakingServer:
             rpc_timeout=settings.rpc_timeout_seconds,
             on_health=self._on_chain_health,
         )
+        metrics.watch_chain(self.chain)
         await self.chain.start(wait=settings.rpc_timeout_seconds)
 
         self.limiter = open_limiter(settings)
+        self.limiter.tracer = tracer
+        metrics.watch_limiter(self.limiter)
         await self.limiter.start()
         server = grpc.aio.server(
             # Outermost first.
             interceptors=[
+                TracingInterceptor(tracer),
+                MetricsInterceptor(metrics),
+                AccessLogInterceptor(),
                 AuthInterceptor(
                     self.keys,
                     {STAKING_SERVICE: Scope.STAKING.value, KEY_SERVICE: None},
@@ -146,6 +178,7 @@ class AgentStakingServer:
                     admin_services={KEY_SERVICE},
                     exempt_services=settings.ratelimit_exempt_services,
                 ),
+                BuildMetricsInterceptor(metrics, frozenset({STAKING_SERVICE})),
             ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -157,11 +190,12 @@ class AgentStakingServer:
             rpc=self._rpc,
             context=self.chain,
             fee=fee,
-            default_vote_account=self._default_vote_account(),
+            # Unset: the top of the validator ranking, resolved per call from the cache.
+            default_vote_account=settings.default_vote_account or "",
+            featured_vote_accounts=settings.featured_vote_accounts,
+            stake_accounts_cache_seconds=settings.stake_accounts_cache_seconds,
             rpc_timeout=settings.rpc_timeout_seconds,
         )
-        # RPCs without an implementation yet keep the generated base class's behaviour
-        # (UNIMPLEMENTED), which the typed stubs declare abstract.
         self.relay = Relay(
             self._rpc,
             RelayConfig(
@@ -176,9 +210,10 @@ class AgentStakingServer:
                 state_file=settings.relay_state_file or settings.data_dir / "relay-pending.json",
             ),
         )
+        metrics.watch_relay(self.relay)
         await self.relay.start()
         staking_pb2_grpc.add_StakingServiceServicer_to_server(
-            StakingServicer(operations, self.relay),  # type: ignore[abstract]
+            StakingServicer(operations, self.relay),
             server,
         )
         keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(self.keys), server)
@@ -190,12 +225,39 @@ class AgentStakingServer:
         )
         if self.port == 0:
             raise OSError(f"could not bind {settings.listen}")
+        metrics.initialize(
+            [
+                staking_pb2.DESCRIPTOR.services_by_name["StakingService"],
+                keys_pb2.DESCRIPTOR.services_by_name["KeyService"],
+                health_pb2.DESCRIPTOR.services_by_name["Health"],
+            ]
+        )
+        await self._start_metrics()
+        await metrics.start()  # several workers: publishes this one's share
         await server.start()
         self._server = server
         await self._set_health(self.chain.healthy)
         log.info(
             "agent-staking serving on %s:%d (Solana RPC %s)", host, self.port, self._redacted_rpc()
         )
+
+    async def _start_metrics(self) -> None:
+        """Serve /metrics where the settings say; the default address is skipped (with a
+        warning) when taken, so a second instance on one host still starts."""
+        listen = self.settings.metrics_listen.strip()
+        if listen.lower() in ("", "off", "none"):
+            return
+        host, port = parse_host_port(listen)
+        listener = MetricsListener(self.telemetry.metrics)
+        try:
+            await listener.start(host, port)
+        except OSError as exc:
+            if "metrics_listen" in self.settings.model_fields_set:
+                raise OSError(f"could not serve metrics on {listen}: {exc.strerror}") from exc
+            log.warning("metrics not served: %s is taken (set --metrics-listen)", listen)
+            return
+        self.metrics_listener = listener
+        log.info("metrics on http://%s:%d/metrics", host, listener.port)
 
     def _fee_policy(self) -> FeePolicy:
         settings = self.settings
@@ -207,16 +269,6 @@ class AgentStakingServer:
                 )
             recipient = embedded_fee_wallet(settings.localnet_seed)
         return FeePolicy(bps=settings.service_fee_bps, recipient=recipient or "")
-
-    def _default_vote_account(self) -> str:
-        if self.settings.default_vote_account:
-            return self.settings.default_vote_account
-        if self.localnet is not None:
-            # The embedded cluster's first genesis validator (never the delinquent one).
-            chosen = str(self.localnet.chain.validators[0].vote_account)
-            log.info("default vote account (embedded localnet): %s", chosen)
-            return chosen
-        return ""
 
     def _redacted_rpc(self) -> str:
         # Endpoint URLs may embed credentials (user:pass@ or an API key in the path).
@@ -266,4 +318,9 @@ class AgentStakingServer:
             await self.limiter.close()
         if self.localnet is not None:
             await self.localnet.stop()
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
+        await self.telemetry.metrics.stop()
+        if self._owns_telemetry:
+            self.telemetry.shutdown()  # exports the last spans
         log.info("agent-staking stopped")

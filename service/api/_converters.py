@@ -8,16 +8,28 @@ from solders.transaction import VersionedTransaction
 
 from service.chain import (
     BuildOptions,
+    BuiltMerge,
     BuiltStake,
+    BuiltUnstake,
+    BuiltWithdraw,
+    ChainSnapshot,
+    MergeParams,
     NetworkInfo,
     Simulation,
     StakeParams,
+    StakePositions,
     SubmitOutcome,
+    UnstakeParams,
+    ValidatorPage,
+    WithdrawParams,
 )
+from service.core.accounts import Lockup
 from service.core.errors import InvalidArgumentError
 from service.core.plans import PreparedTransaction, TransactionVersion
+from service.core.positions import AccountState, StakeTotals, StakeView, seconds_until_epoch
 from service.core.txerrors import DecodedTransactionError
 from service.core.txstatus import Commitment, TxState, TxStatus
+from service.core.validators import RankedValidator
 
 _PRIORITY_LEVELS = {
     types_pb2.PRIORITY_LEVEL_UNSPECIFIED: "medium",
@@ -179,9 +191,25 @@ def stake_response_to_proto(
 def epoch_end_unix(info: NetworkInfo, *, now_unix: float, now_monotonic: float) -> float:
     """Wall time at which the current epoch ends, estimated from the slot time."""
     snapshot = info.snapshot
-    slots_left = snapshot.slots_in_epoch - snapshot.slot_index
+    return epoch_start_unix(
+        snapshot, snapshot.epoch + 1, now_unix=now_unix, now_monotonic=now_monotonic
+    )
+
+
+def epoch_start_unix(
+    snapshot: ChainSnapshot, epoch: int, *, now_unix: float, now_monotonic: float
+) -> float:
+    """Wall time at which ``epoch`` starts, estimated from the epoch schedule and the
+    recent slot time, as of the cached snapshot (never before now)."""
     since_fetch = max(0.0, now_monotonic - snapshot.fetched_at)
-    return now_unix - since_fetch + slots_left * snapshot.slot_seconds
+    ahead = seconds_until_epoch(
+        epoch,
+        epoch=snapshot.epoch,
+        slot_index=snapshot.slot_index,
+        slots_in_epoch=snapshot.slots_in_epoch,
+        slot_seconds=snapshot.slot_seconds,
+    )
+    return max(now_unix, now_unix - since_fetch + ahead) if epoch > snapshot.epoch else now_unix
 
 
 def network_info_to_proto(
@@ -208,6 +236,232 @@ def network_info_to_proto(
         slot_duration=_duration(snapshot.slot_seconds),
         epoch_rewards_active=snapshot.epoch_rewards_active,
         read_time=_timestamp(now_unix - max(0.0, now_monotonic - snapshot.fetched_at)),
+        epoch_progress=(
+            min(snapshot.slot_index / snapshot.slots_in_epoch, 1.0)
+            if snapshot.slots_in_epoch
+            else 0.0
+        ),
+    )
+
+
+# --- unstake, withdraw, merge -------------------------------------------------------------
+
+
+def unstake_request_to_domain(
+    request: staking_pb2.BuildUnstakeTransactionRequest,
+) -> UnstakeParams:
+    return UnstakeParams(
+        wallet=request.wallet,
+        amount_lamports=request.amount_lamports,
+        stake_account=request.stake_account,
+        vote_account=request.vote_account,
+        request_id=request.request_id,
+        options=options_to_domain(request.options),
+    )
+
+
+def unstake_response_to_proto(
+    built: BuiltUnstake, *, now_unix: float, now_monotonic: float
+) -> staking_pb2.BuildUnstakeTransactionResponse:
+    plan = built.plan
+    return staking_pb2.BuildUnstakeTransactionResponse(
+        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        stake_accounts=[str(a) for a in plan.stake_accounts],
+        split_stake_accounts=[
+            staking_pb2.SplitStakeAccount(
+                stake_account=str(split.stake_account),
+                seed=split.seed,
+                source_stake_account=str(split.source_stake_account),
+                stake_lamports=split.stake_lamports,
+                rent_exempt_reserve_lamports=split.rent_exempt_reserve_lamports,
+            )
+            for split in plan.splits
+        ],
+        deactivate_lamports=plan.deactivate_lamports,
+        deactivation_epoch=plan.deactivation_epoch,
+        expected_inactive_epoch=plan.expected_inactive_epoch,
+        expected_inactive_time=_timestamp(
+            epoch_start_unix(
+                built.snapshot,
+                plan.expected_inactive_epoch,
+                now_unix=now_unix,
+                now_monotonic=now_monotonic,
+            )
+        ),
+    )
+
+
+def withdraw_request_to_domain(
+    request: staking_pb2.BuildWithdrawTransactionRequest,
+) -> WithdrawParams:
+    return WithdrawParams(
+        wallet=request.wallet,
+        amount_lamports=request.amount_lamports,
+        withdraw_all=request.withdraw_all,
+        stake_account=request.stake_account,
+        destination=request.destination,
+        request_id=request.request_id,
+        options=options_to_domain(request.options),
+    )
+
+
+def withdraw_response_to_proto(
+    built: BuiltWithdraw,
+) -> staking_pb2.BuildWithdrawTransactionResponse:
+    plan = built.plan
+    return staking_pb2.BuildWithdrawTransactionResponse(
+        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        withdraw_lamports=plan.withdraw_lamports,
+        destination=str(plan.destination),
+        withdrawals=[
+            staking_pb2.StakeWithdrawal(
+                stake_account=str(w.stake_account),
+                withdraw_lamports=w.lamports,
+                closes_account=w.closes_account,
+            )
+            for w in plan.withdrawals
+        ],
+        remaining_withdrawable_lamports=plan.remaining_withdrawable_lamports,
+    )
+
+
+def merge_request_to_domain(request: staking_pb2.BuildMergeTransactionRequest) -> MergeParams:
+    return MergeParams(
+        wallet=request.wallet,
+        destination_stake_account=request.destination_stake_account,
+        source_stake_accounts=tuple(request.source_stake_accounts),
+        request_id=request.request_id,
+        options=options_to_domain(request.options),
+    )
+
+
+def merge_response_to_proto(built: BuiltMerge) -> staking_pb2.BuildMergeTransactionResponse:
+    plan = built.plan
+    return staking_pb2.BuildMergeTransactionResponse(
+        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        destination_stake_account=str(plan.destination),
+        merged_stake_accounts=[str(a) for a in plan.merged],
+        merged_lamports=plan.merged_lamports,
+    )
+
+
+# --- ListStakeAccounts, ListValidators ----------------------------------------------------
+
+_STATES = {
+    AccountState.INITIALIZED: staking_pb2.STAKE_ACCOUNT_STATE_INITIALIZED,
+    AccountState.ACTIVATING: staking_pb2.STAKE_ACCOUNT_STATE_ACTIVATING,
+    AccountState.ACTIVE: staking_pb2.STAKE_ACCOUNT_STATE_ACTIVE,
+    AccountState.DEACTIVATING: staking_pb2.STAKE_ACCOUNT_STATE_DEACTIVATING,
+    AccountState.INACTIVE: staking_pb2.STAKE_ACCOUNT_STATE_INACTIVE,
+}
+
+
+def lockup_to_proto(lockup: Lockup) -> types_pb2.Lockup:
+    return types_pb2.Lockup(
+        unix_timestamp=lockup.unix_timestamp,
+        epoch=lockup.epoch,
+        custodian="" if lockup.custodian == Lockup().custodian else str(lockup.custodian),
+    )
+
+
+def stake_account_to_proto(
+    view: StakeView, *, snapshot: ChainSnapshot, now_unix: float, now_monotonic: float
+) -> staking_pb2.StakeAccount:
+    result = staking_pb2.StakeAccount(
+        address=str(view.address),
+        balance_lamports=view.lamports,
+        state=_STATES[view.state],
+        voter=str(view.voter) if view.voter is not None else "",
+        delegated_lamports=view.delegated_lamports,
+        active_lamports=view.active_lamports,
+        activating_lamports=view.activating_lamports,
+        deactivating_lamports=view.deactivating_lamports,
+        inactive_lamports=view.inactive_lamports,
+        rent_exempt_reserve_lamports=view.rent_exempt_reserve_lamports,
+        withdrawable_lamports=view.withdrawable_lamports,
+        next_state=(
+            _STATES[view.next_state]
+            if view.next_state is not None
+            else staking_pb2.STAKE_ACCOUNT_STATE_UNSPECIFIED
+        ),
+        lockup=lockup_to_proto(view.fetched.lockup),
+        lockup_in_force=view.lockup_in_force,
+        staker=str(view.fetched.staker),
+        withdrawer=str(view.fetched.withdrawer),
+    )
+    if view.activation_epoch is not None:
+        result.activation_epoch = view.activation_epoch
+    if view.deactivation_epoch is not None:
+        result.deactivation_epoch = view.deactivation_epoch
+    if view.next_state_epoch is not None:
+        result.next_state_change_epoch = view.next_state_epoch
+        result.next_state_change_time.CopyFrom(
+            _timestamp(
+                epoch_start_unix(
+                    snapshot,
+                    view.next_state_epoch,
+                    now_unix=now_unix,
+                    now_monotonic=now_monotonic,
+                )
+            )
+        )
+    return result
+
+
+def stake_totals_to_proto(totals: StakeTotals) -> staking_pb2.StakeTotals:
+    return staking_pb2.StakeTotals(
+        balance_lamports=totals.balance_lamports,
+        delegated_lamports=totals.delegated_lamports,
+        active_lamports=totals.active_lamports,
+        activating_lamports=totals.activating_lamports,
+        deactivating_lamports=totals.deactivating_lamports,
+        inactive_lamports=totals.inactive_lamports,
+        withdrawable_lamports=totals.withdrawable_lamports,
+    )
+
+
+def stake_accounts_to_proto(
+    positions: StakePositions, *, now_unix: float, now_monotonic: float
+) -> staking_pb2.ListStakeAccountsResponse:
+    return staking_pb2.ListStakeAccountsResponse(
+        stake_accounts=[
+            stake_account_to_proto(
+                view,
+                snapshot=positions.snapshot,
+                now_unix=now_unix,
+                now_monotonic=now_monotonic,
+            )
+            for view in positions.accounts
+        ],
+        next_page_token=positions.next_page_token,
+        total_size=positions.total_size,
+        totals=stake_totals_to_proto(positions.totals),
+    )
+
+
+def validator_to_proto(rank: int, validator: RankedValidator) -> staking_pb2.Validator:
+    return staking_pb2.Validator(
+        vote_account=validator.vote_account,
+        node_pubkey=validator.node_pubkey,
+        commission_percent=validator.commission,
+        activated_stake_lamports=validator.activated_stake,
+        delinquent=validator.delinquent,
+        epoch_credits=validator.current_epoch_credits,
+        average_epoch_credits=validator.average_epoch_credits,
+        last_vote=validator.last_vote,
+        root_slot=validator.root_slot,
+        rank=rank,
+        score=validator.score,
+        reasons=list(validator.reasons),
+        featured=validator.featured,
+    )
+
+
+def validators_to_proto(page: ValidatorPage) -> staking_pb2.ListValidatorsResponse:
+    return staking_pb2.ListValidatorsResponse(
+        validators=[validator_to_proto(rank, v) for rank, v in page.validators],
+        next_page_token=page.next_page_token,
+        total_size=page.total_size,
     )
 
 

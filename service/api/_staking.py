@@ -17,11 +17,19 @@ from service.core.txstatus import Commitment
 from ._converters import (
     commitment_to_domain,
     epoch_end_unix,
+    merge_request_to_domain,
+    merge_response_to_proto,
     network_info_to_proto,
+    stake_accounts_to_proto,
     stake_request_to_domain,
     stake_response_to_proto,
     submit_response_to_proto,
     transaction_status_to_proto,
+    unstake_request_to_domain,
+    unstake_response_to_proto,
+    validators_to_proto,
+    withdraw_request_to_domain,
+    withdraw_response_to_proto,
 )
 from ._errors import handle_errors, handle_stream_errors
 from ._key_converters import caller_policy
@@ -44,7 +52,7 @@ def _caller_policy() -> CallerPolicy:
 
 
 class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
-    """The RPCs implemented so far; the rest answer UNIMPLEMENTED (generated base)."""
+    """Every StakingService RPC: convert, make one call into chain/, convert back."""
 
     def __init__(self, operations: StakingOperations, relay: Relay | None = None) -> None:
         self._operations = operations
@@ -72,6 +80,85 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
                 info, now_unix=time.time(), now_monotonic=time.monotonic()
             ),
         )
+
+    @handle_errors
+    async def BuildUnstakeTransaction(
+        self,
+        request: staking_pb2.BuildUnstakeTransactionRequest,
+        context: Context[
+            staking_pb2.BuildUnstakeTransactionRequest,
+            staking_pb2.BuildUnstakeTransactionResponse,
+        ],
+    ) -> staking_pb2.BuildUnstakeTransactionResponse:
+        built = await self._operations.build_unstake(
+            unstake_request_to_domain(request), _caller_policy()
+        )
+        return unstake_response_to_proto(
+            built, now_unix=time.time(), now_monotonic=time.monotonic()
+        )
+
+    @handle_errors
+    async def BuildWithdrawTransaction(
+        self,
+        request: staking_pb2.BuildWithdrawTransactionRequest,
+        context: Context[
+            staking_pb2.BuildWithdrawTransactionRequest,
+            staking_pb2.BuildWithdrawTransactionResponse,
+        ],
+    ) -> staking_pb2.BuildWithdrawTransactionResponse:
+        built = await self._operations.build_withdraw(
+            withdraw_request_to_domain(request), _caller_policy()
+        )
+        return withdraw_response_to_proto(built)
+
+    @handle_errors
+    async def BuildMergeTransaction(
+        self,
+        request: staking_pb2.BuildMergeTransactionRequest,
+        context: Context[
+            staking_pb2.BuildMergeTransactionRequest, staking_pb2.BuildMergeTransactionResponse
+        ],
+    ) -> staking_pb2.BuildMergeTransactionResponse:
+        built = await self._operations.build_merge(
+            merge_request_to_domain(request), _caller_policy()
+        )
+        return merge_response_to_proto(built)
+
+    @handle_errors
+    async def ListStakeAccounts(
+        self,
+        request: staking_pb2.ListStakeAccountsRequest,
+        context: Context[
+            staking_pb2.ListStakeAccountsRequest, staking_pb2.ListStakeAccountsResponse
+        ],
+    ) -> staking_pb2.ListStakeAccountsResponse:
+        positions = await self._operations.list_stake_accounts(
+            wallet=request.wallet,
+            page_size_value=request.page_size,
+            page_token=request.page_token,
+            policy=_caller_policy(),
+        )
+        return stake_accounts_to_proto(
+            positions, now_unix=time.time(), now_monotonic=time.monotonic()
+        )
+
+    @handle_errors
+    async def ListValidators(
+        self,
+        request: staking_pb2.ListValidatorsRequest,
+        context: Context[staking_pb2.ListValidatorsRequest, staking_pb2.ListValidatorsResponse],
+    ) -> staking_pb2.ListValidatorsResponse:
+        page = self._operations.list_validators(
+            page_size_value=request.page_size,
+            page_token=request.page_token,
+            max_commission_percent=(
+                request.max_commission_percent
+                if request.HasField("max_commission_percent")
+                else None
+            ),
+            include_delinquent=request.include_delinquent,
+        )
+        return validators_to_proto(page)
 
     @handle_errors
     async def GetNetworkInfo(

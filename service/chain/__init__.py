@@ -21,14 +21,22 @@ from ._failover import (
 from ._operations import (
     BalanceChange,
     BuildOptions,
+    BuiltMerge,
     BuiltStake,
+    BuiltUnstake,
+    BuiltWithdraw,
     EpochRewardsActiveError,
     FeePolicy,
+    MergeParams,
     NetworkInfo,
     Simulation,
     SimulationFailedError,
     StakeParams,
+    StakePositions,
     StakingOperations,
+    UnstakeParams,
+    ValidatorPage,
+    WithdrawParams,
 )
 from ._relay import (
     BlockhashExpiredError,
@@ -42,6 +50,7 @@ from ._relay import (
     TransactionNotFoundError,
 )
 from ._rpc import ChainUnavailable, EndpointFailure, HttpSolanaRpc, RpcError, SolanaRpc
+from ._stake_reads import StakeReader, StakeReadError, StakeReads, StakeSysvars
 
 __all__ = [
     "READ_METHODS",
@@ -50,7 +59,10 @@ __all__ = [
     "BlockhashExpiredError",
     "BreakerState",
     "BuildOptions",
+    "BuiltMerge",
     "BuiltStake",
+    "BuiltUnstake",
+    "BuiltWithdraw",
     "ChainContext",
     "ChainSnapshot",
     "ChainUnavailable",
@@ -64,6 +76,7 @@ __all__ = [
     "FailoverStats",
     "FeePolicy",
     "HttpSolanaRpc",
+    "MergeParams",
     "NetworkInfo",
     "NonceAdvancedError",
     "Relay",
@@ -77,10 +90,18 @@ __all__ = [
     "SimulationFailedError",
     "SolanaRpc",
     "StakeParams",
+    "StakePositions",
+    "StakeReadError",
+    "StakeReader",
+    "StakeReads",
+    "StakeSysvars",
     "StakingOperations",
     "SubmitOutcome",
     "TransactionNotFoundError",
+    "UnstakeParams",
+    "ValidatorPage",
     "VoteAccountInfo",
+    "WithdrawParams",
     "call_deadline",
     "parse_endpoint",
     "parse_endpoints",

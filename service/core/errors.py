@@ -278,6 +278,93 @@ class LockupInForceError(DomainError):
     default_hint = "Wait until the lockup expires or have the custodian sign."
 
 
+class InsufficientStakeError(DomainError):
+    """The wallet has less stake to deactivate than asked for."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "INSUFFICIENT_STAKE"
+    default_hint = "Unstake at most the active and activating stake listed by ListStakeAccounts."
+
+
+class StakeAccountStateError(DomainError):
+    """A stake account is not in the state the operation needs (e.g. already deactivated,
+    never delegated)."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "STAKE_ACCOUNT_STATE"
+    default_hint = "Check the account's state with ListStakeAccounts."
+
+
+class NotWithdrawAuthorityError(DomainError):
+    """A named stake account does not belong to the wallet (its withdraw authority is
+    another key)."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "NOT_WITHDRAW_AUTHORITY"
+    default_hint = "Name a stake account whose withdraw authority is the wallet."
+
+    def __init__(self, *, stake_account: str, withdrawer: str, wallet: str, field: str) -> None:
+        super().__init__(
+            f"stake account {stake_account} has withdraw authority {withdrawer}, not the "
+            f"wallet {wallet}",
+            field=field,
+            metadata={"stake_account": stake_account, "withdrawer": withdrawer, "wallet": wallet},
+        )
+
+
+class WithdrawUnavailableError(DomainError):
+    """More lamports asked for than a Withdraw can take now."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "INSUFFICIENT_FUNDS"
+    default_hint = (
+        "Withdraw at most withdrawable_lamports (see ListStakeAccounts); deactivating stake "
+        "becomes withdrawable when its cooldown ends."
+    )
+
+
+class MergeMismatchError(DomainError):
+    """Two stake accounts cannot be merged; ``mismatch`` names the differing field:
+    ``authorities``, ``lockup``, ``voter``, ``transient_state`` or ``state``."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "MERGE_MISMATCH"
+    default_hint = (
+        "Merge only accounts with the same authorities, lockup and vote account, none of "
+        "them activating or deactivating (wait for the epoch boundary)."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        mismatch: str,
+        destination: str,
+        source: str,
+        metadata: Mapping[str, str | int] | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            field=field,
+            metadata={
+                "mismatch": mismatch,
+                "destination_stake_account": destination,
+                "source_stake_account": source,
+                **(metadata or {}),
+            },
+        )
+        self.mismatch = mismatch
+
+
+class NothingToMergeError(DomainError):
+    """No stake account of the wallet can be merged into the destination."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "NO_MERGEABLE_STAKE_ACCOUNTS"
+    default_hint = "Name the source accounts to see why each cannot be merged."
+
+
 # --- others ---------------------------------------------------------------------------
 
 
@@ -293,6 +380,21 @@ class VoteAccountNotFoundError(DomainError):
             f"vote account {vote_account} was not found",
             field=field,
             metadata={"vote_account": vote_account},
+        )
+
+
+class StakeAccountNotFoundError(DomainError):
+    """A named stake account does not exist."""
+
+    kind = ErrorKind.NOT_FOUND
+    default_reason = "STAKE_ACCOUNT_NOT_FOUND"
+    default_hint = "List the wallet's stake accounts with ListStakeAccounts."
+
+    def __init__(self, *, stake_account: str, field: str) -> None:
+        super().__init__(
+            f"stake account {stake_account} was not found",
+            field=field,
+            metadata={"stake_account": stake_account},
         )
 
 

@@ -101,7 +101,8 @@ class BuildStakeTransactionRequest(_message.Message):
     """
     vote_account: _builtins.str
     """Vote account (base58) to delegate to. Empty (default): the operator's
-    configured validator (GetNetworkInfoResponse.default_vote_account). Must
+    configured validator, else the best-ranked validator of ListValidators
+    that the API key allows (GetNetworkInfoResponse.default_vote_account). Must
     be an existing vote account (NOT_FOUND, reason VOTE_ACCOUNT_NOT_FOUND,
     otherwise) allowed by the API key's policy.
     """
@@ -215,8 +216,16 @@ class BuildUnstakeTransactionRequest(_message.Message):
       seed-derived account and deactivate that one;
     - amount_lamports only: deactivate amount_lamports of the wallet's active
       and activating stake (optionally only that delegated to vote_account),
-      deactivating whole accounts where possible and splitting at most one.
-    A split must leave both parts at or above the minimum delegation.
+      deactivating whole accounts where possible (an exact sum of whole
+      accounts, the fewest of them) and splitting at most one otherwise; only
+      accounts whose stake authority is the wallet are chosen.
+    A split must leave both parts at or above the minimum delegation: when no
+    choice does, the call fails with INVALID_ARGUMENT, reason
+    BELOW_MINIMUM_DELEGATION, whose ErrorInfo metadata gives the nearest amounts
+    that work (nearest_lower_lamports, nearest_higher_lamports). More than the
+    wallet's deactivatable stake fails with FAILED_PRECONDITION, reason
+    INSUFFICIENT_STAKE. The split account is pre-funded by the wallet with the
+    rent-exempt reserve (FeeBreakdown.rent_exempt_reserve_lamports).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -544,9 +553,11 @@ class BuildMergeTransactionRequest(_message.Message):
     @_builtins.property
     def source_stake_accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Stake accounts (base58) merged into destination_stake_account and closed,
-        without duplicates and not containing the destination. Empty (default):
-        every stake account of the wallet that can be merged into the
-        destination.
+        without duplicates and not containing the destination, at most 8. Empty
+        (default): every stake account of the wallet that can be merged into the
+        destination and is in the same state (all inactive, all activating or all
+        fully active; at most 8). Name sources to merge an inactive account into
+        an activating one (its lamports are then delegated) or the reverse.
         """
 
     def __init__(
@@ -1144,7 +1155,12 @@ class Validator(_message.Message):
     rank: _builtins.int
     """Position in the ranking of all validators matching the filters, 1 = best."""
     score: _builtins.float
-    """Ranking score, from 0 (worst) to 1 (best)."""
+    """Ranking score, from 0 (worst) to 1 (best): 0.4 * (1 - commission / 100)
+    + 0.4 * (vote credits over the last completed epochs (up to 5) / the best
+    validator's over the same epochs) + 0.2 when the validator is outside the
+    superminority (the fewest largest validators holding over 1/3 of the
+    activated stake). 0 for a delinquent validator.
+    """
     featured: _builtins.bool
     """Whether the operator features this validator."""
     @_builtins.property
@@ -1245,6 +1261,7 @@ class GetNetworkInfoResponse(_message.Message):
     SLOT_DURATION_FIELD_NUMBER: _builtins.int
     EPOCH_REWARDS_ACTIVE_FIELD_NUMBER: _builtins.int
     READ_TIME_FIELD_NUMBER: _builtins.int
+    EPOCH_PROGRESS_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """Current epoch."""
     slot: _builtins.int
@@ -1261,7 +1278,9 @@ class GetNetworkInfoResponse(_message.Message):
     """Rent-exempt reserve of a stake account (200 bytes)."""
     default_vote_account: _builtins.str
     """Vote account (base58) used when BuildStakeTransaction has no
-    vote_account; empty when the operator configured none.
+    vote_account: the operator's configured validator, else the best-ranked
+    validator of ListValidators that the caller's API key allows; empty when
+    there is none.
     """
     cluster_version: _builtins.str
     """Solana software version of the connected node (getVersion "solana-core")."""
@@ -1273,6 +1292,8 @@ class GetNetworkInfoResponse(_message.Message):
     """Whether epoch rewards are being distributed now (at the start of an
     epoch): stake instructions fail with EpochRewardsActive meanwhile.
     """
+    epoch_progress: _builtins.float
+    """Fraction of the current epoch elapsed: slot_index / slots_in_epoch, 0..1."""
     @_builtins.property
     def epoch_time_remaining(self) -> _duration_pb2.Duration:
         """Estimated time until the current epoch ends:
@@ -1314,10 +1335,11 @@ class GetNetworkInfoResponse(_message.Message):
         slot_duration: _duration_pb2.Duration | None = ...,
         epoch_rewards_active: _builtins.bool = ...,
         read_time: _timestamp_pb2.Timestamp | None = ...,
+        epoch_progress: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["epoch_end_time", b"epoch_end_time", "epoch_time_remaining", b"epoch_time_remaining", "fee_policy", b"fee_policy", "read_time", b"read_time", "slot_duration", b"slot_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_height", b"block_height", "cluster_version", b"cluster_version", "default_vote_account", b"default_vote_account", "epoch", b"epoch", "epoch_end_time", b"epoch_end_time", "epoch_rewards_active", b"epoch_rewards_active", "epoch_time_remaining", b"epoch_time_remaining", "fee_policy", b"fee_policy", "genesis_hash", b"genesis_hash", "minimum_delegation_lamports", b"minimum_delegation_lamports", "read_time", b"read_time", "slot", b"slot", "slot_duration", b"slot_duration", "slot_index", b"slot_index", "slots_in_epoch", b"slots_in_epoch", "stake_rent_exempt_reserve_lamports", b"stake_rent_exempt_reserve_lamports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_height", b"block_height", "cluster_version", b"cluster_version", "default_vote_account", b"default_vote_account", "epoch", b"epoch", "epoch_end_time", b"epoch_end_time", "epoch_progress", b"epoch_progress", "epoch_rewards_active", b"epoch_rewards_active", "epoch_time_remaining", b"epoch_time_remaining", "fee_policy", b"fee_policy", "genesis_hash", b"genesis_hash", "minimum_delegation_lamports", b"minimum_delegation_lamports", "read_time", b"read_time", "slot", b"slot", "slot_duration", b"slot_duration", "slot_index", b"slot_index", "slots_in_epoch", b"slots_in_epoch", "stake_rent_exempt_reserve_lamports", b"stake_rent_exempt_reserve_lamports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

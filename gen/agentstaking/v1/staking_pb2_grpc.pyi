@@ -40,11 +40,28 @@ class StakingServiceStub:
     (allowed wallets, allowed vote accounts, maximum lamports per transaction)
     is enforced on every call: a violation fails with PERMISSION_DENIED.
 
-    Errors carry google.rpc.ErrorInfo (domain "agentstaking", stable
+    Errors carry google.rpc.ErrorInfo (domain "agentstaking.v1", stable
     UPPER_SNAKE reasons such as BELOW_MINIMUM_DELEGATION, INSUFFICIENT_FUNDS,
-    VOTE_ACCOUNT_NOT_FOUND, BLOCKHASH_EXPIRED, EPOCH_REWARDS_ACTIVE,
+    INSUFFICIENT_STAKE, VOTE_ACCOUNT_NOT_FOUND, STAKE_ACCOUNT_NOT_FOUND,
+    NOT_WITHDRAW_AUTHORITY, BLOCKHASH_EXPIRED, EPOCH_REWARDS_ACTIVE,
     LOCKUP_IN_FORCE, MERGE_MISMATCH), google.rpc.BadRequest for invalid fields
     and google.rpc.RetryInfo when retrying later helps.
+
+    While the cluster distributes epoch rewards (the first blocks of an epoch)
+    the stake program refuses stake instructions: every Build* call then fails
+    with FAILED_PRECONDITION, reason EPOCH_REWARDS_ACTIVE, and a RetryInfo
+    delay until the distribution ends.
+
+    With TransactionOptions.simulate, every Build* call simulates the built
+    transaction and returns a receipt (compute units, logs, the balance change
+    of every account it writes) in PreparedTransaction.simulation; the compute
+    unit limit is then sized from the simulation (plus 20%) unless the caller
+    set one. A transaction that would fail is reported as an error instead
+    (FAILED_PRECONDITION, reason SIMULATION_FAILED, or INSUFFICIENT_FUNDS).
+
+    Unstake, withdraw and merge charge no service fee: their FeeBreakdown has
+    the network and priority fees (and, for a split, the rent-exempt reserve of
+    the new account) only.
     """
 
     @_typing.overload
@@ -64,19 +81,30 @@ class StakingServiceStub:
     amount_lamports across the wallet's active and activating stake, choosing
     accounts and splitting at most one of them when the amount falls inside it.
     Deactivated stake becomes withdrawable once its cooldown ends (normally at
-    the next epoch boundary).
+    the next epoch boundary; at once for stake delegated in the current
+    epoch). The stake authority of each account signs its instructions: the
+    wallet alone for the accounts the service chooses (it only chooses accounts
+    whose stake authority is the wallet); a named account with another stake
+    authority adds that key to required_signers.
     """
     BuildWithdrawTransaction: _grpc.UnaryUnaryMultiCallable[_staking_pb2.BuildWithdrawTransactionRequest, _staking_pb2.BuildWithdrawTransactionResponse]
     """Builds one transaction that withdraws inactive lamports from the wallet's
     stake accounts to the wallet (or `destination`): from a named account, an
     amount, or everything withdrawable now. What is withdrawable is computed
-    from the stake history, not from deactivation_epoch alone.
+    from the delegation and the StakeHistory sysvar (the cluster-wide cooldown
+    limit), not from deactivation_epoch alone: it is exactly
+    StakeAccount.withdrawable_lamports of ListStakeAccounts. A lockup in force
+    fails with FAILED_PRECONDITION, reason LOCKUP_IN_FORCE, naming the
+    custodian and the end of the lockup (unless the custodian is the wallet).
     """
     BuildMergeTransaction: _grpc.UnaryUnaryMultiCallable[_staking_pb2.BuildMergeTransactionRequest, _staking_pb2.BuildMergeTransactionResponse]
     """Builds one transaction that merges stake accounts of the wallet into one.
     The accounts must be mergeable: same stake and withdraw authorities, same
     lockup, same vote account, and none of them activating or deactivating
-    (fails with FAILED_PRECONDITION, reason MERGE_MISMATCH, otherwise).
+    (fails with FAILED_PRECONDITION, reason MERGE_MISMATCH, otherwise; the
+    ErrorInfo metadata "mismatch" names the differing field: "authorities",
+    "lockup", "voter", "transient_state" or "state"). The stake authority
+    signs: the wallet, or another key added to required_signers.
     """
     SubmitTransaction: _grpc.UnaryUnaryMultiCallable[_staking_pb2.SubmitTransactionRequest, _staking_pb2.SubmitTransactionResponse]
     """Relays a signed transaction: verifies it (well formed, every required
@@ -99,13 +127,16 @@ class StakingServiceStub:
     ListStakeAccounts: _grpc.UnaryUnaryMultiCallable[_staking_pb2.ListStakeAccountsRequest, _staking_pb2.ListStakeAccountsResponse]
     """Lists the wallet's stake positions: the stake accounts whose withdraw
     authority is the wallet, with their activation state, lamport breakdown,
-    withdrawable lamports and next state change. Paginated.
+    withdrawable lamports and next state change. Paginated. Amounts are
+    computed from the delegation and the StakeHistory sysvar at the current
+    epoch; a wallet's answer is reused for a few seconds (operator setting).
     """
     ListValidators: _grpc.UnaryUnaryMultiCallable[_staking_pb2.ListValidatorsRequest, _staking_pb2.ListValidatorsResponse]
     """Lists validators ranked for delegation from on-chain data (commission,
     activated stake, delinquency, vote credits), best first, each with the
     reasons for its rank. Validators featured by the operator are flagged.
-    Paginated.
+    Paginated. The ranking is recomputed when the service refreshes its view
+    of the vote accounts (at least every context refresh and at each epoch).
     """
     GetNetworkInfo: _grpc.UnaryUnaryMultiCallable[_staking_pb2.GetNetworkInfoRequest, _staking_pb2.GetNetworkInfoResponse]
     """Returns the network state that staking depends on: epoch and slot, time
@@ -126,11 +157,28 @@ class StakingServiceAsyncStub(StakingServiceStub):
     (allowed wallets, allowed vote accounts, maximum lamports per transaction)
     is enforced on every call: a violation fails with PERMISSION_DENIED.
 
-    Errors carry google.rpc.ErrorInfo (domain "agentstaking", stable
+    Errors carry google.rpc.ErrorInfo (domain "agentstaking.v1", stable
     UPPER_SNAKE reasons such as BELOW_MINIMUM_DELEGATION, INSUFFICIENT_FUNDS,
-    VOTE_ACCOUNT_NOT_FOUND, BLOCKHASH_EXPIRED, EPOCH_REWARDS_ACTIVE,
+    INSUFFICIENT_STAKE, VOTE_ACCOUNT_NOT_FOUND, STAKE_ACCOUNT_NOT_FOUND,
+    NOT_WITHDRAW_AUTHORITY, BLOCKHASH_EXPIRED, EPOCH_REWARDS_ACTIVE,
     LOCKUP_IN_FORCE, MERGE_MISMATCH), google.rpc.BadRequest for invalid fields
     and google.rpc.RetryInfo when retrying later helps.
+
+    While the cluster distributes epoch rewards (the first blocks of an epoch)
+    the stake program refuses stake instructions: every Build* call then fails
+    with FAILED_PRECONDITION, reason EPOCH_REWARDS_ACTIVE, and a RetryInfo
+    delay until the distribution ends.
+
+    With TransactionOptions.simulate, every Build* call simulates the built
+    transaction and returns a receipt (compute units, logs, the balance change
+    of every account it writes) in PreparedTransaction.simulation; the compute
+    unit limit is then sized from the simulation (plus 20%) unless the caller
+    set one. A transaction that would fail is reported as an error instead
+    (FAILED_PRECONDITION, reason SIMULATION_FAILED, or INSUFFICIENT_FUNDS).
+
+    Unstake, withdraw and merge charge no service fee: their FeeBreakdown has
+    the network and priority fees (and, for a split, the rent-exempt reserve of
+    the new account) only.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -147,19 +195,30 @@ class StakingServiceAsyncStub(StakingServiceStub):
     amount_lamports across the wallet's active and activating stake, choosing
     accounts and splitting at most one of them when the amount falls inside it.
     Deactivated stake becomes withdrawable once its cooldown ends (normally at
-    the next epoch boundary).
+    the next epoch boundary; at once for stake delegated in the current
+    epoch). The stake authority of each account signs its instructions: the
+    wallet alone for the accounts the service chooses (it only chooses accounts
+    whose stake authority is the wallet); a named account with another stake
+    authority adds that key to required_signers.
     """
     BuildWithdrawTransaction: _aio.UnaryUnaryMultiCallable[_staking_pb2.BuildWithdrawTransactionRequest, _staking_pb2.BuildWithdrawTransactionResponse]  # type: ignore[assignment]
     """Builds one transaction that withdraws inactive lamports from the wallet's
     stake accounts to the wallet (or `destination`): from a named account, an
     amount, or everything withdrawable now. What is withdrawable is computed
-    from the stake history, not from deactivation_epoch alone.
+    from the delegation and the StakeHistory sysvar (the cluster-wide cooldown
+    limit), not from deactivation_epoch alone: it is exactly
+    StakeAccount.withdrawable_lamports of ListStakeAccounts. A lockup in force
+    fails with FAILED_PRECONDITION, reason LOCKUP_IN_FORCE, naming the
+    custodian and the end of the lockup (unless the custodian is the wallet).
     """
     BuildMergeTransaction: _aio.UnaryUnaryMultiCallable[_staking_pb2.BuildMergeTransactionRequest, _staking_pb2.BuildMergeTransactionResponse]  # type: ignore[assignment]
     """Builds one transaction that merges stake accounts of the wallet into one.
     The accounts must be mergeable: same stake and withdraw authorities, same
     lockup, same vote account, and none of them activating or deactivating
-    (fails with FAILED_PRECONDITION, reason MERGE_MISMATCH, otherwise).
+    (fails with FAILED_PRECONDITION, reason MERGE_MISMATCH, otherwise; the
+    ErrorInfo metadata "mismatch" names the differing field: "authorities",
+    "lockup", "voter", "transient_state" or "state"). The stake authority
+    signs: the wallet, or another key added to required_signers.
     """
     SubmitTransaction: _aio.UnaryUnaryMultiCallable[_staking_pb2.SubmitTransactionRequest, _staking_pb2.SubmitTransactionResponse]  # type: ignore[assignment]
     """Relays a signed transaction: verifies it (well formed, every required
@@ -182,13 +241,16 @@ class StakingServiceAsyncStub(StakingServiceStub):
     ListStakeAccounts: _aio.UnaryUnaryMultiCallable[_staking_pb2.ListStakeAccountsRequest, _staking_pb2.ListStakeAccountsResponse]  # type: ignore[assignment]
     """Lists the wallet's stake positions: the stake accounts whose withdraw
     authority is the wallet, with their activation state, lamport breakdown,
-    withdrawable lamports and next state change. Paginated.
+    withdrawable lamports and next state change. Paginated. Amounts are
+    computed from the delegation and the StakeHistory sysvar at the current
+    epoch; a wallet's answer is reused for a few seconds (operator setting).
     """
     ListValidators: _aio.UnaryUnaryMultiCallable[_staking_pb2.ListValidatorsRequest, _staking_pb2.ListValidatorsResponse]  # type: ignore[assignment]
     """Lists validators ranked for delegation from on-chain data (commission,
     activated stake, delinquency, vote credits), best first, each with the
     reasons for its rank. Validators featured by the operator are flagged.
-    Paginated.
+    Paginated. The ranking is recomputed when the service refreshes its view
+    of the vote accounts (at least every context refresh and at each epoch).
     """
     GetNetworkInfo: _aio.UnaryUnaryMultiCallable[_staking_pb2.GetNetworkInfoRequest, _staking_pb2.GetNetworkInfoResponse]  # type: ignore[assignment]
     """Returns the network state that staking depends on: epoch and slot, time
@@ -208,11 +270,28 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
     (allowed wallets, allowed vote accounts, maximum lamports per transaction)
     is enforced on every call: a violation fails with PERMISSION_DENIED.
 
-    Errors carry google.rpc.ErrorInfo (domain "agentstaking", stable
+    Errors carry google.rpc.ErrorInfo (domain "agentstaking.v1", stable
     UPPER_SNAKE reasons such as BELOW_MINIMUM_DELEGATION, INSUFFICIENT_FUNDS,
-    VOTE_ACCOUNT_NOT_FOUND, BLOCKHASH_EXPIRED, EPOCH_REWARDS_ACTIVE,
+    INSUFFICIENT_STAKE, VOTE_ACCOUNT_NOT_FOUND, STAKE_ACCOUNT_NOT_FOUND,
+    NOT_WITHDRAW_AUTHORITY, BLOCKHASH_EXPIRED, EPOCH_REWARDS_ACTIVE,
     LOCKUP_IN_FORCE, MERGE_MISMATCH), google.rpc.BadRequest for invalid fields
     and google.rpc.RetryInfo when retrying later helps.
+
+    While the cluster distributes epoch rewards (the first blocks of an epoch)
+    the stake program refuses stake instructions: every Build* call then fails
+    with FAILED_PRECONDITION, reason EPOCH_REWARDS_ACTIVE, and a RetryInfo
+    delay until the distribution ends.
+
+    With TransactionOptions.simulate, every Build* call simulates the built
+    transaction and returns a receipt (compute units, logs, the balance change
+    of every account it writes) in PreparedTransaction.simulation; the compute
+    unit limit is then sized from the simulation (plus 20%) unless the caller
+    set one. A transaction that would fail is reported as an error instead
+    (FAILED_PRECONDITION, reason SIMULATION_FAILED, or INSUFFICIENT_FUNDS).
+
+    Unstake, withdraw and merge charge no service fee: their FeeBreakdown has
+    the network and priority fees (and, for a split, the rent-exempt reserve of
+    the new account) only.
     """
 
     @_abc_1.abstractmethod
@@ -239,7 +318,11 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         amount_lamports across the wallet's active and activating stake, choosing
         accounts and splitting at most one of them when the amount falls inside it.
         Deactivated stake becomes withdrawable once its cooldown ends (normally at
-        the next epoch boundary).
+        the next epoch boundary; at once for stake delegated in the current
+        epoch). The stake authority of each account signs its instructions: the
+        wallet alone for the accounts the service chooses (it only chooses accounts
+        whose stake authority is the wallet); a named account with another stake
+        authority adds that key to required_signers.
         """
 
     @_abc_1.abstractmethod
@@ -251,7 +334,11 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Builds one transaction that withdraws inactive lamports from the wallet's
         stake accounts to the wallet (or `destination`): from a named account, an
         amount, or everything withdrawable now. What is withdrawable is computed
-        from the stake history, not from deactivation_epoch alone.
+        from the delegation and the StakeHistory sysvar (the cluster-wide cooldown
+        limit), not from deactivation_epoch alone: it is exactly
+        StakeAccount.withdrawable_lamports of ListStakeAccounts. A lockup in force
+        fails with FAILED_PRECONDITION, reason LOCKUP_IN_FORCE, naming the
+        custodian and the end of the lockup (unless the custodian is the wallet).
         """
 
     @_abc_1.abstractmethod
@@ -263,7 +350,10 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Builds one transaction that merges stake accounts of the wallet into one.
         The accounts must be mergeable: same stake and withdraw authorities, same
         lockup, same vote account, and none of them activating or deactivating
-        (fails with FAILED_PRECONDITION, reason MERGE_MISMATCH, otherwise).
+        (fails with FAILED_PRECONDITION, reason MERGE_MISMATCH, otherwise; the
+        ErrorInfo metadata "mismatch" names the differing field: "authorities",
+        "lockup", "voter", "transient_state" or "state"). The stake authority
+        signs: the wallet, or another key added to required_signers.
         """
 
     @_abc_1.abstractmethod
@@ -310,7 +400,9 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_staking_pb2.ListStakeAccountsResponse, _abc.Awaitable[_staking_pb2.ListStakeAccountsResponse]]:
         """Lists the wallet's stake positions: the stake accounts whose withdraw
         authority is the wallet, with their activation state, lamport breakdown,
-        withdrawable lamports and next state change. Paginated.
+        withdrawable lamports and next state change. Paginated. Amounts are
+        computed from the delegation and the StakeHistory sysvar at the current
+        epoch; a wallet's answer is reused for a few seconds (operator setting).
         """
 
     @_abc_1.abstractmethod
@@ -322,7 +414,8 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists validators ranked for delegation from on-chain data (commission,
         activated stake, delinquency, vote credits), best first, each with the
         reasons for its rank. Validators featured by the operator are flagged.
-        Paginated.
+        Paginated. The ranking is recomputed when the service refreshes its view
+        of the vote accounts (at least every context refresh and at each epoch).
         """
 
     @_abc_1.abstractmethod

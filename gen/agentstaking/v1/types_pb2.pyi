@@ -222,13 +222,17 @@ class TransactionOptions(_message.Message):
     compute_unit_limit: _builtins.int
     """Compute unit limit set by a ComputeBudget SetComputeUnitLimit instruction.
     0 (default): the compute units the transaction plan is measured to
-    consume, plus a safety margin. At most 1,400,000.
+    consume, plus a safety margin; with `simulate`, the compute units the
+    simulation consumed plus 20% (rounded up to a thousand) when that is
+    lower. At most 1,400,000.
     """
     simulate: _builtins.bool
     """When true, the built transaction is simulated (signature verification
-    skipped, blockhash replaced by the latest one) and the result is returned
-    in PreparedTransaction.simulation. Simulation costs a round trip to a
-    Solana node. Default: false.
+    skipped, blockhash replaced by the latest one for the simulation only) and
+    the result is returned in PreparedTransaction.simulation: compute units,
+    logs and the balance change of every account the transaction writes.
+    Simulation costs a round trip (two when the compute unit limit is sized
+    from it) to a Solana node. Default: false.
     """
     memo: _builtins.str
     """Optional memo, added as an SPL Memo (v2) instruction signed by the wallet

@@ -52,6 +52,7 @@ from service.core.errors import (
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
+    COMPUTE_UNIT_MARGIN_PERCENT,
     DurableNonce,
     Lifetime,
     PreparedTransaction,
@@ -76,7 +77,6 @@ MEASURED_AUTHORIZE_CU: Final = 11_683
 """The extra Authorize (stake role) for a separate stake authority."""
 MEASURED_MEMO_CU: Final = 626
 """A memo of MAX_MEMO_BYTES (200) signed by the wallet; the cost follows the byte count."""
-COMPUTE_UNIT_MARGIN_PERCENT: Final = 120
 
 
 def _with_margin(units: int) -> int:

@@ -47,6 +47,18 @@ from service.core.summaries import InstructionSummary, summarize_message
 MAX_MEMO_BYTES: Final = 200
 
 
+# Headroom over measured (or simulated) compute units: +20%, then up to the next
+# thousand, as for the stake plan.
+COMPUTE_UNIT_MARGIN_PERCENT: Final = 120
+
+
+def compute_units_with_margin(units: int) -> int:
+    """A compute unit limit for ``units`` measured: +20%, rounded up to a thousand,
+    within the runtime's bounds."""
+    padded = -(-units * COMPUTE_UNIT_MARGIN_PERCENT // 100)
+    return min(max(-(-padded // 1_000) * 1_000, 1_000), MAX_COMPUTE_UNIT_LIMIT)
+
+
 class TransactionVersion(enum.Enum):
     """Wire format of the built transaction."""
 

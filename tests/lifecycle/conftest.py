@@ -1,0 +1,202 @@
+"""A real agent-staking server on a localnet of its own, for the staking lifecycle.
+
+Its own localnet: these tests move epochs, rewrite StakeHistory and switch the
+epoch-rewards distribution on and off, which would change what other suites sharing
+the session localnet see (activated stake per validator, for one). Its own server
+(not ``tests/api``'s): the lifecycle steps build many transactions per wallet, so the
+per-wallet rate limit is raised explicitly here (the default is 10 builds a minute),
+ListStakeAccounts reads the chain on every call, and no default vote account is
+configured (the top of the validator ranking is used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from agentstaking.v1 import staking_pb2, staking_pb2_grpc, types_pb2
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Confirmed
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from service.config import Settings
+from service.core import StakeHistoryEntry, decode_stake_history
+from service.core.programs import SYSVAR_STAKE_HISTORY
+from service.localnet import LocalnetConfig, LocalnetServer
+from service.server import AgentStakingServer
+from tests._grpc_auth import keyed_channel
+from tests.api._helpers import balance, confirm
+
+SOL = 1_000_000_000
+FEE_BPS = 25
+
+
+@dataclass
+class Lifecycle:
+    """The server, a keyed stub, and the localnet's JSON-RPC (admin methods included)."""
+
+    server: AgentStakingServer
+    localnet: LocalnetServer
+    staking: staking_pb2_grpc.StakingServiceAsyncStub
+    rpc: AsyncClient
+    http: aiohttp.ClientSession
+    fee_wallet: Keypair
+    featured: str
+    overridden: dict[int, StakeHistoryEntry] = field(default_factory=dict)
+    """Entries replaced by `override_stake_history`, as they were."""
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """One JSON-RPC call to the localnet; fails the test on an error answer."""
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+        async with self.http.post(self.localnet.url, json=body) as response:
+            answer = await response.json()
+        assert "error" not in answer, answer
+        return answer["result"]
+
+    async def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Several JSON-RPC calls in one HTTP request; answers in order (errors kept)."""
+        body = [
+            {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+            for i, (method, params) in enumerate(calls)
+        ]
+        async with self.http.post(self.localnet.url, json=body) as response:
+            answers = await response.json()
+        return [a for a in sorted(answers, key=lambda a: a["id"])]
+
+    async def epoch(self) -> int:
+        info = await self.call("getEpochInfo", {"commitment": "processed"})
+        return int(info["epoch"])
+
+    async def service_sees(self, epoch: int) -> None:
+        """Wait until the service's cached chain context is at ``epoch``."""
+        for _ in range(200):
+            info = await self.staking.GetNetworkInfo(staking_pb2.GetNetworkInfoRequest())
+            if info.epoch == epoch:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the service never saw epoch {epoch}")
+
+    async def advance_epochs(self, count: int = 1) -> int:
+        answer = await self.call("localnet_advanceEpochs", count)
+        epoch = int(answer["epoch"])
+        await self.service_sees(epoch)
+        return epoch
+
+    async def stake_history(self) -> dict[int, StakeHistoryEntry]:
+        account = await self.call(
+            "getAccountInfo", str(SYSVAR_STAKE_HISTORY), {"encoding": "base64"}
+        )
+        return decode_stake_history(base64.b64decode(account["value"]["data"][0]))
+
+    async def set_stake_history(self, entries: Mapping[int, StakeHistoryEntry]) -> None:
+        await self.call(
+            "localnet_setStakeHistory",
+            [
+                {
+                    "epoch": epoch,
+                    "effective": e.effective,
+                    "activating": e.activating,
+                    "deactivating": e.deactivating,
+                }
+                for epoch, e in entries.items()
+            ],
+        )
+
+    async def override_stake_history(self, entries: Mapping[int, StakeHistoryEntry]) -> None:
+        """Replace entries, remembering the bank's own for `restore_stake_history`."""
+        history = await self.stake_history()
+        for epoch in entries:
+            self.overridden.setdefault(epoch, history[epoch])
+        await self.set_stake_history(entries)
+
+    async def restore_stake_history(self) -> None:
+        """Put back what `override_stake_history` replaced: later tests expect the
+        bank's own history."""
+        if self.overridden:
+            await self.set_stake_history(self.overridden)
+            self.overridden.clear()
+
+    async def wallet(self, sol: int = 100) -> Keypair:
+        keypair = Keypair()
+        await self.call("requestAirdrop", str(keypair.pubkey()), sol * SOL)
+        return keypair
+
+    async def balance(self, address: Pubkey | str) -> int:
+        return await balance(self.rpc, address)
+
+    async def execute(self, prepared: types_pb2.PreparedTransaction, *signers: Keypair) -> None:
+        """Sign the returned message as an agent does, send it, wait until it lands."""
+        unsigned = VersionedTransaction.from_bytes(prepared.transaction)
+        by_key = {str(k.pubkey()): k for k in signers}
+        signatures = [by_key[s].sign_message(prepared.message) for s in prepared.required_signers]
+        signed = VersionedTransaction.populate(unsigned.message, signatures)
+        signature = (await self.rpc.send_raw_transaction(bytes(signed))).value
+        await confirm(self.rpc, signature)
+
+    async def positions(self, wallet: Keypair | Pubkey) -> staking_pb2.ListStakeAccountsResponse:
+        owner = wallet.pubkey() if isinstance(wallet, Keypair) else wallet
+        return await self.staking.ListStakeAccounts(
+            staking_pb2.ListStakeAccountsRequest(wallet=str(owner))
+        )
+
+
+@pytest.fixture(scope="package")
+async def lifecycle_localnet() -> AsyncIterator[LocalnetServer]:
+    """Like the session localnet (100 ms slots), for this package alone (stopped when
+    its tests are done, so nothing of it runs on in the background)."""
+    server = LocalnetServer(LocalnetConfig(slot_duration=0.1, slots_per_epoch=432_000))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="package")
+async def lifecycle(
+    lifecycle_localnet: LocalnetServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Lifecycle]:
+    localnet = lifecycle_localnet
+    rpc = AsyncClient(localnet.url, commitment=Confirmed)
+    fee_wallet = Keypair()
+    await rpc.request_airdrop(fee_wallet.pubkey(), SOL)
+    featured = str(localnet.chain.validators[2].vote_account)
+    settings = Settings(
+        listen="127.0.0.1:0",
+        rpc_urls=[localnet.url],
+        service_fee_bps=FEE_BPS,
+        fee_recipient=str(fee_wallet.pubkey()),
+        featured_vote_accounts=[featured],
+        stake_accounts_cache_seconds=0,
+        blockhash_refresh_seconds=0.2,
+        # Lifecycle tests build many transactions per wallet: lift the per-wallet limit.
+        ratelimit_wallet_per_minute=100_000,
+        ratelimit_wallet_burst=10_000,
+        shutdown_grace_seconds=1,
+        data_dir=tmp_path_factory.mktemp("lifecycle-data"),
+        database_url=f"sqlite:///{tmp_path_factory.mktemp('lifecycle-keys') / 'keys.db'}",
+    )
+    server = AgentStakingServer(settings)
+    await server.start()
+    assert server.keys is not None
+    _, secret = await server.keys.create(display_name="lifecycle agent", scopes=["staking"])
+    channel: grpc.aio.Channel = keyed_channel(f"127.0.0.1:{server.port}", secret)
+    async with aiohttp.ClientSession() as http:
+        yield Lifecycle(
+            server=server,
+            localnet=localnet,
+            staking=staking_pb2_grpc.StakingServiceStub(channel),
+            rpc=rpc,
+            http=http,
+            fee_wallet=fee_wallet,
+            featured=featured,
+        )
+    await channel.close()
+    await server.stop(0)
+    await rpc.close()
