@@ -45,6 +45,8 @@ from service.core.errors import (
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
+    MEASURED_BUDGET_CU,
+    MEASURED_MEMO_CU,
     DurableNonce,
     Lifetime,
     PreparedTransaction,
@@ -60,15 +62,13 @@ from service.core.programs import LAMPORTS_PER_SIGNATURE
 MAX_MERGES: Final = 8
 
 # Compute units measured on LiteSVM (tests/core/test_compute_units_lifecycle.py).
-MEASURED_MERGE_BASE_CU: Final = 450
 MEASURED_MERGE_CU: Final = 17_720
-MEASURED_MEMO_CU: Final = 626
 
 
 def default_merge_compute_unit_limit(*, merges: int) -> int:
     """The plan's default compute unit limit (measured, +20%, rounded up)."""
     return compute_units_with_margin(
-        MEASURED_MERGE_BASE_CU + MEASURED_MEMO_CU + merges * MEASURED_MERGE_CU
+        MEASURED_BUDGET_CU + MEASURED_MEMO_CU + merges * MEASURED_MERGE_CU
     )
 
 

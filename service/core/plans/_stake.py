@@ -52,12 +52,13 @@ from service.core.errors import (
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
-    COMPUTE_UNIT_MARGIN_PERCENT,
+    MEASURED_MEMO_CU,
     DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
     check_distinct,
+    compute_units_with_margin,
     prepare_transaction,
 )
 from service.core.programs import (
@@ -75,19 +76,10 @@ MEASURED_STAKE_CU: Final = 19_856
 """Nonce advance + limit + price + create + Initialize + DelegateStake + fee transfer."""
 MEASURED_AUTHORIZE_CU: Final = 11_683
 """The extra Authorize (stake role) for a separate stake authority."""
-MEASURED_MEMO_CU: Final = 626
-"""A memo of MAX_MEMO_BYTES (200) signed by the wallet; the cost follows the byte count."""
-
-
-def _with_margin(units: int) -> int:
-    # +20%, then up to the next thousand: readable, and the priority fee difference
-    # is at most 1,000 units' worth.
-    padded = -(-units * COMPUTE_UNIT_MARGIN_PERCENT // 100)
-    return -(-padded // 1_000) * 1_000
-
-
-DEFAULT_STAKE_COMPUTE_UNIT_LIMIT: Final = _with_margin(MEASURED_STAKE_CU + MEASURED_MEMO_CU)
-DEFAULT_STAKE_WITH_AUTHORIZE_COMPUTE_UNIT_LIMIT: Final = _with_margin(
+DEFAULT_STAKE_COMPUTE_UNIT_LIMIT: Final = compute_units_with_margin(
+    MEASURED_STAKE_CU + MEASURED_MEMO_CU
+)
+DEFAULT_STAKE_WITH_AUTHORIZE_COMPUTE_UNIT_LIMIT: Final = compute_units_with_margin(
     MEASURED_STAKE_CU + MEASURED_AUTHORIZE_CU + MEASURED_MEMO_CU
 )
 

@@ -48,8 +48,14 @@ MAX_MEMO_BYTES: Final = 200
 
 
 # Headroom over measured (or simulated) compute units: +20%, then up to the next
-# thousand, as for the stake plan.
+# thousand (readable; the priority fee difference is at most 1,000 units' worth).
 COMPUTE_UNIT_MARGIN_PERCENT: Final = 120
+
+# Compute units measured on LiteSVM that every plan shares (tests/core/test_compute_units*.py).
+MEASURED_MEMO_CU: Final = 626
+"""A memo of MAX_MEMO_BYTES (200) signed by the wallet; the cost follows the byte count."""
+MEASURED_BUDGET_CU: Final = 450
+"""Nonce advance + SetComputeUnitLimit + SetComputeUnitPrice."""
 
 
 def compute_units_with_margin(units: int) -> int:

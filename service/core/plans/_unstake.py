@@ -45,6 +45,8 @@ from service.core.errors import (
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
+    MEASURED_BUDGET_CU,
+    MEASURED_MEMO_CU,
     DurableNonce,
     Lifetime,
     PreparedTransaction,
@@ -67,13 +69,10 @@ _SEARCH_BUDGET: Final = 50_000
 _SUGGESTION_ACCOUNTS: Final = 10
 
 # Compute units measured on LiteSVM (tests/core/test_compute_units_lifecycle.py).
-MEASURED_UNSTAKE_BASE_CU: Final = 450
-"""Nonce advance + SetComputeUnitLimit + SetComputeUnitPrice."""
 MEASURED_DEACTIVATE_CU: Final = 10_740
 """One Stake Deactivate."""
 MEASURED_SPLIT_CU: Final = 28_030
 """CreateAccountWithSeed + Split + Deactivate of the new account."""
-MEASURED_MEMO_CU: Final = 626
 
 
 class UnstakeAmountError(InvalidArgumentError):
@@ -89,7 +88,7 @@ class UnstakeAmountError(InvalidArgumentError):
 
 def default_unstake_compute_unit_limit(*, whole_accounts: int, split: bool) -> int:
     """The plan's default compute unit limit (measured, +20%, rounded up)."""
-    units = MEASURED_UNSTAKE_BASE_CU + MEASURED_MEMO_CU
+    units = MEASURED_BUDGET_CU + MEASURED_MEMO_CU
     units += whole_accounts * MEASURED_DEACTIVATE_CU
     if split:
         units += MEASURED_SPLIT_CU

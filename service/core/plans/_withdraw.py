@@ -40,6 +40,8 @@ from service.core.errors import (
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
+    MEASURED_BUDGET_CU,
+    MEASURED_MEMO_CU,
     DurableNonce,
     Lifetime,
     PreparedTransaction,
@@ -55,15 +57,13 @@ from service.core.programs import LAMPORTS_PER_SIGNATURE
 MAX_WITHDRAWALS: Final = 8
 
 # Compute units measured on LiteSVM (tests/core/test_compute_units_lifecycle.py).
-MEASURED_WITHDRAW_BASE_CU: Final = 450
 MEASURED_WITHDRAW_CU: Final = 8_990
-MEASURED_MEMO_CU: Final = 626
 
 
 def default_withdraw_compute_unit_limit(*, withdrawals: int) -> int:
     """The plan's default compute unit limit (measured, +20%, rounded up)."""
     return compute_units_with_margin(
-        MEASURED_WITHDRAW_BASE_CU + MEASURED_MEMO_CU + withdrawals * MEASURED_WITHDRAW_CU
+        MEASURED_BUDGET_CU + MEASURED_MEMO_CU + withdrawals * MEASURED_WITHDRAW_CU
     )
 
 
