@@ -638,7 +638,8 @@ class SubmitTransactionRequest(_message.Message):
     """
     skip_preflight: _builtins.bool
     """Skip the preflight simulation of the Solana node. Default: false
-    (preflight on, at the node's commitment).
+    (preflight on, at `confirmed` commitment unless the operator configured
+    another: a finalized preflight would refuse recent blockhashes).
     """
     def __init__(
         self,
