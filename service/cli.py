@@ -6,13 +6,17 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from service.config import load_settings, parse_host_port
+from service.config import Settings, load_settings, parse_host_port
 from service.core.errors import DomainError
 from service.keys import ApiKey, KeyManager, KeyState, Scope, migrate, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
@@ -115,8 +119,14 @@ async def _run_serve(args: argparse.Namespace) -> None:
         "listen": args.listen,
         "rpc_urls": args.rpc_url or None,
         "metrics_listen": args.metrics_listen,
+        "workers": args.workers,
     }
     settings = load_settings(overrides, args.config)
+    if settings.workers > 1 and not args.worker_process:
+        await _run_workers(args, settings)
+        return
+    if args.worker_process:
+        _exit_with_parent()
     # JSON logs on stdout; the announcement below stays the first line of it.
     logs = configure_logging(
         level=settings.log_level,
@@ -155,6 +165,182 @@ async def _run_serve(args: argparse.Namespace) -> None:
     await server.stop()
     stopper.cancel()
     waiter.cancel()
+
+
+async def _run_workers(args: argparse.Namespace, settings: Settings) -> None:
+    """`serve --workers N`: N server processes (fresh interpreters, never forks of a
+    process running gRPC) sharing the gRPC port through SO_REUSEPORT.
+
+    The parent starts the embedded localnet when there is no --rpc-url and bootstraps
+    the keys, so every worker shares one chain and one key store; worker metrics meet
+    in PROMETHEUS_MULTIPROC_DIR (a temporary directory unless set). SIGTERM/SIGINT is
+    forwarded to every worker; the parent exits once they have drained."""
+    from service.server import embedded_fee_wallet
+
+    host, port = parse_host_port(settings.listen)
+    if port == 0:
+        raise ValueError(
+            f"--workers {settings.workers} needs a concrete --listen port: "
+            "port 0 cannot be shared by several processes"
+        )
+    logs = configure_logging(
+        level=settings.log_level, levels=settings.log_levels, fmt=settings.log_format
+    )
+    logs.hold()
+    env = dict(os.environ)
+    env["AGENT_STAKING_WORKERS"] = str(settings.workers)
+    env["AGENT_STAKING_BOOTSTRAP_KEYS"] = "false"  # done here, once
+    own_metrics_dir: str | None = None
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_metrics_dir = tempfile.mkdtemp(prefix="agent-staking-metrics-")
+        env["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
+    localnet: LocalnetServer | None = None
+    workers: list[asyncio.subprocess.Process] = []
+    relays: list[asyncio.Task[None]] = []
+    try:
+        if settings.embedded_localnet:
+            localnet = LocalnetServer(
+                LocalnetConfig(
+                    validators=settings.localnet_validators,
+                    seed=settings.localnet_seed,
+                    slot_duration=settings.localnet_slot_ms / 1000,
+                    slots_per_epoch=settings.localnet_slots_per_epoch,
+                )
+            )
+            await localnet.start(*parse_host_port(settings.localnet_listen))
+            env["AGENT_STAKING_RPC_URLS"] = json.dumps([f"{localnet.url}#name=localnet"])
+            if settings.fee_recipient is None and settings.service_fee_bps:
+                recipient = embedded_fee_wallet(settings.localnet_seed)
+                env["AGENT_STAKING_FEE_RECIPIENT"] = recipient
+                await _airdrop(localnet.url, recipient)
+        elif args.rpc_url:
+            env["AGENT_STAKING_RPC_URLS"] = json.dumps(settings.rpc_urls)
+        if args.listen:
+            env["AGENT_STAKING_LISTEN"] = args.listen
+        if args.metrics_listen:
+            env["AGENT_STAKING_METRICS_LISTEN"] = args.metrics_listen
+        bootstrapped: list[tuple[ApiKey, str]] = []
+        bootstrap = settings.bootstrap_keys
+        if bootstrap if bootstrap is not None else settings.embedded_localnet:
+            manager = KeyManager(await open_store(settings.key_database_url))
+            try:
+                bootstrapped = await manager.bootstrap_if_empty()
+            finally:
+                await manager.stop()
+        command = [sys.executable, "-m", "service", "serve", "--worker-process"]
+        if args.config is not None:
+            command += ["--config", str(args.config)]
+        for index in range(settings.workers):
+            worker_env = dict(env)
+            if settings.relay_state_file is None:
+                # Each worker saves the transactions it relays in a file of its own.
+                state = settings.data_dir / f"relay-pending-{index}.json"
+                worker_env["AGENT_STAKING_RELAY_STATE_FILE"] = str(state)
+            workers.append(
+                await asyncio.create_subprocess_exec(
+                    *command,
+                    env=worker_env,
+                    stdout=asyncio.subprocess.PIPE,
+                    # A terminal's Ctrl-C reaches the parent only; it forwards SIGTERM.
+                    start_new_session=True,
+                )
+            )
+        for worker in workers:
+            assert worker.stdout is not None
+            try:
+                first = await asyncio.wait_for(worker.stdout.readline(), 120)
+            except TimeoutError:
+                first = b""
+            if not first.startswith(b'{"listening"'):
+                raise OSError(f"worker {worker.pid} did not start")
+        print(
+            json.dumps(
+                {
+                    "listening": f"{host}:{port}",
+                    "solana_rpc": localnet.url if localnet is not None else "external",
+                    "embedded_localnet": localnet is not None,
+                    "workers": [worker.pid for worker in workers],
+                }
+            ),
+            flush=True,
+        )
+        for key, secret in bootstrapped:
+            print(json.dumps({"bootstrap_api_key": _key_json(key, secret)}), flush=True)
+        logs.release_held()
+        relays = [asyncio.create_task(_relay_lines(worker)) for worker in workers]
+        stopper = asyncio.create_task(wait_for_signal())
+        exits: dict[asyncio.Task[Any], asyncio.subprocess.Process] = {
+            asyncio.create_task(worker.wait()): worker for worker in workers
+        }
+        done, _ = await asyncio.wait({stopper, *exits}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        failed = [exits[task] for task in done if task in exits]
+        log.info("stopping %d workers", len(workers))
+        await _stop_workers(workers, settings.shutdown_grace_seconds + 15)
+        await asyncio.gather(*relays, return_exceptions=True)
+        if failed:
+            raise OSError(f"worker {failed[0].pid} exited with {failed[0].returncode}")
+        bad = [w for w in workers if w.returncode != 0]
+        if bad:
+            raise OSError(f"worker {bad[0].pid} exited with {bad[0].returncode}")
+    finally:
+        logs.release_held()
+        await _stop_workers(workers, 5)
+        for relay in relays:
+            relay.cancel()
+        if localnet is not None:
+            await localnet.stop()
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _exit_with_parent() -> None:
+    """A worker drains (SIGTERM) when its parent dies, however it dies (Linux)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _stop_workers(workers: list[asyncio.subprocess.Process], timeout: float) -> None:
+    """SIGTERM to every live worker (they drain), SIGKILL after `timeout` seconds."""
+    for worker in workers:
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(w.wait() for w in workers)), timeout)
+    except TimeoutError:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+        await asyncio.gather(*(w.wait() for w in workers))
+
+
+async def _relay_lines(worker: asyncio.subprocess.Process) -> None:
+    """A worker's log lines onto the parent's stdout, whole lines at a time."""
+    assert worker.stdout is not None
+    while line := await worker.stdout.readline():
+        sys.stdout.write(line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+async def _airdrop(url: str, recipient: str) -> None:
+    import aiohttp
+
+    from service.core.programs import LAMPORTS_PER_SOL
+
+    body: dict[str, object] = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "requestAirdrop",
+        "params": [recipient, LAMPORTS_PER_SOL],
+    }
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        response.raise_for_status()
 
 
 def _key_json(key: ApiKey, secret: str | None = None) -> dict[str, object]:
@@ -243,6 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="where GET /metrics (Prometheus) is served; `off` turns it off "
         "(default 127.0.0.1:9464; env AGENT_STAKING_METRICS_LISTEN)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the gRPC port (SO_REUSEPORT; needs a concrete "
+        "port; default 1; env AGENT_STAKING_WORKERS)",
+    )
+    # Internal: a worker process started by `serve --workers N`.
+    serve.add_argument("--worker-process", action="store_true", help=argparse.SUPPRESS)
 
     keys = commands.add_parser(
         "keys", help="manage API keys in the configured key store (no server needed)"

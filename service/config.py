@@ -29,6 +29,9 @@ class Settings(BaseSettings):
 
     listen: str = "127.0.0.1:50051"
     """gRPC listen address, HOST:PORT (port 0 picks a free port)."""
+    workers: int = Field(default=1, ge=1, le=256)
+    """Server processes sharing the gRPC port (SO_REUSEPORT); above 1 the port must be
+    concrete (not 0) and the metrics of the workers are merged (PROMETHEUS_MULTIPROC_DIR)."""
     rpc_urls: list[str] = Field(default_factory=list)
     """Solana JSON-RPC endpoints, first = primary; `URL#name=NAME&priority=N` names one or
     sets its priority (lower = preferred). Empty: start the embedded localnet."""

@@ -183,7 +183,8 @@ class AgentStakingServer:
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Several worker processes (`--workers`) share the port.
+                ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             ],
         )
         operations = StakingOperations(

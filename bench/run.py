@@ -1,0 +1,407 @@
+"""One command for the gRPC benchmarks: every scenario, against the echo baseline.
+
+Starts the bare echo server (``bench.echo_server``) and then ``agent-staking serve``
+(embedded localnet, rate limits set far above the load, access log off) with the
+same ``--workers``, pinned to ``--server-cpus`` cores while the load generator
+(``bench.grpc_load``) runs on the others. Each scenario runs at saturation
+(``--concurrency`` calls in flight) and at a fixed rate of half its saturation
+throughput; the build also at a fixed 100/s. With ``--compare-workers N`` the echo
+and build saturation runs are repeated with N workers.
+
+Scenarios: ``echo`` (baseline), ``health`` (grpc.health.v1 Check), ``network_info``
+(GetNetworkInfo), ``build`` (BuildStakeTransaction, full stack, no simulation),
+``build_simulate`` (the same with ``options.simulate``: funded wallets),
+``submit`` (SubmitTransaction of distinct signed System transfers, preflight on).
+
+Prints a table; writes the whole report (ghz-style JSON per run) to
+``bench/results/grpc-<date>.json``.
+
+Run: ``python -m bench.run [--duration 5] [--workers 1] [--compare-workers 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from agentstaking.v1 import staking_pb2, types_pb2
+from grpc_health.v1 import health_pb2
+from solders.hash import Hash
+from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.transaction import VersionedTransaction
+
+from bench.grpc_load import LoadSpec, run_load
+from bench.localnet_send import _split_cpus, machine
+from service.core import system_transfer
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SOL = 1_000_000_000
+HIGH = "1000000000"
+STAKING = "/agentstaking.v1.StakingService/"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """A server subprocess pinned to `cpus`; its stdout read line by line."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cpus: Sequence[int] | None) -> None:
+        preexec: Callable[[], None] | None = None
+        if cpus is not None:
+            pinned = set(cpus)
+
+            def preexec() -> None:
+                os.sched_setaffinity(0, pinned)
+
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, preexec_fn=preexec
+        )
+        assert self.process.stdout is not None
+        self.stdout: IO[bytes] = self.process.stdout
+
+    def json_line(self) -> dict[str, Any]:
+        line = self.stdout.readline()
+        if not line:
+            raise RuntimeError(f"server {self.process.args!r} exited")
+        body: dict[str, Any] = json.loads(line)
+        return body
+
+    def drain(self) -> None:
+        threading.Thread(target=self.stdout.read, daemon=True).start()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def _rpc(url: str, method: str, *params: Any) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+    request = urllib.request.Request(
+        url, body.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["result"]
+
+
+def _funded(url: str, count: int) -> list[Keypair]:
+    wallets = [Keypair() for _ in range(count)]
+    for wallet in wallets:
+        _rpc(url, "requestAirdrop", str(wallet.pubkey()), 1000 * SOL)
+    time.sleep(1)  # a slot or two: the airdrops are in the tip
+    return wallets
+
+
+def _transfers(url: str, payers: list[Keypair], count: int, offset: int) -> list[bytes]:
+    blockhash = Hash.from_string(_rpc(url, "getLatestBlockhash")["value"]["blockhash"])
+    requests = []
+    for i in range(count):
+        payer = payers[i % len(payers)]
+        ix = system_transfer(
+            source=payer.pubkey(),
+            destination=payers[(i + 1) % len(payers)].pubkey(),
+            lamports=1 + offset + i // len(payers),  # every transaction distinct
+        )
+        tx = VersionedTransaction(
+            MessageV0.try_compile(payer.pubkey(), [ix], [], blockhash), [payer]
+        )
+        requests.append(
+            staking_pb2.SubmitTransactionRequest(transaction=bytes(tx)).SerializeToString()
+        )
+    return requests
+
+
+class _TransferSource:
+    """Distinct signed transfers, freshly blockhashed, never the same twice."""
+
+    def __init__(self, url: str, payers: list[Keypair]) -> None:
+        self.url = url
+        self.payers = payers
+        self.offset = 0
+
+    def take(self, count: int) -> list[bytes]:
+        self.offset += count
+        return _transfers(self.url, self.payers, count, self.offset)
+
+
+def _p(report: dict[str, Any], percentage: int) -> float:
+    for row in report["latencyDistribution"]:
+        if row["percentage"] == percentage:
+            return float(row["latency"]) / 1e6
+    return 0.0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--processes", type=int, default=1, help="load generator processes")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--compare-workers", type=int, default=2, help="0: skip")
+    parser.add_argument("--server-cpus", type=int, default=1, help="cores pinned to servers")
+    parser.add_argument(
+        "--scenarios",
+        default="echo,health,network_info,build,build_simulate,submit",
+        help="comma-separated",
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    wanted = set(args.scenarios.split(","))
+    server_cpus, client_cpus = _split_cpus(args.server_cpus)
+    if client_cpus is not None:
+        os.sched_setaffinity(0, client_cpus)  # the load generator's processes inherit it
+    base = LoadSpec(
+        target="",
+        method="",
+        requests=[b""],
+        duration=args.duration,
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+        processes=args.processes,
+    )
+    runs: list[dict[str, Any]] = []
+
+    def measure(scenario: str, workers: int, spec: LoadSpec, pids: list[int]) -> dict[str, Any]:
+        report = run_load(spec, pids)
+        report["scenario"] = scenario
+        report["workers"] = workers
+        runs.append(report)
+        bad = sum(n for code, n in report["statusCodeDistribution"].items() if code != "OK")
+        print(
+            f"{scenario:15} w={workers} {report['mode']:10} {report['rps']:8.0f}/s "
+            f"p50 {_p(report, 50):7.2f} ms p99 {_p(report, 99):7.2f} ms errors {bad}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return report
+
+    def both(
+        scenario: str,
+        workers: int,
+        spec: LoadSpec,
+        pids: list[int],
+        fresh: Callable[[int], list[bytes]] | None = None,
+    ) -> dict[str, Any]:
+        if fresh is not None:
+            spec = replace(spec, requests=fresh(40_000), unique=True)
+        saturated = measure(scenario, workers, spec, pids)
+        half = max(1.0, saturated["rps"] / 2)
+        if fresh is not None:
+            spec = replace(spec, requests=fresh(int(half * (args.duration + args.warmup)) + 100))
+        measure(scenario, workers, replace(spec, rate=half, concurrency=1000), pids)
+        return saturated
+
+    worker_counts = [args.workers]
+    if args.compare_workers and args.compare_workers != args.workers:
+        worker_counts.append(args.compare_workers)
+    for index, workers in enumerate(worker_counts):
+        first = index == 0
+        if "echo" in wanted:
+            port = _free_port()
+            echo = Server(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.echo_server",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    str(workers),
+                ],
+                dict(os.environ),
+                server_cpus,
+            )
+            announced = echo.json_line()
+            pids = [echo.process.pid, *announced.get("workers", [])]
+            spec = replace(
+                base, target=f"127.0.0.1:{port}", method="/bench.Echo/Echo", requests=[b"x" * 64]
+            )
+            if first:
+                both("echo", workers, spec, pids)
+            else:
+                measure("echo", workers, spec, pids)
+            echo.stop()
+        port = _free_port()
+        data = Path(tempfile.mkdtemp(prefix="agent-staking-bench-"))
+        env = {
+            **os.environ,
+            "AGENT_STAKING_DATA_DIR": str(data),
+            "AGENT_STAKING_LOCALNET_LISTEN": f"127.0.0.1:{_free_port()}",
+            "AGENT_STAKING_LOG_LEVEL": "WARNING",
+            "AGENT_STAKING_METRICS_LISTEN": "off",
+        }
+        for dimension in ("KEY", "WALLET", "PEER"):
+            env[f"AGENT_STAKING_RATELIMIT_{dimension}_PER_MINUTE"] = HIGH
+            env[f"AGENT_STAKING_RATELIMIT_{dimension}_BURST"] = HIGH
+        server = Server(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--workers",
+                str(workers),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            env,
+            server_cpus,
+        )
+        announced = server.json_line()
+        secret = ""
+        for _ in range(2):
+            key = server.json_line()["bootstrap_api_key"]
+            if key["display_name"] == "staking":
+                secret = key["secret"]
+        server.drain()
+        url = announced["solana_rpc"]
+        pids = [server.process.pid, *announced.get("workers", [])]
+        service = replace(
+            base, target=f"127.0.0.1:{port}", metadata=[("authorization", f"Bearer {secret}")]
+        )
+        wallets = _funded(url, 16)
+        builds = [
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet=str(w.pubkey()), amount_lamports=2 * SOL
+            ).SerializeToString()
+            for w in wallets
+        ]
+        build = replace(service, method=STAKING + "BuildStakeTransaction", requests=builds)
+        if first:
+            if "health" in wanted:
+                health = health_pb2.HealthCheckRequest().SerializeToString()
+                both(
+                    "health",
+                    workers,
+                    replace(service, method="/grpc.health.v1.Health/Check", requests=[health]),
+                    pids,
+                )
+            if "network_info" in wanted:
+                info = staking_pb2.GetNetworkInfoRequest().SerializeToString()
+                both(
+                    "network_info",
+                    workers,
+                    replace(service, method=STAKING + "GetNetworkInfo", requests=[info]),
+                    pids,
+                )
+            if "build" in wanted:
+                both("build", workers, build, pids)
+                measure("build", workers, replace(build, rate=100.0, concurrency=1000), pids)
+            if "build_simulate" in wanted:
+                simulated = [
+                    staking_pb2.BuildStakeTransactionRequest(
+                        wallet=str(w.pubkey()),
+                        amount_lamports=2 * SOL,
+                        options=types_pb2.TransactionOptions(simulate=True),
+                    ).SerializeToString()
+                    for w in wallets
+                ]
+                both("build_simulate", workers, replace(build, requests=simulated), pids)
+            if "submit" in wanted:
+                fresh = _TransferSource(url, wallets)
+                both(
+                    "submit",
+                    workers,
+                    replace(service, method=STAKING + "SubmitTransaction"),
+                    pids,
+                    fresh.take,
+                )
+        elif "build" in wanted:
+            measure("build", workers, build, pids)
+        server.stop()
+
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench.run", *(argv or sys.argv[1:])]),
+        "machine": machine(server_cpus, client_cpus),
+        "summary": _summary(runs, args.workers, args.compare_workers),
+        "runs": runs,
+    }
+    out = args.out or RESULTS / f"grpc-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(_table(runs, args.workers))
+    print(json.dumps(report["summary"], indent=2))
+    print(f"saved {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+
+
+def _find(runs: list[dict[str, Any]], scenario: str, workers: int, mode: str) -> dict[str, Any]:
+    for run in runs:
+        if (
+            run["scenario"] == scenario
+            and run["workers"] == workers
+            and run["mode"] == mode
+            and (mode == "saturation" or run["rate"] != 100.0 or scenario != "build")
+        ):
+            return run
+    return {}
+
+
+def _summary(runs: list[dict[str, Any]], workers: int, compare: int) -> dict[str, Any]:
+    echo = _find(runs, "echo", workers, "saturation").get("rps", 0.0)
+    build = _find(runs, "build", workers, "saturation").get("rps", 0.0)
+    half = _find(runs, "build", workers, "fixed-rate")
+    fixed100 = next((r for r in runs if r["scenario"] == "build" and r.get("rate") == 100.0), {})
+    summary: dict[str, Any] = {
+        "build_saturation_rps": build,
+        "build_to_echo": build / echo if echo else None,
+        "build_p99_ms_at_half_saturation": _p(half, 99) if half else None,
+        "build_p99_ms_at_100_per_s": _p(fixed100, 99) if fixed100 else None,
+    }
+    if compare:
+        other = _find(runs, "build", compare, "saturation").get("rps", 0.0)
+        summary[f"build_workers_{compare}_over_{workers}"] = other / build if build else None
+        echo_other = _find(runs, "echo", compare, "saturation").get("rps", 0.0)
+        summary[f"echo_workers_{compare}_over_{workers}"] = echo_other / echo if echo else None
+    return summary
+
+
+def _table(runs: list[dict[str, Any]], workers: int) -> str:
+    echo = _find(runs, "echo", workers, "saturation").get("rps", 0.0)
+    lines = [
+        "| scenario | workers | mode | calls/s | p50 ms | p99 ms | errors | server CPU s "
+        "| vs echo |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        bad = sum(n for code, n in run["statusCodeDistribution"].items() if code != "OK")
+        mode = run["mode"] if run["rate"] is None else f"fixed {run['rate']:.0f}/s"
+        ratio = (
+            f"{run['rps'] / echo:.0%}"
+            if echo and run["mode"] == "saturation" and run["workers"] == workers
+            else ""
+        )
+        cpu = run["server"]["cpu_seconds"]
+        lines.append(
+            f"| {run['scenario']} | {run['workers']} | {mode} | {run['rps']:.0f} "
+            f"| {_p(run, 50):.2f} | {_p(run, 99):.2f} | {bad} "
+            f"| {cpu:.1f} | {ratio} |"
+            if cpu is not None
+            else f"| {run['scenario']} | {run['workers']} | {mode} | {run['rps']:.0f} "
+            f"| {_p(run, 50):.2f} | {_p(run, 99):.2f} | {bad} |  | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
