@@ -93,6 +93,7 @@ from service.core.errors import (
     VoteAccountNotFoundError,
     WithdrawUnavailableError,
     combine_violations,
+    failed_checks,
 )
 from service.core.fees import (
     FeeBreakdown,
@@ -365,6 +366,7 @@ __all__ = [
     "default_unstake_compute_unit_limit",
     "default_withdraw_compute_unit_limit",
     "encode_stake_account",
+    "failed_checks",
     "filter_validators",
     "fingerprint",
     "format_amount",

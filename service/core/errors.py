@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
@@ -412,6 +412,17 @@ class StakeAccountExistsError(DomainError):
             f"stake account {stake_account} (seed {seed!r}) already exists",
             metadata={"stake_account": stake_account, "seed": seed},
         )
+
+
+def failed_checks(*checks: Callable[[], object]) -> list[DomainError]:
+    """Run every check; the domain errors they raised, so all can be reported at once."""
+    failures: list[DomainError] = []
+    for check in checks:
+        try:
+            check()
+        except DomainError as exc:
+            failures.append(exc)
+    return failures
 
 
 def combine_violations(errors: Iterable[DomainError]) -> DomainError | None:

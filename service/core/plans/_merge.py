@@ -35,13 +35,13 @@ from service.core._validate import check_pubkey
 from service.core.activation import StakeHistoryEntry, stake_activation
 from service.core.encoders import stake_merge
 from service.core.errors import (
-    DomainError,
     InvalidArgumentError,
     MergeMismatchError,
     NothingToMergeError,
     NotWithdrawAuthorityError,
     StakeAccountNotFoundError,
     combine_violations,
+    failed_checks,
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
@@ -229,12 +229,10 @@ class MergeRequest:
     options: TransactionOptions = field(default_factory=TransactionOptions)
 
     def __post_init__(self) -> None:
-        errors: list[DomainError] = []
-        for name in ("wallet", "destination"):
-            try:
-                check_pubkey(getattr(self, name), field=name)
-            except DomainError as exc:
-                errors.append(exc)
+        errors = failed_checks(
+            lambda: check_pubkey(self.wallet, field="wallet"),
+            lambda: check_pubkey(self.destination, field="destination"),
+        )
         if len(set(self.sources)) != len(self.sources):
             errors.append(
                 InvalidArgumentError(

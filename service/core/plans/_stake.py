@@ -45,10 +45,10 @@ from service.core.encoders import (
 )
 from service.core.errors import (
     BelowMinimumDelegationError,
-    DomainError,
     InvalidAddressError,
     InvalidArgumentError,
     combine_violations,
+    failed_checks,
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
@@ -109,12 +109,10 @@ class StakeRequest:
     options: TransactionOptions = field(default_factory=TransactionOptions)
 
     def __post_init__(self) -> None:
-        errors: list[DomainError] = []
-        for name in ("wallet", "vote_account"):
-            try:
-                check_pubkey(getattr(self, name), field=name)
-            except DomainError as exc:
-                errors.append(exc)
+        errors = failed_checks(
+            lambda: check_pubkey(self.wallet, field="wallet"),
+            lambda: check_pubkey(self.vote_account, field="vote_account"),
+        )
         if not errors and not self.wallet.is_on_curve():
             errors.append(
                 InvalidAddressError(
@@ -123,14 +121,10 @@ class StakeRequest:
                     detail="not a signing key (off the ed25519 curve)",
                 )
             )
-        for check in (
+        errors += failed_checks(
             lambda: check_lamports(self.amount_lamports, field="amount_lamports", minimum=1),
             lambda: check_seed(self.seed, field="seed"),
-        ):
-            try:
-                check()
-            except DomainError as exc:
-                errors.append(exc)
+        )
         if not errors:
             errors.extend(
                 check_distinct(

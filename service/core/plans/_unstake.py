@@ -36,12 +36,12 @@ from service.core.accounts import Delegation
 from service.core.activation import StakeHistoryEntry, stake_activation
 from service.core.encoders import stake_deactivate, stake_split, system_create_account_with_seed
 from service.core.errors import (
-    DomainError,
     InsufficientStakeError,
     InvalidArgumentError,
     StakeAccountNotFoundError,
     StakeAccountStateError,
     combine_violations,
+    failed_checks,
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
@@ -260,16 +260,11 @@ class UnstakeRequest:
     options: TransactionOptions = field(default_factory=TransactionOptions)
 
     def __post_init__(self) -> None:
-        errors: list[DomainError] = []
-        for check in (
+        errors = failed_checks(
             lambda: check_pubkey(self.wallet, field="wallet"),
             lambda: check_lamports(self.amount_lamports, field="amount_lamports"),
             lambda: check_seed(self.split_seed, field="split_seed"),
-        ):
-            try:
-                check()
-            except DomainError as exc:
-                errors.append(exc)
+        )
         if self.stake_account is None and self.amount_lamports == 0:
             errors.append(
                 InvalidArgumentError(

@@ -30,13 +30,13 @@ from solders.pubkey import Pubkey
 from service.core._validate import check_lamports, check_pubkey
 from service.core.encoders import stake_withdraw
 from service.core.errors import (
-    DomainError,
     InvalidArgumentError,
     LockupInForceError,
     NotWithdrawAuthorityError,
     StakeAccountNotFoundError,
     WithdrawUnavailableError,
     combine_violations,
+    failed_checks,
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
@@ -107,15 +107,10 @@ class WithdrawRequest:
     options: TransactionOptions = field(default_factory=TransactionOptions)
 
     def __post_init__(self) -> None:
-        errors: list[DomainError] = []
-        for check in (
+        errors = failed_checks(
             lambda: check_pubkey(self.wallet, field="wallet"),
             lambda: check_lamports(self.amount_lamports, field="amount_lamports"),
-        ):
-            try:
-                check()
-            except DomainError as exc:
-                errors.append(exc)
+        )
         if self.withdraw_all and self.amount_lamports:
             errors.append(
                 InvalidArgumentError(
