@@ -109,6 +109,7 @@ class AgentStakingServer:
             ),
             tracer=tracer,
         )
+        metrics.watch_event_loop(asyncio.get_running_loop())
         metrics.watch_keys(self.keys)
         await self.keys.start()
         bootstrap = settings.bootstrap_keys

@@ -46,6 +46,15 @@ def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFa
     return CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
 
 
+def event_loop_families(tasks: int) -> list[Metric]:
+    """The server's event loop: tasks alive (a leak shows as steady growth)."""
+    gauge = _gauge(
+        "event_loop_tasks", "asyncio tasks alive on the server's event loop.", mode="pid"
+    )
+    gauge.add_metric([], tasks)
+    return [gauge]
+
+
 def failover_families(stats: FailoverStats) -> list[Metric]:
     """Solana endpoints: health, breaker, routing, lag, probes, failovers."""
     healthy = _gauge(

@@ -305,6 +305,11 @@ class Metrics:
 
     # --- read at scrape time --------------------------------------------------------
 
+    def watch_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scrape_time.sources.append(
+            lambda: _collectors.event_loop_families(len(asyncio.all_tasks(loop)))
+        )
+
     def watch_failover(self, rpc: FailoverRpc) -> None:
         self._scrape_time.sources.append(lambda: _collectors.failover_families(rpc.stats()))
 
