@@ -31,6 +31,7 @@ from service.interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
     BuildMetricsInterceptor,
+    InterceptorChain,
     MetricsInterceptor,
     PeerAuthFailures,
     RateLimitInterceptor,
@@ -164,22 +165,26 @@ class AgentStakingServer:
         metrics.watch_limiter(self.limiter)
         await self.limiter.start()
         server = grpc.aio.server(
-            # Outermost first.
+            # Outermost first; one grpc interceptor that wraps each method once.
             interceptors=[
-                TracingInterceptor(tracer),
-                MetricsInterceptor(metrics),
-                AccessLogInterceptor(),
-                AuthInterceptor(
-                    self.keys,
-                    {STAKING_SERVICE: Scope.STAKING.value, KEY_SERVICE: None},
-                    failures=PeerAuthFailures(self.limiter),
-                ),
-                RateLimitInterceptor(
-                    self.limiter,
-                    admin_services={KEY_SERVICE},
-                    exempt_services=settings.ratelimit_exempt_services,
-                ),
-                BuildMetricsInterceptor(metrics, frozenset({STAKING_SERVICE})),
+                InterceptorChain(
+                    [
+                        TracingInterceptor(tracer),
+                        MetricsInterceptor(metrics),
+                        AccessLogInterceptor(),
+                        AuthInterceptor(
+                            self.keys,
+                            {STAKING_SERVICE: Scope.STAKING.value, KEY_SERVICE: None},
+                            failures=PeerAuthFailures(self.limiter),
+                        ),
+                        RateLimitInterceptor(
+                            self.limiter,
+                            admin_services={KEY_SERVICE},
+                            exempt_services=settings.ratelimit_exempt_services,
+                        ),
+                        BuildMetricsInterceptor(metrics, frozenset({STAKING_SERVICE})),
+                    ]
+                )
             ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),

@@ -3,8 +3,9 @@
 from ._accesslog import AccessLogInterceptor
 from ._auth import AuthInterceptor, FailedAuthLimit, bearer_token
 from ._builds import BuildMetricsInterceptor
+from ._chain import InterceptorChain, Stage
 from ._metrics import MetricsInterceptor
-from ._observe import ObservedContext, ObservingInterceptor
+from ._observe import ObservedContext, ObserverGroup, ObservingInterceptor
 from ._ratelimit import PeerAuthFailures, RateLimitInterceptor, peer_address, wallet_of
 from ._tracing import REQUEST_ID_KEY, TracingInterceptor
 from ._wrap import wrap_handler
@@ -15,11 +16,14 @@ __all__ = [
     "AuthInterceptor",
     "BuildMetricsInterceptor",
     "FailedAuthLimit",
+    "InterceptorChain",
     "MetricsInterceptor",
     "ObservedContext",
+    "ObserverGroup",
     "ObservingInterceptor",
     "PeerAuthFailures",
     "RateLimitInterceptor",
+    "Stage",
     "TracingInterceptor",
     "bearer_token",
     "peer_address",

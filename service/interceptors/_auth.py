@@ -7,8 +7,7 @@ ContextVar, set inside the handler's own task and reset when it returns.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -18,13 +17,14 @@ from service.core.errors import DomainError
 from service.keys import AuthenticationError, KeyManager, Principal
 from service.telemetry import note_auth_failure, note_principal
 
-from ._wrap import wrap_handler
+from ._chain import Stage
+from ._wrap import Context, wrap_handler
 
 API_KEY_MISSING = "API_KEY_MISSING"
 METHOD_NOT_ALLOWED = "API_KEY_METHOD_NOT_ALLOWED"
 
 
-def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     """The API key in the call's metadata, or None when there is none."""
     for key, value in metadata or ():
         if isinstance(value, bytes):
@@ -39,7 +39,7 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | No
     return None
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(Stage):
     """Authenticates calls to the services in `required_scopes` (service -> scope).
 
     A scope of None means any valid key (the servicer decides more, e.g. a key may
@@ -58,27 +58,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._required = dict(required_scopes)
         self._failures = failures
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        _, service, method = handler_call_details.method.split("/", 2)
-        if handler is None or service not in self._required:
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], service: str, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        if service not in self._required:
             return handler
-        token = bearer_token(handler_call_details.invocation_metadata)
         scope = self._required[service]
+        keys = self._keys
+        failures = self._failures
 
-        async def authenticate() -> Principal:
+        async def authenticate(token: str | None) -> Principal:
             if not token:
                 raise AuthenticationError(
                     "this call needs an API key: `authorization: Bearer ask_...` or `x-api-key`",
                     reason=API_KEY_MISSING,
                 )
-            principal = await self._keys.authenticate(token)
+            principal = await keys.authenticate(token)
             note_principal(principal.key_id)
             if scope is not None and not principal.has_scope(scope):
                 raise PermissionDeniedError(
@@ -96,10 +91,28 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                         "policy": "allowed_methods",
                     },
                 )
-            self._keys.record_use(principal.key_id)
+            keys.record_use(principal.key_id)
             return principal
 
-        return _guarded(handler, authenticate, self._failures)
+        async def authenticated(request: Any, context: Context) -> Callable[[], None]:
+            try:
+                if failures is not None:
+                    await failures.admit(context)
+                principal = await authenticate(bearer_token(context.invocation_metadata()))
+            except AuthenticationError as exc:
+                note_auth_failure(exc.reason)
+                if failures is not None:
+                    await failures.failed(context, exc)
+                await abort_with(context, status_for(exc))
+            except DomainError as exc:
+                if isinstance(exc, PermissionDeniedError):
+                    note_auth_failure(exc.reason)
+                await abort_with(context, status_for(exc))
+            # Set in the handler's own task, reset when the servicer is done.
+            token = current_principal.set(principal)
+            return lambda: current_principal.reset(token)
+
+        return wrap_handler(handler, authenticated)
 
 
 class FailedAuthLimit(Protocol):
@@ -113,35 +126,3 @@ class FailedAuthLimit(Protocol):
     ) -> NoReturn:
         """Charge the failure to the call's peer and abort the call."""
         ...
-
-
-def _guarded(
-    handler: grpc.RpcMethodHandler[Any, Any],
-    authenticate: Callable[[], Awaitable[Principal]],
-    failures: FailedAuthLimit | None,
-) -> grpc.RpcMethodHandler[Any, Any]:
-    @asynccontextmanager
-    async def authenticated(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
-        try:
-            if failures is not None:
-                await failures.admit(context)
-            principal = await authenticate()
-        except AuthenticationError as exc:
-            note_auth_failure(exc.reason)
-            if failures is not None:
-                await failures.failed(context, exc)
-            await abort_with(context, status_for(exc))
-        except DomainError as exc:
-            if isinstance(exc, PermissionDeniedError):
-                note_auth_failure(exc.reason)
-            await abort_with(context, status_for(exc))
-        # Set and reset in the handler's own task, around the servicer.
-        token = current_principal.set(principal)
-        try:
-            yield
-        finally:
-            current_principal.reset(token)
-
-    return wrap_handler(handler, authenticated)

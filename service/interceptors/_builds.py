@@ -7,17 +7,17 @@ rate limits) and sees the response the servicer returned.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from service.telemetry import Metrics, build_kind
 
+from ._chain import Stage
 from ._observe import ObservedContext
 
 
-class BuildMetricsInterceptor(grpc.aio.ServerInterceptor):
+class BuildMetricsInterceptor(Stage):
     """Records every Build*Transaction call of ``services`` that reached the servicer.
 
     The outcome is ``ok`` or the ErrorInfo reason of the failure (``INTERNAL`` style
@@ -29,19 +29,11 @@ class BuildMetricsInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._services = services
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        _, service, method = handler_call_details.method.split("/", 2)
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], service: str, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         kind = build_kind(method)
-        if handler is None or handler.unary_unary is None or kind is None:
-            return handler
-        if service not in self._services:
+        if handler.unary_unary is None or kind is None or service not in self._services:
             return handler
         behaviour: Any = handler.unary_unary
         metrics = self._metrics

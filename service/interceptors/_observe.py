@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -31,6 +31,8 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from service.telemetry import CallInfo, current_call
+
+from ._chain import Stage
 
 log = logging.getLogger(__name__)
 
@@ -232,12 +234,13 @@ def parse_peer(peer: str) -> tuple[str, int | None]:
     return rest or peer, None
 
 
-class ObservingInterceptor(grpc.aio.ServerInterceptor):
+class ObservingInterceptor(Stage):
     """Base of the interceptors that watch calls: override the hooks.
 
     Hooks run in the handler's task, in this order: :meth:`scope` entered,
     :meth:`started`, :meth:`received`/:meth:`sent` per message, :meth:`finished` (the
-    call's code, reason and duration set), :meth:`scope` exited.
+    call's code, reason and duration set), :meth:`scope` exited. Observers in one
+    :class:`ObserverGroup` run as if nested, the first outermost.
     """
 
     def scope(
@@ -257,47 +260,89 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
     def finished(self, call: CallInfo) -> None:
         pass
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return _observed_handler(handler, handler_call_details.method, self)
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], service: str, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        return _observed_handler(handler, service, method, (self,))
 
-    @contextlib.asynccontextmanager
-    async def _watch(
-        self, service: str, method: str, rpc_type: str, context: Any
-    ) -> AsyncIterator[ObservedContext]:
-        token = None
-        if isinstance(context, ObservedContext):
-            observed = context
-        else:
-            call = CallInfo(service=service, method=method, rpc_type=rpc_type, peer=context.peer())
-            observed = ObservedContext(context, call)
-            token = current_call.set(call)
-        call = observed.call
-        observed.observers.append(self)
-        try:
-            with self.scope(call, observed):
-                try:
-                    _safely(self.started, call)
-                    yield observed
-                except BaseException as exc:
-                    _finish(call, observed, exc)
-                    _safely(self.finished, call)
-                    raise
-                else:
-                    _finish(call, observed, None)
-                    _safely(self.finished, call)
-        finally:
-            observed.observers.remove(self)
-            if token is not None:
-                current_call.reset(token)
+    def merge(self, inner: Stage) -> Stage | None:
+        return ObserverGroup((self, inner)) if isinstance(inner, ObservingInterceptor) else None
+
+
+class ObserverGroup(Stage):
+    """Several observers around a handler with one wrapper, outermost first."""
+
+    def __init__(self, observers: tuple[ObservingInterceptor, ...]) -> None:
+        self.observers = observers
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], service: str, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        return _observed_handler(handler, service, method, self.observers)
+
+    def merge(self, inner: Stage) -> Stage | None:
+        if isinstance(inner, ObservingInterceptor):
+            return ObserverGroup((*self.observers, inner))
+        return None
+
+
+def _has_scope(observer: ObservingInterceptor) -> bool:
+    return type(observer).scope is not ObservingInterceptor.scope
+
+
+@contextlib.contextmanager
+def _watch(
+    observers: tuple[ObservingInterceptor, ...],
+    service: str,
+    method: str,
+    rpc_type: str,
+    context: Any,
+) -> Iterator[ObservedContext]:
+    """Watch one call: scopes entered and hooks run as if each observer wrapped the
+    next, inner observers finishing first."""
+    token = None
+    if isinstance(context, ObservedContext):
+        observed = context
+    else:
+        call = CallInfo(service=service, method=method, rpc_type=rpc_type, peer=context.peer())
+        observed = ObservedContext(context, call)
+        token = current_call.set(call)
+    call = observed.call
+    entered: list[tuple[ObservingInterceptor, contextlib.AbstractContextManager[Any] | None]] = []
+    error: BaseException | None = None
+    try:
+        for observer in observers:
+            scope = observer.scope(call, observed) if _has_scope(observer) else None
+            if scope is not None:
+                scope.__enter__()
+            entered.append((observer, scope))
+            observed.observers.append(observer)
+            _safely(observer.started, call)
+        yield observed
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        _leave(call, observed, entered, error)
+        if token is not None:
+            current_call.reset(token)
+
+
+def _leave(
+    call: CallInfo,
+    observed: ObservedContext,
+    entered: list[tuple[ObservingInterceptor, contextlib.AbstractContextManager[Any] | None]],
+    error: BaseException | None,
+) -> None:
+    for observer, scope in reversed(entered):
+        _finish(call, observed, error)
+        _safely(observer.finished, call)
+        observed.observers.remove(observer)
+        if scope is not None:
+            if error is None:
+                scope.__exit__(None, None, None)
+            else:
+                scope.__exit__(type(error), error, error.__traceback__)
 
 
 def _safely(hook: Callable[[CallInfo], None], call: CallInfo) -> None:
@@ -309,9 +354,11 @@ def _safely(hook: Callable[[CallInfo], None], call: CallInfo) -> None:
 
 
 def _observed_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], full_method: str, observer: ObservingInterceptor
+    handler: grpc.RpcMethodHandler[Any, Any],
+    service: str,
+    method: str,
+    observers: tuple[ObservingInterceptor, ...],
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    _, service, method = full_method.split("/", 2)
     options: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -322,11 +369,14 @@ def _observed_handler(
         unary: Any = handler.unary_unary
 
         async def unary_unary(request: Any, context: Any) -> Any:
-            async with observer._watch(service, method, "unary", context) as observed:
-                observer.received(observed.call)
+            with _watch(observers, service, method, "unary", context) as observed:
+                call = observed.call
+                for observer in observers:
+                    observer.received(call)
                 response = await unary(request, observed)
                 await observed.flush_headers()
-                observer.sent(observed.call)
+                for observer in observers:
+                    observer.sent(call)
                 return response
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
@@ -334,21 +384,22 @@ def _observed_handler(
         client_stream: Any = handler.stream_unary
 
         async def stream_unary(requests: Any, context: Any) -> Any:
-            async with observer._watch(service, method, "client_stream", context) as observed:
-                response = await client_stream(_counted(requests, observer, observed), observed)
+            with _watch(observers, service, method, "client_stream", context) as observed:
+                response = await client_stream(_counted(requests, observers, observed), observed)
                 await observed.flush_headers()
-                observer.sent(observed.call)
+                for observer in observers:
+                    observer.sent(observed.call)
                 return response
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _streaming(handler.unary_stream, observer, service, method, "server_stream", False),
+            _streaming(handler.unary_stream, observers, service, method, "server_stream", False),
             **options,
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(handler.stream_stream, observer, service, method, "bidi_stream", True),
+            _streaming(handler.stream_stream, observers, service, method, "bidi_stream", True),
             **options,
         )
     return handler
@@ -356,23 +407,25 @@ def _observed_handler(
 
 def _streaming(
     inner: Any,
-    observer: ObservingInterceptor,
+    observers: tuple[ObservingInterceptor, ...],
     service: str,
     method: str,
     rpc_type: str,
     client_streaming: bool,
 ) -> Any:
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        async with observer._watch(service, method, rpc_type, context) as observed:
+        with _watch(observers, service, method, rpc_type, context) as observed:
             if client_streaming:
-                request = _counted(request, observer, observed)
+                request = _counted(request, observers, observed)
             else:
-                observer.received(observed.call)
+                for observer in observers:
+                    observer.received(observed.call)
             result = inner(request, observed)
             if hasattr(result, "__aiter__"):
                 async for item in result:
                     await observed.flush_headers()
-                    observer.sent(observed.call)
+                    for observer in observers:
+                        observer.sent(observed.call)
                     yield item
             else:  # a servicer that writes with context.write() and returns None
                 await result
@@ -382,8 +435,9 @@ def _streaming(
 
 
 async def _counted(
-    requests: Any, observer: ObservingInterceptor, observed: ObservedContext
+    requests: Any, observers: tuple[ObservingInterceptor, ...], observed: ObservedContext
 ) -> AsyncIterator[Any]:
     async for request in requests:
-        observer.received(observed.call)
+        for observer in observers:
+            observer.received(observed.call)
         yield request

@@ -24,8 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -52,12 +51,13 @@ from service.ratelimit import (
 )
 from service.telemetry import note_rate_limited, note_wallet
 
+from ._chain import Stage
 from ._wrap import Context, wrap_handler
 
 log = logging.getLogger(__name__)
 
 
-class RateLimitInterceptor(grpc.aio.ServerInterceptor):
+class RateLimitInterceptor(Stage):
     """Charges every call to its buckets; refuses it with RESOURCE_EXHAUSTED when over.
 
     Args:
@@ -77,23 +77,15 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         self._admin = frozenset(admin_services)
         self._exempt = frozenset(exempt_services)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        _, service, method = handler_call_details.method.split("/", 2)
-        if handler is None or service in self._exempt:
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], service: str, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        if service in self._exempt:
             return handler
         rpc_class = classify(method, admin=service in self._admin)
 
-        @asynccontextmanager
-        async def limited(request: Any, context: Context) -> AsyncIterator[None]:
+        async def limited(request: Any, context: Context) -> None:
             await self._check(request, context, rpc_class)
-            yield
 
         return wrap_handler(handler, limited)
 

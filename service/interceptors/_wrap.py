@@ -1,31 +1,30 @@
-"""Run every call of a method handler inside a per-call async context manager.
+"""Run a guard before every call of a method handler.
 
 Interceptors that must see the deserialized request, or set a ContextVar the
 servicer reads, cannot act in `intercept_service` (it runs before the request is
-read, outside the handler's task). They wrap the handler instead: the scope is
-entered in the handler's own task with the request, before the servicer runs, and
-exited when the servicer returns, raises or the stream ends. A scope refuses a call
-by aborting the context before it yields.
+read, outside the handler's task). They wrap the handler instead: the guard runs in
+the handler's own task with the request, before the servicer; it refuses a call by
+aborting the context, and may return a function to run when the servicer returns,
+raises or the stream ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-CallScope = Callable[[Any, Context], AbstractAsyncContextManager[None]]
-"""(request, context) -> the context manager around one call; for client-streaming
+Guard = Callable[[Any, Context], Awaitable[Callable[[], None] | None]]
+"""(request, context) -> what to run after the call (or None); for client-streaming
 methods the "request" is the request iterator."""
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], scope: CallScope
+    handler: grpc.RpcMethodHandler[Any, Any], guard: Guard
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """`handler` with each call run inside ``scope(request, context)``."""
+    """`handler` with ``guard(request, context)`` run before each call."""
     # The stubs type handler behaviours as sync; under grpc.aio they are coroutines
     # (or async generators for server-streaming methods).
     options: dict[str, Any] = {
@@ -36,37 +35,49 @@ def wrap_handler(
         unary: Any = handler.unary_unary
 
         async def unary_unary(request: Any, context: Context) -> Any:
-            async with scope(request, context):
+            after = await guard(request, context)
+            try:
                 return await unary(request, context)
+            finally:
+                if after is not None:
+                    after()
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
     if handler.stream_unary is not None:
         client_stream: Any = handler.stream_unary
 
         async def stream_unary(requests: Any, context: Context) -> Any:
-            async with scope(requests, context):
+            after = await guard(requests, context)
+            try:
                 return await client_stream(requests, context)
+            finally:
+                if after is not None:
+                    after()
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _streaming(handler.unary_stream, scope), **options
+            _streaming(handler.unary_stream, guard), **options
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(handler.stream_stream, scope), **options
+            _streaming(handler.stream_stream, guard), **options
         )
     return handler
 
 
-def _streaming(inner: Any, scope: CallScope) -> Any:
+def _streaming(inner: Any, guard: Guard) -> Any:
     async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        async with scope(request, context):
+        after = await guard(request, context)
+        try:
             result = inner(request, context)
             if hasattr(result, "__aiter__"):
                 async for item in result:
                     yield item
             else:  # a servicer that writes with context.write() and returns None
                 await result
+        finally:
+            if after is not None:
+                after()
 
     return stream
