@@ -38,6 +38,7 @@ import json
 import multiprocessing
 import os
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -45,6 +46,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from bench.localnet_send import _process_cpu_seconds, machine
 
@@ -191,6 +194,29 @@ def _peak_rss_bytes(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def scrape_metrics(url: str, timeout: float = 10.0) -> list[Sample]:
+    """Every sample of a Prometheus text exposition (``GET url``)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def handled_by_code(samples: Sequence[Sample], method: str) -> dict[str, int]:
+    """``grpc_server_handled_total`` of `method` (``/package.Service/Method``) by
+    ``grpc_code``, summed over ``grpc_type`` (and over workers: counters are merged)."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    codes: Counter[str] = Counter()
+    for sample in samples:
+        labels = sample.labels
+        if (
+            sample.name == "grpc_server_handled_total"
+            and labels.get("grpc_service") == service
+            and labels.get("grpc_method") == name
+        ):
+            codes[labels.get("grpc_code", "")] += int(sample.value)
+    return dict(codes)
 
 
 def _percentile(ordered: Sequence[int], p: float) -> int:

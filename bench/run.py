@@ -1,12 +1,15 @@
 """One command for the gRPC benchmarks: every scenario, against the echo baseline.
 
 Starts the bare echo server (``bench.echo_server``) and then ``agent-staking serve``
-(embedded localnet, rate limits set far above the load, access log off) with the
-same ``--workers``, pinned to ``--server-cpus`` cores while the load generator
-(``bench.grpc_load``) runs on the others. Each scenario runs at saturation
-(``--concurrency`` calls in flight) and at a fixed rate of half its saturation
-throughput; the build also at a fixed 100/s. With ``--compare-workers N`` the echo
-and build saturation runs are repeated with N workers.
+(embedded localnet, rate limits set far above the load, access log off, metrics on a
+free port) with the same ``--workers``, pinned to ``--server-cpus`` cores while the
+load generator (``bench.grpc_load``) runs on the others. Each scenario runs at
+saturation (``--concurrency`` calls in flight) and at a fixed rate of half its
+saturation throughput; the build also at a fixed 100/s. With ``--compare-workers N``
+the echo and build saturation runs are repeated with N workers. With ``--h2load``
+(the default when h2load is installed) echo, health and build also get an h2load
+saturation run (``bench.h2load``, same in-flight count), cross-checked against the
+service's ``grpc_server_handled_total``.
 
 Scenarios: ``echo`` (baseline), ``health`` (grpc.health.v1 Check), ``network_info``
 (GetNetworkInfo), ``build`` (BuildStakeTransaction, full stack, no simulation),
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +36,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -45,6 +49,7 @@ from solders.message import MessageV0
 from solders.transaction import VersionedTransaction
 
 from bench.grpc_load import LoadSpec, run_load
+from bench.h2load import H2LoadSpec, h2load_path, run_h2load
 from bench.localnet_send import _split_cpus, machine
 from service.core import system_transfer
 
@@ -92,6 +97,95 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(60)
+
+
+def start_echo(workers: int, cpus: Sequence[int] | None) -> tuple[Server, str, list[int]]:
+    """The echo baseline: its server, target and pids (parent first)."""
+    port = _free_port()
+    echo = Server(
+        [
+            sys.executable,
+            "-m",
+            "bench.echo_server",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+        ],
+        dict(os.environ),
+        cpus,
+    )
+    announced = echo.json_line()
+    return echo, f"127.0.0.1:{port}", [echo.process.pid, *announced.get("workers", [])]
+
+
+@dataclass
+class Service:
+    """``agent-staking serve`` as the benchmarks run it."""
+
+    server: Server
+    target: str
+    rpc_url: str
+    """The embedded localnet's JSON-RPC URL."""
+    secret: str
+    """The bootstrap API key named ``staking``."""
+    pids: list[int]
+    """The server process, then its workers (with ``--workers N > 1``)."""
+    metrics: str | None
+    """``host:port`` of ``/metrics``; None when off."""
+    data: Path
+
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def start_service(workers: int, cpus: Sequence[int] | None, *, metrics: bool = True) -> Service:
+    """``python -m service serve --workers N`` with the embedded localnet, rate limits
+    far above any load and logging at WARNING, pinned to `cpus`."""
+    port = _free_port()
+    data = Path(tempfile.mkdtemp(prefix="agent-staking-bench-"))
+    metrics_listen = f"127.0.0.1:{_free_port()}" if metrics else None
+    env = {
+        **os.environ,
+        "AGENT_STAKING_DATA_DIR": str(data),
+        "AGENT_STAKING_LOCALNET_LISTEN": f"127.0.0.1:{_free_port()}",
+        "AGENT_STAKING_LOG_LEVEL": "WARNING",
+        "AGENT_STAKING_METRICS_LISTEN": metrics_listen or "off",
+    }
+    for dimension in ("KEY", "WALLET", "PEER"):
+        env[f"AGENT_STAKING_RATELIMIT_{dimension}_PER_MINUTE"] = HIGH
+        env[f"AGENT_STAKING_RATELIMIT_{dimension}_BURST"] = HIGH
+    server = Server(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--workers",
+            str(workers),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        env,
+        cpus,
+    )
+    announced = server.json_line()
+    secret = ""
+    for _ in range(2):
+        key = server.json_line()["bootstrap_api_key"]
+        if key["display_name"] == "staking":
+            secret = key["secret"]
+    server.drain()
+    return Service(
+        server=server,
+        target=f"127.0.0.1:{port}",
+        rpc_url=announced["solana_rpc"],
+        secret=secret,
+        pids=[server.process.pid, *announced.get("workers", [])],
+        metrics=metrics_listen,
+        data=data,
+    )
 
 
 def _rpc(url: str, method: str, *params: Any) -> Any:
@@ -164,8 +258,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="echo,health,network_info,build,build_simulate,submit",
         help="comma-separated",
     )
+    parser.add_argument(
+        "--h2load",
+        action=argparse.BooleanOptionalAction,
+        default=h2load_path() is not None,
+        help="also an h2load saturation run of echo, health and build (default: when "
+        "h2load is installed)",
+    )
+    parser.add_argument(
+        "--h2load-connections",
+        type=int,
+        default=4,
+        help="h2load connections; streams per connection: --concurrency / this",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    h2load_binary = h2load_path() if args.h2load else None
+    if args.h2load and h2load_binary is None:
+        raise SystemExit("--h2load: h2load not found (bench/setup.sh installs it)")
     wanted = set(args.scenarios.split(","))
     server_cpus, client_cpus = _split_cpus(args.server_cpus)
     if client_cpus is not None:
@@ -183,17 +293,41 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def measure(scenario: str, workers: int, spec: LoadSpec, pids: list[int]) -> dict[str, Any]:
         report = run_load(spec, pids)
+        report["tool"] = "grpc_load"
+        return record(scenario, workers, report)
+
+    def record(scenario: str, workers: int, report: dict[str, Any]) -> dict[str, Any]:
         report["scenario"] = scenario
         report["workers"] = workers
         runs.append(report)
-        bad = sum(n for code, n in report["statusCodeDistribution"].items() if code != "OK")
         print(
-            f"{scenario:15} w={workers} {report['mode']:10} {report['rps']:8.0f}/s "
-            f"p50 {_p(report, 50):7.2f} ms p99 {_p(report, 99):7.2f} ms errors {bad}",
+            f"{scenario:15} w={workers} {report['tool']:9} {report['mode']:10} "
+            f"{report['rps']:8.0f}/s p50 {_p(report, 50):7.2f} ms "
+            f"p99 {_p(report, 99):7.2f} ms errors {_errors(report)}",
             file=sys.stderr,
             flush=True,
         )
         return report
+
+    def raw(
+        scenario: str, workers: int, spec: LoadSpec, pids: list[int], metrics: str | None
+    ) -> dict[str, Any]:
+        """h2load at saturation on the same target, request and in-flight count."""
+        assert h2load_binary is not None
+        connections = max(1, args.h2load_connections)
+        h2 = H2LoadSpec(
+            target=spec.target,
+            method=spec.method,
+            request=spec.requests[0],
+            headers=list(spec.metadata),
+            duration=args.duration,
+            warmup=args.warmup,
+            connections=connections,
+            streams=max(1, args.concurrency // connections),
+            threads=len(client_cpus) if client_cpus else 1,
+            h2load=h2load_binary,
+        )
+        return record(scenario, workers, run_h2load(h2, pids, metrics))
 
     def both(
         scenario: str,
@@ -217,67 +351,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     for index, workers in enumerate(worker_counts):
         first = index == 0
         if "echo" in wanted:
-            port = _free_port()
-            echo = Server(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.echo_server",
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    str(workers),
-                ],
-                dict(os.environ),
-                server_cpus,
-            )
-            announced = echo.json_line()
-            pids = [echo.process.pid, *announced.get("workers", [])]
-            spec = replace(
-                base, target=f"127.0.0.1:{port}", method="/bench.Echo/Echo", requests=[b"x" * 64]
-            )
+            echo, target, pids = start_echo(workers, server_cpus)
+            spec = replace(base, target=target, method="/bench.Echo/Echo", requests=[b"x" * 64])
             if first:
                 both("echo", workers, spec, pids)
             else:
                 measure("echo", workers, spec, pids)
+            if h2load_binary is not None:
+                raw("echo", workers, spec, pids, None)
             echo.stop()
-        port = _free_port()
-        data = Path(tempfile.mkdtemp(prefix="agent-staking-bench-"))
-        env = {
-            **os.environ,
-            "AGENT_STAKING_DATA_DIR": str(data),
-            "AGENT_STAKING_LOCALNET_LISTEN": f"127.0.0.1:{_free_port()}",
-            "AGENT_STAKING_LOG_LEVEL": "WARNING",
-            "AGENT_STAKING_METRICS_LISTEN": "off",
-        }
-        for dimension in ("KEY", "WALLET", "PEER"):
-            env[f"AGENT_STAKING_RATELIMIT_{dimension}_PER_MINUTE"] = HIGH
-            env[f"AGENT_STAKING_RATELIMIT_{dimension}_BURST"] = HIGH
-        server = Server(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                "--workers",
-                str(workers),
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
-            env,
-            server_cpus,
-        )
-        announced = server.json_line()
-        secret = ""
-        for _ in range(2):
-            key = server.json_line()["bootstrap_api_key"]
-            if key["display_name"] == "staking":
-                secret = key["secret"]
-        server.drain()
-        url = announced["solana_rpc"]
-        pids = [server.process.pid, *announced.get("workers", [])]
+        service_process = start_service(workers, server_cpus)
+        url = service_process.rpc_url
+        pids = service_process.pids
         service = replace(
-            base, target=f"127.0.0.1:{port}", metadata=[("authorization", f"Bearer {secret}")]
+            base,
+            target=service_process.target,
+            metadata=[("authorization", f"Bearer {service_process.secret}")],
         )
         wallets = _funded(url, 16)
         builds = [
@@ -290,12 +379,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if first:
             if "health" in wanted:
                 health = health_pb2.HealthCheckRequest().SerializeToString()
-                both(
-                    "health",
-                    workers,
-                    replace(service, method="/grpc.health.v1.Health/Check", requests=[health]),
-                    pids,
-                )
+                check = replace(service, method="/grpc.health.v1.Health/Check", requests=[health])
+                both("health", workers, check, pids)
+                if h2load_binary is not None:
+                    raw("health", workers, check, pids, service_process.metrics)
             if "network_info" in wanted:
                 info = staking_pb2.GetNetworkInfoRequest().SerializeToString()
                 both(
@@ -307,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if "build" in wanted:
                 both("build", workers, build, pids)
                 measure("build", workers, replace(build, rate=100.0, concurrency=1000), pids)
+                if h2load_binary is not None:
+                    raw("build", workers, build, pids, service_process.metrics)
             if "build_simulate" in wanted:
                 simulated = [
                     staking_pb2.BuildStakeTransactionRequest(
@@ -328,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
         elif "build" in wanted:
             measure("build", workers, build, pids)
-        server.stop()
+            if h2load_binary is not None:
+                raw("build", workers, build, pids, service_process.metrics)
+        service_process.stop()
 
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -345,23 +436,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"saved {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
 
 
-def _find(runs: list[dict[str, Any]], scenario: str, workers: int, mode: str) -> dict[str, Any]:
+def _find(
+    runs: list[dict[str, Any]], scenario: str, workers: int, mode: str, tool: str = "grpc_load"
+) -> dict[str, Any]:
     for run in runs:
         if (
             run["scenario"] == scenario
             and run["workers"] == workers
             and run["mode"] == mode
+            and run.get("tool", "grpc_load") == tool
             and (mode == "saturation" or run["rate"] != 100.0 or scenario != "build")
         ):
             return run
     return {}
 
 
+def _errors(run: dict[str, Any]) -> int:
+    if run.get("tool") == "h2load":
+        # HTTP-level failures and non-OK codes the server counted.
+        return sum(run["errorDistribution"].values())
+    return sum(n for code, n in run["statusCodeDistribution"].items() if code != "OK")
+
+
 def _summary(runs: list[dict[str, Any]], workers: int, compare: int) -> dict[str, Any]:
     echo = _find(runs, "echo", workers, "saturation").get("rps", 0.0)
     build = _find(runs, "build", workers, "saturation").get("rps", 0.0)
     half = _find(runs, "build", workers, "fixed-rate")
-    fixed100 = next((r for r in runs if r["scenario"] == "build" and r.get("rate") == 100.0), {})
+    fixed100 = next(
+        (
+            r
+            for r in runs
+            if r["scenario"] == "build" and r.get("rate") == 100.0 and r["workers"] == workers
+        ),
+        {},
+    )
     summary: dict[str, Any] = {
         "build_saturation_rps": build,
         "build_to_echo": build / echo if echo else None,
@@ -373,32 +481,52 @@ def _summary(runs: list[dict[str, Any]], workers: int, compare: int) -> dict[str
         summary[f"build_workers_{compare}_over_{workers}"] = other / build if build else None
         echo_other = _find(runs, "echo", compare, "saturation").get("rps", 0.0)
         summary[f"echo_workers_{compare}_over_{workers}"] = echo_other / echo if echo else None
+    raw = [run for run in runs if run.get("tool") == "h2load"]
+    if raw:
+        h2_echo = _find(runs, "echo", workers, "saturation", "h2load").get("rps", 0.0)
+        h2_build = _find(runs, "build", workers, "saturation", "h2load").get("rps", 0.0)
+        summary["h2load_echo_saturation_rps"] = h2_echo or None
+        summary["h2load_build_saturation_rps"] = h2_build or None
+        summary["h2load_build_to_echo"] = h2_build / h2_echo if h2_echo and h2_build else None
+        # Server-counted OK calls minus h2load's succeeded ones: between 0 and the
+        # streams h2load abandoned at the end (it sees HTTP 200 only, not grpc-status).
+        checks = {
+            f"{run['scenario']}_workers_{run['workers']}": run["cross_check"]
+            for run in raw
+            if run.get("cross_check") is not None
+        }
+        summary["h2load_server_counted"] = checks
+        summary["h2load_counts_match"] = (
+            all(c["match"] for c in checks.values()) if checks else None
+        )
     return summary
 
 
 def _table(runs: list[dict[str, Any]], workers: int) -> str:
-    echo = _find(runs, "echo", workers, "saturation").get("rps", 0.0)
+    echo = {
+        tool: _find(runs, "echo", workers, "saturation", tool).get("rps", 0.0)
+        for tool in ("grpc_load", "h2load")
+    }
     lines = [
-        "| scenario | workers | mode | calls/s | p50 ms | p99 ms | errors | server CPU s "
-        "| vs echo |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | tool | workers | mode | calls/s | p50 ms | p99 ms | errors "
+        "| server CPU s | vs echo |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
-        bad = sum(n for code, n in run["statusCodeDistribution"].items() if code != "OK")
+        tool = run.get("tool", "grpc_load")
         mode = run["mode"] if run["rate"] is None else f"fixed {run['rate']:.0f}/s"
+        baseline = echo.get(tool, 0.0)
+        # Against the echo baseline measured by the same tool.
         ratio = (
-            f"{run['rps'] / echo:.0%}"
-            if echo and run["mode"] == "saturation" and run["workers"] == workers
+            f"{run['rps'] / baseline:.0%}"
+            if baseline and run["mode"] == "saturation" and run["workers"] == workers
             else ""
         )
         cpu = run["server"]["cpu_seconds"]
         lines.append(
-            f"| {run['scenario']} | {run['workers']} | {mode} | {run['rps']:.0f} "
-            f"| {_p(run, 50):.2f} | {_p(run, 99):.2f} | {bad} "
-            f"| {cpu:.1f} | {ratio} |"
-            if cpu is not None
-            else f"| {run['scenario']} | {run['workers']} | {mode} | {run['rps']:.0f} "
-            f"| {_p(run, 50):.2f} | {_p(run, 99):.2f} | {bad} |  | {ratio} |"
+            f"| {run['scenario']} | {tool} | {run['workers']} | {mode} | {run['rps']:.0f} "
+            f"| {_p(run, 50):.2f} | {_p(run, 99):.2f} | {_errors(run)} "
+            f"| {'' if cpu is None else f'{cpu:.1f}'} | {ratio} |"
         )
     return "\n".join(lines)
 
