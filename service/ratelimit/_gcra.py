@@ -18,6 +18,7 @@ This module is pure: the clock is an argument.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class Limit:
         if self.burst < 1:
             raise ValueError(f"burst must be at least 1, got {self.burst!r}")
 
-    @property
+    @functools.cached_property
     def interval_us(self) -> int:
         """Microseconds between two tokens."""
         return max(1, math.ceil(60 * MICROS / self.per_minute))

@@ -78,6 +78,10 @@ class RateLimitPolicy:
     wallet: Tier
     peer: Tier
     factors: Mapping[RpcClass, float] = field(default_factory=lambda: dict(DEFAULT_FACTORS))
+    _limits: dict[tuple[Dimension, RpcClass, int, int], Limit | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """What :meth:`limit` answered, by its arguments (asked on every call)."""
 
     def __post_init__(self) -> None:
         for rpc_class, factor in self.factors.items():
@@ -100,11 +104,19 @@ class RateLimitPolicy:
             per_minute: Override of the default rate (a key's policy); 0: the default.
             burst: Override of the default burst (a key's policy); 0: the default.
         """
+        arguments = (dimension, rpc_class, per_minute, burst)
+        try:
+            return self._limits[arguments]
+        except KeyError:
+            pass
         tier = {Dimension.KEY: self.key, Dimension.WALLET: self.wallet, Dimension.PEER: self.peer}[
             dimension
         ]
         rate = per_minute or tier.per_minute
-        if rate == 0:
-            return None
-        base = Limit(per_minute=rate, burst=burst or tier.burst or rate)
-        return base.scaled(self.factors.get(rpc_class, 1.0))
+        limit = None
+        if rate != 0:
+            base = Limit(per_minute=rate, burst=burst or tier.burst or rate)
+            limit = base.scaled(self.factors.get(rpc_class, 1.0))
+        if len(self._limits) < 10_000:  # key policies' overrides are few; stay bounded
+            self._limits[arguments] = limit
+        return limit
