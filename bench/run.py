@@ -140,9 +140,17 @@ class Service:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
-def start_service(workers: int, cpus: Sequence[int] | None, *, metrics: bool = True) -> Service:
+def start_service(
+    workers: int,
+    cpus: Sequence[int] | None,
+    *,
+    metrics: bool = True,
+    module: str = "service",
+    extra_env: dict[str, str] | None = None,
+) -> Service:
     """``python -m service serve --workers N`` with the embedded localnet, rate limits
-    far above any load and logging at WARNING, pinned to `cpus`."""
+    far above any load and logging at WARNING, pinned to `cpus` (``module``: another
+    entry point with the same command line)."""
     port = _free_port()
     data = Path(tempfile.mkdtemp(prefix="agent-staking-bench-"))
     metrics_listen = f"127.0.0.1:{_free_port()}" if metrics else None
@@ -152,6 +160,7 @@ def start_service(workers: int, cpus: Sequence[int] | None, *, metrics: bool = T
         "AGENT_STAKING_LOCALNET_LISTEN": f"127.0.0.1:{_free_port()}",
         "AGENT_STAKING_LOG_LEVEL": "WARNING",
         "AGENT_STAKING_METRICS_LISTEN": metrics_listen or "off",
+        **(extra_env or {}),
     }
     for dimension in ("KEY", "WALLET", "PEER"):
         env[f"AGENT_STAKING_RATELIMIT_{dimension}_PER_MINUTE"] = HIGH
@@ -160,7 +169,7 @@ def start_service(workers: int, cpus: Sequence[int] | None, *, metrics: bool = T
         [
             sys.executable,
             "-m",
-            "service",
+            module,
             "serve",
             "--workers",
             str(workers),
@@ -355,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             spec = replace(base, target=target, method="/bench.Echo/Echo", requests=[b"x" * 64])
             if first:
                 both("echo", workers, spec, pids)
+                # The latency floor of this machine and client, for the build at 100/s.
+                measure("echo", workers, replace(spec, rate=100.0, concurrency=1000), pids)
             else:
                 measure("echo", workers, spec, pids)
             if h2load_binary is not None:
@@ -445,7 +456,7 @@ def _find(
             and run["workers"] == workers
             and run["mode"] == mode
             and run.get("tool", "grpc_load") == tool
-            and (mode == "saturation" or run["rate"] != 100.0 or scenario != "build")
+            and (mode == "saturation" or run["rate"] != 100.0)
         ):
             return run
     return {}
@@ -462,19 +473,27 @@ def _summary(runs: list[dict[str, Any]], workers: int, compare: int) -> dict[str
     echo = _find(runs, "echo", workers, "saturation").get("rps", 0.0)
     build = _find(runs, "build", workers, "saturation").get("rps", 0.0)
     half = _find(runs, "build", workers, "fixed-rate")
-    fixed100 = next(
-        (
-            r
-            for r in runs
-            if r["scenario"] == "build" and r.get("rate") == 100.0 and r["workers"] == workers
-        ),
-        {},
-    )
+
+    def at_100(scenario: str) -> dict[str, Any]:
+        return next(
+            (
+                r
+                for r in runs
+                if r["scenario"] == scenario
+                and r.get("rate") == 100.0
+                and r["workers"] == workers
+                and r.get("tool", "grpc_load") == "grpc_load"
+            ),
+            {},
+        )
+
+    fixed100, echo100 = at_100("build"), at_100("echo")
     summary: dict[str, Any] = {
         "build_saturation_rps": build,
         "build_to_echo": build / echo if echo else None,
         "build_p99_ms_at_half_saturation": _p(half, 99) if half else None,
         "build_p99_ms_at_100_per_s": _p(fixed100, 99) if fixed100 else None,
+        "echo_p99_ms_at_100_per_s": _p(echo100, 99) if echo100 else None,
     }
     if compare:
         other = _find(runs, "build", compare, "saturation").get("rps", 0.0)
