@@ -65,6 +65,11 @@ class H2LoadSpec:
     """Concurrent streams per connection."""
     threads: int = 1
     h2load: str = "h2load"
+    rps: float | None = None
+    """Paced: requests per second for each connection (h2load ``--rps``); None:
+    saturation. h2load paces a closed loop, so a stalled server delays the next
+    request instead of showing in its latency: read it with one stream per
+    connection at a rate far below saturation."""
 
 
 def h2load_path() -> str | None:
@@ -109,6 +114,8 @@ def command(spec: H2LoadSpec, data: Path, duration: float, log: Path | None) -> 
         "-D",
         f"{round(duration * 1000)}ms",  # whole units only: "2.5" is refused
     ]
+    if spec.rps is not None:
+        args += ["--rps", f"{spec.rps:g}"]
     if log is not None:
         args += ["--log-file", str(log)]
     return args
@@ -287,9 +294,9 @@ def run_h2load(
         "tool": "h2load",
         "command": shown(main),
         "warmup_command": shown(warmup) if warmup is not None else None,
-        "mode": "saturation",
+        "mode": "saturation" if spec.rps is None else "fixed-rate",
         "concurrency": in_flight,
-        "rate": None,
+        "rate": None if spec.rps is None else spec.rps * spec.connections,
         "count": count,
         "total": int(seconds * 1e9),
         "average": int(sum(latencies) / len(latencies)) if latencies else 0,
@@ -340,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--server-pid", type=int, action="append", default=[])
     parser.add_argument("--metrics", help="the server's metrics, HOST:PORT or URL")
     parser.add_argument("--h2load", default=None, help="the h2load binary")
+    parser.add_argument("--rps", type=float, default=None, help="paced: requests/s per connection")
     args = parser.parse_args(argv)
     binary = args.h2load or h2load_path()
     if binary is None:
@@ -362,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         streams=args.streams,
         threads=args.threads,
         h2load=binary,
+        rps=args.rps,
     )
     print(json.dumps(run_h2load(spec, args.server_pid, args.metrics), indent=2))
 

@@ -338,6 +338,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         return record(scenario, workers, run_h2load(h2, pids, metrics))
 
+    def paced(
+        scenario: str, workers: int, spec: LoadSpec, pids: list[int], metrics: str | None
+    ) -> dict[str, Any]:
+        """h2load at 100/s on one stream: latency with a client that adds little."""
+        assert h2load_binary is not None
+        h2 = H2LoadSpec(
+            target=spec.target,
+            method=spec.method,
+            request=spec.requests[0],
+            headers=list(spec.metadata),
+            duration=args.duration,
+            warmup=args.warmup,
+            connections=1,
+            streams=1,
+            h2load=h2load_binary,
+            rps=100.0,
+        )
+        return record(scenario, workers, run_h2load(h2, pids, metrics))
+
     def both(
         scenario: str,
         workers: int,
@@ -370,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 measure("echo", workers, spec, pids)
             if h2load_binary is not None:
                 raw("echo", workers, spec, pids, None)
+                if first:
+                    paced("echo", workers, spec, pids, None)
             echo.stop()
         service_process = start_service(workers, server_cpus)
         url = service_process.rpc_url
@@ -407,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 measure("build", workers, replace(build, rate=100.0, concurrency=1000), pids)
                 if h2load_binary is not None:
                     raw("build", workers, build, pids, service_process.metrics)
+                    paced("build", workers, build, pids, service_process.metrics)
             if "build_simulate" in wanted:
                 simulated = [
                     staking_pb2.BuildStakeTransactionRequest(
@@ -507,10 +529,23 @@ def _summary(runs: list[dict[str, Any]], workers: int, compare: int) -> dict[str
         summary["h2load_echo_saturation_rps"] = h2_echo or None
         summary["h2load_build_saturation_rps"] = h2_build or None
         summary["h2load_build_to_echo"] = h2_build / h2_echo if h2_echo and h2_build else None
+        for scenario in ("build", "echo"):
+            paced_run = next(
+                (
+                    r
+                    for r in raw
+                    if r["scenario"] == scenario and r["rate"] == 100.0 and r["workers"] == workers
+                ),
+                {},
+            )
+            summary[f"h2load_{scenario}_p99_ms_at_100_per_s"] = (
+                _p(paced_run, 99) if paced_run else None
+            )
         # Server-counted OK calls minus h2load's succeeded ones: between 0 and the
         # streams h2load abandoned at the end (it sees HTTP 200 only, not grpc-status).
         checks = {
-            f"{run['scenario']}_workers_{run['workers']}": run["cross_check"]
+            f"{run['scenario']}_workers_{run['workers']}"
+            + ("" if run["rate"] is None else f"_at_{run['rate']:g}_per_s"): run["cross_check"]
             for run in raw
             if run.get("cross_check") is not None
         }
