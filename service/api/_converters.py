@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from agentstaking.v1 import staking_pb2, types_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
-from solders.transaction import VersionedTransaction
 
 from service.chain import (
     BuildOptions,
@@ -114,7 +113,6 @@ def prepared_to_proto(
     prepared: PreparedTransaction, simulation: Simulation | None = None
 ) -> types_pb2.PreparedTransaction:
     fees = prepared.fees
-    compiled = VersionedTransaction.from_bytes(prepared.transaction).message.instructions
     result = types_pb2.PreparedTransaction(
         transaction=prepared.transaction,
         message=prepared.message,
@@ -145,9 +143,9 @@ def prepared_to_proto(
                     )
                     for account in summary.accounts
                 ],
-                data=bytes(instruction.data),
+                data=summary.data,
             )
-            for summary, instruction in zip(prepared.instructions, compiled, strict=True)
+            for summary in prepared.instructions
         ],
         version=_VERSION_TO_PROTO[prepared.version],
         compute_unit_limit=prepared.compute_unit_limit,

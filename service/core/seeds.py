@@ -19,12 +19,15 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
+import re
 from typing import Final
 
 from solders.pubkey import Pubkey
 
 from service.core.errors import InvalidArgumentError, InvalidSeedError, SeedTooLongError
 from service.core.programs import MAX_SEED_LEN, STAKE_PROGRAM
+
+_PRINTABLE_NO_SPACE: Final = re.compile(rb"[!-~]+")
 
 MAX_REQUEST_ID_BYTES: Final = 256
 MIN_ENTROPY_BYTES: Final = 16
@@ -54,7 +57,7 @@ def check_seed(seed: str, *, field: str = "seed") -> str:
     raw = seed.encode()
     if len(raw) > MAX_SEED_LEN:
         raise SeedTooLongError(field=field, length=len(raw), maximum=MAX_SEED_LEN)
-    if not all(0x21 <= b <= 0x7E for b in raw):
+    if not _PRINTABLE_NO_SPACE.fullmatch(raw):
         raise InvalidSeedError(f"{field} must be printable ASCII without spaces", field=field)
     return seed
 

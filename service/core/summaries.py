@@ -68,6 +68,7 @@ class InstructionSummary:
         description: One human-readable sentence; amounts in SOL and lamports.
         accounts: The accounts in instruction order, with roles.
         params: The decoded arguments (pubkeys as base58, amounts as int lamports).
+        data: The instruction's data, as in the transaction.
     """
 
     program: str
@@ -76,6 +77,7 @@ class InstructionSummary:
     description: str
     accounts: tuple[AccountSummary, ...]
     params: tuple[tuple[str, ParamValue], ...] = ()
+    data: bytes = b""
 
     def param(self, name: str) -> ParamValue:
         """The argument called ``name``.
@@ -476,6 +478,7 @@ def _summarize(program_id: Pubkey, data: bytes, metas: Sequence[_Meta]) -> Instr
         description=description,
         accounts=accounts,
         params=params,
+        data=data,
     )
 
 
