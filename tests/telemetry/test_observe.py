@@ -1,4 +1,6 @@
-"""The observing interceptors on a bare server: every kind of method and ending."""
+"""The observing interceptors on a bare server: every kind of method and ending, each
+as its own grpc interceptor and together in one InterceptorChain (as the service
+runs them)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from service.interceptors import AccessLogInterceptor, MetricsInterceptor, TracingInterceptor
+from service.interceptors import (
+    AccessLogInterceptor,
+    InterceptorChain,
+    MetricsInterceptor,
+    ObserverGroup,
+    Stage,
+    TracingInterceptor,
+)
 from service.telemetry import Metrics, tracer_provider
 
 from .conftest import Scrape, all_handled, parse_scrape, settled
@@ -111,17 +120,16 @@ class Bare:
         return await settled(find)
 
 
-async def _serve(sample_ratio: float = 1.0) -> AsyncIterator[Bare]:
+async def _serve(sample_ratio: float = 1.0, *, chained: bool = False) -> AsyncIterator[Bare]:
     spans = InMemorySpanExporter()
     provider = tracer_provider(sample_ratio=sample_ratio, processors=(SimpleSpanProcessor(spans),))
     metrics = Metrics()
-    server = grpc.aio.server(
-        interceptors=[
-            TracingInterceptor(provider.get_tracer("test")),
-            MetricsInterceptor(metrics),
-            AccessLogInterceptor(),
-        ]
-    )
+    stages: list[Stage] = [
+        TracingInterceptor(provider.get_tracer("test")),
+        MetricsInterceptor(metrics),
+        AccessLogInterceptor(),
+    ]
+    server = grpc.aio.server(interceptors=[InterceptorChain(stages)] if chained else stages)
     server.add_generic_rpc_handlers((HANDLERS,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -134,9 +142,9 @@ async def _serve(sample_ratio: float = 1.0) -> AsyncIterator[Bare]:
         provider.shutdown()
 
 
-@pytest.fixture
-async def bare() -> AsyncIterator[Bare]:
-    async for item in _serve():
+@pytest.fixture(params=["separate", "chained"])
+async def bare(request: pytest.FixtureRequest) -> AsyncIterator[Bare]:
+    async for item in _serve(chained=request.param == "chained"):
         yield item
 
 
@@ -266,3 +274,36 @@ async def test_unsampled_calls_still_get_a_request_id() -> None:
         await _unary(bare, "Echo")(b"x", metadata=(("traceparent", traceparent),))
         span = await bare.span("0af7651916cd43dd8448eb211c80319c")
         assert span.name == f"{SERVICE}/Echo"
+
+
+async def test_chain_wraps_each_method_once_and_merges_the_observers() -> None:
+    tracing = TracingInterceptor(tracer_provider(sample_ratio=0.0).get_tracer("test"))
+    metrics = MetricsInterceptor(Metrics())
+    access = AccessLogInterceptor()
+    merged = tracing.merge(metrics)
+    assert isinstance(merged, ObserverGroup)
+    assert isinstance(merged.merge(access), ObserverGroup)
+    assert merged.merge(access).observers == (tracing, metrics, access)  # type: ignore[union-attr]
+    chain = InterceptorChain([tracing, metrics, access])
+    echo: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(_echo)
+    registered: dict[str, Any] = {"/test.Echo/Echo": echo}
+
+    async def lookup(details: grpc.HandlerCallDetails) -> Any:
+        return registered.get(details.method)
+
+    def details(method: str) -> grpc.HandlerCallDetails:
+        return Details(method=method, invocation_metadata=())
+
+    first = await chain.intercept_service(lookup, details("/test.Echo/Echo"))
+    assert first is not None and first is not echo
+    assert await chain.intercept_service(lookup, details("/test.Echo/Echo")) is first
+    assert await chain.intercept_service(lookup, details("/test.Echo/Missing")) is None
+    registered["/test.Echo/Echo"] = grpc.unary_unary_rpc_method_handler(_echo)
+    replaced = await chain.intercept_service(lookup, details("/test.Echo/Echo"))
+    assert replaced is not None and replaced is not first
+
+
+@dataclass(frozen=True)
+class Details(grpc.HandlerCallDetails):
+    method: str
+    invocation_metadata: Any
