@@ -7,7 +7,10 @@ measures calls/s at saturation and the server's CPU microseconds per call:
 
 - ``all``: every stage, as served;
 - ``auth``: authentication only (the servicer needs the caller's key);
-- ``auth+<Stage>``: authentication and one more stage, for each other stage.
+- ``auth+<Stage>``: authentication and one more stage, for each other stage;
+- ``all, separate``: every stage, each as its own grpc interceptor (grpc.aio then
+  runs every ``intercept_service`` and wraps the handlers anew on each call), to
+  compare with the chain the service uses.
 
 The difference between ``auth+<Stage>`` and ``auth`` is that stage's own cost. Note
 that a stage that sends initial metadata (tracing's ``x-request-id``, the rate
@@ -55,6 +58,7 @@ def _variants() -> list[tuple[str, str, str | None]]:
     build = STAKING + "BuildStakeTransaction"
     variants: list[tuple[str, str, str | None]] = [
         ("build all", build, None),
+        ("build all, separate", build, None),
         ("build auth", build, AUTH),
     ]
     variants += [
@@ -95,7 +99,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             server_cpus,
             metrics=False,
             module="bench._staged",
-            extra_env={"BENCH_STAGES": stages} if stages is not None else {},
+            extra_env={
+                **({"BENCH_STAGES": stages} if stages is not None else {}),
+                **({"BENCH_SEPARATE": "1"} if name.endswith("separate") else {}),
+            },
         )
         try:
             spec = LoadSpec(
