@@ -140,6 +140,29 @@ class Service:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
+@dataclass
+class Localnet:
+    """``agent-staking localnet`` in a process of its own."""
+
+    server: Server
+    url: str
+    faucet: str
+
+
+def start_localnet(cpus: Sequence[int] | None) -> Localnet:
+    """A separate localnet pinned to `cpus` (the load generator's: it is not the
+    service's work)."""
+    port = _free_port()
+    server = Server(
+        [sys.executable, "-m", "service", "localnet", "--listen", f"127.0.0.1:{port}"],
+        dict(os.environ),
+        cpus,
+    )
+    announced = server.json_line()
+    server.drain()
+    return Localnet(server=server, url=announced["localnet"], faucet=announced["faucet"])
+
+
 def start_service(
     workers: int,
     cpus: Sequence[int] | None,
@@ -147,10 +170,12 @@ def start_service(
     metrics: bool = True,
     module: str = "service",
     extra_env: dict[str, str] | None = None,
+    localnet: Localnet | None = None,
 ) -> Service:
-    """``python -m service serve --workers N`` with the embedded localnet, rate limits
-    far above any load and logging at WARNING, pinned to `cpus` (``module``: another
-    entry point with the same command line)."""
+    """``python -m service serve --workers N`` with the embedded localnet (or
+    ``localnet``, a separate one), rate limits far above any load and logging at
+    WARNING, pinned to `cpus` (``module``: another entry point with the same command
+    line)."""
     port = _free_port()
     data = Path(tempfile.mkdtemp(prefix="agent-staking-bench-"))
     metrics_listen = f"127.0.0.1:{_free_port()}" if metrics else None
@@ -162,6 +187,11 @@ def start_service(
         "AGENT_STAKING_METRICS_LISTEN": metrics_listen or "off",
         **(extra_env or {}),
     }
+    if localnet is not None:
+        env["AGENT_STAKING_RPC_URLS"] = json.dumps([localnet.url])
+        env["AGENT_STAKING_BOOTSTRAP_KEYS"] = "true"
+        # Fees go to an account that exists, as with the embedded localnet's fee wallet.
+        env["AGENT_STAKING_FEE_RECIPIENT"] = localnet.faucet
     for dimension in ("KEY", "WALLET", "PEER"):
         env[f"AGENT_STAKING_RATELIMIT_{dimension}_PER_MINUTE"] = HIGH
         env[f"AGENT_STAKING_RATELIMIT_{dimension}_BURST"] = HIGH
@@ -189,7 +219,7 @@ def start_service(
     return Service(
         server=server,
         target=f"127.0.0.1:{port}",
-        rpc_url=announced["solana_rpc"],
+        rpc_url=localnet.url if localnet is not None else announced["solana_rpc"],
         secret=secret,
         pids=[server.process.pid, *announced.get("workers", [])],
         metrics=metrics_listen,
@@ -262,6 +292,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--compare-workers", type=int, default=2, help="0: skip")
     parser.add_argument("--server-cpus", type=int, default=1, help="cores pinned to servers")
+    parser.add_argument(
+        "--localnet",
+        choices=("embedded", "separate"),
+        default="embedded",
+        help="separate: the localnet in its own process, on the load generator's cores",
+    )
     parser.add_argument(
         "--scenarios",
         default="echo,health,network_info,build,build_simulate,submit",
@@ -392,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if first:
                     paced("echo", workers, spec, pids, None)
             echo.stop()
-        service_process = start_service(workers, server_cpus)
+        localnet = start_localnet(client_cpus) if args.localnet == "separate" else None
+        service_process = start_service(workers, server_cpus, localnet=localnet)
         url = service_process.rpc_url
         pids = service_process.pids
         service = replace(
@@ -453,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if h2load_binary is not None:
                 raw("build", workers, build, pids, service_process.metrics)
         service_process.stop()
+        if localnet is not None:
+            localnet.server.stop()
 
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
