@@ -10,6 +10,7 @@ observing stages (tracing, metrics, access log) share one wrapper.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,11 +24,11 @@ class Stage(grpc.aio.ServerInterceptor):
     :class:`InterceptorChain`.
     """
 
+    @abc.abstractmethod
     def wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], service: str, method: str
     ) -> grpc.RpcMethodHandler[Any, Any]:
         """``handler`` of ``service``/``method`` with this stage around its calls."""
-        raise NotImplementedError
 
     def merge(self, inner: Stage) -> Stage | None:
         """One stage doing the work of this one and ``inner`` (next inside it) with a
