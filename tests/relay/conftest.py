@@ -1,12 +1,11 @@
 """Relay fixtures: a gRPC `service` on the session localnet, and a "held" cluster.
 
-`service` is the gRPC suite's server (same settings, default relay settings, the
-suite's `Service` and `wallet`), except that its data directory is a temporary one:
-transactions still in flight when the session ends are saved there, not in the
-working directory where the next run would read them back. `held` is a second real
-server whose only Solana endpoint is a `SwallowingProxy` in front of a localnet of
-its own, with a fast landing loop: tests there may swallow sends and move that
-localnet's slots forward without disturbing anybody else's blockhashes.
+`service` and `wallet` are the gRPC suite's (its data directory is a temporary one,
+so transactions still in flight when the session ends are saved there, where no
+later run reads them back). `held` is a second real server whose only Solana
+endpoint is a `SwallowingProxy` in front of a localnet of its own, with a fast
+landing loop: tests there may swallow sends and move that localnet's slots forward
+without disturbing anybody else's blockhashes.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from agentstaking.v1 import keys_pb2_grpc, staking_pb2_grpc
+from agentstaking.v1 import staking_pb2_grpc
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solders.keypair import Keypair
@@ -27,7 +26,7 @@ from service.config import Settings
 from service.localnet import LocalnetConfig, LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
-from tests.api.conftest import FEE_BPS, SOL, Service, wallet
+from tests.api.conftest import SOL, Service, service, wallet
 from tests.relay._proxy import SwallowingProxy
 
 __all__ = ["SOL", "HeldChain", "HeldService", "Service", "service", "wallet"]
@@ -78,53 +77,6 @@ def held_settings(proxy_url: str, data_dir: Path, database_url: str) -> Settings
         relay_poll_seconds=0.1,
         relay_rebroadcast_seconds=0.3,
     )
-
-
-@pytest.fixture(scope="session")
-async def service(
-    localnet: LocalnetServer, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Service]:
-    data_dir = tmp_path_factory.mktemp("service")
-    rpc = AsyncClient(localnet.url, commitment=Confirmed)
-    fee_wallet = Keypair()
-    # The fee wallet exists (rent-exempt) before any fee lands in it, as an operator's does.
-    await rpc.request_airdrop(fee_wallet.pubkey(), SOL)
-    vote_account = str(localnet.chain.validators[0].vote_account)
-    server = AgentStakingServer(
-        Settings(
-            listen="127.0.0.1:0",
-            rpc_urls=[localnet.url],
-            service_fee_bps=FEE_BPS,
-            fee_recipient=str(fee_wallet.pubkey()),
-            default_vote_account=vote_account,
-            blockhash_refresh_seconds=0.5,
-            shutdown_grace_seconds=2,
-            data_dir=data_dir,
-            database_url=f"sqlite:///{data_dir / 'keys.db'}",
-        )
-    )
-    await server.start()
-    assert server.keys is not None
-    _, staking_secret = await server.keys.create(display_name="agent", scopes=["staking"])
-    _, admin_secret = await server.keys.create(display_name="operator", scopes=["admin"])
-    address = f"127.0.0.1:{server.port}"
-    channel = keyed_channel(address, staking_secret)
-    admin_channel = keyed_channel(address, admin_secret)
-    yield Service(
-        server=server,
-        channel=channel,
-        staking=staking_pb2_grpc.StakingServiceStub(channel),
-        keys=keys_pb2_grpc.KeyServiceStub(admin_channel),
-        rpc=rpc,
-        fee_wallet=fee_wallet,
-        vote_account=vote_account,
-        staking_secret=staking_secret,
-        admin_secret=admin_secret,
-    )
-    await channel.close()
-    await admin_channel.close()
-    await server.stop(0)
-    await rpc.close()
 
 
 @pytest.fixture(scope="session")
