@@ -57,6 +57,7 @@ class ObservedContext(grpc.aio.ServicerContext[Any, Any]):
         self._user_trailers: Metadata = ()
         self._final_trailers: Metadata = ()
         self._trailers_applied = False
+        self._metadata: Any = None
 
     # --- what the observers add ----------------------------------------------------
 
@@ -142,7 +143,10 @@ class ObservedContext(grpc.aio.ServicerContext[Any, Any]):
         raise AssertionError("unreachable: abort raises")
 
     def invocation_metadata(self) -> Any:
-        return self.inner.invocation_metadata()
+        # grpc decodes the metadata anew on each call; tracing and auth both read it.
+        if self._metadata is None:
+            self._metadata = self.inner.invocation_metadata()
+        return self._metadata
 
     def set_compression(self, compression: grpc.Compression) -> None:
         self.inner.set_compression(compression)
