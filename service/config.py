@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -93,6 +93,73 @@ class Settings(BaseSettings):
 
     max_message_bytes: int = 1024 * 1024
     """Largest request or response message."""
+
+    # Transport security (service/server.py): TLS, or mutual TLS with a client CA.
+    tls_cert_file: Path | None = None
+    """Server certificate chain (PEM) for gRPC and /metrics; with `tls_key_file` turns TLS
+    on. Re-read when the file changes: new connections get the new certificate, calls on
+    open connections go on."""
+    tls_key_file: Path | None = None
+    """Private key (PEM) of `tls_cert_file`."""
+    tls_client_ca_file: Path | None = None
+    """CA bundle (PEM) that client certificates must chain to: set, every client must
+    present a certificate it verifies (mutual TLS)."""
+
+    # Limits that hold under abuse (service/interceptors/_admission.py and grpc core).
+    max_concurrent_rpcs: int = Field(default=1000, ge=0)
+    """Unary calls in the service at once; beyond, new calls are refused with
+    RESOURCE_EXHAUSTED and RetryInfo before their request is read (health checks never
+    are). 0: no limit."""
+    max_concurrent_watches: int = Field(default=10_000, ge=0)
+    """Server-streaming calls (WatchTransaction) open at once; beyond, RESOURCE_EXHAUSTED.
+    0: no limit."""
+    max_streams_per_connection: int = Field(default=1000, ge=1)
+    """HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS the server advertises: calls open at once on
+    one connection."""
+    max_connections: int = Field(default=0, ge=0)
+    """Client connections accepted at once; 0: no limit beyond the process's descriptors."""
+    request_timeout_seconds: float = Field(default=10.0, ge=0)
+    """A call whose request message has not fully arrived this long after its headers is
+    answered DEADLINE_EXCEEDED (REQUEST_TIMEOUT). 0: wait as long as the call's deadline."""
+    max_waiting_requests: int = Field(default=1000, ge=0)
+    """Calls waiting for their request message at once; another arriving cuts the one that
+    has waited longest (RESOURCE_EXHAUSTED). 0: no limit."""
+    default_deadline_seconds: float = Field(default=30.0, ge=0)
+    """Deadline of a unary call that brings none (no grpc-timeout). 0: none."""
+    default_stream_deadline_seconds: float = Field(default=3600.0, ge=0)
+    """Deadline of a server-streaming call that brings none. 0: none."""
+    overload_retry_after_seconds: float = Field(default=1.0, gt=0)
+    """The RetryInfo delay of calls refused because the server is at a limit."""
+    max_pending_calls: int = Field(default=20_000, ge=1)
+    """Calls gRPC core queues for the service before it sheds (with CANCELLED, which this
+    service never sends itself): sized so that bursts reach the admission limits above,
+    which answer RESOURCE_EXHAUSTED."""
+    handshake_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection that has not finished its HTTP/2 preface (and TLS handshake) this long
+    after connecting is closed."""
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=1024)
+    """Largest request metadata (headers) accepted; larger calls are refused."""
+    keepalive_time_seconds: float = Field(default=60.0, gt=0)
+    """The server pings a connection idle this long to find dead peers."""
+    keepalive_timeout_seconds: float = Field(default=20.0, gt=0)
+    """A ping unanswered this long closes the connection."""
+    keepalive_min_ping_interval_seconds: float = Field(default=10.0, ge=0)
+    """Clients may ping at most this often while no call is open; more often counts a
+    strike, and `keepalive_max_ping_strikes` strikes close the connection (GOAWAY
+    too_many_pings)."""
+    keepalive_max_ping_strikes: int = Field(default=2, ge=0)
+    """Pings allowed below `keepalive_min_ping_interval_seconds` before the GOAWAY."""
+    max_connection_idle_seconds: float = Field(default=300.0, ge=0)
+    """A connection without calls for this long is closed (GOAWAY). 0: never."""
+    max_connection_age_seconds: float = Field(default=1800.0, ge=0)
+    """A connection this old is asked to reconnect (GOAWAY), so load spreads over new
+    replicas. 0: never."""
+    max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
+    """How long calls on a connection past its age may finish before it is closed."""
+    max_priority_fee_lamports: int = Field(default=10_000_000, ge=0)
+    """Largest priority fee (compute-unit price times limit) a built transaction may carry,
+    whether the caller set the price or it came from recent fees; a key's policy can set a
+    lower one. 0: no priority fees at all."""
     shutdown_grace_seconds: float = 10.0
     """How long calls in flight may finish after SIGTERM before they are cancelled."""
     blockhash_refresh_seconds: float = 2.0
@@ -211,6 +278,19 @@ class Settings(BaseSettings):
         for address in value:
             Pubkey.from_string(address)
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether gRPC and /metrics are served over TLS."""
+        return self.tls_cert_file is not None
 
     @property
     def embedded_localnet(self) -> bool:

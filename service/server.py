@@ -29,18 +29,22 @@ from service.config import Settings, parse_host_port
 from service.core.programs import LAMPORTS_PER_SOL
 from service.interceptors import (
     AccessLogInterceptor,
+    Admission,
+    AdmissionLimits,
     AuthInterceptor,
     BuildMetricsInterceptor,
     InterceptorChain,
     MetricsInterceptor,
     PeerAuthFailures,
     RateLimitInterceptor,
+    RequestCheck,
     TracingInterceptor,
 )
 from service.keys import ApiKey, KeyManager, Scope, now_utc, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
 from service.ratelimit import RateLimiter, open_limiter
 from service.telemetry import MetricsListener, Telemetry
+from service.tls import CertificateFiles
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,73 @@ def embedded_fee_wallet(seed: int) -> str:
 
     digest = hashlib.sha256(f"agent-staking-localnet:{seed}:fee-wallet:0".encode()).digest()
     return str(Keypair.from_seed(digest).pubkey())
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC core's limits, from the settings (see the configuration reference)."""
+
+    def ms(seconds: float) -> int:
+        # 0 turns an age or idle limit off: gRPC core's "infinite".
+        return int(seconds * 1000) if seconds > 0 else 2**31 - 1
+
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
+        # Calls gRPC core holds for the application: shed beyond with CANCELLED (which
+        # admission never needs: it answers RESOURCE_EXHAUSTED well below this).
+        ("grpc.server.max_pending_requests", settings.max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_calls),
+        ("grpc.server_handshake_timeout_ms", ms(settings.handshake_timeout_seconds)),
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_time_seconds)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout_seconds)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.keepalive_min_ping_interval_seconds * 1000),
+        ),
+        ("grpc.http2.max_ping_strikes", settings.keepalive_max_ping_strikes),
+        ("grpc.max_connection_idle_ms", ms(settings.max_connection_idle_seconds)),
+        ("grpc.max_connection_age_ms", ms(settings.max_connection_age_seconds)),
+        ("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace_seconds)),
+        # Several worker processes (`--workers`) share the port.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+    ]
+    if settings.max_connections:
+        options.append(("grpc.max_allowed_incoming_connections", settings.max_connections))
+    return options
+
+
+_warned_plaintext: set[str] = set()
+
+
+def warn_plaintext(host: str, what: str, how: str) -> None:
+    """Warn, once per process and endpoint kind, of plaintext on a non-loopback address:
+    API keys would cross the network in the clear unless something else encrypts it."""
+    if is_loopback(host) or what in _warned_plaintext:
+        return
+    _warned_plaintext.add(what)
+    log.warning(
+        "%s listens on %s without TLS: API keys and responses cross the network in the "
+        "clear unless a proxy or mesh encrypts them; set %s",
+        what,
+        host,
+        how,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class AgentStakingServer:
@@ -87,13 +158,19 @@ class AgentStakingServer:
         self.keys: KeyManager | None = None
         self.limiter: RateLimiter | None = None
         self.bootstrapped_keys: list[tuple[ApiKey, str]] = []
+        self.admission: Admission | None = None
+        self.certificates: CertificateFiles | None = None
         self._stopping = False
 
     async def start(self) -> None:
         settings = self.settings
-        # Parsed first: a bad --rpc-url fails before anything has started.
+        # Parsed first: a bad --rpc-url or certificate fails before anything has started.
         endpoints = parse_endpoints(settings.rpc_urls) if settings.rpc_urls else []
         fee = self._fee_policy()
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            self.certificates = CertificateFiles(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+            )
         tracer = self.telemetry.tracer
         metrics = self.telemetry.metrics
         self.keys = KeyManager(
@@ -164,11 +241,26 @@ class AgentStakingServer:
         self.limiter.tracer = tracer
         metrics.watch_limiter(self.limiter)
         await self.limiter.start()
+        self.admission = Admission(
+            AdmissionLimits(
+                max_concurrent_rpcs=settings.max_concurrent_rpcs,
+                max_concurrent_streams=settings.max_concurrent_watches,
+                request_timeout=settings.request_timeout_seconds,
+                max_waiting=settings.max_waiting_requests,
+                default_deadline=settings.default_deadline_seconds,
+                default_stream_deadline=settings.default_stream_deadline_seconds,
+                overload_retry_after=settings.overload_retry_after_seconds,
+            ),
+            refusals=metrics,
+            exempt_services=(HEALTH_SERVICE,),
+        )
+        metrics.watch_admission(self.admission.stats)
         server = grpc.aio.server(
             # Outermost first; one grpc interceptor that wraps each method once.
             interceptors=[
                 InterceptorChain(
                     [
+                        self.admission,
                         TracingInterceptor(tracer),
                         MetricsInterceptor(metrics),
                         AccessLogInterceptor(),
@@ -183,15 +275,11 @@ class AgentStakingServer:
                             exempt_services=settings.ratelimit_exempt_services,
                         ),
                         BuildMetricsInterceptor(metrics, frozenset({STAKING_SERVICE})),
+                        RequestCheck(),
                     ]
                 )
             ],
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                # Several worker processes (`--workers`) share the port.
-                ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-            ],
+            options=server_options(settings),
         )
         operations = StakingOperations(
             rpc=self._rpc,
@@ -227,9 +315,14 @@ class AgentStakingServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, [STAKING_SERVICE, KEY_SERVICE, HEALTH_SERVICE])
         host, port = parse_host_port(settings.listen)
-        self.port = server.add_insecure_port(
-            f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        )
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if self.certificates is not None:
+            self.port = server.add_secure_port(address, self.certificates.grpc_credentials())
+            certificates = self.certificates
+            metrics.watch_certificate(lambda: certificates.current.not_after.timestamp())
+        else:
+            self.port = server.add_insecure_port(address)
+            warn_plaintext(host, "gRPC", "--tls-cert and --tls-key")
         if self.port == 0:
             raise OSError(f"could not bind {settings.listen}")
         metrics.initialize(
@@ -255,7 +348,12 @@ class AgentStakingServer:
         if listen.lower() in ("", "off", "none"):
             return
         host, port = parse_host_port(listen)
-        listener = MetricsListener(self.telemetry.metrics)
+        listener = MetricsListener(
+            self.telemetry.metrics,
+            tls=self.certificates.ssl_context() if self.certificates is not None else None,
+        )
+        if self.certificates is None:
+            warn_plaintext(host, "/metrics", "--tls-cert and --tls-key")
         try:
             await listener.start(host, port)
         except OSError as exc:

@@ -23,9 +23,17 @@ from ._context import (
     note_wallet,
 )
 from ._http import MetricsListener
-from ._logging import JsonFormatter, LogHandler, TextFormatter, configure_logging, redact
+from ._logging import (
+    JsonFormatter,
+    LogHandler,
+    MetadataEncodingFilter,
+    TextFormatter,
+    configure_logging,
+    redact,
+)
 from ._metrics import GO_CODE_NAMES, Metrics, build_kind, multiprocess_mode, rpc_type
 from ._multiprocess import SnapshotCollector, read_snapshots, write_snapshot
+from ._stderr import StderrCapture, capture_stderr
 from ._tracing import span_exporter, tracer_provider
 
 if TYPE_CHECKING:
@@ -70,12 +78,15 @@ __all__ = [
     "CallInfo",
     "JsonFormatter",
     "LogHandler",
+    "MetadataEncodingFilter",
     "Metrics",
     "MetricsListener",
     "SnapshotCollector",
+    "StderrCapture",
     "Telemetry",
     "TextFormatter",
     "build_kind",
+    "capture_stderr",
     "configure_logging",
     "current_call",
     "multiprocess_mode",

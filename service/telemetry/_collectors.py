@@ -7,7 +7,7 @@ of gauges is merged when several worker processes report it (see ``_multiprocess
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client.core import (
@@ -53,6 +53,37 @@ def event_loop_families(tasks: int) -> list[Metric]:
     )
     gauge.add_metric([], tasks)
     return [gauge]
+
+
+def admission_families(stats: Mapping[str, int]) -> list[Metric]:
+    """Admission control: calls in the service and calls still waiting for their request."""
+    in_flight = _gauge(
+        "calls_in_flight",
+        "Calls in the service now, by kind (unary, or server_stream such as watches); "
+        "compare with max_concurrent_rpcs and max_concurrent_watches.",
+        ["kind"],
+        mode="sum",
+    )
+    in_flight.add_metric(["unary"], stats["unary_in_flight"])
+    in_flight.add_metric(["server_stream"], stats["streams_in_flight"])
+    waiting = _gauge(
+        "calls_waiting_for_request",
+        "Calls whose headers arrived but whose request message has not (max_waiting_requests).",
+        mode="sum",
+    )
+    waiting.add_metric([], stats["waiting_for_request"])
+    return [in_flight, waiting]
+
+
+def tls_families(not_after: float) -> list[Metric]:
+    """The serving certificate: when it expires (alert well before)."""
+    expiry = _gauge(
+        "tls_certificate_expiry_timestamp_seconds",
+        "Unix time at which the certificate the server presents expires.",
+        mode="min",
+    )
+    expiry.add_metric([], not_after)
+    return [expiry]
 
 
 def failover_families(stats: FailoverStats) -> list[Metric]:

@@ -8,8 +8,12 @@ passed with ``extra=`` (the access log's ``grpc_code``, ``duration_ms``, ...) ar
 as they are.
 
 No secret is logged: the code never passes one, and as a safety net every string is
-scrubbed of anything shaped like an API key secret (``ask_<key_id>_<secret>``) or a
-bearer credential before it is written.
+scrubbed of anything shaped like an API key secret (``ask_<key_id>_<secret>``, wherever
+it stands, glued to other bytes or not) or a bearer credential before it is written.
+gRPC's own complaints about call metadata that is not UTF-8 (which quote the raw value,
+an API key possibly among it) are replaced by one line without the value, at most once a
+minute; and what gRPC core writes to the process's stderr is read back and logged through
+the same formatter (:func:`capture_stderr`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from opentelemetry import trace
 
 from ._context import current_call
 
-# ask_<16 key-id chars>_<43 secret chars>: keep the key id, drop the secret.
-_TOKEN: Final = re.compile(r"\b(ask_[0-9a-z]{16}_)[A-Za-z0-9_-]{20,}")
+# ask_<16 key-id chars>_<43 secret chars>: keep the key id, drop the secret. No word
+# boundary: a secret glued to other characters (b'\\xffask_...') is still one.
+_TOKEN: Final = re.compile(r"(ask_[0-9a-z]{16}_)[A-Za-z0-9_-]{20,}")
 _BEARER: Final = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
 REDACTED: Final = "<redacted>"
 
@@ -159,6 +164,38 @@ class LogHandler(logging.StreamHandler[IO[str]]):
             self.handleError(record)
 
 
+class MetadataEncodingFilter(logging.Filter):
+    """gRPC logs ``Invalid encoding on <raw bytes>`` with a traceback, twice, for every
+    call whose metadata is not UTF-8: the raw value may hold an API key, and a client
+    can send such calls in a loop. This keeps one line a minute, without the value."""
+
+    def __init__(self, *, interval: float = 60.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._last = -interval
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Invalid encoding on"):
+            return True
+        now = self._clock()
+        if now - self._last < self._interval:
+            self._suppressed += 1
+            return False
+        record.msg = (
+            "call metadata that is not UTF-8 was received (value withheld; %d more such "
+            "reports dropped since the last one)"
+        )
+        record.args = (self._suppressed,)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        self._last = now
+        self._suppressed = 0
+        return True
+
+
 def configure_logging(
     *,
     level: str = "INFO",
@@ -188,6 +225,10 @@ def configure_logging(
     root.setLevel(level.upper())
     # The metrics listener's own access lines would only repeat every scrape.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    cygrpc = logging.getLogger("grpc._cython.cygrpc")
+    for old_filter in [f for f in cygrpc.filters if isinstance(f, MetadataEncodingFilter)]:
+        cygrpc.removeFilter(old_filter)
+    cygrpc.addFilter(MetadataEncodingFilter())
     for name, value in (levels or {}).items():
         logging.getLogger(name).setLevel(value.upper())
     logging.captureWarnings(True)

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -225,6 +225,13 @@ class Metrics:
             "Calls refused by a rate limit, by the bucket's dimension and RPC class.",
             ("dimension", "rpc_class"),
         )
+        self.refusals = counter(
+            "agent_staking_calls_refused",
+            "Calls refused before entering the service, by reason: overloaded (a concurrency "
+            "limit), waiting_evicted (too many calls waiting for their request), "
+            "request_timeout (the request never fully arrived), incomplete_request.",
+            ("reason",),
+        )
         self.solana_requests = counter(
             "agent_staking_solana_rpc_requests",
             "Solana JSON-RPC requests sent for callers (probes excluded).",
@@ -289,6 +296,16 @@ class Metrics:
         if call.rate_limited is not None:
             self.ratelimit_rejections.labels(*call.rate_limited).inc()
 
+    def refused(
+        self, rpc_type: str, service: str, method: str, code: grpc.StatusCode, reason: str
+    ) -> None:
+        """Admission (``service.interceptors.Refusals``): a call refused before it entered
+        the service, counted as started and handled like every call."""
+        labels = (rpc_type, service, method)
+        self.grpc_started.labels(*labels).inc()
+        self.grpc_handled.labels(*labels, GO_CODE_NAMES[code]).inc()
+        self.refusals.labels(reason).inc()
+
     def build_finished(self, kind: str, outcome: str, seconds: float, fee: int | None) -> None:
         self.builds.labels(kind, outcome).inc()
         self.build_seconds.labels(kind).observe(seconds)
@@ -309,6 +326,12 @@ class Metrics:
         self._scrape_time.sources.append(
             lambda: _collectors.event_loop_families(len(asyncio.all_tasks(loop)))
         )
+
+    def watch_admission(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        self._scrape_time.sources.append(lambda: _collectors.admission_families(stats()))
+
+    def watch_certificate(self, not_after: Callable[[], float]) -> None:
+        self._scrape_time.sources.append(lambda: _collectors.tls_families(not_after()))
 
     def watch_failover(self, rpc: FailoverRpc) -> None:
         self._scrape_time.sources.append(lambda: _collectors.failover_families(rpc.stats()))
