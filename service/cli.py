@@ -20,7 +20,7 @@ from service.config import Settings, load_settings, parse_host_port
 from service.core.errors import DomainError
 from service.keys import ApiKey, KeyManager, KeyState, Scope, migrate, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
-from service.telemetry import configure_logging
+from service.telemetry import capture_stderr, configure_logging
 
 log = logging.getLogger("agent_staking")
 
@@ -120,6 +120,10 @@ async def _run_serve(args: argparse.Namespace) -> None:
         "rpc_urls": args.rpc_url or None,
         "metrics_listen": args.metrics_listen,
         "workers": args.workers,
+        "tls_cert_file": args.tls_cert,
+        "tls_key_file": args.tls_key,
+        "tls_client_ca_file": args.tls_client_ca,
+        "localnet_listen": args.localnet_listen,
     }
     settings = load_settings(overrides, args.config)
     if settings.workers > 1 and not args.worker_process:
@@ -134,37 +138,42 @@ async def _run_serve(args: argparse.Namespace) -> None:
         fmt=settings.log_format,
         stream=sys.stdout,
     )
-    logs.hold()
-    server = AgentStakingServer(settings)
+    # gRPC core writes to stderr directly: through the logs, it is redacted like them.
+    stderr = capture_stderr()
     try:
-        await server.start()
-    except BaseException:
+        logs.hold()
+        server = AgentStakingServer(settings)
+        try:
+            await server.start()
+        except BaseException:
+            logs.release_held()
+            await server.stop(0)
+            raise
+        print(
+            json.dumps(
+                {
+                    "listening": f"{parse_host_port(settings.listen)[0]}:{server.port}",
+                    "solana_rpc": server.rpc_url if server.localnet is not None else "external",
+                    "embedded_localnet": server.localnet is not None,
+                }
+            ),
+            flush=True,
+        )
+        for key, secret in server.bootstrapped_keys:
+            # Shown once: the store keeps only a digest of the secret.
+            print(json.dumps({"bootstrap_api_key": _key_json(key, secret)}), flush=True)
         logs.release_held()
-        await server.stop(0)
-        raise
-    print(
-        json.dumps(
-            {
-                "listening": f"{parse_host_port(settings.listen)[0]}:{server.port}",
-                "solana_rpc": server.rpc_url if server.localnet is not None else "external",
-                "embedded_localnet": server.localnet is not None,
-            }
-        ),
-        flush=True,
-    )
-    for key, secret in server.bootstrapped_keys:
-        # Shown once: the store keeps only a digest of the secret.
-        print(json.dumps({"bootstrap_api_key": _key_json(key, secret)}), flush=True)
-    logs.release_held()
-    stopper = asyncio.create_task(wait_for_signal())
-    waiter = asyncio.create_task(server.wait())
-    await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    log.info(
-        "draining: health NOT_SERVING, calls in flight get %ss", settings.shutdown_grace_seconds
-    )
-    await server.stop()
-    stopper.cancel()
-    waiter.cancel()
+        stopper = asyncio.create_task(wait_for_signal())
+        waiter = asyncio.create_task(server.wait())
+        await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        log.info(
+            "draining: health NOT_SERVING, calls in flight get %ss", settings.shutdown_grace_seconds
+        )
+        await server.stop()
+        stopper.cancel()
+        waiter.cancel()
+    finally:
+        stderr.close()
 
 
 async def _run_workers(args: argparse.Namespace, settings: Settings) -> None:
@@ -219,6 +228,13 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> None:
             env["AGENT_STAKING_LISTEN"] = args.listen
         if args.metrics_listen:
             env["AGENT_STAKING_METRICS_LISTEN"] = args.metrics_listen
+        for flag, name in (
+            (args.tls_cert, "TLS_CERT_FILE"),
+            (args.tls_key, "TLS_KEY_FILE"),
+            (args.tls_client_ca, "TLS_CLIENT_CA_FILE"),
+        ):
+            if flag is not None:
+                env[f"AGENT_STAKING_{name}"] = str(flag)
         bootstrapped: list[tuple[ApiKey, str]] = []
         bootstrap = settings.bootstrap_keys
         if bootstrap if bootstrap is not None else settings.embedded_localnet:
@@ -437,6 +453,32 @@ def build_parser() -> argparse.ArgumentParser:
         "port; default 1; env AGENT_STAKING_WORKERS)",
     )
     # Internal: a worker process started by `serve --workers N`.
+    serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="PEM certificate chain: serve gRPC and /metrics over TLS (with --tls-key; "
+        "re-read when the file changes; env AGENT_STAKING_TLS_CERT_FILE)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="FILE",
+        help="PEM private key of --tls-cert (env AGENT_STAKING_TLS_KEY_FILE)",
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="PEM CA bundle: require and verify client certificates, mutual TLS "
+        "(env AGENT_STAKING_TLS_CLIENT_CA_FILE)",
+    )
+    serve.add_argument(
+        "--localnet-listen",
+        metavar="HOST:PORT",
+        help="where the embedded localnet's JSON-RPC listens when there is no --rpc-url "
+        "(default 127.0.0.1:8899; env AGENT_STAKING_LOCALNET_LISTEN)",
+    )
     serve.add_argument("--worker-process", action="store_true", help=argparse.SUPPRESS)
 
     keys = commands.add_parser(

@@ -230,6 +230,11 @@ class Settings(BaseSettings):
     """During a Redis outage, how often one call tries Redis again."""
 
     # Observability (service/telemetry): Prometheus metrics, JSON logs, OpenTelemetry traces.
+    health_listen: str = "off"
+    """A port of its own for `grpc.health.v1.Health` (plaintext, health only, served on a
+    thread of its own so a flood of calls on the gRPC port cannot delay probes), HOST:PORT;
+    `off`: health is served on the gRPC port only. Point Kubernetes probes here (the
+    kubelet's gRPC probe does not speak TLS)."""
     metrics_listen: str = "127.0.0.1:9464"
     """Where `/metrics` (Prometheus) is served, HOST:PORT; `off` turns it off. The default
     (loopback) is skipped with a warning when its port is taken; an address set explicitly

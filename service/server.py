@@ -27,6 +27,7 @@ from service.chain import (
 )
 from service.config import Settings, parse_host_port
 from service.core.programs import LAMPORTS_PER_SOL
+from service.health import HealthEndpoint
 from service.interceptors import (
     AccessLogInterceptor,
     Admission,
@@ -74,6 +75,11 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # A stream stops counting against the limit when it closes, not when gRPC core
+        # has freed it: a client's burst on a new connection (sent before it read our
+        # SETTINGS) is not refused (REFUSED_STREAM, UNAVAILABLE to the caller) for the
+        # streams just finished.
+        ("grpc.http.overload_protection", 0),
         ("grpc.max_metadata_size", settings.max_metadata_bytes),
         ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
         # Calls gRPC core holds for the application: shed beyond with CANCELLED (which
@@ -159,6 +165,7 @@ class AgentStakingServer:
         self.limiter: RateLimiter | None = None
         self.bootstrapped_keys: list[tuple[ApiKey, str]] = []
         self.admission: Admission | None = None
+        self.health_endpoint: HealthEndpoint | None = None
         self.certificates: CertificateFiles | None = None
         self._stopping = False
 
@@ -333,6 +340,7 @@ class AgentStakingServer:
             ]
         )
         await self._start_metrics()
+        await self._start_health_endpoint()
         await metrics.start()  # several workers: publishes this one's share
         await server.start()
         self._server = server
@@ -364,6 +372,16 @@ class AgentStakingServer:
         self.metrics_listener = listener
         log.info("metrics on http://%s:%d/metrics", host, listener.port)
 
+    async def _start_health_endpoint(self) -> None:
+        listen = self.settings.health_listen.strip()
+        if listen.lower() in ("", "off", "none"):
+            return
+        host, port = parse_host_port(listen)
+        endpoint = HealthEndpoint([("grpc.so_reuseport", 1 if self.settings.workers > 1 else 0)])
+        await endpoint.start(host, port)
+        self.health_endpoint = endpoint
+        log.info("health (grpc.health.v1, plaintext) on %s:%d", host, endpoint.port)
+
     def _fee_policy(self) -> FeePolicy:
         settings = self.settings
         recipient = settings.fee_recipient
@@ -390,12 +408,19 @@ class AgentStakingServer:
         if self._stopping:
             return
         status = SERVING if chain_healthy else NOT_SERVING
-        await self.health.set("", status)
-        await self.health.set(STAKING_SERVICE, status)
+        await self._report("", status)
+        await self._report(STAKING_SERVICE, status)
         # Key management does not need Solana.
-        await self.health.set(KEY_SERVICE, SERVING)
+        await self._report(KEY_SERVICE, SERVING)
         if not chain_healthy:
             log.warning("Solana RPC unreachable: health is NOT_SERVING")
+
+    async def _report(
+        self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus
+    ) -> None:
+        await self.health.set(service, status)
+        if self.health_endpoint is not None:
+            await self.health_endpoint.set(service, status)
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -407,6 +432,8 @@ class AgentStakingServer:
             return
         self._stopping = True
         await self.health.enter_graceful_shutdown()
+        if self.health_endpoint is not None:
+            await self.health_endpoint.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(
                 self.settings.shutdown_grace_seconds if grace is None else grace
@@ -425,6 +452,8 @@ class AgentStakingServer:
             await self.localnet.stop()
         if self.metrics_listener is not None:
             await self.metrics_listener.stop()
+        if self.health_endpoint is not None:
+            await self.health_endpoint.stop()
         await self.telemetry.metrics.stop()
         if self._owns_telemetry:
             self.telemetry.shutdown()  # exports the last spans

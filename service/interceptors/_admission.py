@@ -266,13 +266,16 @@ class Admission(Stage):
     ) -> Any:
         """The call's one request message (or a MalformedRequest)."""
         limit = self.limits.request_timeout or None
-        ticket = -1
+        evicted = False
         try:
             async with asyncio.timeout(limit) as timeout:
                 ticket = self._waiting.enter(timeout)
-                raw = await context.read()
+                try:
+                    raw = await context.read()
+                finally:
+                    evicted = self._waiting.leave(ticket)
         except TimeoutError:
-            if self._waiting.leave(ticket):
+            if evicted:
                 self._refusals.refused(
                     rpc_type, service, method, grpc.StatusCode.RESOURCE_EXHAUSTED, "waiting_evicted"
                 )
@@ -301,7 +304,6 @@ class Admission(Stage):
                     )
                 ),
             )
-        self._waiting.leave(ticket)
         if raw is grpc.aio.EOF:
             self._refusals.refused(
                 rpc_type, service, method, grpc.StatusCode.INVALID_ARGUMENT, "incomplete_request"

@@ -21,22 +21,42 @@ from ._chain import Stage
 from ._wrap import Context, wrap_handler
 
 API_KEY_MISSING = "API_KEY_MISSING"
+API_KEY_AMBIGUOUS = "API_KEY_AMBIGUOUS"
 METHOD_NOT_ALLOWED = "API_KEY_METHOD_NOT_ALLOWED"
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
-    """The API key in the call's metadata, or None when there is none."""
+    """The API key in the call's metadata, or None when there is none.
+
+    Raises:
+        AuthenticationError: ``API_KEY_AMBIGUOUS`` when the call carries more than one
+            ``authorization`` header, or an ``x-api-key`` that differs from it: which
+            one was meant cannot be told, and acting on either could act on the wrong
+            key's authority.
+    """
+    authorization: list[str] = []
+    api_keys: list[str] = []
     for key, value in metadata or ():
         if isinstance(value, bytes):
             continue
         if key == "authorization":
             scheme, _, credentials = value.strip().partition(" ")
-            if scheme.lower() == "bearer":
-                return credentials.strip()
-            return value  # present but not a bearer token: reported as malformed
-        if key == "x-api-key":
-            return value.strip()
-    return None
+            # Not a bearer token: kept as it is, and reported as malformed.
+            authorization.append(credentials.strip() if scheme.lower() == "bearer" else value)
+        elif key == "x-api-key":
+            api_keys.append(value.strip())
+    if (
+        len(authorization) > 1
+        or len(set(api_keys)) > 1
+        or (authorization and api_keys and set(api_keys) != set(authorization))
+    ):
+        raise AuthenticationError(
+            "the call carries more than one API key (several `authorization` headers, or "
+            "`authorization` and `x-api-key` naming different keys): send exactly one",
+            reason=API_KEY_AMBIGUOUS,
+        )
+    found = authorization or api_keys
+    return found[0] if found else None
 
 
 class AuthInterceptor(Stage):
@@ -96,9 +116,16 @@ class AuthInterceptor(Stage):
 
         async def authenticated(request: Any, context: Context) -> Callable[[], None]:
             try:
+                credential = bearer_token(context.invocation_metadata())
                 if failures is not None:
-                    await failures.admit(context)
-                principal = await authenticate(bearer_token(context.invocation_metadata()))
+                    # A peer over its failed-authentication budget is still heard with a
+                    # key id known to exist: a valid key behind the same address as an
+                    # attacker (one ingress, one NAT) keeps working.
+                    await failures.admit(
+                        context,
+                        known_key=credential is not None and keys.may_be_valid(credential),
+                    )
+                principal = await authenticate(credential)
             except AuthenticationError as exc:
                 note_auth_failure(exc.reason)
                 if failures is not None:
@@ -118,8 +145,9 @@ class AuthInterceptor(Stage):
 class FailedAuthLimit(Protocol):
     """A per-peer budget of failed authentications (``RateLimitInterceptor``'s twin)."""
 
-    async def admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Abort the call, before its key is checked, while its peer is over the budget."""
+    async def admit(self, context: grpc.aio.ServicerContext[Any, Any], *, known_key: bool) -> None:
+        """Abort the call, before its key is checked, while its peer is over the budget,
+        unless it presents a ``known_key`` (a key id known to exist)."""
 
     async def failed(
         self, context: grpc.aio.ServicerContext[Any, Any], error: AuthenticationError

@@ -10,7 +10,11 @@ principal set) and after deserialization (so it sees the request):
 - a call to an open service (reflection) is charged to its **peer** address;
 - a failed authentication is charged to its peer by :class:`PeerAuthFailures`, the
   auth interceptor's ``failures`` hook, which also refuses calls from a peer over
-  its budget before their key is checked (this slows down key guessing).
+  its budget before their key is checked (this slows down key guessing), except calls
+  whose key id is known to exist: an attacker behind the same address (one ingress,
+  one NAT) as valid clients does not lock them out. The bound: a peer's key guesses
+  cost at most its budget of database reads (an unknown key id is then remembered as
+  unknown for the key cache TTL), whatever it sends.
 
 The peer is the address of the TCP connection (``context.peer()``, without the port;
 IPv6 by /64 network): forwarding headers are never trusted. Answers carry
@@ -148,7 +152,8 @@ class PeerAuthFailures:
     peer limit); the failure is answered UNAUTHENTICATED as usual while the bucket has
     room, RESOURCE_EXHAUSTED once it has none. While a peer's bucket is empty, its calls
     are refused before their key is checked (remembered per replica until the bucket's
-    next token; the bucket itself is shared through Redis).
+    next token; the bucket itself is shared through Redis), except those presenting a
+    key id known to exist, which are authenticated as usual.
     """
 
     def __init__(
@@ -158,8 +163,8 @@ class PeerAuthFailures:
         self._clock = clock
         self._blocked: dict[str, tuple[float, Subject, Decision]] = {}
 
-    async def admit(self, context: Context) -> None:
-        if not self._blocked:
+    async def admit(self, context: Context, *, known_key: bool) -> None:
+        if not self._blocked or known_key:
             return
         peer = peer_address(context.peer())
         blocked = self._blocked.get(peer)

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 500
 MAX_GRACE_PERIOD: Final = timedelta(days=30)
+KNOWN_ID_SECONDS: Final = 600.0
+"""How long a key id seen in the store counts as known (``may_be_valid``)."""
 # Store calls that get a child span of the call being served.
 _TRACED_STORE_CALLS: Final = frozenset(
     {"insert", "get", "list_keys", "list_overdue", "update", "add_usage", "audit_events"}
@@ -324,6 +326,13 @@ class KeyManager:
         # not cache what it read (it may predate the change).
         self._generation = 0
         self._inflight: dict[ParsedToken, asyncio.Task[_AuthSnapshot]] = {}
+        # Key ids the store did not have, trusted for cache_ttl: guessed ids repeated in
+        # a loop cost no database read (a key created meanwhile on another replica works
+        # here at most cache_ttl later, as a revocation takes effect).
+        self._unknown_ids: OrderedDict[str, float] = OrderedDict()
+        # Key ids seen to exist: a peer over its failed-authentication budget may still
+        # present one of these (a valid key behind the same address as an attacker).
+        self._known_ids: OrderedDict[str, float] = OrderedDict()
         self._usage: dict[str, _Usage] = {}
         self._overdue = 0
         self._by_state: dict[str, int] = {state.value: 0 for state in KeyState}
@@ -478,6 +487,7 @@ class KeyManager:
                 if attempts == 3:
                     raise
                 continue
+            self._invalidate(record.key_id)
             log.info("API key %s created", record.key_id)
             return _to_api(record, now), token
 
@@ -738,9 +748,34 @@ class KeyManager:
         if not task.cancelled():
             task.exception()  # retrieved here, so an unawaited failure is not reported
 
+    def may_be_valid(self, token: str) -> bool:
+        """Whether ``token`` names a key id known to exist (no database read): what a
+        peer over its failed-authentication budget must present to be heard."""
+        try:
+            key_id = parse_token(token).key_id
+        except AuthenticationError:
+            return False
+        expiry = self._known_ids.get(key_id)
+        return expiry is not None and expiry > time.monotonic()
+
+    def _remember_id(self, ids: OrderedDict[str, float], key_id: str, ttl: float) -> None:
+        ids[key_id] = time.monotonic() + ttl
+        ids.move_to_end(key_id)
+        while len(ids) > self._cache_max:
+            ids.popitem(last=False)
+
     async def _read_snapshot(self, token: ParsedToken) -> _AuthSnapshot:
+        unknown_until = self._unknown_ids.get(token.key_id)
+        if unknown_until is not None and unknown_until > time.monotonic():
+            return _UNKNOWN
         generation = self._generation
-        snapshot = _snapshot(await self._store.get(token.key_id), token)
+        record = await self._store.get(token.key_id)
+        if record is None:
+            if self._cache_ttl > 0:
+                self._remember_id(self._unknown_ids, token.key_id, self._cache_ttl)
+        else:
+            self._remember_id(self._known_ids, token.key_id, KNOWN_ID_SECONDS)
+        snapshot = _snapshot(record, token)
         if self._cache_ttl > 0 and generation == self._generation:
             self._cache[token] = (time.monotonic() + self._cache_ttl, snapshot)
             self._cache.move_to_end(token)
@@ -750,6 +785,7 @@ class KeyManager:
 
     def _invalidate(self, key_id: str) -> None:
         self._generation += 1
+        self._unknown_ids.pop(key_id, None)
         for token in [token for token in self._cache if token.key_id == key_id]:
             del self._cache[token]
 
