@@ -19,12 +19,10 @@ from concurrent.futures import Future
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 log = logging.getLogger(__name__)
-
-Status = health_pb2.HealthCheckResponse.ServingStatus.ValueType
 
 
 class HealthEndpoint:
@@ -77,11 +75,11 @@ class HealthEndpoint:
         await self._stopped.wait()
         await server.stop(0)
 
-    async def set(self, service: str, status: Status) -> None:
+    async def set(self, service: str, status: int) -> None:
         """Report ``status`` for ``service`` (``""``: the whole server)."""
         await self._on_loop(self._set(service, status))
 
-    async def _set(self, service: str, status: Status) -> None:
+    async def _set(self, service: str, status: int) -> None:
         assert self._servicer is not None
         await self._servicer.set(service, status)
 
