@@ -297,6 +297,7 @@ class AgentStakingServer:
             featured_vote_accounts=settings.featured_vote_accounts,
             stake_accounts_cache_seconds=settings.stake_accounts_cache_seconds,
             rpc_timeout=settings.rpc_timeout_seconds,
+            max_priority_fee_lamports=settings.max_priority_fee_lamports,
         )
         self.relay = Relay(
             self._rpc,

@@ -56,6 +56,7 @@ def policy_to_proto(policy: KeyPolicy) -> keys_pb2.KeyPolicy:
         allowed_vote_accounts=policy.allowed_vote_accounts,
         allowed_wallets=policy.allowed_wallets,
         allowed_methods=policy.allowed_methods,
+        max_priority_fee_lamports=policy.max_priority_fee_lamports,
     )
     if policy.service_fee_bps is not None:
         proto.service_fee_bps = policy.service_fee_bps
@@ -82,6 +83,7 @@ def policy_to_domain(proto: keys_pb2.KeyPolicy) -> KeyPolicy:
         service_fee_bps=proto.service_fee_bps if proto.HasField("service_fee_bps") else None,
         rate_limit=rate_limit,
         allowed_methods=tuple(proto.allowed_methods),
+        max_priority_fee_lamports=proto.max_priority_fee_lamports,
     )
 
 
@@ -102,6 +104,7 @@ def caller_policy(policy: KeyPolicy) -> CallerPolicy:
         allowed_vote_accounts=frozenset(policy.allowed_vote_accounts),
         allowed_wallets=frozenset(policy.allowed_wallets),
         service_fee_bps=policy.service_fee_bps,
+        max_priority_fee_lamports=policy.max_priority_fee_lamports,
     )
 
 

@@ -45,6 +45,7 @@ from service.core.plans import (
     PreparedTransaction,
     PreparedUnstakeTransaction,
     PreparedWithdrawTransaction,
+    PriorityFeeCap,
     RecentBlockhash,
     StakeContext,
     StakeRequest,
@@ -308,6 +309,7 @@ class StakingOperations:
         stake_accounts_cache_seconds: float = 3.0,
         entropy: Callable[[int], bytes] = os.urandom,
         rpc_timeout: float = 5.0,
+        max_priority_fee_lamports: int = 10_000_000,
     ) -> None:
         """Create the operations.
 
@@ -317,6 +319,8 @@ class StakingOperations:
             featured_vote_accounts: Validators the operator features (flagged).
             stake_accounts_cache_seconds: How long a wallet's ListStakeAccounts read
                 is reused (0: never).
+            max_priority_fee_lamports: The operator's cap on the priority fee of any
+                built transaction (a key's policy may lower it).
         """
         self._rpc = rpc
         self._context = context
@@ -325,6 +329,7 @@ class StakingOperations:
         self._featured = frozenset(featured_vote_accounts)
         self._entropy = entropy
         self._timeout = rpc_timeout
+        self._max_priority_fee = max_priority_fee_lamports
         self._reader = StakeReader(
             rpc, timeout=rpc_timeout, cache_seconds=stake_accounts_cache_seconds
         )
@@ -548,7 +553,7 @@ class StakingOperations:
             return build_stake_transaction(request, context)
 
         plan, simulation = await self._prepare(
-            build, lambda p: p.prepared, self._tx_options(snapshot, options), options
+            build, lambda p: p.prepared, self._tx_options(snapshot, options, policy), options
         )
         return BuiltStake(
             plan=plan, simulation=simulation, expected_active_epoch=snapshot.epoch + 1
@@ -614,14 +619,18 @@ class StakingOperations:
             )
             return build_unstake_transaction(request, context)
 
-        plan = build(self._tx_options(snapshot, options))
+        plan = build(self._tx_options(snapshot, options, policy))
         if plan.splits and reads.balances.get(split_address) is not None:
             raise core_errors.StakeAccountExistsError(stake_account=str(split_address), seed=seed)
         policy.check(
             wallet=str(wallet), amount_lamports=plan.deactivate_lamports, vote_account=None
         )
         plan, simulation = await self._prepare(
-            build, lambda p: p.prepared, self._tx_options(snapshot, options), options, first=plan
+            build,
+            lambda p: p.prepared,
+            self._tx_options(snapshot, options, policy),
+            options,
+            first=plan,
         )
         return BuiltUnstake(plan=plan, simulation=simulation, snapshot=snapshot)
 
@@ -677,10 +686,14 @@ class StakingOperations:
             )
             return build_withdraw_transaction(request, context)
 
-        plan = build(self._tx_options(snapshot, options))
+        plan = build(self._tx_options(snapshot, options, policy))
         policy.check(wallet=str(wallet), amount_lamports=plan.withdraw_lamports, vote_account=None)
         plan, simulation = await self._prepare(
-            build, lambda p: p.prepared, self._tx_options(snapshot, options), options, first=plan
+            build,
+            lambda p: p.prepared,
+            self._tx_options(snapshot, options, policy),
+            options,
+            first=plan,
         )
         return BuiltWithdraw(plan=plan, simulation=simulation)
 
@@ -739,7 +752,7 @@ class StakingOperations:
             return build_merge_transaction(replace(request_template, options=tx_options), context)
 
         plan, simulation = await self._prepare(
-            build, lambda p: p.prepared, self._tx_options(snapshot, options), options
+            build, lambda p: p.prepared, self._tx_options(snapshot, options, policy), options
         )
         return BuiltMerge(plan=plan, simulation=simulation)
 
@@ -769,12 +782,19 @@ class StakingOperations:
             },
         )
 
-    def _tx_options(self, snapshot: ChainSnapshot, options: BuildOptions) -> TransactionOptions:
+    def _tx_options(
+        self, snapshot: ChainSnapshot, options: BuildOptions, policy: CallerPolicy
+    ) -> TransactionOptions:
+        cap = PriorityFeeCap(lamports=self._max_priority_fee)
+        if 0 < policy.max_priority_fee_lamports < cap.lamports:
+            cap = PriorityFeeCap(lamports=policy.max_priority_fee_lamports, by_policy=True)
         return TransactionOptions(
             version=options.version,
             compute_unit_price_micro_lamports=self._unit_price(snapshot, options),
             compute_unit_limit=options.compute_unit_limit,
             memo=options.memo,
+            priority_fee_cap=cap,
+            automatic_price=options.compute_unit_price_micro_lamports is None,
         )
 
     async def _prepare(

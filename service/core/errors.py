@@ -234,6 +234,16 @@ class MalformedInstructionError(InvalidArgumentError):
 # --- FAILED_PRECONDITION --------------------------------------------------------------
 
 
+class PriorityFeeTooHighError(InvalidArgumentError):
+    """The compute unit price the caller set makes a priority fee over the maximum."""
+
+    default_reason = "PRIORITY_FEE_TOO_HIGH"
+    default_hint = (
+        "Lower options.compute_unit_price_micro_lamports (or options.compute_unit_limit); "
+        "the metadata says the largest price that fits."
+    )
+
+
 class InsufficientFundsError(DomainError):
     """The wallet cannot pay for what the transaction debits."""
 

@@ -23,6 +23,8 @@ class CallerPolicy:
     allowed_vote_accounts: frozenset[str] = frozenset()
     allowed_wallets: frozenset[str] = frozenset()
     service_fee_bps: int | None = None
+    max_priority_fee_lamports: int = 0
+    """0: the operator's maximum only."""
 
     def check(self, *, wallet: str, amount_lamports: int, vote_account: str | None) -> None:
         """Raise `PolicyViolationError` naming the first limit the request breaks."""

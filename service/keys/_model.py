@@ -16,6 +16,8 @@ U64_MAX: Final = 2**64 - 1
 U32_MAX: Final = 2**32 - 1
 MAX_SERVICE_FEE_BPS: Final = 10_000
 MAX_DISPLAY_NAME_LENGTH: Final = 100
+MAX_POLICY_LIST: Final = 1000
+"""Entries in one policy list (wallets, vote accounts, methods)."""
 # RPC names as in the proto ("BuildStakeTransaction"); checked for shape only, the api
 # layer knows the service descriptor.
 _METHOD_RE: Final = re.compile(r"[A-Z][A-Za-z0-9]{0,99}")
@@ -72,7 +74,12 @@ def _unique_strings(value: object, *, name: str) -> tuple[str, ...]:
     items = tuple(value)
     if not all(isinstance(item, str) for item in items):
         raise _invalid_policy(name, f"policy.{name} must be a list of strings")
-    return tuple(dict.fromkeys(items))
+    unique = tuple(dict.fromkeys(items))
+    if len(unique) > MAX_POLICY_LIST:
+        raise _invalid_policy(
+            name, f"policy.{name} holds {len(unique)} entries; at most {MAX_POLICY_LIST}"
+        )
+    return unique
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,11 +114,14 @@ class KeyPolicy:
     """Per-key rate limit; None: the operator's default."""
     allowed_methods: tuple[str, ...] = ()
     """StakingService RPC names the key may call, e.g. "BuildStakeTransaction"; empty: any."""
+    max_priority_fee_lamports: int = 0
+    """Largest priority fee a built transaction may carry; 0: the operator's maximum."""
 
     def __post_init__(self) -> None:
         _check_int(
             self.max_lamports_per_transaction, name="max_lamports_per_transaction", high=U64_MAX
         )
+        _check_int(self.max_priority_fee_lamports, name="max_priority_fee_lamports", high=U64_MAX)
         for name in ("allowed_vote_accounts", "allowed_wallets"):
             addresses = _unique_strings(getattr(self, name), name=name)
             for address in addresses:
@@ -145,6 +155,7 @@ class KeyPolicy:
                 "burst": self.rate_limit.burst,
             },
             "allowed_methods": list(self.allowed_methods),
+            "max_priority_fee_lamports": self.max_priority_fee_lamports,
         }
 
     @classmethod
@@ -158,6 +169,7 @@ class KeyPolicy:
             service_fee_bps=data.get("service_fee_bps"),
             rate_limit=None if limit is None else RateLimit(**limit),
             allowed_methods=tuple(data.get("allowed_methods", ())),
+            max_priority_fee_lamports=data.get("max_priority_fee_lamports", 0),
         )
 
 

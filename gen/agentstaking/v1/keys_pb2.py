@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gentstaking/v1/keys.proto\x12\x0f\x61gentstaking.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x05\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.agentstaking.v1.ApiKey.State\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brotate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11grace_expire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrequest_count\x18\r \x01(\x04\x12*\n\x06policy\x18\x0e \x01(\x0b\x32\x1a.agentstaking.v1.KeyPolicy\x12\x34\n\x10last_rotate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x11\n\rSTATE_EXPIRED\x10\x02\x12\x11\n\rSTATE_REVOKED\x10\x03\"\xe4\x01\n\tKeyPolicy\x12$\n\x1cmax_lamports_per_transaction\x18\x01 \x01(\x04\x12\x1d\n\x15\x61llowed_vote_accounts\x18\x02 \x03(\t\x12\x17\n\x0f\x61llowed_wallets\x18\x03 \x03(\t\x12\x1c\n\x0fservice_fee_bps\x18\x04 \x01(\rH\x00\x88\x01\x01\x12.\n\nrate_limit\x18\x05 \x01(\x0b\x32\x1a.agentstaking.v1.RateLimit\x12\x17\n\x0f\x61llowed_methods\x18\x06 \x03(\tB\x12\n\x10_service_fee_bps\"7\n\tRateLimit\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\r\x12\r\n\x05\x62urst\x18\x02 \x01(\r\"\x98\x01\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12*\n\x06policy\x18\x03 \x01(\x0b\x32\x1a.agentstaking.v1.KeyPolicy\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x14\x43reateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\" \n\x10GetApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x11GetApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\"i\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.agentstaking.v1.ApiKey.State\"m\n\x13ListApiKeysResponse\x12)\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x17.agentstaking.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"T\n\x13RotateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\x14RotateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x14RevokeApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\"p\n\x13UpdateApiKeyRequest\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x14UpdateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey2\xae\x04\n\nKeyService\x12[\n\x0c\x43reateApiKey\x12$.agentstaking.v1.CreateApiKeyRequest\x1a%.agentstaking.v1.CreateApiKeyResponse\x12R\n\tGetApiKey\x12!.agentstaking.v1.GetApiKeyRequest\x1a\".agentstaking.v1.GetApiKeyResponse\x12X\n\x0bListApiKeys\x12#.agentstaking.v1.ListApiKeysRequest\x1a$.agentstaking.v1.ListApiKeysResponse\x12[\n\x0cRotateApiKey\x12$.agentstaking.v1.RotateApiKeyRequest\x1a%.agentstaking.v1.RotateApiKeyResponse\x12[\n\x0cRevokeApiKey\x12$.agentstaking.v1.RevokeApiKeyRequest\x1a%.agentstaking.v1.RevokeApiKeyResponse\x12[\n\x0cUpdateApiKey\x12$.agentstaking.v1.UpdateApiKeyRequest\x1a%.agentstaking.v1.UpdateApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gentstaking/v1/keys.proto\x12\x0f\x61gentstaking.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x05\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.agentstaking.v1.ApiKey.State\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brotate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11grace_expire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrequest_count\x18\r \x01(\x04\x12*\n\x06policy\x18\x0e \x01(\x0b\x32\x1a.agentstaking.v1.KeyPolicy\x12\x34\n\x10last_rotate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x11\n\rSTATE_EXPIRED\x10\x02\x12\x11\n\rSTATE_REVOKED\x10\x03\"\x87\x02\n\tKeyPolicy\x12$\n\x1cmax_lamports_per_transaction\x18\x01 \x01(\x04\x12\x1d\n\x15\x61llowed_vote_accounts\x18\x02 \x03(\t\x12\x17\n\x0f\x61llowed_wallets\x18\x03 \x03(\t\x12\x1c\n\x0fservice_fee_bps\x18\x04 \x01(\rH\x00\x88\x01\x01\x12.\n\nrate_limit\x18\x05 \x01(\x0b\x32\x1a.agentstaking.v1.RateLimit\x12\x17\n\x0f\x61llowed_methods\x18\x06 \x03(\t\x12!\n\x19max_priority_fee_lamports\x18\x07 \x01(\x04\x42\x12\n\x10_service_fee_bps\"7\n\tRateLimit\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\r\x12\r\n\x05\x62urst\x18\x02 \x01(\r\"\x98\x01\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12*\n\x06policy\x18\x03 \x01(\x0b\x32\x1a.agentstaking.v1.KeyPolicy\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x14\x43reateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\" \n\x10GetApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x11GetApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\"i\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.agentstaking.v1.ApiKey.State\"m\n\x13ListApiKeysResponse\x12)\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x17.agentstaking.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"T\n\x13RotateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\x14RotateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x14RevokeApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\"p\n\x13UpdateApiKeyRequest\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x14UpdateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.agentstaking.v1.ApiKey2\xae\x04\n\nKeyService\x12[\n\x0c\x43reateApiKey\x12$.agentstaking.v1.CreateApiKeyRequest\x1a%.agentstaking.v1.CreateApiKeyResponse\x12R\n\tGetApiKey\x12!.agentstaking.v1.GetApiKeyRequest\x1a\".agentstaking.v1.GetApiKeyResponse\x12X\n\x0bListApiKeys\x12#.agentstaking.v1.ListApiKeysRequest\x1a$.agentstaking.v1.ListApiKeysResponse\x12[\n\x0cRotateApiKey\x12$.agentstaking.v1.RotateApiKeyRequest\x1a%.agentstaking.v1.RotateApiKeyResponse\x12[\n\x0cRevokeApiKey\x12$.agentstaking.v1.RevokeApiKeyRequest\x1a%.agentstaking.v1.RevokeApiKeyResponse\x12[\n\x0cUpdateApiKey\x12$.agentstaking.v1.UpdateApiKeyRequest\x1a%.agentstaking.v1.UpdateApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,33 +39,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY_STATE']._serialized_start=744
   _globals['_APIKEY_STATE']._serialized_end=830
   _globals['_KEYPOLICY']._serialized_start=833
-  _globals['_KEYPOLICY']._serialized_end=1061
-  _globals['_RATELIMIT']._serialized_start=1063
-  _globals['_RATELIMIT']._serialized_end=1118
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1121
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1273
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1275
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1355
-  _globals['_GETAPIKEYREQUEST']._serialized_start=1357
-  _globals['_GETAPIKEYREQUEST']._serialized_end=1389
-  _globals['_GETAPIKEYRESPONSE']._serialized_start=1391
-  _globals['_GETAPIKEYRESPONSE']._serialized_end=1452
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1454
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1559
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1561
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1670
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=1672
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=1756
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=1758
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1838
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1840
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1875
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1877
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1941
-  _globals['_UPDATEAPIKEYREQUEST']._serialized_start=1943
-  _globals['_UPDATEAPIKEYREQUEST']._serialized_end=2055
-  _globals['_UPDATEAPIKEYRESPONSE']._serialized_start=2057
-  _globals['_UPDATEAPIKEYRESPONSE']._serialized_end=2121
-  _globals['_KEYSERVICE']._serialized_start=2124
-  _globals['_KEYSERVICE']._serialized_end=2682
+  _globals['_KEYPOLICY']._serialized_end=1096
+  _globals['_RATELIMIT']._serialized_start=1098
+  _globals['_RATELIMIT']._serialized_end=1153
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1156
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1308
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1310
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1390
+  _globals['_GETAPIKEYREQUEST']._serialized_start=1392
+  _globals['_GETAPIKEYREQUEST']._serialized_end=1424
+  _globals['_GETAPIKEYRESPONSE']._serialized_start=1426
+  _globals['_GETAPIKEYRESPONSE']._serialized_end=1487
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1489
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1594
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1596
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1705
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=1707
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=1791
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=1793
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1873
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1875
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1910
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1912
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1976
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_start=1978
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_end=2090
+  _globals['_UPDATEAPIKEYRESPONSE']._serialized_start=2092
+  _globals['_UPDATEAPIKEYRESPONSE']._serialized_end=2156
+  _globals['_KEYSERVICE']._serialized_start=2159
+  _globals['_KEYSERVICE']._serialized_end=2717
 # @@protoc_insertion_point(module_scope)

@@ -187,6 +187,7 @@ class KeyPolicy(_message.Message):
     SERVICE_FEE_BPS_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
     ALLOWED_METHODS_FIELD_NUMBER: _builtins.int
+    MAX_PRIORITY_FEE_LAMPORTS_FIELD_NUMBER: _builtins.int
     max_lamports_per_transaction: _builtins.int
     """Maximum lamports one built transaction may stake, unstake or withdraw
     (the request's amount, or the amount the service computes). 0: no limit.
@@ -194,6 +195,12 @@ class KeyPolicy(_message.Message):
     service_fee_bps: _builtins.int
     """Service fee override for this key, in basis points (0-10000; 0 waives
     the fee). Unset: the operator's default fee.
+    """
+    max_priority_fee_lamports: _builtins.int
+    """Largest priority fee (compute unit price times compute unit limit, in
+    lamports) a transaction built with this key may carry. A price the caller
+    sets above it is refused (POLICY_MAX_PRIORITY_FEE_EXCEEDED); a price taken
+    from recent fees is lowered to fit. 0: the operator's maximum only.
     """
     @_builtins.property
     def allowed_vote_accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -222,10 +229,11 @@ class KeyPolicy(_message.Message):
         service_fee_bps: _builtins.int | None = ...,
         rate_limit: Global___RateLimit | None = ...,
         allowed_methods: _abc.Iterable[_builtins.str] | None = ...,
+        max_priority_fee_lamports: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_service_fee_bps", b"_service_fee_bps", "rate_limit", b"rate_limit", "service_fee_bps", b"service_fee_bps"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_service_fee_bps", b"_service_fee_bps", "allowed_methods", b"allowed_methods", "allowed_vote_accounts", b"allowed_vote_accounts", "allowed_wallets", b"allowed_wallets", "max_lamports_per_transaction", b"max_lamports_per_transaction", "rate_limit", b"rate_limit", "service_fee_bps", b"service_fee_bps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_service_fee_bps", b"_service_fee_bps", "allowed_methods", b"allowed_methods", "allowed_vote_accounts", b"allowed_vote_accounts", "allowed_wallets", b"allowed_wallets", "max_lamports_per_transaction", b"max_lamports_per_transaction", "max_priority_fee_lamports", b"max_priority_fee_lamports", "rate_limit", b"rate_limit", "service_fee_bps", b"service_fee_bps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__service_fee_bps: _TypeAlias = _typing.Literal["service_fee_bps"]  # noqa: Y015
     _WhichOneofArgType__service_fee_bps: _TypeAlias = _typing.Literal["_service_fee_bps", b"_service_fee_bps"]  # noqa: Y015

@@ -24,14 +24,17 @@ from service.core.errors import (
     InvalidArgumentError,
     InvalidNonceAccountError,
     MemoTooLongError,
+    PriorityFeeTooHighError,
     TransactionTooLargeError,
 )
 from service.core.fees import (
+    MICRO_LAMPORTS_PER_LAMPORT,
     FeeBreakdown,
     ServiceFee,
     network_fee_lamports,
     priority_fee_lamports,
 )
+from service.core.policy import PolicyViolationError
 from service.core.programs import (
     LAMPORTS_PER_SIGNATURE,
     MAX_COMPUTE_UNIT_LIMIT,
@@ -148,6 +151,15 @@ Lifetime: TypeAlias = RecentBlockhash | DurableNonce
 
 
 @dataclass(frozen=True, kw_only=True)
+class PriorityFeeCap:
+    """The most priority fee a transaction may carry, and who set it."""
+
+    lamports: int
+    by_policy: bool = False
+    """The caller's key policy set it (else the operator's maximum)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class TransactionOptions:
     """Caller options shared by every build.
 
@@ -157,12 +169,17 @@ class TransactionOptions:
             SetComputeUnitPrice instruction.
         compute_unit_limit: 0 means the plan's measured default (with margin).
         memo: Optional UTF-8 memo (at most :data:`MAX_MEMO_BYTES`); empty means none.
+        priority_fee_cap: The most priority fee (price times limit) allowed; None: no cap.
+        automatic_price: The price came from recent fees, not from the caller: over the
+            cap it is lowered to fit instead of refused.
     """
 
     version: TransactionVersion = TransactionVersion.V0
     compute_unit_price_micro_lamports: int = 0
     compute_unit_limit: int = 0
     memo: str = ""
+    priority_fee_cap: PriorityFeeCap | None = None
+    automatic_price: bool = False
 
     def __post_init__(self) -> None:
         check_u64(
@@ -233,6 +250,44 @@ def check_distinct(
     return errors
 
 
+def capped_unit_price(options: TransactionOptions, limit: int) -> int:
+    """The compute-unit price to use with ``limit`` units under the options' cap.
+
+    Raises:
+        PriorityFeeTooHighError: A price the caller set costs more than the operator's
+            maximum.
+        PolicyViolationError: ... or than the caller's key policy allows.
+    """
+    price = options.compute_unit_price_micro_lamports
+    cap = options.priority_fee_cap
+    if cap is None or priority_fee_lamports(price, limit) <= cap.lamports:
+        return price
+    if options.automatic_price:
+        # Floor: price * limit / 10^6 rounded up stays within the cap.
+        return cap.lamports * MICRO_LAMPORTS_PER_LAMPORT // limit
+    fee = priority_fee_lamports(price, limit)
+    field = "options.compute_unit_price_micro_lamports"
+    metadata = {
+        "priority_fee_lamports": fee,
+        "max_priority_fee_lamports": cap.lamports,
+        "compute_unit_limit": limit,
+        "max_compute_unit_price_micro_lamports": cap.lamports * MICRO_LAMPORTS_PER_LAMPORT // limit,
+    }
+    message = (
+        f"a compute unit price of {price} micro-lamports for {limit} units is a priority fee "
+        f"of {fee} lamports, over the {{}} of {cap.lamports}"
+    )
+    if cap.by_policy:
+        raise PolicyViolationError(
+            message.format("limit of this API key's policy"),
+            reason="POLICY_MAX_PRIORITY_FEE_EXCEEDED",
+            metadata={"policy": "max_priority_fee_lamports", **metadata},
+        )
+    raise PriorityFeeTooHighError(
+        message.format("service's maximum"), field=field, metadata=metadata
+    )
+
+
 def prepare_transaction(
     *,
     payer: Pubkey,
@@ -273,6 +328,7 @@ def prepare_transaction(
         InsufficientFundsError: ``payer_balance_lamports`` below the total debit.
     """
     limit = options.compute_unit_limit or default_compute_unit_limit
+    price = capped_unit_price(options, limit)
     prefix: list[Instruction] = []
     if isinstance(lifetime, DurableNonce):
         prefix.append(
@@ -284,8 +340,8 @@ def prepare_transaction(
     else:
         blockhash, last_valid = lifetime.blockhash, lifetime.last_valid_block_height
     prefix.append(compute_unit_limit(limit))
-    if options.compute_unit_price_micro_lamports:
-        prefix.append(compute_unit_price(options.compute_unit_price_micro_lamports))
+    if price:
+        prefix.append(compute_unit_price(price))
     suffix = [memo(options.memo, signers=[payer])] if options.memo else []
     instructions = [*prefix, *body, *suffix]
 
@@ -302,8 +358,7 @@ def prepare_transaction(
         raise TransactionTooLargeError(size=len(wire), maximum=MAX_TRANSACTION_SIZE)
 
     network = network_fee_lamports(n_signers, lamports_per_signature)
-    priority = priority_fee_lamports(options.compute_unit_price_micro_lamports, limit)
-    check_lamports(priority, field="options.compute_unit_price_micro_lamports")
+    priority = priority_fee_lamports(price, limit)
     total = body_debit_lamports + network + priority
     check_lamports(total, field="amount_lamports")
     if payer_balance_lamports is not None and payer_balance_lamports < total:
@@ -329,6 +384,6 @@ def prepare_transaction(
         fees=fees,
         instructions=summarize_message(msg),
         compute_unit_limit=limit,
-        compute_unit_price_micro_lamports=options.compute_unit_price_micro_lamports,
+        compute_unit_price_micro_lamports=price,
         durable_nonce=lifetime if isinstance(lifetime, DurableNonce) else None,
     )
