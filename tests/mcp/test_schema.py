@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,15 @@ from google.protobuf import json_format
 from jsonschema import Draft202012Validator
 from solders.keypair import Keypair
 
-from service.mcp import EXPOSED, HIDDEN, SERVICE, Exposure, message_schema, staking_tools
+from service.mcp import (
+    EXPOSED,
+    HIDDEN,
+    SERVICE,
+    Exposure,
+    message_schema,
+    staking_tools,
+    tool_name,
+)
 from service.mcp._guard import private_key_paths
 from service.mcp._schema import comments
 
@@ -190,3 +200,9 @@ def test_keypairs_are_found_in_every_encoding() -> None:
         "numbers": list(bytes(signature)),
     }
     assert list(private_key_paths(harmless)) == []
+
+
+def test_the_tool_table_of_the_docs_matches_the_tools() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "mcp.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", text, re.MULTILINE)
+    assert rows == [(tool_name(e.rpc), e.rpc) for e in EXPOSED]
