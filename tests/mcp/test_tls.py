@@ -1,27 +1,29 @@
 """`agent-staking mcp --tls-ca FILE`: the adapter's TLS client side.
 
-The service end is a grpc.aio server with `grpc.ssl_server_credentials` (certificates
-made here with `cryptography`) that forwards every call, metadata and trailers
-included, to the gRPC suite's real server.
+The service end is a real server with TLS (`tls_cert_file`, `tls_key_file`) on the
+session localnet, its certificates made here with `cryptography`.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from service.config import Settings
+from service.localnet import LocalnetServer
+from service.server import AgentStakingServer
+
 from ._flow import structured, tool_error
-from .conftest import Service, stdio_session
+from .conftest import stdio_session
 
 
 def _name(common_name: str) -> x509.Name:
@@ -86,80 +88,37 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
 
 
-def _forward(backend: grpc.aio.Channel, method: str, streaming: bool) -> Any:
-    """A handler that passes the call on unchanged (bytes in, bytes out)."""
-    identity: Callable[[bytes], bytes] = lambda raw: raw  # noqa: E731
-
-    def outgoing(context: grpc.aio.ServicerContext[Any, Any]) -> list[tuple[str, Any]]:
-        return [(k, v) for k, v in context.invocation_metadata() or () if not k.startswith(":")]
-
-    async def abort(
-        context: grpc.aio.ServicerContext[Any, Any], error: grpc.aio.AioRpcError
-    ) -> None:
-        await context.abort(
-            error.code(),
-            error.details() or "",
-            trailing_metadata=tuple(error.trailing_metadata() or ()),
-        )
-
-    if streaming:
-
-        async def stream(
-            request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[bytes]:
-            call = backend.unary_stream(method, identity, identity)(
-                request, metadata=outgoing(context)
-            )
-            try:
-                async for item in call:
-                    yield item
-            except grpc.aio.AioRpcError as error:
-                await abort(context, error)
-
-        return grpc.unary_stream_rpc_method_handler(stream, identity, identity)
-
-    async def unary(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        try:
-            answer: bytes = await backend.unary_unary(method, identity, identity)(
-                request, metadata=outgoing(context)
-            )
-        except grpc.aio.AioRpcError as error:
-            await abort(context, error)
-            raise
-        return answer
-
-    return grpc.unary_unary_rpc_method_handler(unary, identity, identity)
-
-
-class _Forwarder(grpc.GenericRpcHandler):
-    def __init__(self, backend: grpc.aio.Channel) -> None:
-        self.backend = backend
-
-    def service(self, details: grpc.HandlerCallDetails) -> Any:
-        method: str = details.method
-        return _forward(self.backend, method, streaming=method.endswith("/WatchTransaction"))
-
-
 @pytest.fixture(scope="module")
-async def tls_target(service: Service, pki: dict[str, Any]) -> AsyncIterator[str]:
-    """HOST:PORT of a TLS gRPC server in front of the real service."""
-    backend = grpc.aio.insecure_channel(service.address)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers([_Forwarder(backend)])
-    credentials = grpc.ssl_server_credentials([(pki["key"], pki["chain"])])
-    port = server.add_secure_port("127.0.0.1:0", credentials)
+async def tls_service(
+    localnet: LocalnetServer, pki: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[str, str]]:
+    """A real server with TLS on the session localnet: (HOST:PORT, staking key)."""
+    directory = tmp_path_factory.mktemp("tls-service")
+    (directory / "cert.pem").write_bytes(pki["chain"])
+    (directory / "key.pem").write_bytes(pki["key"])
+    server = AgentStakingServer(
+        Settings(
+            listen="127.0.0.1:0",
+            rpc_urls=[localnet.url],
+            service_fee_bps=0,
+            metrics_listen="off",
+            tls_cert_file=directory / "cert.pem",
+            tls_key_file=directory / "key.pem",
+            shutdown_grace_seconds=1,
+            data_dir=directory,
+            database_url=f"sqlite:///{directory / 'keys.db'}",
+        )
+    )
     await server.start()
-    yield f"127.0.0.1:{port}"
+    assert server.keys is not None
+    _, secret = await server.keys.create(display_name="tls agent", scopes=["staking"])
+    yield f"127.0.0.1:{server.port}", secret
     await server.stop(0)
-    await backend.close()
 
 
-async def test_tls_with_the_services_ca(
-    service: Service, tls_target: str, pki: dict[str, Path]
-) -> None:
-    async with stdio_session(
-        tls_target, "--tls-ca", str(pki["ca"]), api_key=service.staking_secret
-    ) as session:
+async def test_tls_with_the_services_ca(tls_service: tuple[str, str], pki: dict[str, Path]) -> None:
+    target, key = tls_service
+    async with stdio_session(target, "--tls-ca", str(pki["ca"]), api_key=key) as session:
         info = structured(await session.call_tool("get_network_info", {}))
         assert int(info["minimum_delegation_lamports"]) > 0
         # Rich error details survive the TLS hop.
@@ -174,11 +133,12 @@ async def test_tls_with_the_services_ca(
 
 @pytest.mark.parametrize("ca", [None, "other_ca"])
 async def test_tls_refuses_what_it_cannot_verify(
-    service: Service, tls_target: str, pki: dict[str, Path], ca: str | None
+    tls_service: tuple[str, str], pki: dict[str, Path], ca: str | None
 ) -> None:
     """Plaintext against the TLS port, or a CA that did not sign the server's
     certificate: the call fails as UNAVAILABLE, nothing is sent in clear."""
     args = ("--tls-ca", str(pki[ca])) if ca is not None else ()
-    async with stdio_session(tls_target, *args, api_key=service.staking_secret) as session:
+    target, key = tls_service
+    async with stdio_session(target, *args, api_key=key) as session:
         error = tool_error(await session.call_tool("get_network_info", {}))
         assert error["code"] == "UNAVAILABLE"
