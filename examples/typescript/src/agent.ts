@@ -61,7 +61,9 @@ function call<Req, Res>(method: Unary<Req, Res>, metadata: Metadata, request: Re
   });
 }
 
-async function loadOrCreateKeypair(path: string): Promise<{ keyPair: CryptoKeyPair; wallet: Address }> {
+async function loadOrCreateKeypair(
+  path: string,
+): Promise<{ keyPair: CryptoKeyPair; wallet: Address }> {
   let keyPair: CryptoKeyPair;
   if (existsSync(path)) {
     // solana-keygen format: a JSON array of 64 bytes (seed, then public key).
@@ -152,7 +154,8 @@ async function main(): Promise<void> {
   }
   console.log(
     `  total debit ${prepared.fees?.totalDebitLamports} lamports ` +
-      `(service fee ${prepared.fees?.serviceFeeLamports}); signers: ${prepared.requiredSigners.join(", ")}`,
+      `(service fee ${prepared.fees?.serviceFeeLamports}); ` +
+      `signers: ${prepared.requiredSigners.join(", ")}`,
   );
 
   // Sign locally: the decoded transaction's message must be the message we were
@@ -176,7 +179,8 @@ async function main(): Promise<void> {
     }),
   );
   const signature = submitted.signature;
-  console.log(`submitted ${signature}: ${transactionStateToJSON(submitted.status?.state ?? TransactionState.UNRECOGNIZED)}`);
+  const state = submitted.status?.state ?? TransactionState.UNRECOGNIZED;
+  console.log(`submitted ${signature}: ${transactionStateToJSON(state)}`);
 
   // Watch it to the confirmed commitment (a server stream).
   const watch = client.watchTransaction(
@@ -189,7 +193,8 @@ async function main(): Promise<void> {
     last = update.status?.state ?? last;
     console.log(`watch: ${transactionStateToJSON(last)}`);
   }
-  if (last !== TransactionState.TRANSACTION_STATE_CONFIRMED && last !== TransactionState.TRANSACTION_STATE_FINALIZED) {
+  const landed = [TransactionState.TRANSACTION_STATE_CONFIRMED, TransactionState.TRANSACTION_STATE_FINALIZED];
+  if (!landed.includes(last)) {
     throw new Error(`the transaction ended ${transactionStateToJSON(last)}`);
   }
 
