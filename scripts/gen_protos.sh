@@ -4,13 +4,19 @@
 #   gen/agentstaking/v1/*_pb2.pyi, *_pb2_grpc.pyi (mypy-protobuf)
 #   gen/agentstaking/v1/descriptor_set.py          (FileDescriptorSet with comments)
 #   gen/agentstaking/__init__.py, gen/agentstaking/v1/__init__.py, gen/agentstaking/py.typed
+# and the TypeScript of the same API, with the google/rpc error details, for the
+# TypeScript agent (ts-proto, pinned in examples/typescript/package-lock.json):
+#   examples/typescript/src/gen/{agentstaking/v1,google/rpc,google/protobuf}/*.ts
 # gen/ is a source root: the generated modules import each other as
 # `agentstaking.v1.<name>_pb2`.
 #
 # Usage:
 #   scripts/gen_protos.sh           regenerate gen/agentstaking (replacing it)
 #   scripts/gen_protos.sh --check   regenerate into a temporary directory and
-#                                   fail if gen/agentstaking differs from it
+#                                   fail if gen/agentstaking or the TypeScript differs
+#
+# The TypeScript generator comes from examples/typescript/node_modules: run
+# `npm ci --prefix examples/typescript` once first.
 #
 # Environment:
 #   PYTHON   interpreter with grpcio-tools and mypy-protobuf installed
@@ -74,6 +80,15 @@ if ! "$PYTHON" -c 'import grpc_tools.protoc' 2>/dev/null; then
     exit 1
 fi
 
+ts_dir="examples/typescript"
+ts_plugin="$root/$ts_dir/node_modules/.bin/protoc-gen-ts_proto"
+rpc_protos="$root/$ts_dir/node_modules/google-proto-files"
+if [[ ! -x "$ts_plugin" || ! -d "$rpc_protos/google/rpc" ]]; then
+    echo "gen_protos.sh: $ts_dir/node_modules is missing (the TypeScript generator and the" >&2
+    echo "google/rpc protos): run  npm ci --prefix $ts_dir" >&2
+    exit 1
+fi
+
 # The .proto files, in a stable order.
 mapfile -t protos < <(cd protos && find agentstaking -name '*.proto' -type f | LC_ALL=C sort)
 if [[ ${#protos[@]} -eq 0 ]]; then
@@ -104,6 +119,22 @@ mkdir -p "$out"
 ) || {
     cat "$tmp/protoc.log" >&2
     echo "gen_protos.sh: protoc failed" >&2
+    exit 1
+}
+
+# TypeScript: messages with encode/decode, @grpc/grpc-js clients, 64-bit integers as
+# strings (exact, and what proto JSON uses), ES module imports with .js suffixes.
+ts_out="$tmp/ts"
+mkdir -p "$ts_out"
+"$PYTHON" -m grpc_tools.protoc \
+    -I protos \
+    -I "$rpc_protos" \
+    --plugin=protoc-gen-ts_proto="$ts_plugin" \
+    --ts_proto_out="$ts_out" \
+    --ts_proto_opt=outputServices=grpc-js,env=node,forceLong=string,esModuleInterop=true,importSuffix=.js,useDate=false \
+    "${protos[@]}" google/rpc/status.proto google/rpc/error_details.proto 2>"$tmp/protoc-ts.log" || {
+    cat "$tmp/protoc-ts.log" >&2
+    echo "gen_protos.sh: protoc (TypeScript) failed" >&2
     exit 1
 }
 
@@ -162,11 +193,21 @@ if [[ "$mode" == check ]]; then
         echo "Run scripts/gen_protos.sh and commit the result." >&2
         exit 1
     fi
-    echo "gen/agentstaking is up to date with protos/."
+    if ! diff -r -u "$ts_out" "$ts_dir/src/gen" >"$tmp/diff"; then
+        head -n 60 "$tmp/diff" >&2
+        echo >&2
+        echo "gen_protos.sh --check: $ts_dir/src/gen is stale: it differs from what protos/ generates." >&2
+        echo "Run scripts/gen_protos.sh and commit the result." >&2
+        exit 1
+    fi
+    echo "gen/agentstaking and $ts_dir/src/gen are up to date with protos/."
     exit 0
 fi
 
 rm -rf gen/agentstaking
 mkdir -p gen
 cp -R "$out/agentstaking" gen/agentstaking
-echo "Generated gen/agentstaking from ${#protos[@]} proto file(s)."
+rm -rf "$ts_dir/src/gen"
+mkdir -p "$ts_dir/src"
+cp -R "$ts_out" "$ts_dir/src/gen"
+echo "Generated gen/agentstaking and $ts_dir/src/gen from ${#protos[@]} proto file(s)."

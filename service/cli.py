@@ -1,4 +1,4 @@
-"""The `agent-staking` command line: serve, localnet, keys."""
+"""The `agent-staking` command line: serve, localnet, keys, mcp."""
 
 from __future__ import annotations
 
@@ -422,6 +422,34 @@ async def _run_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_API_KEY_ENV = "AGENT_STAKING_API_KEY"
+
+
+async def _run_mcp(args: argparse.Namespace) -> int:
+    from service.mcp import McpConfig, run_http, run_stdio
+
+    api_key = os.environ.get(args.api_key_env, "").strip()
+    tls_ca = args.tls_ca.read_bytes() if args.tls_ca is not None else None
+    config = McpConfig(target=args.target, api_key=api_key, tls_ca=tls_ca)
+    if not api_key:
+        log.warning(
+            "no API key in $%s: calls carry none%s",
+            args.api_key_env,
+            " unless the HTTP client sends its own" if args.http else "",
+        )
+    if args.http is None:
+        # stdout is the MCP channel: nothing else may be written to it.
+        await run_stdio(config)
+        return 0
+    host, port = args.http
+
+    def announce(url: str) -> None:
+        print(json.dumps({"mcp": url, "target": args.target}), flush=True)
+
+    await run_http(config, host, port, announce=announce, stop=wait_for_signal())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent-staking", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -519,6 +547,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="HOST:PORT to listen on (default 127.0.0.1:8899)",
     )
     _add_localnet_args(localnet)
+
+    mcp = commands.add_parser(
+        "mcp",
+        help="run an MCP server whose tools call agent-staking's gRPC API "
+        "(stdio, or streamable HTTP with --http)",
+    )
+    mcp.add_argument(
+        "--target", required=True, metavar="HOST:PORT", help="gRPC address of agent-staking"
+    )
+    mcp.add_argument(
+        "--api-key-env",
+        default=DEFAULT_API_KEY_ENV,
+        metavar="NAME",
+        help=f"environment variable holding the API key (default {DEFAULT_API_KEY_ENV})",
+    )
+    mcp.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="PEM CA certificate of the service: connect with TLS (default: plaintext)",
+    )
+    mcp.add_argument(
+        "--http",
+        type=parse_listen,
+        metavar="HOST:PORT",
+        help="serve MCP over streamable HTTP at http://HOST:PORT/mcp instead of stdio; "
+        "clients may send their own API key (Authorization: Bearer)",
+    )
     return parser
 
 
@@ -533,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_run_serve(args))
         elif args.command == "keys":
             return asyncio.run(_run_keys(args))
+        elif args.command == "mcp":
+            return asyncio.run(_run_mcp(args))
     except (ValueError, OSError) as exc:
         print(f"agent-staking: {exc}", file=sys.stderr)
         return 1

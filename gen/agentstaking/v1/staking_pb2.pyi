@@ -626,7 +626,7 @@ class SubmitTransactionRequest(_message.Message):
     SKIP_PREFLIGHT_FIELD_NUMBER: _builtins.int
     transaction: _builtins.bytes
     """The signed transaction in wire format (legacy or version 0), at most
-    1232 bytes.
+    1232 bytes. Required.
     """
     commitment: _types_pb2.Commitment.ValueType
     """Commitment to wait for before returning. COMMITMENT_UNSPECIFIED
