@@ -19,10 +19,27 @@ from concurrent.futures import Future
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 log = logging.getLogger(__name__)
+
+
+MAX_LISTED = 100
+"""Services one List answer holds at most (the protocol's own suggestion)."""
+
+
+class Health(HealthServicer):  # type: ignore[misc]  # grpc_health ships no types
+    """The standard async health servicer, with ``List`` (which it leaves unimplemented:
+    every call would log a traceback)."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        response = health_pb2.HealthListResponse()
+        for service, status in sorted(self._server_status.items())[:MAX_LISTED]:
+            response.statuses[service].status = status
+        return response
 
 
 class HealthEndpoint:
@@ -32,7 +49,7 @@ class HealthEndpoint:
         self._options = list(options)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._servicer: HealthServicer | None = None
+        self._servicer: Health | None = None
         self._server: grpc.aio.Server | None = None
         self._stopped: asyncio.Event | None = None
         self.port = 0
@@ -60,7 +77,7 @@ class HealthEndpoint:
 
     async def _serve(self, host: str, port: int, started: Future[int]) -> None:
         self._stopped = asyncio.Event()
-        self._servicer = HealthServicer()
+        self._servicer = Health()
         server = grpc.aio.server(options=self._options)
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 import grpc
 from agentstaking.v1 import keys_pb2, keys_pb2_grpc, staking_pb2, staking_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from solders.keypair import Keypair
 
 from service.api import KeyServicer, StakingServicer, add_reflection
@@ -27,7 +26,7 @@ from service.chain import (
 )
 from service.config import Settings, parse_host_port
 from service.core.programs import LAMPORTS_PER_SOL
-from service.health import HealthEndpoint
+from service.health import Health, HealthEndpoint
 from service.interceptors import (
     AccessLogInterceptor,
     Admission,
@@ -156,7 +155,7 @@ class AgentStakingServer:
         self.localnet: LocalnetServer | None = None
         self.rpc_url = settings.rpc_urls[0] if settings.rpc_urls else ""
         self.port = 0
-        self.health = HealthServicer()
+        self.health = Health()
         self._server: grpc.aio.Server | None = None
         self._rpc: FailoverRpc | None = None
         self.chain: ChainContext | None = None

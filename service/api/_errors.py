@@ -22,16 +22,34 @@ Resp = TypeVar("Resp")
 Self = TypeVar("Self")
 
 
+# Bounds on what an error sends back: messages may quote the caller's input, and
+# trailers larger than the client's metadata limit would turn the answer into a
+# RESOURCE_EXHAUSTED of the transport instead of the error itself.
+MAX_MESSAGE_CHARS = 1024
+MAX_DETAIL_CHARS = 256
+MAX_METADATA_ENTRIES = 32
+MAX_VIOLATIONS = 50
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def status_for(error: DomainError, *, retry_after: float | None = None) -> status_pb2.Status:
     """`google.rpc.Status` for a domain error: ErrorInfo, BadRequest, RetryInfo, QuotaFailure.
 
     RetryInfo comes from `retry_after` (or the error's own `retry_after` attribute),
-    QuotaFailure from the error's `quota_violations` (dicts of Violation fields).
+    QuotaFailure from the error's `quota_violations` (dicts of Violation fields). Every
+    text is bounded (see the ``MAX_*`` constants): nothing a caller sent is echoed back
+    unbounded.
     """
     code = grpc.StatusCode[error.kind.value]
-    metadata = dict(error.metadata)
+    metadata = {
+        _bounded(key, MAX_DETAIL_CHARS): _bounded(value, MAX_DETAIL_CHARS)
+        for key, value in list(error.metadata.items())[:MAX_METADATA_ENTRIES]
+    }
     if error.hint:
-        metadata.setdefault("hint", error.hint)
+        metadata.setdefault("hint", _bounded(error.hint, MAX_DETAIL_CHARS))
     details = [
         error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     ]
@@ -40,9 +58,11 @@ def status_for(error: DomainError, *, retry_after: float | None = None) -> statu
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description, reason=v.reason
+                        field=_bounded(v.field, MAX_DETAIL_CHARS),
+                        description=_bounded(v.description, MAX_DETAIL_CHARS),
+                        reason=v.reason,
                     )
-                    for v in error.violations
+                    for v in error.violations[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -63,7 +83,9 @@ def status_for(error: DomainError, *, retry_after: float | None = None) -> statu
         holder = any_pb2.Any()
         holder.Pack(detail)
         packed.append(holder)
-    return status_pb2.Status(code=code.value[0], message=error.message, details=packed)
+    return status_pb2.Status(
+        code=code.value[0], message=_bounded(error.message, MAX_MESSAGE_CHARS), details=packed
+    )
 
 
 INTERNAL_STATUS = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")

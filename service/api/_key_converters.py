@@ -22,6 +22,9 @@ _STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
 
 UPDATABLE_PATHS = frozenset({"display_name", "scopes", "policy", "expire_time"})
 POLICY_FIELDS = frozenset(keys_pb2.KeyPolicy.DESCRIPTOR.fields_by_name)
+# Every updatable path fits many times over: more is not a mask, it is abuse.
+MAX_MASK_PATHS = 64
+MAX_MASK_PATH_CHARS = 128
 
 
 def key_id_from_name(name: str, *, field: str = "name") -> str:
@@ -42,11 +45,49 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def timestamp_to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
+# The ranges google.protobuf.Timestamp and Duration define (0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z; +-10,000 years).
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+_DURATION_SECONDS = 315_576_000_000
+_NANOS = 999_999_999
+
+
+def timestamp_to_datetime(stamp: timestamp_pb2.Timestamp, *, field: str) -> datetime:
+    """The datetime of a Timestamp.
+
+    Raises:
+        InvalidArgumentError: Outside the range a Timestamp may hold.
+    """
+    low, high = _TIMESTAMP_SECONDS
+    if not low <= stamp.seconds <= high or not 0 <= stamp.nanos <= _NANOS:
+        raise InvalidArgumentError(
+            f"{field} is not a valid timestamp: seconds must be {low}..{high} "
+            f"(years 1 to 9999) and nanos 0..{_NANOS}",
+            field=field,
+            reason="INVALID_TIMESTAMP",
+        )
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def duration_to_timedelta(duration: duration_pb2.Duration) -> timedelta:
+def duration_to_timedelta(duration: duration_pb2.Duration, *, field: str) -> timedelta:
+    """The timedelta of a Duration.
+
+    Raises:
+        InvalidArgumentError: Outside the range a Duration may hold.
+    """
+    seconds, nanos = duration.seconds, duration.nanos
+    if (
+        abs(seconds) > _DURATION_SECONDS
+        or abs(nanos) > _NANOS
+        or (seconds > 0 > nanos)
+        or (seconds < 0 < nanos)
+    ):
+        raise InvalidArgumentError(
+            f"{field} is not a valid duration: seconds must be within "
+            f"+-{_DURATION_SECONDS} and nanos within +-{_NANOS}, of the same sign",
+            field=field,
+            reason="INVALID_DURATION",
+        )
     return duration.ToTimedelta()
 
 
@@ -140,6 +181,12 @@ def update_paths(request: keys_pb2.UpdateApiKeyRequest) -> tuple[set[str], set[s
     """(top-level fields, policy sub-fields) to update, from the mask or, without
     one, from the populated fields (AIP-134)."""
     paths = list(request.update_mask.paths)
+    if len(paths) > MAX_MASK_PATHS or any(len(path) > MAX_MASK_PATH_CHARS for path in paths):
+        raise InvalidArgumentError(
+            f"update_mask may hold at most {MAX_MASK_PATHS} paths of at most "
+            f"{MAX_MASK_PATH_CHARS} characters",
+            field="update_mask",
+        )
     key = request.api_key
     if not paths:
         paths = [

@@ -57,7 +57,7 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
             scopes=list(request.scopes),
             policy=policy_to_domain(request.policy),
             expire_time=(
-                timestamp_to_datetime(request.expire_time)
+                timestamp_to_datetime(request.expire_time, field="expire_time")
                 if request.HasField("expire_time")
                 else None
             ),
@@ -97,7 +97,7 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         key, secret = await self._keys.rotate(
             key_id,
             grace_period=(
-                duration_to_timedelta(request.grace_period)
+                duration_to_timedelta(request.grace_period, field="grace_period")
                 if request.HasField("grace_period")
                 else None
             ),
@@ -130,7 +130,7 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         expire_time: Any = UNSET
         if "expire_time" in top:
             expire_time = (
-                timestamp_to_datetime(source.expire_time)
+                timestamp_to_datetime(source.expire_time, field="api_key.expire_time")
                 if source.HasField("expire_time")
                 else None
             )

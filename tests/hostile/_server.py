@@ -1,16 +1,23 @@
 """A real `agent-staking serve` process, as an operator runs it, with everything it
-writes (stdout and stderr, gRPC C-core's included) kept for inspection."""
+writes (stdout and stderr, gRPC C-core's included) kept for inspection.
+
+Synchronous (threads read its output), so that both plain and asyncio tests can use
+it: an asyncio test starts it with ``await asyncio.to_thread(process.start)``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import queue
 import socket
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,12 +44,19 @@ class ServeProcess:
             "AGENT_STAKING_SHUTDOWN_GRACE_SECONDS": "1",
             **(env or {}),
         }
-        self.process: asyncio.subprocess.Process | None = None
-        self.output = bytearray()
+        self.process: subprocess.Popen[bytes] | None = None
         self.announcement: dict[str, Any] = {}
         self.keys: dict[str, str] = {}
-        self._readers: list[asyncio.Task[None]] = []
-        self._lines: asyncio.Queue[bytes] = asyncio.Queue()
+        self._output = bytearray()
+        self._lock = threading.Lock()
+        self._lines: queue.Queue[bytes] = queue.Queue()
+        self._readers: list[threading.Thread] = []
+
+    @property
+    def output(self) -> bytes:
+        """Everything written so far, stdout and stderr interleaved by arrival."""
+        with self._lock:
+            return bytes(self._output)
 
     @property
     def address(self) -> str:
@@ -57,52 +71,55 @@ class ServeProcess:
         assert self.process is not None
         return self.process.pid
 
-    async def start(self, *args: str) -> ServeProcess:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            *args,
+    def start(self, *args: str, timeout: float = 120.0) -> ServeProcess:
+        """Start and wait for the announcement and both bootstrap keys."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--listen", "127.0.0.1:0", *args],
             cwd=ROOT,
             env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         assert self.process.stdout is not None and self.process.stderr is not None
         self._readers = [
-            asyncio.create_task(self._read(self.process.stdout, lines=True)),
-            asyncio.create_task(self._read(self.process.stderr, lines=False)),
+            threading.Thread(target=self._read, args=(self.process.stdout, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, False), daemon=True),
         ]
+        for reader in self._readers:
+            reader.start()
+        deadline = time.monotonic() + timeout
         while not self.announcement:
-            body = await self._next_json()
+            body = self._next_json(deadline)
             if "listening" in body:
                 self.announcement = body
         while len(self.keys) < 2:
-            key = (await self._next_json()).get("bootstrap_api_key")
+            key = self._next_json(deadline).get("bootstrap_api_key")
             if isinstance(key, dict):
                 self.keys[str(key["display_name"])] = str(key["secret"])
         return self
 
-    async def _next_json(self) -> dict[str, Any]:
+    def _next_json(self, deadline: float) -> dict[str, Any]:
         while True:
-            line = await asyncio.wait_for(self._lines.get(), 120)
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no announcement:\n{self.output.decode(errors='replace')}"
+                ) from None
             if not line:
                 raise AssertionError(f"the server exited:\n{self.output.decode(errors='replace')}")
             if line.startswith(b"{"):
                 body: dict[str, Any] = json.loads(line)
                 return body
 
-    async def _read(self, stream: asyncio.StreamReader, *, lines: bool) -> None:
-        while True:
-            line = await stream.readline()
-            self.output += line
+    def _read(self, stream: IO[bytes], lines: bool) -> None:
+        for line in iter(stream.readline, b""):
+            with self._lock:
+                self._output += line
             if lines:
-                self._lines.put_nowait(line)
-            if not line:
-                return
+                self._lines.put(line)
+        if lines:
+            self._lines.put(b"")
 
     def rss_bytes(self) -> int:
         """Resident memory of the server process now."""
@@ -113,20 +130,18 @@ class ServeProcess:
 
     def log_records(self) -> list[dict[str, Any]]:
         """Every JSON line the process wrote, in order."""
-        records = []
-        for line in self.output.splitlines():
-            if line.startswith(b"{"):
-                records.append(json.loads(line))
-        return records
+        return [json.loads(line) for line in self.output.splitlines() if line.startswith(b"{")]
 
-    async def stop(self) -> int:
+    def stop(self) -> int:
+        """SIGTERM, wait for the drain; the exit code."""
         assert self.process is not None
-        if self.process.returncode is None:
+        if self.process.poll() is None:
             self.process.terminate()
             try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
                 self.process.kill()
-                await self.process.wait()
-        await asyncio.gather(*self._readers, return_exceptions=True)
-        return self.process.returncode if self.process.returncode is not None else -1
+                self.process.wait()
+        for reader in self._readers:
+            reader.join(10)
+        return self.process.returncode
