@@ -6,104 +6,44 @@ session localnet, its certificates made here with `cryptography`.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from service.config import Settings
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
+from tests._pki import CertificateAuthority
 
 from ._flow import structured, tool_error
 from .conftest import stdio_session
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-    )
-    if issuer is None:
-        builder = builder.add_extension(
-            x509.BasicConstraints(ca=True, path_length=0), critical=True
-        )
-    else:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A CA, a server certificate it signs (localhost, 127.0.0.1), and an unrelated CA."""
     directory = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate("agent-staking test CA", ca_key, None)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = _certificate("localhost", server_key, ("agent-staking test CA", ca_key))
-    other_key = ec.generate_private_key(ec.SECP256R1())
-    other = _certificate("someone else's CA", other_key, None)
-    (directory / "ca.pem").write_bytes(_pem(ca))
-    (directory / "other-ca.pem").write_bytes(_pem(other))
-    return {
-        "ca": directory / "ca.pem",
-        "other_ca": directory / "other-ca.pem",
-        "key": server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        "chain": _pem(server),
-    }
+    ca = CertificateAuthority(directory, "agent-staking test CA")
+    server = ca.issue("localhost")
+    other = CertificateAuthority(directory, "someone else's CA")
+    return {"ca": ca.cert, "other_ca": other.cert, "cert": server.cert, "key": server.key}
 
 
 @pytest.fixture(scope="module")
 async def tls_service(
-    localnet: LocalnetServer, pki: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    localnet: LocalnetServer, pki: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[str, str]]:
     """A real server with TLS on the session localnet: (HOST:PORT, staking key)."""
     directory = tmp_path_factory.mktemp("tls-service")
-    (directory / "cert.pem").write_bytes(pki["chain"])
-    (directory / "key.pem").write_bytes(pki["key"])
     server = AgentStakingServer(
         Settings(
             listen="127.0.0.1:0",
             rpc_urls=[localnet.url],
             service_fee_bps=0,
             metrics_listen="off",
-            tls_cert_file=directory / "cert.pem",
-            tls_key_file=directory / "key.pem",
+            tls_cert_file=pki["cert"],
+            tls_key_file=pki["key"],
             shutdown_grace_seconds=1,
             data_dir=directory,
             database_url=f"sqlite:///{directory / 'keys.db'}",
