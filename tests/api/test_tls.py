@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -218,7 +219,7 @@ def _presented_serial(port: int, pki: Pki) -> int:
     context = ssl.create_default_context(cafile=str(pki.server_ca.cert))
     context.set_alpn_protocols(["h2"])
     with (
-        ssl.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
         context.wrap_socket(raw, server_hostname="localhost") as wrapped,
     ):
         der = wrapped.getpeercert(binary_form=True)
