@@ -5,11 +5,14 @@ never send."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ssl
 import struct
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import h2.config
 import h2.connection
@@ -18,6 +21,7 @@ import h2.exceptions
 import h2.settings
 
 Header = tuple[str | bytes, str | bytes]
+T = TypeVar("T")
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -216,3 +220,18 @@ def statuses(replies: Iterable[Reply]) -> dict[int | None, int]:
     for reply in replies:
         counts[reply.grpc_status] = counts.get(reply.grpc_status, 0) + 1
     return counts
+
+
+def in_background(work: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+    """Run ``work()`` on an event loop of its own in a thread: a flood sent from there
+    does not hold up the test's own calls."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(asyncio.run(work()))
+        except BaseException as exc:  # handed to whoever waits on the future
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="hostile-client", daemon=True).start()
+    return done
