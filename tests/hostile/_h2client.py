@@ -10,9 +10,9 @@ import contextlib
 import ssl
 import struct
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import h2.config
 import h2.connection
@@ -222,7 +222,7 @@ def statuses(replies: Iterable[Reply]) -> dict[int | None, int]:
     return counts
 
 
-def in_background(work: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+def in_background(work: Callable[[], Coroutine[Any, Any, T]]) -> concurrent.futures.Future[T]:
     """Run ``work()`` on an event loop of its own in a thread: a flood sent from there
     does not hold up the test's own calls."""
     done: concurrent.futures.Future[T] = concurrent.futures.Future()

@@ -11,7 +11,6 @@ import pytest
 
 from ._server import ServeProcess
 
-
 SUITE_ENV = {
     # The suites send more calls than an agent would.
     "AGENT_STAKING_RATELIMIT_KEY_PER_MINUTE": "0",

@@ -73,7 +73,7 @@ def probe(address: str, timeout: float = 5.0) -> grpc.StatusCode | None:
                 health_pb2.HealthCheckRequest(), timeout=timeout
             )
         except grpc.RpcError as error:
-            code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+            code: grpc.StatusCode = error.code()
             return code
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     return None
