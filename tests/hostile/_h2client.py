@@ -65,7 +65,9 @@ class H2Client:
         self._reader = reader
         self._writer = writer
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
+            h2.config.H2Configuration(
+                client_side=True, header_encoding=None, validate_outbound_headers=False
+            )
         )
         self.replies: dict[int, Reply] = {}
         self.closed = asyncio.Event()
