@@ -149,7 +149,6 @@ class BuiltLiquidUnstake:
     plan: PreparedLiquidUnstakeTransaction
     simulation: Simulation | None
     label: str
-    chain: ChainSnapshot
 
 
 @dataclass(frozen=True)
@@ -531,7 +530,6 @@ class LiquidStakingOperations:
             plan=plan,
             simulation=simulation,
             label=self._pools[pool_address].label,
-            chain=snapshot,
         )
 
 
