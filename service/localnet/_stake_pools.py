@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from solders.account import Account
@@ -95,7 +95,7 @@ def install_stake_pool(
     stake_per_validator: int = 5_000 * 10**9,
     reserve_lamports: int = 1_000 * 10**9,
     lamports_per_pool_token: tuple[int, int] = (21, 20),
-    fees: dict[str, Fee | int] | None = None,
+    fields: Mapping[str, object] | None = None,
     program_id: Pubkey = STAKE_POOL_PROGRAM,
     encode_pool: Callable[[StakePool], bytes] = encode_stake_pool,
     encode_list: Callable[[ValidatorList], bytes] = encode_validator_list,
@@ -111,7 +111,7 @@ def install_stake_pool(
         lamports_per_pool_token: The pool token's value as a fraction (numerator,
             denominator); the previous epoch's value is set a little lower, so the pool
             shows a yield.
-        fees: StakePool fee fields to set (``sol_deposit_fee``, ``stake_referral_fee``...).
+        fields: StakePool fields to set (``sol_deposit_fee``, ``sol_deposit_authority``...).
         program_id: The stake-pool program owning the pool.
         encode_pool / encode_list: How the StakePool and ValidatorList are encoded
             (tests pass the JavaScript SDK's layouts).
@@ -175,8 +175,8 @@ def install_stake_pool(
         last_epoch_pool_token_supply=supply,
         last_epoch_total_lamports=total - total // 5_000,
     )
-    if fees:
-        state = dataclasses.replace(state, **fees)  # type: ignore[arg-type]
+    if fields:
+        state = dataclasses.replace(state, **fields)  # type: ignore[arg-type]
     _set_program_account(
         chain, address, program_id, encode_pool(state).ljust(STAKE_POOL_ACCOUNT_SIZE, b"\0")
     )

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 from typing import Any
+
+from solders.instruction import Instruction
 
 from service.core.encoders import StakeAuthorize, stake_authorize, system_create_account_with_seed
 from service.core.programs import (
@@ -138,7 +141,8 @@ def _withdraw_stake(rng: random.Random) -> tuple[dict[str, Any], dict[str, Any]]
     )
 
 
-BUILDERS = {
+Case = Callable[[random.Random], tuple[dict[str, Any], dict[str, Any]]]
+BUILDERS: dict[str, tuple[Callable[..., Instruction], Case]] = {
     "depositSol": (deposit_sol, _deposit_sol),
     "depositStake": (deposit_stake, _deposit_stake),
     "withdrawSol": (withdraw_sol, _withdraw_sol),
@@ -171,14 +175,13 @@ BOUND = {
 
 def test_slippage_variants_take_the_plain_accounts_and_the_program_layout() -> None:
     rng = random.Random(2323)
-    cases = []
+    cases: list[tuple[str, dict[str, Any], int, Instruction, dict[str, Any]]] = []
     for name, (build, case) in BUILDERS.items():
         for _ in range(CASES // 4):
             kwargs, params = case(rng)
             bound = rng.choice([0, 1, 2**64 - 1, rng.randrange(2**64)])
-            cases.append((name, kwargs, bound, build(**kwargs, **{BOUND[name]: bound})))
-            params = {**params}
-            cases[-1] = (*cases[-1], params)
+            built = build(**kwargs, **{BOUND[name]: bound})
+            cases.append((name, kwargs, bound, built, params))
     answers = oracle([{"op": "builder", "name": c[0], "params": c[4]} for c in cases])
     for (name, kwargs, bound, built, _), plain in zip(cases, answers, strict=True):
         mine = as_json(built)
