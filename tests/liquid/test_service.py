@@ -21,7 +21,7 @@ import pytest
 from agentstaking.v1 import liquid_staking_pb2 as pb
 from agentstaking.v1 import staking_pb2, types_pb2
 from solders.instruction import AccountMeta, Instruction
-from solders.message import MessageV0
+from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
@@ -37,11 +37,11 @@ from tests.liquid.test_sdk_instructions import web3js_clock_read_only
 NO_PRIORITY = types_pb2.TransactionOptions(priority_level=types_pb2.PRIORITY_LEVEL_NONE)
 
 
-def decompile(message: Any) -> list[Instruction]:
+def decompile(message: Message | MessageV0 | MessageV1) -> list[Instruction]:
     """A message's instructions with their message-level account flags."""
     keys = list(message.account_keys)
     header = message.header
-    signed = header.num_required_signatures
+    signed: int = header.num_required_signatures
 
     def writable(i: int) -> bool:
         if i < signed:
