@@ -328,6 +328,25 @@ _WITHDRAW_STAKE_ROLES: Final = (
 )
 
 
+_BOUNDS: Final[dict[int, str]] = {
+    StakePoolTag.DEPOSIT_SOL_WITH_SLIPPAGE: "minimum_pool_tokens_out",
+    StakePoolTag.DEPOSIT_STAKE_WITH_SLIPPAGE: "minimum_pool_tokens_out",
+    StakePoolTag.WITHDRAW_SOL_WITH_SLIPPAGE: "minimum_lamports_out",
+    StakePoolTag.WITHDRAW_STAKE_WITH_SLIPPAGE: "minimum_lamports_out",
+}
+
+
+def _bound(r: bc.Reader, tag: int) -> tuple[tuple[tuple[str, ParamValue], ...], str]:
+    """The slippage bound of a ``*WithSlippage`` variant: its param and its sentence."""
+    name = _BOUNDS.get(tag)
+    if name is None:
+        return (), ""
+    minimum = r.u64()
+    if name == "minimum_pool_tokens_out":
+        return ((name, minimum),), f"; fails unless at least {_tokens(minimum)} are minted"
+    return ((name, minimum),), f"; fails unless it pays at least {format_amount(minimum)}"
+
+
 def decode_stake_pool_instruction(r: bc.Reader, keys: Sequence[Pubkey]) -> Decoded:
     """Explain a stake-pool instruction (the deposits and withdrawals in full, the
     pool's administration by name)."""
@@ -335,26 +354,16 @@ def decode_stake_pool_instruction(r: bc.Reader, keys: Sequence[Pubkey]) -> Decod
     pool = _acct(keys, 0)
     if tag in (StakePoolTag.DEPOSIT_SOL, StakePoolTag.DEPOSIT_SOL_WITH_SLIPPAGE):
         lamports = r.u64()
-        params: tuple[tuple[str, ParamValue], ...] = (("lamports", lamports),)
-        bound = ""
-        if tag == StakePoolTag.DEPOSIT_SOL_WITH_SLIPPAGE:
-            minimum = r.u64()
-            params += (("minimum_pool_tokens_out", minimum),)
-            bound = f"; fails unless at least {_tokens(minimum)} are minted"
+        params, bound = _bound(r, tag)
         return (
             pascal_case(StakePoolTag(tag).name),
             f"Deposit {format_amount(lamports)} from {_acct(keys, 3)} into the reserve of "
             f"stake pool {pool}, minting pool tokens to {_acct(keys, 4)}{bound}",
             _DEPOSIT_SOL_ROLES,
-            params,
+            (("lamports", lamports), *params),
         )
     if tag in (StakePoolTag.DEPOSIT_STAKE, StakePoolTag.DEPOSIT_STAKE_WITH_SLIPPAGE):
-        params = ()
-        bound = ""
-        if tag == StakePoolTag.DEPOSIT_STAKE_WITH_SLIPPAGE:
-            minimum = r.u64()
-            params = (("minimum_pool_tokens_out", minimum),)
-            bound = f"; fails unless at least {_tokens(minimum)} are minted"
+        params, bound = _bound(r, tag)
         return (
             pascal_case(StakePoolTag(tag).name),
             f"Deposit stake account {_acct(keys, 4)} into stake pool {pool} (merged into "
@@ -364,35 +373,25 @@ def decode_stake_pool_instruction(r: bc.Reader, keys: Sequence[Pubkey]) -> Decod
         )
     if tag in (StakePoolTag.WITHDRAW_SOL, StakePoolTag.WITHDRAW_SOL_WITH_SLIPPAGE):
         tokens = r.u64()
-        params = (("pool_tokens", tokens),)
-        bound = ""
-        if tag == StakePoolTag.WITHDRAW_SOL_WITH_SLIPPAGE:
-            minimum = r.u64()
-            params += (("minimum_lamports_out", minimum),)
-            bound = f"; fails unless it pays at least {format_amount(minimum)}"
+        params, bound = _bound(r, tag)
         return (
             pascal_case(StakePoolTag(tag).name),
             f"Burn {_tokens(tokens)} from {_acct(keys, 3)} (signed by {_acct(keys, 2)}) and "
             f"withdraw their SOL from the reserve of stake pool {pool} to "
             f"{_acct(keys, 5)}{bound}",
             _WITHDRAW_SOL_ROLES,
-            params,
+            (("pool_tokens", tokens), *params),
         )
     if tag in (StakePoolTag.WITHDRAW_STAKE, StakePoolTag.WITHDRAW_STAKE_WITH_SLIPPAGE):
         tokens = r.u64()
-        params = (("pool_tokens", tokens),)
-        bound = ""
-        if tag == StakePoolTag.WITHDRAW_STAKE_WITH_SLIPPAGE:
-            minimum = r.u64()
-            params += (("minimum_lamports_out", minimum),)
-            bound = f"; fails unless it pays at least {format_amount(minimum)}"
+        params, bound = _bound(r, tag)
         return (
             pascal_case(StakePoolTag(tag).name),
             f"Burn {_tokens(tokens)} from {_acct(keys, 7)} (signed by {_acct(keys, 6)}) and "
             f"split their stake from {_acct(keys, 3)} of stake pool {pool} into new stake "
             f"account {_acct(keys, 4)}, owned by {_acct(keys, 5)}{bound}",
             _WITHDRAW_STAKE_ROLES,
-            params,
+            (("pool_tokens", tokens), *params),
         )
     try:
         name = pascal_case(StakePoolTag(tag).name)

@@ -157,6 +157,16 @@ def _check_up_to_date(pool: PoolSnapshot) -> None:
         )
 
 
+def _check_addresses(lifetime: Lifetime, named: list[tuple[str, Pubkey | None]]) -> None:
+    """The named accounts and the durable nonce account must all differ."""
+    nonce = lifetime.nonce_account if isinstance(lifetime, DurableNonce) else None
+    problem = combine_violations(
+        check_distinct([*named, ("options.durable_nonce.nonce_account", nonce)])
+    )
+    if problem is not None:
+        raise problem
+
+
 def _scan_cu(pool: PoolSnapshot) -> int:
     validators = len(pool.validator_list.validators) if pool.validator_list is not None else 0
     return ESTIMATED_STAKE_ACCOUNT_CU + ESTIMATED_CU_PER_VALIDATOR * validators
@@ -475,20 +485,15 @@ def build_liquid_stake_transaction(
     if fee and recipient is not None:
         body.append(system_transfer(source=wallet, destination=recipient, lamports=fee))
     rent = 0 if context.token_account_exists else context.token_account_rent_exempt_lamports
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    problem = combine_violations(
-        check_distinct(
-            [
-                ("wallet", wallet),
-                ("stake_pool", pool.address),
-                ("stake_account", request.stake_account),
-                ("fee_recipient", recipient if fee else None),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    _check_addresses(
+        context.lifetime,
+        [
+            ("wallet", wallet),
+            ("stake_pool", pool.address),
+            ("stake_account", request.stake_account),
+            ("fee_recipient", recipient if fee else None),
+        ],
     )
-    if problem is not None:
-        raise problem
     prepared = prepare_transaction(
         payer=wallet,
         body=body,
@@ -873,18 +878,7 @@ def build_liquid_unstake_transaction(
             ),
         ]
         units = _scan_cu(pool)
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    problem = combine_violations(
-        check_distinct(
-            [
-                ("wallet", wallet),
-                ("stake_pool", pool.address),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
-    )
-    if problem is not None:
-        raise problem
+    _check_addresses(context.lifetime, [("wallet", wallet), ("stake_pool", pool.address)])
     prepared = prepare_transaction(
         payer=wallet,
         body=body,
