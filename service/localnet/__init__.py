@@ -6,7 +6,6 @@ from ._stake_pools import (
     LocalnetStakePool,
     give_pool_tokens,
     install_stake_pool,
-    pool_token_balance,
     update_stake_pool,
 )
 
@@ -17,6 +16,5 @@ __all__ = [
     "LocalnetStakePool",
     "give_pool_tokens",
     "install_stake_pool",
-    "pool_token_balance",
     "update_stake_pool",
 ]

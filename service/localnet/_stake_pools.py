@@ -54,7 +54,6 @@ from service.core.tokens import (
     Mint,
     TokenAccount,
     associated_token_address,
-    decode_mint,
     decode_token_account,
     encode_mint,
     encode_token_account,
@@ -232,18 +231,6 @@ def give_pool_tokens(
     before = decode_token_account(bytes(existing.data)).amount if existing is not None else 0
     _set_token_account(chain, ata, pool.pool_mint, owner, before + amount)
     return ata
-
-
-def pool_token_balance(chain: LocalnetChain, pool: LocalnetStakePool, owner: Pubkey) -> int:
-    """``owner``'s pool tokens (0 without a token account)."""
-    account = chain.svm.get_account(associated_token_address(owner=owner, mint=pool.pool_mint))
-    return decode_token_account(bytes(account.data)).amount if account is not None else 0
-
-
-def pool_mint(chain: LocalnetChain, pool: LocalnetStakePool) -> Mint:
-    account = chain.svm.get_account(pool.pool_mint)
-    assert account is not None
-    return decode_mint(bytes(account.data))
 
 
 def _set_program_account(chain: LocalnetChain, address: Pubkey, owner: Pubkey, data: bytes) -> None:
