@@ -7,12 +7,14 @@ the defaults below.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -20,6 +22,60 @@ from pydantic_settings import (
 from solders.pubkey import Pubkey
 
 ENV_PREFIX = "AGENT_STAKING_"
+# Configured stake pools are read a page at a time with getMultipleAccounts (at most
+# 100 accounts per call on public nodes); more than this many pools is a mistake.
+MAX_STAKE_POOLS = 50
+
+
+class StakePoolSetting(BaseModel):
+    """One SPL stake pool offered for liquid staking."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str
+    """The pool's StakePool account (base58)."""
+    label: str = Field(default="", max_length=64)
+    """A name for people, e.g. `JitoSOL`."""
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        Pubkey.from_string(value)
+        return value
+
+
+def _parse_stake_pools(value: Any) -> Any:
+    """`AGENT_STAKING_STAKE_POOLS` as JSON (a list of `{"address", "label"}` objects, or
+    an object mapping addresses to labels) or as text: entries separated by commas,
+    each `LABEL=ADDRESS`, `ADDRESS=LABEL` or a bare `ADDRESS`."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return []
+    if text[0] in "[{":
+        value = json.loads(text)
+        if isinstance(value, dict):
+            return [{"address": a, "label": label} for a, label in value.items()]
+        return value
+    pools = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        left, sep, right = (part.strip() for part in entry.partition("="))
+        if not sep:
+            pools.append({"address": left})
+        elif _is_address(left):
+            pools.append({"address": left, "label": right})
+        else:
+            pools.append({"address": right, "label": left})
+    return pools
+
+
+def _is_address(text: str) -> bool:
+    try:
+        Pubkey.from_string(text)
+    except ValueError:
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -90,6 +146,12 @@ class Settings(BaseSettings):
     stake_accounts_cache_seconds: float = Field(default=3.0, ge=0)
     """How long a wallet's ListStakeAccounts read (its stake accounts, Clock and
     StakeHistory) is reused; 0 reads the chain on every call. Builds always read fresh."""
+
+    # Liquid staking (SPL stake pools).
+    stake_pools: Annotated[list[StakePoolSetting], NoDecode] = Field(default_factory=list)
+    """SPL stake pools offered by ListStakePools and the liquid staking builds, in order:
+    JSON (`[{"address": "...", "label": "JitoSOL"}]` or `{"<address>": "JitoSOL"}`) or
+    text (`JitoSOL=<address>,<address>=bSOL`). Empty: liquid staking offers no pool."""
 
     max_message_bytes: int = 1024 * 1024
     """Largest request or response message."""
@@ -282,6 +344,21 @@ class Settings(BaseSettings):
     def _valid_addresses(cls, value: list[str]) -> list[str]:
         for address in value:
             Pubkey.from_string(address)
+        return value
+
+    @field_validator("stake_pools", mode="before")
+    @classmethod
+    def _stake_pools_text(cls, value: Any) -> Any:
+        return _parse_stake_pools(value)
+
+    @field_validator("stake_pools")
+    @classmethod
+    def _distinct_pools(cls, value: list[StakePoolSetting]) -> list[StakePoolSetting]:
+        addresses = [pool.address for pool in value]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("a stake pool is listed twice")
+        if len(value) > MAX_STAKE_POOLS:
+            raise ValueError(f"at most {MAX_STAKE_POOLS} stake pools")
         return value
 
     @model_validator(mode="after")

@@ -18,9 +18,11 @@ from service.chain import (
     FailoverPolicy,
     FailoverRpc,
     FeePolicy,
+    LiquidStakingOperations,
     Relay,
     RelayConfig,
     Routing,
+    StakePoolConfig,
     StakingOperations,
     parse_endpoints,
 )
@@ -314,8 +316,15 @@ class AgentStakingServer:
         )
         metrics.watch_relay(self.relay)
         await self.relay.start()
+        liquid = LiquidStakingOperations(
+            operations=operations,
+            rpc=self._rpc,
+            context=self.chain,
+            pools=[StakePoolConfig(address=p.address, label=p.label) for p in settings.stake_pools],
+            rpc_timeout=settings.rpc_timeout_seconds,
+        )
         staking_pb2_grpc.add_StakingServiceServicer_to_server(
-            StakingServicer(operations, self.relay),
+            StakingServicer(operations, self.relay, liquid),
             server,
         )
         keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(self.keys), server)

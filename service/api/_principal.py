@@ -5,9 +5,18 @@ from __future__ import annotations
 from contextvars import ContextVar
 
 from service.core.errors import DomainError, ErrorKind
+from service.core.policy import UNRESTRICTED, CallerPolicy
 from service.keys import Principal
 
+from ._key_converters import caller_policy
+
 current_principal: ContextVar[Principal | None] = ContextVar("principal", default=None)
+
+
+def current_caller_policy() -> CallerPolicy:
+    """The limits of the calling key (none without a principal, e.g. in-process calls)."""
+    principal = current_principal.get()
+    return UNRESTRICTED if principal is None else caller_policy(principal.policy)
 
 
 class PermissionDeniedError(DomainError):

@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator
 import grpc
 from agentstaking.v1 import staking_pb2, staking_pb2_grpc
 
-from service.chain import Relay, StakingOperations
+from service.chain import LiquidStakingOperations, Relay, StakingOperations
 from service.core.errors import DomainError, ErrorKind
-from service.core.policy import UNRESTRICTED, CallerPolicy
 from service.core.txstatus import Commitment
 
 from ._converters import (
@@ -32,8 +31,8 @@ from ._converters import (
     withdraw_response_to_proto,
 )
 from ._errors import handle_errors, handle_stream_errors
-from ._key_converters import caller_policy
-from ._principal import current_principal
+from ._liquid import LiquidStakingServicer
+from ._principal import current_caller_policy as _caller_policy
 
 Context = grpc.aio.ServicerContext
 
@@ -46,17 +45,18 @@ class RelayDisabledError(DomainError):
     default_hint = "Send the signed transaction to a Solana RPC node yourself."
 
 
-def _caller_policy() -> CallerPolicy:
-    principal = current_principal.get()
-    return UNRESTRICTED if principal is None else caller_policy(principal.policy)
-
-
-class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
+class StakingServicer(LiquidStakingServicer, staking_pb2_grpc.StakingServiceServicer):
     """Every StakingService RPC: convert, make one call into chain/, convert back."""
 
-    def __init__(self, operations: StakingOperations, relay: Relay | None = None) -> None:
+    def __init__(
+        self,
+        operations: StakingOperations,
+        relay: Relay | None = None,
+        liquid: LiquidStakingOperations | None = None,
+    ) -> None:
         self._operations = operations
         self._relay = relay
+        self._liquid = liquid
 
     def _relay_or_fail(self) -> Relay:
         if self._relay is None:

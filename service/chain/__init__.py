@@ -50,6 +50,17 @@ from ._relay import (
     TransactionNotFoundError,
 )
 from ._rpc import ChainUnavailable, EndpointFailure, HttpSolanaRpc, RpcError, SolanaRpc
+from ._stake_pools import (
+    BuiltLiquidStake,
+    BuiltLiquidUnstake,
+    LiquidStakeParams,
+    LiquidStakingOperations,
+    LiquidUnstakeParams,
+    StakePoolConfig,
+    StakePoolInfo,
+    StakePoolPage,
+    epochs_per_year,
+)
 from ._stake_reads import StakeReader, StakeReadError, StakeReads, StakeSysvars
 
 __all__ = [
@@ -59,6 +70,8 @@ __all__ = [
     "BlockhashExpiredError",
     "BreakerState",
     "BuildOptions",
+    "BuiltLiquidStake",
+    "BuiltLiquidUnstake",
     "BuiltMerge",
     "BuiltStake",
     "BuiltUnstake",
@@ -76,6 +89,9 @@ __all__ = [
     "FailoverStats",
     "FeePolicy",
     "HttpSolanaRpc",
+    "LiquidStakeParams",
+    "LiquidStakingOperations",
+    "LiquidUnstakeParams",
     "MergeParams",
     "NetworkInfo",
     "NonceAdvancedError",
@@ -90,6 +106,9 @@ __all__ = [
     "SimulationFailedError",
     "SolanaRpc",
     "StakeParams",
+    "StakePoolConfig",
+    "StakePoolInfo",
+    "StakePoolPage",
     "StakePositions",
     "StakeReadError",
     "StakeReader",
@@ -103,6 +122,7 @@ __all__ = [
     "VoteAccountInfo",
     "WithdrawParams",
     "call_deadline",
+    "epochs_per_year",
     "parse_endpoint",
     "parse_endpoints",
     "redact_url",

@@ -857,6 +857,14 @@ class StakingOperations:
             owner=Pubkey.from_string(value["owner"]),
         )
 
+    # Shared build steps, public for the other operations of this package
+    # (``_stake_pools``): the same seeds, lifetimes, options, simulation and checks.
+    seed = _seed
+    lifetime = _lifetime
+    transaction_options = _tx_options
+    prepare = _prepare
+    check_epoch_rewards = _check_reads
+
     async def simulate(self, prepared: PreparedTransaction) -> Simulation:
         """Execute the unsigned transaction against the latest bank, without landing it.
 

@@ -7,6 +7,7 @@ inputs and sends the bytes. Program and sysvar addresses live in
 ``service.core.programs``.
 """
 
+from service.core._format import format_amount, format_sol, format_units
 from service.core._validate import parse_address, parse_blockhash
 from service.core.accounts import (
     STAKER_OFFSET,
@@ -176,8 +177,6 @@ from service.core.seeds import (
 from service.core.summaries import (
     AccountSummary,
     InstructionSummary,
-    format_amount,
-    format_sol,
     summarize_instruction,
     summarize_message,
 )
@@ -375,6 +374,7 @@ __all__ = [
     "fingerprint",
     "format_amount",
     "format_sol",
+    "format_units",
     "instruction_refs",
     "memo",
     "merge_kind",

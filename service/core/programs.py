@@ -14,6 +14,24 @@ MEMO_PROGRAM: Final = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLG
 # Still passed to DelegateStake for compatibility; the program ignores its contents.
 STAKE_CONFIG: Final = Pubkey.from_string("StakeConfig11111111111111111111111111111111")
 
+# SPL token programs and the associated token account program (both token programs
+# ship with LiteSVM, so the localnet runs them).
+TOKEN_PROGRAM: Final = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
+TOKEN_2022_PROGRAM: Final = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
+ASSOCIATED_TOKEN_PROGRAM: Final = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+# The SPL stake-pool program. Sanctum runs two deployments of the same program
+# (same instructions and account layouts) for its single- and multi-validator pools.
+STAKE_POOL_PROGRAM: Final = Pubkey.from_string("SPoo1Ku8WFXoNDMHPsrGSTSG1Y47rzgn41SLUNakuHy")
+SANCTUM_SINGLE_POOL_PROGRAM: Final = Pubkey.from_string(
+    "SP1s4uFeTAX9jsXXmwyDs1gxYYf7cdDZ8qHUHVxE1yr"
+)
+SANCTUM_MULTI_POOL_PROGRAM: Final = Pubkey.from_string(
+    "SPMBzsVUuoHA4Jm6KunbsotaahvVikZs1JyTW6iJvbn"
+)
+STAKE_POOL_PROGRAMS: Final = frozenset(
+    {STAKE_POOL_PROGRAM, SANCTUM_SINGLE_POOL_PROGRAM, SANCTUM_MULTI_POOL_PROGRAM}
+)
+
 SYSVAR_CLOCK: Final = Pubkey.from_string("SysvarC1ock11111111111111111111111111111111")
 SYSVAR_RENT: Final = Pubkey.from_string("SysvarRent111111111111111111111111111111111")
 SYSVAR_STAKE_HISTORY: Final = Pubkey.from_string("SysvarStakeHistory1111111111111111111111111")
@@ -25,6 +43,9 @@ LAMPORTS_PER_SOL: Final = 1_000_000_000
 LAMPORTS_PER_SIGNATURE: Final = 5_000
 U64_MAX: Final = 2**64 - 1
 NONCE_ACCOUNT_SIZE: Final = 80
+# SPL token account and mint sizes (without Token-2022 extensions).
+TOKEN_ACCOUNT_SIZE: Final = 165
+MINT_SIZE: Final = 82
 
 # Largest serialized transaction the network accepts (IPv6 MTU minus headers).
 MAX_TRANSACTION_SIZE: Final = 1232
@@ -41,5 +62,9 @@ PROGRAM_NAMES: Final[Mapping[Pubkey, str]] = MappingProxyType(
         VOTE_PROGRAM: "Vote",
         COMPUTE_BUDGET_PROGRAM: "ComputeBudget",
         MEMO_PROGRAM: "Memo",
+        TOKEN_PROGRAM: "Token",
+        TOKEN_2022_PROGRAM: "Token2022",
+        ASSOCIATED_TOKEN_PROGRAM: "AssociatedToken",
+        **{program: "StakePool" for program in STAKE_POOL_PROGRAMS},
     }
 )

@@ -17,14 +17,16 @@ from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 
 from service.core import _bincode as bc
+from service.core._format import format_amount, pascal_case
 from service.core.encoders import ComputeBudgetTag, StakeAuthorize, StakeInstructionTag
 from service.core.errors import MalformedInstructionError
 from service.core.programs import (
+    ASSOCIATED_TOKEN_PROGRAM,
     COMPUTE_BUDGET_PROGRAM,
-    LAMPORTS_PER_SOL,
     MEMO_PROGRAM,
     PROGRAM_NAMES,
     STAKE_CONFIG,
+    STAKE_POOL_PROGRAMS,
     STAKE_PROGRAM,
     SYSTEM_PROGRAM,
     SYSVAR_CLOCK,
@@ -33,6 +35,10 @@ from service.core.programs import (
     SYSVAR_STAKE_HISTORY,
     U64_MAX,
     VOTE_PROGRAM,
+)
+from service.core.stake_pool_instructions import (
+    decode_associated_token_instruction,
+    decode_stake_pool_instruction,
 )
 
 ParamValue: TypeAlias = int | str
@@ -89,19 +95,6 @@ class InstructionSummary:
             if key == name:
                 return value
         raise KeyError(name)
-
-
-def format_sol(lamports: int) -> str:
-    """Exact decimal SOL, e.g. ``2.00228288 SOL`` (no float rounding)."""
-    whole, frac = divmod(lamports, LAMPORTS_PER_SOL)
-    if not frac:
-        return f"{whole} SOL"
-    return f"{whole}.{frac:09d}".rstrip("0") + " SOL"
-
-
-def format_amount(lamports: int) -> str:
-    """``1.5 SOL (1,500,000,000 lamports)``."""
-    return f"{format_sol(lamports)} ({lamports:,} lamports)"
 
 
 def _owner_name(owner: Pubkey) -> str:
@@ -360,14 +353,14 @@ def _stake(r: bc.Reader, keys: Sequence[Pubkey]) -> _Decoded:
         lamports = r.u64()
         what = "stake" if tag == StakeInstructionTag.MOVE_STAKE else "inactive lamports"
         return (
-            _pascal(StakeInstructionTag(tag).name),
+            pascal_case(StakeInstructionTag(tag).name),
             f"Move {format_amount(lamports)} of {what} from stake account {stake} "
             f"to {_acct(keys, 1)}",
             ["source stake account", "destination stake account", "stake authority"],
             (("lamports", lamports),),
         )
     try:
-        name = _pascal(StakeInstructionTag(tag).name)
+        name = pascal_case(StakeInstructionTag(tag).name)
     except ValueError:
         return _unknown_variant("Stake", tag)
     return (name, f"Stake program {name} on {stake}", ["stake account"], ())
@@ -378,10 +371,6 @@ def _stake_role(tag: int) -> str:
         return StakeAuthorize(tag).name.lower()
     except ValueError:
         raise MalformedInstructionError(f"unknown stake authority type {tag}") from None
-
-
-def _pascal(snake: str) -> str:
-    return "".join(part.capitalize() for part in snake.split("_"))
 
 
 # --- ComputeBudget, Memo ------------------------------------------------------------------
@@ -438,6 +427,8 @@ _DECODERS: Final[dict[Pubkey, _Decoder]] = {
     STAKE_PROGRAM: _stake,
     COMPUTE_BUDGET_PROGRAM: _compute_budget,
     MEMO_PROGRAM: _memo,
+    ASSOCIATED_TOKEN_PROGRAM: decode_associated_token_instruction,
+    **{program: decode_stake_pool_instruction for program in STAKE_POOL_PROGRAMS},
 }
 
 

@@ -49,6 +49,10 @@ EXPOSED: tuple[Exposure, ...] = (
     Exposure(rpc="BuildUnstakeTransaction", read_only=True),
     Exposure(rpc="BuildWithdrawTransaction", read_only=True),
     Exposure(rpc="BuildMergeTransaction", read_only=True),
+    Exposure(rpc="ListStakePools", read_only=True),
+    Exposure(rpc="GetStakePool", read_only=True),
+    Exposure(rpc="BuildLiquidStakeTransaction", read_only=True),
+    Exposure(rpc="BuildLiquidUnstakeTransaction", read_only=True),
     # Sends a signed transaction to the cluster: irreversible once it lands; the same
     # signed transaction again is answered from the relay (idempotent by signature).
     Exposure(

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from agentstaking.v1 import liquid_staking_pb2 as agentstaking_dot_v1_dot_liquid__staking__pb2
 from agentstaking.v1 import staking_pb2 as agentstaking_dot_v1_dot_staking__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -116,6 +117,26 @@ class StakingServiceStub:
                 '/agentstaking.v1.StakingService/GetNetworkInfo',
                 request_serializer=agentstaking_dot_v1_dot_staking__pb2.GetNetworkInfoRequest.SerializeToString,
                 response_deserializer=agentstaking_dot_v1_dot_staking__pb2.GetNetworkInfoResponse.FromString,
+                _registered_method=True)
+        self.ListStakePools = channel.unary_unary(
+                '/agentstaking.v1.StakingService/ListStakePools',
+                request_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.ListStakePoolsRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.ListStakePoolsResponse.FromString,
+                _registered_method=True)
+        self.GetStakePool = channel.unary_unary(
+                '/agentstaking.v1.StakingService/GetStakePool',
+                request_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.GetStakePoolRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.GetStakePoolResponse.FromString,
+                _registered_method=True)
+        self.BuildLiquidStakeTransaction = channel.unary_unary(
+                '/agentstaking.v1.StakingService/BuildLiquidStakeTransaction',
+                request_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidStakeTransactionRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidStakeTransactionResponse.FromString,
+                _registered_method=True)
+        self.BuildLiquidUnstakeTransaction = channel.unary_unary(
+                '/agentstaking.v1.StakingService/BuildLiquidUnstakeTransaction',
+                request_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionResponse.FromString,
                 _registered_method=True)
 
 
@@ -270,6 +291,44 @@ class StakingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStakePools(self, request, context):
+        """Lists the SPL stake pools the operator offers (liquid staking), as read
+        from the chain now: exchange rate, fees, totals, reserve, whether each way
+        in and out is open, and an APY estimate. Paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStakePool(self, request, context):
+        """Returns one offered stake pool, with its validators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildLiquidStakeTransaction(self, request, context):
+        """Builds one transaction that deposits into an offered stake pool: SOL
+        (DepositSol) or an active stake account of the wallet (DepositStake),
+        creating the wallet's pool token account when missing and paying the
+        service fee; it reports the pool tokens expected at the pool's current
+        rate. The wallet is the only signer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildLiquidUnstakeTransaction(self, request, context):
+        """Builds one transaction that gives pool tokens back to an offered stake
+        pool: WithdrawSol (SOL at once, when the pool's reserve pays it) or
+        WithdrawStake (a new seed-derived stake account of the wallet, which then
+        follows the native lifecycle: deactivate, withdraw). The wallet is the
+        only signer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StakingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -322,6 +381,26 @@ def add_StakingServiceServicer_to_server(servicer, server):
                     servicer.GetNetworkInfo,
                     request_deserializer=agentstaking_dot_v1_dot_staking__pb2.GetNetworkInfoRequest.FromString,
                     response_serializer=agentstaking_dot_v1_dot_staking__pb2.GetNetworkInfoResponse.SerializeToString,
+            ),
+            'ListStakePools': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStakePools,
+                    request_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.ListStakePoolsRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.ListStakePoolsResponse.SerializeToString,
+            ),
+            'GetStakePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStakePool,
+                    request_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.GetStakePoolRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.GetStakePoolResponse.SerializeToString,
+            ),
+            'BuildLiquidStakeTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildLiquidStakeTransaction,
+                    request_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidStakeTransactionRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidStakeTransactionResponse.SerializeToString,
+            ),
+            'BuildLiquidUnstakeTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildLiquidUnstakeTransaction,
+                    request_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -627,6 +706,114 @@ class StakingService:
             '/agentstaking.v1.StakingService/GetNetworkInfo',
             agentstaking_dot_v1_dot_staking__pb2.GetNetworkInfoRequest.SerializeToString,
             agentstaking_dot_v1_dot_staking__pb2.GetNetworkInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStakePools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/ListStakePools',
+            agentstaking_dot_v1_dot_liquid__staking__pb2.ListStakePoolsRequest.SerializeToString,
+            agentstaking_dot_v1_dot_liquid__staking__pb2.ListStakePoolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStakePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/GetStakePool',
+            agentstaking_dot_v1_dot_liquid__staking__pb2.GetStakePoolRequest.SerializeToString,
+            agentstaking_dot_v1_dot_liquid__staking__pb2.GetStakePoolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildLiquidStakeTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/BuildLiquidStakeTransaction',
+            agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidStakeTransactionRequest.SerializeToString,
+            agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidStakeTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildLiquidUnstakeTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/BuildLiquidUnstakeTransaction',
+            agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionRequest.SerializeToString,
+            agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ The staking API: builds unsigned Solana staking transactions, relays signed
 ones, and reports stake positions, validators and network state.
 """
 
+from agentstaking.v1 import liquid_staking_pb2 as _liquid_staking_pb2
 from agentstaking.v1 import staking_pb2 as _staking_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -143,6 +144,27 @@ class StakingServiceStub:
     left in the epoch, minimum delegation, the stake account rent-exempt
     reserve, and the caller's fee policy.
     """
+    ListStakePools: _grpc.UnaryUnaryMultiCallable[_liquid_staking_pb2.ListStakePoolsRequest, _liquid_staking_pb2.ListStakePoolsResponse]
+    """Lists the SPL stake pools the operator offers (liquid staking), as read
+    from the chain now: exchange rate, fees, totals, reserve, whether each way
+    in and out is open, and an APY estimate. Paginated.
+    """
+    GetStakePool: _grpc.UnaryUnaryMultiCallable[_liquid_staking_pb2.GetStakePoolRequest, _liquid_staking_pb2.GetStakePoolResponse]
+    """Returns one offered stake pool, with its validators."""
+    BuildLiquidStakeTransaction: _grpc.UnaryUnaryMultiCallable[_liquid_staking_pb2.BuildLiquidStakeTransactionRequest, _liquid_staking_pb2.BuildLiquidStakeTransactionResponse]
+    """Builds one transaction that deposits into an offered stake pool: SOL
+    (DepositSol) or an active stake account of the wallet (DepositStake),
+    creating the wallet's pool token account when missing and paying the
+    service fee; it reports the pool tokens expected at the pool's current
+    rate. The wallet is the only signer.
+    """
+    BuildLiquidUnstakeTransaction: _grpc.UnaryUnaryMultiCallable[_liquid_staking_pb2.BuildLiquidUnstakeTransactionRequest, _liquid_staking_pb2.BuildLiquidUnstakeTransactionResponse]
+    """Builds one transaction that gives pool tokens back to an offered stake
+    pool: WithdrawSol (SOL at once, when the pool's reserve pays it) or
+    WithdrawStake (a new seed-derived stake account of the wallet, which then
+    follows the native lifecycle: deactivate, withdraw). The wallet is the
+    only signer.
+    """
 
 @_typing.type_check_only
 class StakingServiceAsyncStub(StakingServiceStub):
@@ -256,6 +278,27 @@ class StakingServiceAsyncStub(StakingServiceStub):
     """Returns the network state that staking depends on: epoch and slot, time
     left in the epoch, minimum delegation, the stake account rent-exempt
     reserve, and the caller's fee policy.
+    """
+    ListStakePools: _aio.UnaryUnaryMultiCallable[_liquid_staking_pb2.ListStakePoolsRequest, _liquid_staking_pb2.ListStakePoolsResponse]  # type: ignore[assignment]
+    """Lists the SPL stake pools the operator offers (liquid staking), as read
+    from the chain now: exchange rate, fees, totals, reserve, whether each way
+    in and out is open, and an APY estimate. Paginated.
+    """
+    GetStakePool: _aio.UnaryUnaryMultiCallable[_liquid_staking_pb2.GetStakePoolRequest, _liquid_staking_pb2.GetStakePoolResponse]  # type: ignore[assignment]
+    """Returns one offered stake pool, with its validators."""
+    BuildLiquidStakeTransaction: _aio.UnaryUnaryMultiCallable[_liquid_staking_pb2.BuildLiquidStakeTransactionRequest, _liquid_staking_pb2.BuildLiquidStakeTransactionResponse]  # type: ignore[assignment]
+    """Builds one transaction that deposits into an offered stake pool: SOL
+    (DepositSol) or an active stake account of the wallet (DepositStake),
+    creating the wallet's pool token account when missing and paying the
+    service fee; it reports the pool tokens expected at the pool's current
+    rate. The wallet is the only signer.
+    """
+    BuildLiquidUnstakeTransaction: _aio.UnaryUnaryMultiCallable[_liquid_staking_pb2.BuildLiquidUnstakeTransactionRequest, _liquid_staking_pb2.BuildLiquidUnstakeTransactionResponse]  # type: ignore[assignment]
+    """Builds one transaction that gives pool tokens back to an offered stake
+    pool: WithdrawSol (SOL at once, when the pool's reserve pays it) or
+    WithdrawStake (a new seed-derived stake account of the wallet, which then
+    follows the native lifecycle: deactivate, withdraw). The wallet is the
+    only signer.
     """
 
 class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -427,6 +470,51 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the network state that staking depends on: epoch and slot, time
         left in the epoch, minimum delegation, the stake account rent-exempt
         reserve, and the caller's fee policy.
+        """
+
+    @_abc_1.abstractmethod
+    def ListStakePools(
+        self,
+        request: _liquid_staking_pb2.ListStakePoolsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_liquid_staking_pb2.ListStakePoolsResponse, _abc.Awaitable[_liquid_staking_pb2.ListStakePoolsResponse]]:
+        """Lists the SPL stake pools the operator offers (liquid staking), as read
+        from the chain now: exchange rate, fees, totals, reserve, whether each way
+        in and out is open, and an APY estimate. Paginated.
+        """
+
+    @_abc_1.abstractmethod
+    def GetStakePool(
+        self,
+        request: _liquid_staking_pb2.GetStakePoolRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_liquid_staking_pb2.GetStakePoolResponse, _abc.Awaitable[_liquid_staking_pb2.GetStakePoolResponse]]:
+        """Returns one offered stake pool, with its validators."""
+
+    @_abc_1.abstractmethod
+    def BuildLiquidStakeTransaction(
+        self,
+        request: _liquid_staking_pb2.BuildLiquidStakeTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_liquid_staking_pb2.BuildLiquidStakeTransactionResponse, _abc.Awaitable[_liquid_staking_pb2.BuildLiquidStakeTransactionResponse]]:
+        """Builds one transaction that deposits into an offered stake pool: SOL
+        (DepositSol) or an active stake account of the wallet (DepositStake),
+        creating the wallet's pool token account when missing and paying the
+        service fee; it reports the pool tokens expected at the pool's current
+        rate. The wallet is the only signer.
+        """
+
+    @_abc_1.abstractmethod
+    def BuildLiquidUnstakeTransaction(
+        self,
+        request: _liquid_staking_pb2.BuildLiquidUnstakeTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_liquid_staking_pb2.BuildLiquidUnstakeTransactionResponse, _abc.Awaitable[_liquid_staking_pb2.BuildLiquidUnstakeTransactionResponse]]:
+        """Builds one transaction that gives pool tokens back to an offered stake
+        pool: WithdrawSol (SOL at once, when the pool's reserve pays it) or
+        WithdrawStake (a new seed-derived stake account of the wallet, which then
+        follows the native lifecycle: deactivate, withdraw). The wallet is the
+        only signer.
         """
 
 def add_StakingServiceServicer_to_server(servicer: StakingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

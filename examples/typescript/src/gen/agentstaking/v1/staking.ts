@@ -23,6 +23,16 @@ import {
 import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 import {
+  BuildLiquidStakeTransactionRequest,
+  BuildLiquidStakeTransactionResponse,
+  BuildLiquidUnstakeTransactionRequest,
+  BuildLiquidUnstakeTransactionResponse,
+  GetStakePoolRequest,
+  GetStakePoolResponse,
+  ListStakePoolsRequest,
+  ListStakePoolsResponse,
+} from "./liquid_staking.js";
+import {
   Commitment,
   commitmentFromJSON,
   commitmentToJSON,
@@ -5215,6 +5225,73 @@ export const StakingServiceService = {
       Buffer.from(GetNetworkInfoResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetNetworkInfoResponse => GetNetworkInfoResponse.decode(value),
   },
+  /**
+   * Lists the SPL stake pools the operator offers (liquid staking), as read
+   * from the chain now: exchange rate, fees, totals, reserve, whether each way
+   * in and out is open, and an APY estimate. Paginated.
+   */
+  listStakePools: {
+    path: "/agentstaking.v1.StakingService/ListStakePools" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListStakePoolsRequest): Buffer =>
+      Buffer.from(ListStakePoolsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListStakePoolsRequest => ListStakePoolsRequest.decode(value),
+    responseSerialize: (value: ListStakePoolsResponse): Buffer =>
+      Buffer.from(ListStakePoolsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListStakePoolsResponse => ListStakePoolsResponse.decode(value),
+  },
+  /** Returns one offered stake pool, with its validators. */
+  getStakePool: {
+    path: "/agentstaking.v1.StakingService/GetStakePool" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetStakePoolRequest): Buffer => Buffer.from(GetStakePoolRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetStakePoolRequest => GetStakePoolRequest.decode(value),
+    responseSerialize: (value: GetStakePoolResponse): Buffer =>
+      Buffer.from(GetStakePoolResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetStakePoolResponse => GetStakePoolResponse.decode(value),
+  },
+  /**
+   * Builds one transaction that deposits into an offered stake pool: SOL
+   * (DepositSol) or an active stake account of the wallet (DepositStake),
+   * creating the wallet's pool token account when missing and paying the
+   * service fee; it reports the pool tokens expected at the pool's current
+   * rate. The wallet is the only signer.
+   */
+  buildLiquidStakeTransaction: {
+    path: "/agentstaking.v1.StakingService/BuildLiquidStakeTransaction" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BuildLiquidStakeTransactionRequest): Buffer =>
+      Buffer.from(BuildLiquidStakeTransactionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildLiquidStakeTransactionRequest =>
+      BuildLiquidStakeTransactionRequest.decode(value),
+    responseSerialize: (value: BuildLiquidStakeTransactionResponse): Buffer =>
+      Buffer.from(BuildLiquidStakeTransactionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildLiquidStakeTransactionResponse =>
+      BuildLiquidStakeTransactionResponse.decode(value),
+  },
+  /**
+   * Builds one transaction that gives pool tokens back to an offered stake
+   * pool: WithdrawSol (SOL at once, when the pool's reserve pays it) or
+   * WithdrawStake (a new seed-derived stake account of the wallet, which then
+   * follows the native lifecycle: deactivate, withdraw). The wallet is the
+   * only signer.
+   */
+  buildLiquidUnstakeTransaction: {
+    path: "/agentstaking.v1.StakingService/BuildLiquidUnstakeTransaction" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BuildLiquidUnstakeTransactionRequest): Buffer =>
+      Buffer.from(BuildLiquidUnstakeTransactionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildLiquidUnstakeTransactionRequest =>
+      BuildLiquidUnstakeTransactionRequest.decode(value),
+    responseSerialize: (value: BuildLiquidUnstakeTransactionResponse): Buffer =>
+      Buffer.from(BuildLiquidUnstakeTransactionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildLiquidUnstakeTransactionResponse =>
+      BuildLiquidUnstakeTransactionResponse.decode(value),
+  },
 } as const;
 
 export interface StakingServiceServer extends UntypedServiceImplementation {
@@ -5303,6 +5380,33 @@ export interface StakingServiceServer extends UntypedServiceImplementation {
    * reserve, and the caller's fee policy.
    */
   getNetworkInfo: handleUnaryCall<GetNetworkInfoRequest, GetNetworkInfoResponse>;
+  /**
+   * Lists the SPL stake pools the operator offers (liquid staking), as read
+   * from the chain now: exchange rate, fees, totals, reserve, whether each way
+   * in and out is open, and an APY estimate. Paginated.
+   */
+  listStakePools: handleUnaryCall<ListStakePoolsRequest, ListStakePoolsResponse>;
+  /** Returns one offered stake pool, with its validators. */
+  getStakePool: handleUnaryCall<GetStakePoolRequest, GetStakePoolResponse>;
+  /**
+   * Builds one transaction that deposits into an offered stake pool: SOL
+   * (DepositSol) or an active stake account of the wallet (DepositStake),
+   * creating the wallet's pool token account when missing and paying the
+   * service fee; it reports the pool tokens expected at the pool's current
+   * rate. The wallet is the only signer.
+   */
+  buildLiquidStakeTransaction: handleUnaryCall<BuildLiquidStakeTransactionRequest, BuildLiquidStakeTransactionResponse>;
+  /**
+   * Builds one transaction that gives pool tokens back to an offered stake
+   * pool: WithdrawSol (SOL at once, when the pool's reserve pays it) or
+   * WithdrawStake (a new seed-derived stake account of the wallet, which then
+   * follows the native lifecycle: deactivate, withdraw). The wallet is the
+   * only signer.
+   */
+  buildLiquidUnstakeTransaction: handleUnaryCall<
+    BuildLiquidUnstakeTransactionRequest,
+    BuildLiquidUnstakeTransactionResponse
+  >;
 }
 
 export interface StakingServiceClient extends Client {
@@ -5524,6 +5628,86 @@ export interface StakingServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetNetworkInfoResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lists the SPL stake pools the operator offers (liquid staking), as read
+   * from the chain now: exchange rate, fees, totals, reserve, whether each way
+   * in and out is open, and an APY estimate. Paginated.
+   */
+  listStakePools(
+    request: ListStakePoolsRequest,
+    callback: (error: ServiceError | null, response: ListStakePoolsResponse) => void,
+  ): ClientUnaryCall;
+  listStakePools(
+    request: ListStakePoolsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListStakePoolsResponse) => void,
+  ): ClientUnaryCall;
+  listStakePools(
+    request: ListStakePoolsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListStakePoolsResponse) => void,
+  ): ClientUnaryCall;
+  /** Returns one offered stake pool, with its validators. */
+  getStakePool(
+    request: GetStakePoolRequest,
+    callback: (error: ServiceError | null, response: GetStakePoolResponse) => void,
+  ): ClientUnaryCall;
+  getStakePool(
+    request: GetStakePoolRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetStakePoolResponse) => void,
+  ): ClientUnaryCall;
+  getStakePool(
+    request: GetStakePoolRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetStakePoolResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Builds one transaction that deposits into an offered stake pool: SOL
+   * (DepositSol) or an active stake account of the wallet (DepositStake),
+   * creating the wallet's pool token account when missing and paying the
+   * service fee; it reports the pool tokens expected at the pool's current
+   * rate. The wallet is the only signer.
+   */
+  buildLiquidStakeTransaction(
+    request: BuildLiquidStakeTransactionRequest,
+    callback: (error: ServiceError | null, response: BuildLiquidStakeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildLiquidStakeTransaction(
+    request: BuildLiquidStakeTransactionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BuildLiquidStakeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildLiquidStakeTransaction(
+    request: BuildLiquidStakeTransactionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BuildLiquidStakeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Builds one transaction that gives pool tokens back to an offered stake
+   * pool: WithdrawSol (SOL at once, when the pool's reserve pays it) or
+   * WithdrawStake (a new seed-derived stake account of the wallet, which then
+   * follows the native lifecycle: deactivate, withdraw). The wallet is the
+   * only signer.
+   */
+  buildLiquidUnstakeTransaction(
+    request: BuildLiquidUnstakeTransactionRequest,
+    callback: (error: ServiceError | null, response: BuildLiquidUnstakeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildLiquidUnstakeTransaction(
+    request: BuildLiquidUnstakeTransactionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BuildLiquidUnstakeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildLiquidUnstakeTransaction(
+    request: BuildLiquidUnstakeTransactionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BuildLiquidUnstakeTransactionResponse) => void,
   ): ClientUnaryCall;
 }
 
