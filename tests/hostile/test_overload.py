@@ -115,7 +115,7 @@ def test_over_the_limit_calls_are_refused_with_retry_info(limited: ServeProcess)
     # itself is pinned down in tests/api/test_admission.py.
     refused = [e for e in answered if e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED]
     for error in refused:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)
         assert status is not None
         kinds = {}
         for detail in status.details:
