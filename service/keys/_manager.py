@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 500
 MAX_GRACE_PERIOD: Final = timedelta(days=30)
-KNOWN_ID_SECONDS: Final = 600.0
-"""How long a key id seen in the store counts as known (``may_be_valid``)."""
+KNOWN_ID_SECONDS: Final = 3600.0
+"""How long a key id seen in the store counts as known (``may_be_valid``); the overdue
+scan renews every active key's."""
 # Store calls that get a child span of the call being served.
 _TRACED_STORE_CALLS: Final = frozenset(
     {"insert", "get", "list_keys", "list_overdue", "update", "add_usage", "audit_events"}
@@ -488,6 +489,7 @@ class KeyManager:
                     raise
                 continue
             self._invalidate(record.key_id)
+            self._remember_id(self._known_ids, record.key_id, KNOWN_ID_SECONDS)
             log.info("API key %s created", record.key_id)
             return _to_api(record, now), token
 
@@ -862,8 +864,23 @@ class KeyManager:
             _, self._by_state[state.value] = await self._store.list_keys(
                 after="", limit=1, state=state, now=now
             )
+        await self._learn_active_ids(now)
         self._scanned = True
         return overdue
+
+    async def _learn_active_ids(self, now: datetime) -> None:
+        """Remember every active key's id (``may_be_valid``): a key created on another
+        replica is heard from a blocked peer at most one scan later."""
+        after = ""
+        while True:
+            records, _ = await self._store.list_keys(
+                after=after, limit=MAX_PAGE_SIZE, state=KeyState.ACTIVE, now=now
+            )
+            for record in records:
+                self._remember_id(self._known_ids, record.key_id, KNOWN_ID_SECONDS)
+            if len(records) < MAX_PAGE_SIZE:
+                return
+            after = records[-1].key_id
 
     async def _expire_overdue(self, record: KeyRecord, now: datetime) -> None:
         # Expiring sets expire_time to now: the state stays a pure function of the

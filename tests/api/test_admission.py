@@ -116,7 +116,7 @@ def _call(channel: grpc.aio.Channel, method: str, service: str = SERVICE) -> Any
 
 
 def _details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     found: dict[str, Any] = {}
     for detail in status.details:
@@ -163,7 +163,7 @@ async def test_calls_over_the_limit_are_refused_at_once_with_retry_info(harness:
 @pytest.mark.parametrize("harness", [AdmissionLimits(max_concurrent_streams=1)], indirect=True)
 async def test_server_streams_have_a_limit_of_their_own(harness: Harness) -> None:
     async with grpc.aio.insecure_channel(harness.address) as channel:
-        stream = channel.unary_stream(
+        stream: Any = channel.unary_stream(
             f"/{SERVICE}/Stream",
             request_serializer=lambda message: message.SerializeToString(),
             response_deserializer=wrappers_pb2.StringValue.FromString,
@@ -243,7 +243,7 @@ async def test_a_stream_that_ends_without_a_message(harness: Harness) -> None:
 @pytest.mark.parametrize("harness", [AdmissionLimits(default_deadline=0.3)], indirect=True)
 async def test_a_call_without_a_deadline_gets_the_default(harness: Harness) -> None:
     async with grpc.aio.insecure_channel(harness.address) as channel:
-        sleep = channel.unary_unary(
+        sleep: Any = channel.unary_unary(
             f"/{SERVICE}/Sleep",
             request_serializer=lambda message: message.SerializeToString(),
             response_deserializer=wrappers_pb2.DoubleValue.FromString,

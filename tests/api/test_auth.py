@@ -228,3 +228,24 @@ async def test_policy_is_enforced(service: Service, localnet: LocalnetServer) ->
         assert built.transaction.fees.service_fee_lamports == 2 * SOL * 50 // 10_000
         info = await stub.GetNetworkInfo(NETWORK)
         assert info.fee_policy.service_fee_bps == 50
+
+
+async def test_two_keys_in_one_call_are_refused_as_ambiguous(service: Service) -> None:
+    staking, admin = service.staking_secret, service.admin_secret
+    ambiguous = [
+        (("authorization", f"Bearer {staking}"), ("x-api-key", admin)),
+        (("authorization", f"Bearer {admin}"), ("x-api-key", staking)),
+        (("authorization", f"Bearer {staking}"), ("authorization", f"Bearer {admin}")),
+        (("authorization", f"Bearer {staking}"), ("authorization", f"Bearer {staking}")),
+        (("x-api-key", staking), ("x-api-key", admin)),
+    ]
+    for metadata in ambiguous:
+        error = await _network_info_error(service, metadata)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED, metadata
+        assert _reason(error) == "API_KEY_AMBIGUOUS", metadata
+    # The same key under both names is one key.
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        info = await staking_pb2_grpc.StakingServiceStub(channel).GetNetworkInfo(
+            NETWORK, metadata=(("authorization", f"Bearer {staking}"), ("x-api-key", staking))
+        )
+    assert info.minimum_delegation_lamports == SOL

@@ -19,6 +19,7 @@ from service.core import (
     DEFAULT_STAKE_WITH_AUTHORIZE_COMPUTE_UNIT_LIMIT,
     MAX_MEMO_BYTES,
     BelowMinimumDelegationError,
+    DomainError,
     DurableNonce,
     ErrorKind,
     FieldViolationsError,
@@ -27,6 +28,7 @@ from service.core import (
     InvalidArgumentError,
     Lockup,
     MemoTooLongError,
+    PriorityFeeCap,
     RecentBlockhash,
     SeedPurpose,
     ServiceFee,
@@ -166,6 +168,44 @@ def test_compute_budget_options() -> None:
     assert p.instructions[0].param("units") == 33_333
     assert p.fees.priority_fee_lamports == 412
     assert p.fees.total_debit_lamports == 2 * SOL + RENT + 2_000_000 + 5_000 + 412
+
+
+@given(
+    price=st.integers(0, 2**64 - 1),
+    limit=st.integers(1, 1_400_000),
+    cap=st.integers(0, 10**9),
+    automatic=st.booleans(),
+    by_policy=st.booleans(),
+)
+def test_the_priority_fee_never_exceeds_its_cap(
+    price: int, limit: int, cap: int, automatic: bool, by_policy: bool
+) -> None:
+    """A price from recent fees is lowered to fit the cap (as high as fits); one the
+    caller set is refused, naming who set the cap."""
+    options = TransactionOptions(
+        compute_unit_price_micro_lamports=price,
+        compute_unit_limit=limit,
+        priority_fee_cap=PriorityFeeCap(lamports=cap, by_policy=by_policy),
+        automatic_price=automatic,
+    )
+    uncapped = -(-price * limit // 10**6)
+    try:
+        p = build_stake_transaction(_request(options=options), _context()).prepared
+    except DomainError as exc:
+        assert not automatic and uncapped > cap
+        assert exc.reason == (
+            "POLICY_MAX_PRIORITY_FEE_EXCEEDED" if by_policy else "PRIORITY_FEE_TOO_HIGH"
+        )
+        largest = int(exc.metadata["max_compute_unit_price_micro_lamports"])
+        assert -(-largest * limit // 10**6) <= cap < -(-(largest + 1) * limit // 10**6)
+        return
+    assert p.fees.priority_fee_lamports <= cap
+    if uncapped <= cap:
+        assert p.compute_unit_price_micro_lamports == price
+    else:
+        assert automatic
+        # As high as fits: one micro-lamport more would not.
+        assert -(-(p.compute_unit_price_micro_lamports + 1) * limit // 10**6) > cap
 
 
 def test_memo_comes_last_and_is_signed_by_the_wallet() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +21,7 @@ from service.keys import (
     KeyManager,
     KeyPolicy,
     KeyState,
+    KeyStore,
     RateLimit,
     Scope,
 )
@@ -340,3 +341,55 @@ async def test_a_secret_passed_as_key_id_is_not_echoed(manager: KeyManager) -> N
     assert caught.value.reason == "KEY_NOT_FOUND"
     secret = token.split("_", 2)[2]
     assert secret[:8] not in caught.value.message + str(caught.value.metadata)
+
+
+class _CountedStore:
+    """The real store, with its reads of single keys counted."""
+
+    def __init__(self, inner: KeyStore) -> None:
+        self.inner = inner
+        self.gets = 0
+
+    async def get(self, key_id: str) -> Any:
+        self.gets += 1
+        return await self.inner.get(key_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_guessed_key_ids_cost_one_read_each_per_cache_ttl(
+    store: KeyStore, clock: FakeClock
+) -> None:
+    counted = _CountedStore(store)
+    keys = KeyManager(cast(KeyStore, counted), clock=clock, cache_ttl=60.0)
+    try:
+        guess = f"ask_{'a' * 16}_{'b' * 43}"
+        for _ in range(20):
+            with pytest.raises(AuthenticationError):
+                await keys.authenticate(guess)
+        assert counted.gets == 1
+        # A known key id is what a blocked peer must present; a guessed one is not.
+        assert not keys.may_be_valid(guess)
+        key, secret = await keys.create(display_name="real", scopes=["staking"])
+        assert keys.may_be_valid(secret)
+        assert keys.may_be_valid(f"ask_{key.key_id}_{'c' * 43}")  # the id, not the secret
+        assert not keys.may_be_valid("not a token")
+    finally:
+        await keys.stop()
+
+
+async def test_every_active_key_id_is_known_after_a_scan(store: KeyStore, clock: FakeClock) -> None:
+    """Keys created elsewhere (another replica) are learnt by the periodic scan."""
+    elsewhere = KeyManager(store, clock=clock)
+    created = [await elsewhere.create(display_name=f"k{i}", scopes=["staking"]) for i in range(3)]
+    revoked, revoked_secret = await elsewhere.create(display_name="gone", scopes=["staking"])
+    await elsewhere.revoke(revoked.key_id)
+    here = KeyManager(store, clock=clock)
+    try:
+        assert not any(here.may_be_valid(secret) for _, secret in created)
+        await here.scan_overdue()
+        assert all(here.may_be_valid(secret) for _, secret in created)
+        assert not here.may_be_valid(revoked_secret)
+    finally:
+        await here.stop()

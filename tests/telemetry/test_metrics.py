@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from agentstaking.v1 import staking_pb2, types_pb2
@@ -211,3 +215,32 @@ async def test_key_gauges_count_by_state_and_overdue(
         assert scrape.value("agent_staking_api_keys_overdue_rotation") == 1
     finally:
         await server.stop(0)
+
+
+async def test_scrapes_share_renderings_off_the_serving_loop(observed: Observed) -> None:
+    """Eight scrapers in a loop cost the serving loop one rendering a second: the HTTP
+    side runs on a thread of its own and shares the last body between scrapes."""
+    listener = observed.server.metrics_listener
+    assert listener is not None
+    assert any(t.name == "metrics-http" and t.is_alive() for t in threading.enumerate())
+    before = listener.renders
+    started = time.monotonic()
+    scrapes = 0
+
+    async def scraper() -> None:
+        nonlocal scrapes
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() - started < 2.0:
+                async with session.get(f"http://127.0.0.1:{listener.port}/metrics") as response:
+                    assert response.status == 200
+                    await response.read()
+                scrapes += 1
+
+    await asyncio.gather(*(scraper() for _ in range(8)))
+    elapsed = time.monotonic() - started
+    renders = listener.renders - before
+    assert scrapes > renders
+    assert renders <= elapsed / 1.0 + 2, (renders, scrapes, elapsed)
+    # Calls are served meanwhile and after.
+    info = await observed.staking.GetNetworkInfo(staking_pb2.GetNetworkInfoRequest())
+    assert info.minimum_delegation_lamports > 0

@@ -1,0 +1,166 @@
+"""Values at the edges of their types are INVALID_ARGUMENT naming the field; nothing the
+caller sent comes back unbounded; fees the caller sets have caps."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from agentstaking.v1 import keys_pb2, staking_pb2, staking_pb2_grpc, types_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
+from solders.keypair import Keypair
+
+from service.keys import KeyPolicy
+from tests._grpc_auth import keyed_channel
+
+from ._helpers import rich_details
+from .conftest import SOL, Service
+
+TIMESTAMPS = [
+    timestamp_pb2.Timestamp(seconds=253_402_300_800),  # year 10000
+    timestamp_pb2.Timestamp(seconds=-62_135_596_801),  # before year 1
+    timestamp_pb2.Timestamp(seconds=2**62),
+    timestamp_pb2.Timestamp(seconds=1_900_000_000, nanos=-1),
+    timestamp_pb2.Timestamp(seconds=1_900_000_000, nanos=10**9),
+]
+DURATIONS = [
+    duration_pb2.Duration(seconds=2**62),
+    duration_pb2.Duration(seconds=-(2**62)),
+    duration_pb2.Duration(seconds=1, nanos=-5),
+    duration_pb2.Duration(seconds=0, nanos=2 * 10**9),
+]
+
+
+def _assert_invalid(error: grpc.aio.AioRpcError, field: str) -> None:
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+    details = rich_details(error)
+    assert [v.field for v in details["BadRequest"].field_violations] == [field]
+
+
+@pytest.mark.parametrize("stamp", TIMESTAMPS, ids=str)
+async def test_timestamps_out_of_range(service: Service, stamp: timestamp_pb2.Timestamp) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as created:
+        await service.keys.CreateApiKey(
+            keys_pb2.CreateApiKeyRequest(display_name="x", scopes=["staking"], expire_time=stamp)
+        )
+    _assert_invalid(created.value, "expire_time")
+    key = (
+        await service.keys.CreateApiKey(
+            keys_pb2.CreateApiKeyRequest(display_name="y", scopes=["staking"])
+        )
+    ).api_key
+    with pytest.raises(grpc.aio.AioRpcError) as updated:
+        await service.keys.UpdateApiKey(
+            keys_pb2.UpdateApiKeyRequest(
+                api_key=keys_pb2.ApiKey(name=key.name, expire_time=stamp),
+                update_mask=field_mask_pb2.FieldMask(paths=["expire_time"]),
+            )
+        )
+    _assert_invalid(updated.value, "api_key.expire_time")
+
+
+@pytest.mark.parametrize("duration", DURATIONS, ids=str)
+async def test_durations_out_of_range(service: Service, duration: duration_pb2.Duration) -> None:
+    key = (
+        await service.keys.CreateApiKey(
+            keys_pb2.CreateApiKeyRequest(display_name="z", scopes=["staking"])
+        )
+    ).api_key
+    with pytest.raises(grpc.aio.AioRpcError) as rotated:
+        await service.keys.RotateApiKey(
+            keys_pb2.RotateApiKeyRequest(name=key.name, grace_period=duration)
+        )
+    _assert_invalid(rotated.value, "grace_period")
+
+
+async def test_a_megabyte_of_update_mask_is_refused_without_being_echoed(
+    service: Service,
+) -> None:
+    key = (
+        await service.keys.CreateApiKey(
+            keys_pb2.CreateApiKeyRequest(display_name="m", scopes=["staking"])
+        )
+    ).api_key
+    for paths in (["display_name." + "a" * 900_000], ["p"] * 100_000):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await service.keys.UpdateApiKey(
+                keys_pb2.UpdateApiKeyRequest(
+                    api_key=keys_pb2.ApiKey(name=key.name, display_name="n"),
+                    update_mask=field_mask_pb2.FieldMask(paths=paths),
+                )
+            )
+        _assert_invalid(refused.value, "update_mask")
+        trailers = refused.value.trailing_metadata() or ()
+        assert sum(len(k) + len(v) for k, v in trailers) < 4096
+
+
+async def test_long_input_is_quoted_within_bounds(service: Service) -> None:
+    """A field violation that quotes its input quotes a bounded part of it."""
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.keys.GetApiKey(keys_pb2.GetApiKeyRequest(name="x" * 200_000))
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert len(refused.value.details() or "") <= 1024
+    trailers = refused.value.trailing_metadata() or ()
+    assert sum(len(k) + len(v) for k, v in trailers) < 4096
+
+
+def _build(price: int | None, limit: int = 0) -> staking_pb2.BuildStakeTransactionRequest:
+    options = types_pb2.TransactionOptions(compute_unit_limit=limit)
+    if price is not None:
+        options.compute_unit_price_micro_lamports = price
+    return staking_pb2.BuildStakeTransactionRequest(
+        wallet=str(Keypair().pubkey()), amount_lamports=2 * SOL, options=options
+    )
+
+
+async def test_a_priority_fee_over_the_maximum_is_refused(service: Service) -> None:
+    # 2^63 micro-lamports per unit: a debit of about 1.3e19 lamports before the cap.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildStakeTransaction(_build(2**63))
+    _assert_invalid(refused.value, "options.compute_unit_price_micro_lamports")
+    info = rich_details(refused.value)["ErrorInfo"]
+    assert info.reason == "PRIORITY_FEE_TOO_HIGH"
+    cap = int(info.metadata["max_priority_fee_lamports"])
+    assert cap == service.server.settings.max_priority_fee_lamports
+    # The largest price that fits, as the metadata says, is accepted.
+    largest = int(info.metadata["max_compute_unit_price_micro_lamports"])
+    limit = int(info.metadata["compute_unit_limit"])
+    built = await service.staking.BuildStakeTransaction(_build(largest, limit))
+    assert built.transaction.fees.priority_fee_lamports <= cap
+    with pytest.raises(grpc.aio.AioRpcError):
+        await service.staking.BuildStakeTransaction(_build(largest + 1, limit))
+
+
+async def test_a_keys_policy_caps_the_priority_fee_lower(service: Service) -> None:
+    assert service.server.keys is not None
+    _, secret = await service.server.keys.create(
+        display_name="frugal",
+        scopes=["staking"],
+        policy=KeyPolicy(max_priority_fee_lamports=1000),
+    )
+    async with keyed_channel(service.address, secret) as channel:
+        stub = staking_pb2_grpc.StakingServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.BuildStakeTransaction(_build(10**6, 200_000))  # 200,000 lamports
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        info = rich_details(refused.value)["ErrorInfo"]
+        assert info.reason == "POLICY_MAX_PRIORITY_FEE_EXCEEDED"
+        assert info.metadata["max_priority_fee_lamports"] == "1000"
+        built = await stub.BuildStakeTransaction(_build(5000, 200_000))  # 1,000 lamports
+        assert built.transaction.fees.priority_fee_lamports == 1000
+    # The policy field round-trips through KeyService.
+    listed = await service.keys.ListApiKeys(keys_pb2.ListApiKeysRequest(page_size=500))
+    frugal = [k for k in listed.api_keys if k.display_name == "frugal"]
+    assert frugal[0].policy.max_priority_fee_lamports == 1000
+
+
+async def test_policy_lists_are_capped(service: Service) -> None:
+    wallets = [str(Keypair().pubkey()) for _ in range(1001)]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.keys.CreateApiKey(
+            keys_pb2.CreateApiKeyRequest(
+                display_name="big",
+                scopes=["staking"],
+                policy=keys_pb2.KeyPolicy(allowed_wallets=wallets),
+            )
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
