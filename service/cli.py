@@ -24,6 +24,18 @@ from service.telemetry import capture_stderr, configure_logging
 
 log = logging.getLogger("agent_staking")
 
+SERVE_FLAGS: dict[str, str] = {
+    "listen": "--listen",
+    "rpc_urls": "--rpc-url",
+    "metrics_listen": "--metrics-listen",
+    "workers": "--workers",
+    "tls_cert_file": "--tls-cert",
+    "tls_key_file": "--tls-key",
+    "tls_client_ca_file": "--tls-client-ca",
+    "localnet_listen": "--localnet-listen",
+}
+"""Settings that `serve` also takes as flags (a flag beats the environment)."""
+
 
 def parse_listen(value: str) -> tuple[str, int]:
     try:
@@ -116,15 +128,10 @@ async def _run_serve(args: argparse.Namespace) -> None:
     from service.server import AgentStakingServer
 
     overrides: dict[str, object] = {
-        "listen": args.listen,
-        "rpc_urls": args.rpc_url or None,
-        "metrics_listen": args.metrics_listen,
-        "workers": args.workers,
-        "tls_cert_file": args.tls_cert,
-        "tls_key_file": args.tls_key,
-        "tls_client_ca_file": args.tls_client_ca,
-        "localnet_listen": args.localnet_listen,
+        setting: getattr(args, flag.removeprefix("--").replace("-", "_"))
+        for setting, flag in SERVE_FLAGS.items()
     }
+    overrides["rpc_urls"] = overrides["rpc_urls"] or None  # repeatable: [] means unset
     settings = load_settings(overrides, args.config)
     if settings.workers > 1 and not args.worker_process:
         await _run_workers(args, settings)

@@ -8,6 +8,7 @@ the defaults below.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,7 +82,9 @@ def _is_address(text: str) -> bool:
 class Settings(BaseSettings):
     """Every setting of the service; environment names are `AGENT_STAKING_<FIELD>`."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, use_attribute_docstrings=True
+    )
 
     listen: str = "127.0.0.1:50051"
     """gRPC listen address, HOST:PORT (port 0 picks a free port)."""
@@ -428,9 +431,40 @@ def load_settings(
 
         class FileSettings(Settings):
             model_config = SettingsConfigDict(
-                env_prefix=ENV_PREFIX, extra="forbid", frozen=True, toml_file=path
+                env_prefix=ENV_PREFIX,
+                extra="forbid",
+                frozen=True,
+                use_attribute_docstrings=True,
+                toml_file=path,
             )
 
         cls = FileSettings
     clean = {k: v for k, v in (overrides or {}).items() if v is not None}
     return cls(**clean)
+
+
+def settings_reference(flags: Mapping[str, str]) -> str:
+    """The configuration reference: a Markdown table of every setting, its environment
+    variable (and ``flags``' command-line flag), default and meaning, from the field
+    docstrings above (docs/operators.md holds it; a test keeps the two equal)."""
+    rows = ["| Environment variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        variable = f"`{ENV_PREFIX}{name.upper()}`"
+        if name in flags:
+            variable += f" (`{flags[name]}`)"
+        default = field.get_default(call_default_factory=True)
+        if default is None:
+            shown = "unset"
+        elif default == "":
+            shown = "empty"
+        elif isinstance(default, bool):
+            shown = f"`{str(default).lower()}`"
+        elif isinstance(default, list | dict):
+            shown = f"`{json.dumps(default)}`"
+        elif isinstance(default, float) and default.is_integer():
+            shown = f"`{int(default)}`"
+        else:
+            shown = f"`{default}`"
+        meaning = " ".join((field.description or "").split()).replace("|", "\\|")
+        rows.append(f"| {variable} | {shown} | {meaning} |")
+    return "\n".join(rows) + "\n"

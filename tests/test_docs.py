@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 import service
+from service.cli import SERVE_FLAGS
+from service.config import Settings, settings_reference
 from service.core.errors import DomainError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,3 +106,16 @@ def test_catalogued_statuses_match_the_error_classes() -> None:
             continue
         status = documented[reason][0]
         assert status.startswith(f"`{cls.kind.value}`"), (reason, status, cls)
+
+
+def test_the_configuration_table_is_the_settings() -> None:
+    """docs/operators.md holds the table generated from Settings: every setting, its
+    default and its docstring (`python scripts/gen_settings_docs.py` rewrites it)."""
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"setting {name} has no docstring"
+    text = (ROOT / "docs" / "operators.md").read_text()
+    block = re.search(r"<!-- settings:begin -->\n(.*?)<!-- settings:end -->", text, re.S)
+    assert block is not None
+    assert block.group(1) == settings_reference(SERVE_FLAGS), (
+        "docs/operators.md is stale: run python scripts/gen_settings_docs.py"
+    )
