@@ -174,6 +174,38 @@ class Admission(Stage):
         self._waiting = _Waiting(limits.max_waiting)
         self._shed_since_log = 0
         self._shed_logged = 0.0
+        # What a refusal answers never changes: built once, not per refused call (a
+        # flood is answered at the rate these go out).
+        retry = limits.overload_retry_after
+        self._overloaded = {
+            kind: status_for(
+                OverloadedError(
+                    f"the server is at its limit of {limit} {kind} calls in flight; retry "
+                    "after the delay in RetryInfo",
+                    retry_after=retry,
+                    metadata={"limit": name, "max_in_flight": str(limit)},
+                )
+            )
+            for kind, name, limit in (
+                ("unary", "max_concurrent_rpcs", limits.max_concurrent_rpcs),
+                ("server_stream", "max_concurrent_streams", limits.max_concurrent_streams),
+            )
+        }
+        self._evicted = status_for(
+            OverloadedError(
+                "too many calls are waiting for their request message; this one waited longest",
+                retry_after=retry,
+                metadata={"limit": "max_waiting_requests", "max_waiting": str(limits.max_waiting)},
+            )
+        )
+        timeout = f"{limits.request_timeout:g}"
+        self._timed_out = status_for(
+            CallTimeoutError(
+                f"the request message did not arrive within {timeout} s of the call's headers",
+                reason="REQUEST_TIMEOUT",
+                metadata={"request_timeout_seconds": timeout},
+            )
+        )
 
     @property
     def waiting(self) -> int:
@@ -279,31 +311,11 @@ class Admission(Stage):
                 self._refusals.refused(
                     rpc_type, service, method, grpc.StatusCode.RESOURCE_EXHAUSTED, "waiting_evicted"
                 )
-                await abort_with(
-                    context,
-                    status_for(
-                        OverloadedError(
-                            "too many calls are waiting for their request message; this one "
-                            "waited longest",
-                            retry_after=self.limits.overload_retry_after,
-                            metadata={"limit": "max_waiting_requests"},
-                        )
-                    ),
-                )
+                await abort_with(context, self._evicted)
             self._refusals.refused(
                 rpc_type, service, method, grpc.StatusCode.DEADLINE_EXCEEDED, "request_timeout"
             )
-            await abort_with(
-                context,
-                status_for(
-                    CallTimeoutError(
-                        f"the request message did not arrive within {limit:g} s of the call's "
-                        "headers",
-                        reason="REQUEST_TIMEOUT",
-                        metadata={"request_timeout_seconds": f"{limit:g}"},
-                    )
-                ),
-            )
+            await abort_with(context, self._timed_out)
         if raw is grpc.aio.EOF:
             self._refusals.refused(
                 rpc_type, service, method, grpc.StatusCode.INVALID_ARGUMENT, "incomplete_request"
@@ -331,19 +343,7 @@ class Admission(Stage):
             )
             self._shed_logged = now
             self._shed_since_log = 0
-        in_flight = self.unary_in_flight if rpc_type == "unary" else self.streams_in_flight
-        limit_name = "max_concurrent_rpcs" if rpc_type == "unary" else "max_concurrent_streams"
-        await abort_with(
-            context,
-            status_for(
-                OverloadedError(
-                    f"the server is at its limit of {in_flight} calls in flight; retry after "
-                    "the delay in RetryInfo",
-                    retry_after=self.limits.overload_retry_after,
-                    metadata={"limit": limit_name, "in_flight": str(in_flight)},
-                )
-            ),
-        )
+        await abort_with(context, self._overloaded[rpc_type])
 
 
 class RequestCheck(Stage):
