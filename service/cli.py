@@ -18,6 +18,7 @@ from typing import Any
 
 from service.config import Settings, load_settings, parse_host_port
 from service.core.errors import DomainError
+from service.core.programs import LAMPORTS_PER_SOL
 from service.keys import ApiKey, KeyManager, KeyState, Scope, migrate, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
 from service.telemetry import capture_stderr, configure_logging
@@ -228,7 +229,7 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> None:
             if settings.fee_recipient is None and settings.service_fee_bps:
                 recipient = embedded_fee_wallet(settings.localnet_seed)
                 env["AGENT_STAKING_FEE_RECIPIENT"] = recipient
-                await _airdrop(localnet.url, recipient)
+                await _airdrop(localnet.url, recipient, LAMPORTS_PER_SOL)
         elif args.rpc_url:
             env["AGENT_STAKING_RPC_URLS"] = json.dumps(settings.rpc_urls)
         if args.listen:
@@ -351,19 +352,89 @@ async def _relay_lines(worker: asyncio.subprocess.Process) -> None:
         sys.stdout.flush()
 
 
-async def _airdrop(url: str, recipient: str) -> None:
+async def _rpc_call(url: str, method: str, params: list[Any]) -> Any:
+    """One JSON-RPC call to a Solana endpoint (the localnet's admin methods included).
+
+    Raises:
+        OSError: The endpoint cannot be reached or answered with an error.
+    """
     import aiohttp
 
-    from service.core.programs import LAMPORTS_PER_SOL
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.post(url, json=body) as response,
+        ):
+            response.raise_for_status()
+            answer = await response.json()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise OSError(
+            f"cannot reach the Solana endpoint at {url} ({type(exc).__name__}): start "
+            "`agent-staking serve` (embedded localnet) or `agent-staking localnet`, or pass "
+            "--rpc-url"
+        ) from None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if error is not None:
+        if error.get("code") == -32601 and method.startswith("localnet_"):
+            raise OSError(f"{url} is not an agent-staking localnet ({method} is unknown there)")
+        raise OSError(f"{method} failed at {url}: {error.get('message')}")
+    return answer.get("result")
 
-    body: dict[str, object] = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "requestAirdrop",
-        "params": [recipient, LAMPORTS_PER_SOL],
-    }
-    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
-        response.raise_for_status()
+
+async def _airdrop(url: str, recipient: str, lamports: int) -> str:
+    """Fund ``recipient`` from the localnet's faucet; the signature, once confirmed."""
+    signature = str(await _rpc_call(url, "requestAirdrop", [recipient, lamports]))
+    for _ in range(300):
+        statuses = await _rpc_call(url, "getSignatureStatuses", [[signature]])
+        status = (statuses or {}).get("value", [None])[0]
+        if status and status.get("confirmationStatus") in ("confirmed", "finalized"):
+            return signature
+        await asyncio.sleep(0.1)
+    raise OSError(f"the airdrop {signature} was not confirmed within 30 s")
+
+
+def _sol_to_lamports(value: str) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount of SOL: {value!r}") from None
+    lamports = amount * LAMPORTS_PER_SOL
+    if amount <= 0 or lamports != lamports.to_integral_value():
+        raise argparse.ArgumentTypeError(
+            f"SOL must be positive with at most 9 decimals, got {value!r}"
+        )
+    return int(lamports)
+
+
+async def _run_localnet_admin(args: argparse.Namespace) -> int:
+    # Default: the embedded localnet `serve` starts (AGENT_STAKING_LOCALNET_LISTEN).
+    url = args.rpc_url or f"http://{load_settings({}).localnet_listen}"
+    if args.localnet_command == "airdrop":
+        from solders.pubkey import Pubkey
+
+        try:
+            address = str(Pubkey.from_string(args.address))
+        except ValueError:
+            raise ValueError(f"not a Solana address: {args.address!r}") from None
+        signature = await _airdrop(url, address, args.sol)
+        balance = await _rpc_call(url, "getBalance", [address, {"commitment": "confirmed"}])
+        print(
+            json.dumps(
+                {
+                    "address": address,
+                    "lamports": args.sol,
+                    "signature": signature,
+                    "balance_lamports": balance["value"],
+                }
+            )
+        )
+    else:
+        result = await _rpc_call(url, "localnet_advanceEpochs", [args.epochs])
+        print(json.dumps({"epoch": result["epoch"], "slot": result["slot"]}))
+    return 0
 
 
 def _key_json(key: ApiKey, secret: str | None = None) -> dict[str, object]:
@@ -554,6 +625,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="HOST:PORT to listen on (default 127.0.0.1:8899)",
     )
     _add_localnet_args(localnet)
+    admin = localnet.add_subparsers(dest="localnet_command", metavar="{airdrop,advance-epochs}")
+    airdrop = admin.add_parser(
+        "airdrop", help="fund an address from the localnet's faucet (waits for confirmation)"
+    )
+    airdrop.add_argument("address", help="base58 address to fund")
+    airdrop.add_argument("sol", type=_sol_to_lamports, metavar="SOL", help="amount, e.g. 10 or 0.5")
+    advance = admin.add_parser(
+        "advance-epochs",
+        help="jump N epochs ahead (stake warms up and cools down as at real epoch boundaries)",
+    )
+    advance.add_argument("epochs", type=int, metavar="N", help="epochs to advance (1 to 1000)")
+    for command in (airdrop, advance):
+        command.add_argument(
+            "--rpc-url",
+            help="the localnet's JSON-RPC URL (default: the embedded localnet `agent-staking "
+            "serve` starts, http://127.0.0.1:8899 or AGENT_STAKING_LOCALNET_LISTEN)",
+        )
 
     mcp = commands.add_parser(
         "mcp",
@@ -590,6 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # stdout carries the commands' results; `serve` moves its logs to stdout itself.
     configure_logging(level="INFO", stream=sys.stderr)
     try:
+        if args.command == "localnet" and args.localnet_command:
+            return asyncio.run(_run_localnet_admin(args))
         if args.command == "localnet":
             asyncio.run(_run_localnet(args))
         elif args.command == "serve":

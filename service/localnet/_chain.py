@@ -288,9 +288,22 @@ class LocalnetChain:
         self._refresh_votes()
 
     def advance_epochs(self, count: int) -> None:
-        """Jump to the first slot of the epoch `count` epochs ahead."""
+        """Jump to the first slot of the epoch `count` epochs ahead.
+
+        The jump takes nothing from transactions in flight: a blockhash valid before it
+        stays valid for as many blocks after it as it had left, so what a client built
+        (and an agent-staking server cached) just before still lands after.
+        """
+        height = self.block_height
+        carried = [
+            (blockhash, slot, last_valid - height)
+            for blockhash, (slot, last_valid) in self._blockhashes.items()
+            if last_valid >= height
+        ]
         target_epoch = self.epoch + count
         self.advance_slots(self.schedule.get_first_slot_in_epoch(target_epoch) - self.slot)
+        for blockhash, slot, left in carried:
+            self._blockhashes[blockhash] = (slot, self.block_height + left)
 
     def _roll_epoch(self) -> None:
         # What a bank does at an epoch boundary: the ending epoch's stake totals

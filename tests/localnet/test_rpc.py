@@ -375,3 +375,23 @@ async def test_concurrent_requests(client: AsyncClient, funded: Keypair) -> None
     )
     assert {r.value for r in sent} == {tx.signatures[0] for tx in txs}
     assert all(b.value > 0 for b in balances)
+
+
+def test_an_epoch_jump_leaves_recent_blockhashes_their_blocks() -> None:
+    """advance_epochs is a jump, not elapsed blocks: a blockhash a client fetched just
+    before it still lands after it (as many blocks left as it had); blocks produced
+    after the jump do expire it."""
+    from service.localnet import LocalnetChain, LocalnetConfig
+    from service.localnet._chain import MAX_PROCESSING_AGE
+
+    chain = LocalnetChain(LocalnetConfig(slot_duration=0))
+    chain.advance_slots(10)
+    blockhash, last_valid = chain.latest_blockhash("processed")
+    left = last_valid - chain.block_height
+    chain.advance_epochs(2)
+    assert chain.is_blockhash_valid(str(blockhash))
+    chain.advance_slots(left)
+    assert chain.is_blockhash_valid(str(blockhash))
+    chain.advance_slots(1)
+    assert not chain.is_blockhash_valid(str(blockhash))
+    assert left <= MAX_PROCESSING_AGE
