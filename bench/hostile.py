@@ -137,8 +137,7 @@ def header_only(server: ServeProcess, connections: int = 200, streams: int = 100
                 client.start_call(BUILD)
             await client.flush()
             clients.append(client)
-        while not release.is_set():
-            await asyncio.sleep(0.1)
+        await asyncio.to_thread(release.wait)
         for client in clients:
             await client.close()
 

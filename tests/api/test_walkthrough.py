@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from solana.rpc.async_api import AsyncClient
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from tests.hostile._server import ROOT, ServeProcess
@@ -63,17 +64,10 @@ async def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
         built = json.loads((tmp_path / "built.json").read_text())
         assert built["transaction"]["simulation"]["computeUnits"]
         assert '"state": "STAKE_ACCOUNT_STATE_ACTIVE"' in out
-        wallet = Pubkey.from_string(
-            subprocess.run(
-                [sys.executable, "examples/wallet.py", "address", "wallet.json"],
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
+        wallet = Keypair.from_bytes(bytes(json.loads((tmp_path / "wallet.json").read_text())))
+        wallet_address = wallet.pubkey()
         async with AsyncClient(localnet) as client:
-            balance = (await client.get_balance(wallet)).value
+            balance = (await client.get_balance(wallet_address)).value
             stake_accounts = (
                 await client.get_program_accounts(
                     Pubkey.from_string("Stake11111111111111111111111111111111111111"),
@@ -82,7 +76,7 @@ async def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
             ).value
         # 10 SOL in, fees and the service fee out; the 2 SOL and their rent came back.
         assert 9_990_000_000 < balance < 10_000_000_000
-        assert all(bytes(wallet) not in bytes(a.account.data) for a in stake_accounts)
+        assert all(bytes(wallet_address) not in bytes(a.account.data) for a in stake_accounts)
     finally:
         await asyncio.to_thread(server.stop)
 
