@@ -56,6 +56,7 @@ from service.core.plans._transaction import (
 from service.core.plans._withdraw import lockup_error
 from service.core.positions import FetchedStakeAccount
 from service.core.programs import LAMPORTS_PER_SIGNATURE
+from service.core.summaries import format_amount
 
 # Compute units measured on LiteSVM (tests/core/test_stake_management.py).
 MEASURED_AUTHORIZE_CHECKED_CU: Final = 11_480
@@ -154,6 +155,7 @@ class PreparedAuthorizeTransaction:
         leaves_wallet: The withdrawer changes, so the account is no longer among the
             wallet's positions (ListStakeAccounts) once the transaction lands.
         account_lamports: The account's balance (what a withdrawer change hands over).
+        notice: What the change means, in a sentence for the agent's user.
     """
 
     prepared: PreparedTransaction
@@ -167,6 +169,7 @@ class PreparedAuthorizeTransaction:
     custodian: Pubkey | None
     leaves_wallet: bool
     account_lamports: int
+    notice: str
 
 
 def _custodian(request: AuthorizeRequest, context: AuthorizeContext) -> Pubkey | None:
@@ -268,6 +271,20 @@ def build_authorize_transaction(
         lamports_per_signature=context.lamports_per_signature,
         payer_balance_lamports=context.wallet_balance_lamports,
     )
+    new = request.new_authority
+    if staker_role:
+        notice = (
+            f"{new} becomes the stake authority of {account.address}: it may delegate, "
+            "deactivate, split, merge and move its stake (so may the wallet, as withdraw "
+            "authority); the account stays among the wallet's positions."
+        )
+    else:
+        notice = (
+            f"Once this transaction lands, {new} is the withdraw authority of "
+            f"{account.address}: the account and its {format_amount(account.lamports)} belong "
+            f"to it, it leaves the positions of wallet {wallet}, and the wallet can no longer "
+            "build transactions for it."
+        )
     return PreparedAuthorizeTransaction(
         prepared=prepared,
         stake_account=account.address,
@@ -280,4 +297,5 @@ def build_authorize_transaction(
         custodian=custodian,
         leaves_wallet=not staker_role,
         account_lamports=account.lamports,
+        notice=notice,
     )

@@ -211,11 +211,12 @@ class RedelegateContext:
 
 @dataclass(frozen=True, kw_only=True)
 class FollowUp:
-    """What to do once ``epoch`` has started."""
+    """What to do once ``epoch`` has started, and a sentence saying so."""
 
     kind: FollowUpKind
     stake_account: Pubkey
     epoch: int
+    description: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -488,7 +489,13 @@ def _deactivate(
         stake_lamports=d.stake,
         # Delegated again at `ready`, it warms up over (at least) that epoch.
         expected_active_epoch=ready + 1,
-        follow_up=FollowUp(kind=FollowUpKind.DELEGATE, stake_account=account.address, epoch=ready),
+        follow_up=FollowUp(
+            kind=FollowUpKind.DELEGATE,
+            stake_account=account.address,
+            epoch=ready,
+            description=f"From epoch {ready} stake account {account.address} is inactive: "
+            f"build the same redelegation again to delegate it to {request.vote_account}.",
+        ),
     )
 
 
@@ -528,6 +535,7 @@ def _new_account(
         deactivation_epoch=context.epoch,
     )
     started = Delegation(voter=request.vote_account, stake=d.stake, activation_epoch=context.epoch)
+    inactive = _settled(stopped, context)
     return _result(
         request,
         context,
@@ -539,6 +547,8 @@ def _new_account(
         follow_up=FollowUp(
             kind=FollowUpKind.WITHDRAW,
             stake_account=account.address,
-            epoch=_settled(stopped, context),
+            epoch=inactive,
+            description=f"From epoch {inactive} the old stake account {account.address} is "
+            "inactive: withdraw its lamports to the wallet (optional).",
         ),
     )
