@@ -773,6 +773,39 @@ def test_redelegate_reuses_the_account_across_a_cooldown_without_funds(
     assert (view.state, view.voter, view.active_lamports) == (AccountState.ACTIVE, target, 4 * SOL)
 
 
+def test_auto_takes_a_new_account_only_if_the_wallet_keeps_a_reserve(
+    harness: Harness, funder: Keypair
+) -> None:
+    h = harness
+    wallet = h.wallet.pubkey()
+    target = create_vote_account(h.svm, funder)
+    account = h.stake(3 * SOL)
+    h.cluster.advance()
+    debit = 3 * SOL + h.rent + FEE  # the new account, its reserve, one signature
+
+    def step(balance_after: int, strategy: RedelegateStrategy) -> RedelegateStep:
+        context = replace(
+            redelegate_context(h, account), wallet_balance_lamports=debit + balance_after
+        )
+        return build_redelegate_transaction(
+            RedelegateRequest(
+                wallet=wallet,
+                stake_account=account,
+                vote_account=target,
+                seed="stake:k",
+                strategy=strategy,
+            ),
+            context,
+        ).step
+
+    assert step(h.rent, RedelegateStrategy.AUTO) is RedelegateStep.NEW_ACCOUNT
+    assert step(h.rent - 1, RedelegateStrategy.AUTO) is RedelegateStep.DEACTIVATE
+    # Asked for explicitly, the wallet may spend everything.
+    assert step(0, RedelegateStrategy.NEW_ACCOUNT) is RedelegateStep.NEW_ACCOUNT
+    with pytest.raises(InsufficientFundsError):
+        step(-1, RedelegateStrategy.NEW_ACCOUNT)
+
+
 def test_redelegate_refusals(harness: Harness, funder: Keypair) -> None:
     h = harness
     wallet = h.wallet.pubkey()
