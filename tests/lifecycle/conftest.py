@@ -23,6 +23,8 @@ import pytest
 from agentstaking.v1 import staking_pb2, staking_pb2_grpc, types_pb2
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
+from solders.epoch_rewards import EpochRewards
+from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
@@ -31,7 +33,7 @@ from service.config import Settings
 from service.core import StakeHistoryEntry, decode_stake_history
 from service.core.programs import SYSVAR_STAKE_HISTORY
 from service.keys import KeyPolicy
-from service.localnet import LocalnetConfig, LocalnetServer
+from service.localnet import LocalnetChain, LocalnetConfig, LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
 from tests.api._helpers import balance, confirm
@@ -153,6 +155,51 @@ class Lifecycle:
         signed = VersionedTransaction.populate(unsigned.message, signatures)
         signature = (await self.rpc.send_raw_transaction(bytes(signed))).value
         await confirm(self.rpc, signature)
+
+    async def stake(
+        self,
+        wallet: Keypair,
+        lamports: int,
+        *,
+        vote: str = "",
+        stake_authority: str = "",
+        lockup: types_pb2.Lockup | None = None,
+    ) -> str:
+        """Build a stake for ``wallet``, execute it, return the new stake account."""
+        response = await self.staking.BuildStakeTransaction(
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet=str(wallet.pubkey()),
+                amount_lamports=lamports,
+                vote_account=vote,
+                stake_authority=stake_authority,
+                lockup=lockup,
+            )
+        )
+        await self.execute(response.transaction, wallet)
+        return response.stake_account
+
+    async def validators(self) -> list[str]:
+        """The vote accounts of ListValidators, best ranked first."""
+        response = await self.staking.ListValidators(staking_pb2.ListValidatorsRequest())
+        return [v.vote_account for v in response.validators]
+
+    async def set_epoch_rewards(self, active: bool) -> None:
+        """Start (40 partitions, one per block) or end an epoch-rewards distribution."""
+
+        def distribute(chain: LocalnetChain) -> None:
+            chain.svm.set_epoch_rewards(
+                EpochRewards(
+                    distribution_starting_block_height=chain.block_height,
+                    num_partitions=40 if active else 0,
+                    parent_blockhash=Hash.default(),
+                    total_points=1,
+                    total_rewards=1,
+                    distributed_rewards=0,
+                    active=active,
+                )
+            )
+
+        await self.localnet.call(distribute)
 
     async def execute_as_promised(
         self,

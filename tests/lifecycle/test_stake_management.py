@@ -36,16 +36,6 @@ async def _positions(lc: Lifecycle, owner: Keypair | Pubkey) -> dict[str, stakin
     return {a.address: a for a in (await lc.positions(owner)).stake_accounts}
 
 
-async def _stake(lc: Lifecycle, wallet: Keypair, lamports: int, vote: str = "") -> str:
-    response = await lc.staking.BuildStakeTransaction(
-        staking_pb2.BuildStakeTransactionRequest(
-            wallet=str(wallet.pubkey()), amount_lamports=lamports, vote_account=vote
-        )
-    )
-    await lc.execute(response.transaction, wallet)
-    return response.stake_account
-
-
 async def _transfer(lc: Lifecycle, wallet: Keypair, to: str, lamports: int) -> None:
     latest = await lc.call("getLatestBlockhash", {"commitment": "processed"})
     message = MessageV0.try_compile(
@@ -62,19 +52,14 @@ async def _transfer(lc: Lifecycle, wallet: Keypair, to: str, lamports: int) -> N
     await confirm(lc.rpc, (await lc.rpc.send_raw_transaction(bytes(tx))).value)
 
 
-async def _validators(lc: Lifecycle) -> list[str]:
-    response = await lc.staking.ListValidators(staking_pb2.ListValidatorsRequest())
-    return [v.vote_account for v in response.validators]
-
-
 async def test_split_move_and_redelegate_across_epochs(lifecycle: Lifecycle) -> None:
     lc = lifecycle
     wallet = await lc.wallet(100)
     owner = str(wallet.pubkey())
     start = await lc.epoch()
     await lc.service_sees(start)
-    first, second, *_ = await _validators(lc)
-    a = await _stake(lc, wallet, 6 * SOL, vote=first)
+    first, second, *_ = await lc.validators()
+    a = await lc.stake(wallet, 6 * SOL, vote=first)
 
     # --- split 2 SOL off A while it warms up: both parts warm up -----------------------
     split = await lc.staking.BuildSplitTransaction(
@@ -239,7 +224,7 @@ async def test_lockup_and_authorities_over_grpc(lifecycle: Lifecycle) -> None:
     lc = lifecycle
     wallet = await lc.wallet(20)
     owner = str(wallet.pubkey())
-    account = await _stake(lc, wallet, 2 * SOL)
+    account = await lc.stake(wallet, 2 * SOL)
     epoch = await lc.epoch()
     custodian = Keypair()
 

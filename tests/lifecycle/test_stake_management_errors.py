@@ -10,16 +10,13 @@ from typing import Any
 import grpc
 import pytest
 from agentstaking.v1 import stake_management_pb2 as sm
-from agentstaking.v1 import staking_pb2, staking_pb2_grpc
+from agentstaking.v1 import staking_pb2_grpc
 from google.protobuf.message import Message
-from solders.epoch_rewards import EpochRewards
-from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from service.core.programs import STAKE_PROGRAM
 from service.keys import KeyPolicy
-from service.localnet import LocalnetChain
 from tests.api._helpers import rich_details
 
 from .conftest import SOL, Lifecycle
@@ -42,26 +39,11 @@ def _violations(call_error: grpc.aio.AioRpcError) -> list[str]:
     return [v.field for v in rich_details(call_error)["BadRequest"].field_violations]
 
 
-async def _stake(lc: Lifecycle, wallet: Keypair, lamports: int, vote: str = "") -> str:
-    response = await lc.staking.BuildStakeTransaction(
-        staking_pb2.BuildStakeTransactionRequest(
-            wallet=str(wallet.pubkey()), amount_lamports=lamports, vote_account=vote
-        )
-    )
-    await lc.execute(response.transaction, wallet)
-    return response.stake_account
-
-
-async def _validators(lc: Lifecycle) -> list[str]:
-    response = await lc.staking.ListValidators(staking_pb2.ListValidatorsRequest())
-    return [v.vote_account for v in response.validators]
-
-
 async def test_split_refusals(lifecycle: Lifecycle) -> None:
     lc = lifecycle
     wallet = await lc.wallet(20)
     owner = str(wallet.pubkey())
-    account = await _stake(lc, wallet, 5 * SOL // 2)
+    account = await lc.stake(wallet, 5 * SOL // 2)
 
     def split(amount: int, stake_account: str = account) -> Awaitable[Any]:
         return lc.staking.BuildSplitTransaction(
@@ -80,7 +62,7 @@ async def test_split_refusals(lifecycle: Lifecycle) -> None:
         await split(0)
     assert _violations(caught.value) == ["amount_lamports"]
     stranger = await lc.wallet(5)
-    foreign = await _stake(lc, stranger, SOL)
+    foreign = await lc.stake(stranger, SOL)
     metadata = await _refused(
         split(SOL, foreign), StatusCode.FAILED_PRECONDITION, "NOT_WITHDRAW_AUTHORITY"
     )
@@ -96,10 +78,10 @@ async def test_move_refusals(lifecycle: Lifecycle) -> None:
     lc = lifecycle
     wallet = await lc.wallet(20)
     owner = str(wallet.pubkey())
-    first, second, *_ = await _validators(lc)
-    a = await _stake(lc, wallet, 3 * SOL, vote=first)
-    b = await _stake(lc, wallet, 2 * SOL, vote=first)
-    elsewhere = await _stake(lc, wallet, 2 * SOL, vote=second)
+    first, second, *_ = await lc.validators()
+    a = await lc.stake(wallet, 3 * SOL, vote=first)
+    b = await lc.stake(wallet, 2 * SOL, vote=first)
+    elsewhere = await lc.stake(wallet, 2 * SOL, vote=second)
 
     def move(
         source: str,
@@ -163,7 +145,7 @@ async def test_authorize_and_lockup_refusals(lifecycle: Lifecycle) -> None:
     lc = lifecycle
     wallet = await lc.wallet(20)
     owner = str(wallet.pubkey())
-    account = await _stake(lc, wallet, 2 * SOL)
+    account = await lc.stake(wallet, 2 * SOL)
 
     def authorize(new: str, kind: sm.StakeAuthorityType.ValueType, **fields: Any) -> Awaitable[Any]:
         return lc.staking.BuildAuthorizeTransaction(
@@ -254,8 +236,8 @@ async def test_redelegate_refusals(lifecycle: Lifecycle) -> None:
     lc = lifecycle
     wallet = await lc.wallet(4)
     owner = str(wallet.pubkey())
-    first, second, *_ = await _validators(lc)
-    account = await _stake(lc, wallet, 3 * SOL, vote=first)
+    first, second, *_ = await lc.validators()
+    account = await lc.stake(wallet, 3 * SOL, vote=first)
 
     def redelegate(
         vote: str, strategy: sm.RedelegateStrategy.ValueType = sm.REDELEGATE_STRATEGY_AUTO
@@ -294,22 +276,9 @@ async def test_epoch_rewards_distribution_refuses_the_new_builds(lifecycle: Life
     lc = lifecycle
     wallet = await lc.wallet(10)
     owner = str(wallet.pubkey())
-    account = await _stake(lc, wallet, 2 * SOL)
+    account = await lc.stake(wallet, 2 * SOL)
 
-    def distribute(chain: LocalnetChain, active: bool) -> None:
-        chain.svm.set_epoch_rewards(
-            EpochRewards(
-                distribution_starting_block_height=chain.block_height,
-                num_partitions=40 if active else 0,
-                parent_blockhash=Hash.default(),
-                total_points=1,
-                total_rewards=1,
-                distributed_rewards=0,
-                active=active,
-            )
-        )
-
-    distribute(lc.localnet.chain, True)
+    await lc.set_epoch_rewards(True)
     try:
         for call in (
             lc.staking.BuildSplitTransaction(
@@ -329,7 +298,7 @@ async def test_epoch_rewards_distribution_refuses_the_new_builds(lifecycle: Life
             assert details["ErrorInfo"].reason == "EPOCH_REWARDS_ACTIVE"
             assert details["RetryInfo"].retry_delay.ToNanoseconds() > 0
     finally:
-        distribute(lc.localnet.chain, False)
+        await lc.set_epoch_rewards(False)
 
 
 def _requests(owner: str, account: str, other: str, vote: str) -> dict[str, Message]:
@@ -370,9 +339,9 @@ async def test_key_policies_apply_to_every_new_rpc(lifecycle: Lifecycle) -> None
     lc = lifecycle
     wallet = await lc.wallet(20)
     owner = str(wallet.pubkey())
-    first, second, *_ = await _validators(lc)
-    account = await _stake(lc, wallet, 3 * SOL, vote=first)
-    other = await _stake(lc, wallet, 2 * SOL, vote=first)
+    first, second, *_ = await lc.validators()
+    account = await lc.stake(wallet, 3 * SOL, vote=first)
+    other = await lc.stake(wallet, 2 * SOL, vote=first)
     await lc.advance_epochs(1)
     requests = _requests(owner, account, other, second)
 

@@ -36,7 +36,6 @@ from service.core.errors import (
     DomainError,
     ErrorKind,
     InvalidAddressError,
-    NotWithdrawAuthorityError,
     combine_violations,
     failed_checks,
 )
@@ -45,13 +44,13 @@ from service.core.plans._stake import MEASURED_AUTHORIZE_CU
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
+    wallet_account,
 )
 from service.core.plans._withdraw import lockup_error
 from service.core.positions import FetchedStakeAccount
@@ -210,16 +209,9 @@ def build_authorize_transaction(
         NotWithdrawAuthorityError: The account is not the wallet's.
     """
     wallet = request.wallet
-    account = context.account
-    if account.address != request.stake_account:
-        raise ValueError("the context holds another stake account than the request names")
-    if account.withdrawer != wallet:
-        raise NotWithdrawAuthorityError(
-            stake_account=str(account.address),
-            withdrawer=str(account.withdrawer),
-            wallet=str(wallet),
-            field="stake_account",
-        )
+    account = wallet_account(
+        context.account, named=request.stake_account, wallet=wallet, field="stake_account"
+    )
     staker_role = request.role is StakeAuthorize.STAKER
     previous = account.staker if staker_role else account.withdrawer
     role_name = request.role.name.lower()
@@ -231,18 +223,13 @@ def build_authorize_transaction(
             metadata={"stake_account": str(account.address), "authority_type": role_name},
         )
     custodian = _custodian(request, context)
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    conflicts = combine_violations(
-        check_distinct(
-            [
-                ("stake_account", account.address),
-                ("new_authority", request.new_authority),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    check_addresses(
+        [
+            ("stake_account", account.address),
+            ("new_authority", request.new_authority),
+        ],
+        context.lifetime,
     )
-    if conflicts is not None:
-        raise conflicts
     if request.checked:
         instruction = stake_authorize_checked(
             stake_account=account.address,

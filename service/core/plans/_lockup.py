@@ -31,7 +31,6 @@ from service.core.errors import (
     ErrorKind,
     InvalidAddressError,
     InvalidArgumentError,
-    NotWithdrawAuthorityError,
     combine_violations,
     failed_checks,
 )
@@ -39,13 +38,13 @@ from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
+    wallet_account,
 )
 from service.core.plans._withdraw import lockup_error
 from service.core.positions import FetchedStakeAccount
@@ -169,16 +168,9 @@ def build_set_lockup_transaction(
         NotWithdrawAuthorityError: The account is not the wallet's.
     """
     wallet = request.wallet
-    account = context.account
-    if account.address != request.stake_account:
-        raise ValueError("the context holds another stake account than the request names")
-    if account.withdrawer != wallet:
-        raise NotWithdrawAuthorityError(
-            stake_account=str(account.address),
-            withdrawer=str(account.withdrawer),
-            wallet=str(wallet),
-            field="stake_account",
-        )
+    account = wallet_account(
+        context.account, named=request.stake_account, wallet=wallet, field="stake_account"
+    )
     previous = account.lockup
     in_force = previous.in_force(epoch=context.epoch, unix_timestamp=context.unix_timestamp)
     if in_force and previous.custodian != wallet and not request.custodian_signs:
@@ -203,18 +195,13 @@ def build_set_lockup_transaction(
             field="lockup",
             metadata={"stake_account": str(account.address)},
         )
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    conflicts = combine_violations(
-        check_distinct(
-            [
-                ("stake_account", account.address),
-                ("lockup.custodian", request.custodian),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    check_addresses(
+        [
+            ("stake_account", account.address),
+            ("lockup.custodian", request.custodian),
+        ],
+        context.lifetime,
     )
-    if conflicts is not None:
-        raise conflicts
     instruction = stake_set_lockup_checked(
         stake_account=account.address,
         authority=authority,

@@ -47,11 +47,10 @@ from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
 )
@@ -396,18 +395,13 @@ def build_merge_transaction(
                     "skipped": "; ".join(skipped)[:1000],
                 },
             )
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    problem_ = combine_violations(
-        check_distinct(
-            [
-                ("wallet", wallet),
-                ("destination_stake_account", destination.address),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    check_addresses(
+        [
+            ("wallet", wallet),
+            ("destination_stake_account", destination.address),
+        ],
+        context.lifetime,
     )
-    if problem_ is not None:
-        raise problem_
     body = [
         stake_merge(destination=destination.address, source=s.address, staker=destination.staker)
         for s in sources

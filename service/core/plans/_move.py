@@ -41,7 +41,6 @@ from service.core.errors import (
     InsufficientStakeError,
     InvalidArgumentError,
     MoveMismatchError,
-    NotWithdrawAuthorityError,
     SameStakeAccountError,
     combine_violations,
     failed_checks,
@@ -52,13 +51,13 @@ from service.core.plans._merge import MergeKind, account_mismatch, merge_kind
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
+    wallet_account,
 )
 from service.core.positions import FetchedStakeAccount
 from service.core.programs import LAMPORTS_PER_SIGNATURE
@@ -306,20 +305,15 @@ def build_move_transaction(request: MoveRequest, context: MoveContext) -> Prepar
         NotWithdrawAuthorityError: An account is not the wallet's.
     """
     wallet = request.wallet
-    source, destination = context.source, context.destination
-    if (source.address, destination.address) != (request.source, request.destination):
-        raise ValueError("the context holds other stake accounts than the request names")
-    for account, name in (
-        (source, "source_stake_account"),
-        (destination, "destination_stake_account"),
-    ):
-        if account.withdrawer != wallet:
-            raise NotWithdrawAuthorityError(
-                stake_account=str(account.address),
-                withdrawer=str(account.withdrawer),
-                wallet=str(wallet),
-                field=name,
-            )
+    source = wallet_account(
+        context.source, named=request.source, wallet=wallet, field="source_stake_account"
+    )
+    destination = wallet_account(
+        context.destination,
+        named=request.destination,
+        wallet=wallet,
+        field="destination_stake_account",
+    )
     problem = account_mismatch(
         destination,
         source,
@@ -363,19 +357,14 @@ def build_move_transaction(request: MoveRequest, context: MoveContext) -> Prepar
             staker=source.staker,
             lamports=amount,
         )
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    conflicts = combine_violations(
-        check_distinct(
-            [
-                ("wallet", wallet),
-                ("source_stake_account", source.address),
-                ("destination_stake_account", destination.address),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    check_addresses(
+        [
+            ("wallet", wallet),
+            ("source_stake_account", source.address),
+            ("destination_stake_account", destination.address),
+        ],
+        context.lifetime,
     )
-    if conflicts is not None:
-        raise conflicts
     prepared = prepare_transaction(
         payer=wallet,
         body=[instruction],

@@ -50,7 +50,6 @@ from service.core.errors import (
     DomainError,
     ErrorKind,
     InsufficientFundsError,
-    NotWithdrawAuthorityError,
     StakeAccountStateError,
     combine_violations,
     failed_checks,
@@ -64,13 +63,13 @@ from service.core.plans._stake import (
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
+    wallet_account,
 )
 from service.core.plans._unstake import MEASURED_DEACTIVATE_CU
 from service.core.positions import FetchedStakeAccount, settling_epoch
@@ -292,16 +291,9 @@ def build_redelegate_transaction(
         NotWithdrawAuthorityError: The account is not the wallet's.
     """
     wallet = request.wallet
-    account = context.account
-    if account.address != request.stake_account:
-        raise ValueError("the context holds another stake account than the request names")
-    if account.withdrawer != wallet:
-        raise NotWithdrawAuthorityError(
-            stake_account=str(account.address),
-            withdrawer=str(account.withdrawer),
-            wallet=str(wallet),
-            field="stake_account",
-        )
+    account = wallet_account(
+        context.account, named=request.stake_account, wallet=wallet, field="stake_account"
+    )
     d = account.delegation
     epoch = context.epoch
     address = str(account.address)
@@ -347,25 +339,20 @@ def _prepare(
     wallet_keeps: int = 0,
 ) -> PreparedTransaction:
     account = context.account
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
     new_account = (
         stake_account_address(base=request.wallet, seed=request.seed)
         if step is RedelegateStep.NEW_ACCOUNT
         else None
     )
-    conflicts = combine_violations(
-        check_distinct(
-            [
-                ("wallet", request.wallet),
-                ("stake_account", account.address),
-                ("vote_account", request.vote_account),
-                ("new_stake_account", new_account),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    check_addresses(
+        [
+            ("wallet", request.wallet),
+            ("stake_account", account.address),
+            ("vote_account", request.vote_account),
+            ("new_stake_account", new_account),
+        ],
+        context.lifetime,
     )
-    if conflicts is not None:
-        raise conflicts
     balance = context.wallet_balance_lamports
     return prepare_transaction(
         payer=request.wallet,

@@ -39,7 +39,6 @@ from service.core.errors import (
     InsufficientLamportsError,
     InsufficientStakeError,
     InvalidArgumentError,
-    NotWithdrawAuthorityError,
     combine_violations,
     failed_checks,
 )
@@ -48,13 +47,13 @@ from service.core.plans._amounts import amount_error, nearest_amounts
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
+    wallet_account,
 )
 from service.core.positions import FetchedStakeAccount
 from service.core.programs import LAMPORTS_PER_SIGNATURE, STAKE_ACCOUNT_SIZE, STAKE_PROGRAM
@@ -269,32 +268,20 @@ def build_split_transaction(
         TransactionTooLargeError / InsufficientFundsError: As for every plan.
     """
     wallet = request.wallet
-    source = context.account
-    if source.address != request.stake_account:
-        raise ValueError("the context holds another stake account than the request names")
-    if source.withdrawer != wallet:
-        raise NotWithdrawAuthorityError(
-            stake_account=str(source.address),
-            withdrawer=str(source.withdrawer),
-            wallet=str(wallet),
-            field="stake_account",
-        )
+    source = wallet_account(
+        context.account, named=request.stake_account, wallet=wallet, field="stake_account"
+    )
     staked = holds_stake(source, epoch=context.epoch, history=context.history)
     _check_amount(request, context, staked)
     new_account = stake_account_address(base=wallet, seed=request.seed)
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    problem = combine_violations(
-        check_distinct(
-            [
-                ("wallet", wallet),
-                ("stake_account", source.address),
-                ("new_stake_account", new_account),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    check_addresses(
+        [
+            ("wallet", wallet),
+            ("stake_account", source.address),
+            ("new_stake_account", new_account),
+        ],
+        context.lifetime,
     )
-    if problem is not None:
-        raise problem
     rent = context.rent_exempt_reserve_lamports
     amount = request.amount_lamports
     body = [

@@ -54,10 +54,10 @@ from service.core.errors import (
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
+    check_addresses,
     check_distinct,
     compute_units_with_margin,
     prepare_transaction,
@@ -276,19 +276,15 @@ def build_stake_transaction(
             requested_lamports=amount, minimum_lamports=context.minimum_delegation_lamports
         )
     stake_account = stake_account_address(base=wallet, seed=request.seed)
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    conflicts = check_distinct(
+    check_addresses(
         [
             ("wallet", wallet),
             ("stake_account", stake_account),
             ("vote_account", request.vote_account),
             ("fee_recipient", request.service_fee.recipient),
-            ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-        ]
+        ],
+        context.lifetime,
     )
-    problem = combine_violations(conflicts)
-    if problem is not None:
-        raise problem
 
     rent = context.rent_exempt_reserve_lamports
     funded = amount + rent

@@ -48,11 +48,10 @@ from service.core.plans._amounts import amount_error, nearest_amounts
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
 )
@@ -465,18 +464,13 @@ def build_unstake_transaction(
     wallet = request.wallet
     whole, source, split_lamports = _choose(request, context)
     split_address = stake_account_address(base=wallet, seed=request.split_seed)
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    problem = combine_violations(
-        check_distinct(
-            [
-                ("wallet", wallet),
-                ("split_stake_account", split_address if source is not None else None),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    check_addresses(
+        [
+            ("wallet", wallet),
+            ("split_stake_account", split_address if source is not None else None),
+        ],
+        context.lifetime,
     )
-    if problem is not None:
-        raise problem
     rent = context.rent_exempt_reserve_lamports
     body: list[Instruction] = [
         stake_deactivate(stake_account=a.address, staker=a.staker) for a in whole

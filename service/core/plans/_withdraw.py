@@ -42,11 +42,10 @@ from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
 )
@@ -328,18 +327,13 @@ def build_withdraw_transaction(
     else:
         withdrawals = _from_wallet(context.accounts, request, max_withdrawals)
     destination = request.effective_destination
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    problem = combine_violations(
-        check_distinct(
-            [
-                ("destination", destination),
-                *(("stake_account", w.stake_account) for w in withdrawals),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ],
-        )
+    check_addresses(
+        [
+            ("destination", destination),
+            *(("stake_account", w.stake_account) for w in withdrawals),
+        ],
+        context.lifetime,
     )
-    if problem is not None:
-        raise problem
     by_address = {v.address: v for v in context.accounts}
     body: list[Instruction] = [
         stake_withdraw(
