@@ -25,6 +25,7 @@ from service.core.errors import InvalidArgumentError
 from service.core.plans import FollowUpKind, MoveType, RedelegateStep, RedelegateStrategy
 
 from ._converters import (
+    _duration,
     _timestamp,
     epoch_start_unix,
     lockup_to_proto,
@@ -216,6 +217,7 @@ def redelegate_response_to_proto(
             built.snapshot, epoch, now_unix=now_unix, now_monotonic=now_monotonic
         )
 
+    active = start_of(plan.expected_active_epoch)
     result = pb.BuildRedelegateTransactionResponse(
         transaction=prepared_to_proto(plan.prepared, built.simulation),
         strategy=_STRATEGIES_TO_PROTO[plan.strategy],
@@ -231,7 +233,8 @@ def redelegate_response_to_proto(
         transactions=plan.transactions,
         epoch=plan.epoch,
         expected_active_epoch=plan.expected_active_epoch,
-        expected_active_time=_timestamp(start_of(plan.expected_active_epoch)),
+        expected_active_time=_timestamp(active),
+        time_until_active=_duration(max(active - now_unix, 0.0)),
     )
     follow_up = plan.follow_up
     if follow_up is not None:

@@ -273,4 +273,7 @@ def test_redelegate_response_dates_its_epochs_from_the_snapshot() -> None:
     rest = (432_000 - 100) * 0.4
     assert follow.time.seconds == int(1_700_000_000 + rest)
     assert response.expected_active_time.seconds == int(1_700_000_000 + rest + 432_000 * 0.4)
+    assert response.time_until_active.ToTimedelta().total_seconds() == pytest.approx(
+        rest + 432_000 * 0.4, abs=1e-3
+    )
     assert response.new_stake_account == "" and response.seed == ""

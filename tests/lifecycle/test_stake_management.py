@@ -148,6 +148,7 @@ async def test_split_move_and_redelegate_across_epochs(lifecycle: Lifecycle) -> 
     assert redelegate.previous_vote_account == first and redelegate.stake_lamports == 3 * SOL
     assert (redelegate.epoch, redelegate.expected_active_epoch) == (epoch, epoch + 1)
     assert redelegate.expected_active_time.seconds >= int(time.time()) - 1
+    assert redelegate.time_until_active.ToNanoseconds() > 0
     follow = redelegate.follow_up
     assert (follow.method, follow.stake_account, follow.epoch) == (
         "BuildWithdrawTransaction",

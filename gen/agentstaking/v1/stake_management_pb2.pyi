@@ -14,6 +14,7 @@ what the program would refuse is refused with a precise reason instead.
 
 from agentstaking.v1 import types_pb2 as _types_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -901,6 +902,7 @@ class BuildRedelegateTransactionResponse(_message.Message):
     EXPECTED_ACTIVE_EPOCH_FIELD_NUMBER: _builtins.int
     EXPECTED_ACTIVE_TIME_FIELD_NUMBER: _builtins.int
     FOLLOW_UP_FIELD_NUMBER: _builtins.int
+    TIME_UNTIL_ACTIVE_FIELD_NUMBER: _builtins.int
     strategy: Global___RedelegateStrategy.ValueType
     """The strategy applied (REDELEGATE_STRATEGY_AUTO resolved)."""
     step: Global___RedelegateStep.ValueType
@@ -944,6 +946,10 @@ class BuildRedelegateTransactionResponse(_message.Message):
     def follow_up(self) -> Global___RedelegateFollowUp:
         """What remains to do; unset when nothing does."""
 
+    @_builtins.property
+    def time_until_active(self) -> _duration_pb2.Duration:
+        """Estimated time from now until expected_active_epoch starts."""
+
     def __init__(
         self,
         *,
@@ -961,10 +967,11 @@ class BuildRedelegateTransactionResponse(_message.Message):
         expected_active_epoch: _builtins.int = ...,
         expected_active_time: _timestamp_pb2.Timestamp | None = ...,
         follow_up: Global___RedelegateFollowUp | None = ...,
+        time_until_active: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_active_time", b"expected_active_time", "follow_up", b"follow_up", "transaction", b"transaction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_active_time", b"expected_active_time", "follow_up", b"follow_up", "time_until_active", b"time_until_active", "transaction", b"transaction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "expected_active_epoch", b"expected_active_epoch", "expected_active_time", b"expected_active_time", "follow_up", b"follow_up", "new_stake_account", b"new_stake_account", "previous_vote_account", b"previous_vote_account", "seed", b"seed", "stake_account", b"stake_account", "stake_lamports", b"stake_lamports", "step", b"step", "strategy", b"strategy", "transaction", b"transaction", "transactions", b"transactions", "vote_account", b"vote_account"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "expected_active_epoch", b"expected_active_epoch", "expected_active_time", b"expected_active_time", "follow_up", b"follow_up", "new_stake_account", b"new_stake_account", "previous_vote_account", b"previous_vote_account", "seed", b"seed", "stake_account", b"stake_account", "stake_lamports", b"stake_lamports", "step", b"step", "strategy", b"strategy", "time_until_active", b"time_until_active", "transaction", b"transaction", "transactions", b"transactions", "vote_account", b"vote_account"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

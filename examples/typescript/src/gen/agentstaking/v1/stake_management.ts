@@ -6,6 +6,7 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 import { Lockup, PreparedTransaction, TransactionOptions } from "./types.js";
 
@@ -714,7 +715,11 @@ export interface BuildRedelegateTransactionResponse {
     | Timestamp
     | undefined;
   /** What remains to do; unset when nothing does. */
-  followUp: RedelegateFollowUp | undefined;
+  followUp:
+    | RedelegateFollowUp
+    | undefined;
+  /** Estimated time from now until expected_active_epoch starts. */
+  timeUntilActive: Duration | undefined;
 }
 
 function createBaseBuildSplitTransactionRequest(): BuildSplitTransactionRequest {
@@ -2903,6 +2908,7 @@ function createBaseBuildRedelegateTransactionResponse(): BuildRedelegateTransact
     expectedActiveEpoch: "0",
     expectedActiveTime: undefined,
     followUp: undefined,
+    timeUntilActive: undefined,
   };
 }
 
@@ -2949,6 +2955,9 @@ export const BuildRedelegateTransactionResponse: MessageFns<BuildRedelegateTrans
     }
     if (message.followUp !== undefined) {
       RedelegateFollowUp.encode(message.followUp, writer.uint32(114).fork()).join();
+    }
+    if (message.timeUntilActive !== undefined) {
+      Duration.encode(message.timeUntilActive, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -3078,6 +3087,14 @@ export const BuildRedelegateTransactionResponse: MessageFns<BuildRedelegateTrans
             message.followUp = RedelegateFollowUp.decode(reader, reader.uint32());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.timeUntilActive = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3138,6 +3155,11 @@ export const BuildRedelegateTransactionResponse: MessageFns<BuildRedelegateTrans
         : isSet(object.follow_up)
         ? RedelegateFollowUp.fromJSON(object.follow_up)
         : undefined,
+      timeUntilActive: isSet(object.timeUntilActive)
+        ? Duration.fromJSON(object.timeUntilActive)
+        : isSet(object.time_until_active)
+        ? Duration.fromJSON(object.time_until_active)
+        : undefined,
     };
   },
 
@@ -3185,6 +3207,9 @@ export const BuildRedelegateTransactionResponse: MessageFns<BuildRedelegateTrans
     if (message.followUp !== undefined) {
       obj.followUp = RedelegateFollowUp.toJSON(message.followUp);
     }
+    if (message.timeUntilActive !== undefined) {
+      obj.timeUntilActive = Duration.toJSON(message.timeUntilActive);
+    }
     return obj;
   },
 
@@ -3216,6 +3241,9 @@ export const BuildRedelegateTransactionResponse: MessageFns<BuildRedelegateTrans
       : undefined;
     message.followUp = (object.followUp !== undefined && object.followUp !== null)
       ? RedelegateFollowUp.fromPartial(object.followUp)
+      : undefined;
+    message.timeUntilActive = (object.timeUntilActive !== undefined && object.timeUntilActive !== null)
+      ? Duration.fromPartial(object.timeUntilActive)
       : undefined;
     return message;
   },
