@@ -182,6 +182,7 @@ class _Call:
     wallet: Pubkey
     snapshot: ChainSnapshot
     options: BuildOptions
+    policy: CallerPolicy
     nonce_account: Pubkey | None
     nonce_authority: Pubkey
 
@@ -208,7 +209,12 @@ class StakeManagement:
     # --- the steps every build here shares ------------------------------------------
 
     def _begin(
-        self, wallet: str, options: BuildOptions, request_id: str, *fields: Callable[[], object]
+        self,
+        wallet: str,
+        options: BuildOptions,
+        request_id: str,
+        policy: CallerPolicy,
+        *fields: Callable[[], object],
     ) -> tuple[_Call, list[object]]:
         """Parse the wallet, the durable nonce, the request id and ``fields`` (all
         violations reported at once); refuse while epoch rewards are paid."""
@@ -228,6 +234,7 @@ class StakeManagement:
             wallet=owner,
             snapshot=snapshot,
             options=options,
+            policy=policy,
             nonce_account=nonce_account if isinstance(nonce_account, Pubkey) else None,
             nonce_authority=nonce_authority if isinstance(nonce_authority, Pubkey) else owner,
         )
@@ -264,7 +271,7 @@ class StakeManagement:
         )
 
     def _tx_options(self, call: _Call) -> TransactionOptions:
-        return self._ops._tx_options(call.snapshot, call.options)
+        return self._ops._tx_options(call.snapshot, call.options, call.policy)
 
     # --- builds ---------------------------------------------------------------------
 
@@ -283,6 +290,7 @@ class StakeManagement:
             params.wallet,
             params.options,
             params.request_id,
+            policy,
             _address(params.stake_account, "stake_account"),
         )
         wallet, stake_account = call.wallet, _key(parsed[0])
@@ -332,6 +340,7 @@ class StakeManagement:
             params.wallet,
             params.options,
             params.request_id,
+            policy,
             _address(params.source_stake_account, "source_stake_account"),
             _address(params.destination_stake_account, "destination_stake_account"),
         )
@@ -385,6 +394,7 @@ class StakeManagement:
             params.wallet,
             params.options,
             params.request_id,
+            policy,
             _address(params.stake_account, "stake_account"),
             _address(params.new_authority, "new_authority"),
             lambda: _optional(params.custodian, "custodian"),
@@ -444,6 +454,7 @@ class StakeManagement:
             params.wallet,
             params.options,
             params.request_id,
+            policy,
             _address(params.stake_account, "stake_account"),
             lambda: _optional(params.custodian, "lockup.custodian"),
         )
@@ -490,6 +501,7 @@ class StakeManagement:
             params.wallet,
             params.options,
             params.request_id,
+            policy,
             _address(params.stake_account, "stake_account"),
             _address(params.vote_account, "vote_account"),
         )

@@ -692,8 +692,8 @@ class BuildSetLockupTransactionRequest(_message.Message):
 
     @_builtins.property
     def lockup(self) -> Global___LockupChange:
-        """The fields to change; at least one must be set (else INVALID_ARGUMENT).
-        The result must differ from the current lockup (else FAILED_PRECONDITION,
+        """The fields to change. Required; at least one of them must be set (else
+        INVALID_ARGUMENT). The result must differ from the current lockup (else FAILED_PRECONDITION,
         reason LOCKUP_UNCHANGED).
         """
 

@@ -551,8 +551,8 @@ export interface BuildSetLockupTransactionRequest {
    */
   stakeAccount: string;
   /**
-   * The fields to change; at least one must be set (else INVALID_ARGUMENT).
-   * The result must differ from the current lockup (else FAILED_PRECONDITION,
+   * The fields to change. Required; at least one of them must be set (else
+   * INVALID_ARGUMENT). The result must differ from the current lockup (else FAILED_PRECONDITION,
    * reason LOCKUP_UNCHANGED).
    */
   lockup:
