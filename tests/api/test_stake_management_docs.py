@@ -35,9 +35,10 @@ SOURCES = [
 
 EXAMPLE = re.compile(
     r"grpcurl -plaintext -H \"authorization: Bearer \$KEY\" -d '(\{.*?\})' "
-    r"\S+ agentstaking\.v1\.StakingService/(\w+)",
+    r"(\S+) agentstaking\.v1\.StakingService/(\w+)",
     re.DOTALL,
 )
+"""A grpcurl example of the guide: (request body, address, method)."""
 
 
 def _documented_reasons() -> dict[str, str]:
@@ -55,8 +56,8 @@ def _documented_reasons() -> dict[str, str]:
 
 def test_every_example_body_is_a_valid_request_of_its_method() -> None:
     examples = EXAMPLE.findall(DOC)
-    assert {method for _, method in examples} >= NEW_RPCS
-    for body, method in examples:
+    assert {method for _, _, method in examples} >= NEW_RPCS
+    for body, _, method in examples:
         descriptor = SERVICE.methods_by_name[method]
         request = message_factory.GetMessageClass(descriptor.input_type)()
         json_format.Parse(body, request)  # raises on unknown fields or bad values
