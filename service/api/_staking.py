@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from agentstaking.v1 import stake_management_pb2, staking_pb2, staking_pb2_grpc
+from agentstaking.v1 import staking_pb2, staking_pb2_grpc
 
 from service.chain import LiquidStakingOperations, Relay, StakeManagement, StakingOperations
 from service.core.errors import DomainError, ErrorKind
@@ -32,19 +32,8 @@ from ._converters import (
 )
 from ._errors import handle_errors, handle_stream_errors
 from ._liquid import LiquidStakingServicer
-from ._management_converters import (
-    authorize_request_to_domain,
-    authorize_response_to_proto,
-    move_request_to_domain,
-    move_response_to_proto,
-    redelegate_request_to_domain,
-    redelegate_response_to_proto,
-    set_lockup_request_to_domain,
-    set_lockup_response_to_proto,
-    split_request_to_domain,
-    split_response_to_proto,
-)
 from ._principal import current_caller_policy as _caller_policy
+from ._stake_management import StakeManagementServicer
 
 Context = grpc.aio.ServicerContext
 
@@ -57,7 +46,9 @@ class RelayDisabledError(DomainError):
     default_hint = "Send the signed transaction to a Solana RPC node yourself."
 
 
-class StakingServicer(LiquidStakingServicer, staking_pb2_grpc.StakingServiceServicer):
+class StakingServicer(
+    LiquidStakingServicer, StakeManagementServicer, staking_pb2_grpc.StakingServiceServicer
+):
     """Every StakingService RPC: convert, make one call into chain/, convert back."""
 
     def __init__(
@@ -65,11 +56,12 @@ class StakingServicer(LiquidStakingServicer, staking_pb2_grpc.StakingServiceServ
         operations: StakingOperations,
         relay: Relay | None = None,
         liquid: LiquidStakingOperations | None = None,
+        management: StakeManagement | None = None,
     ) -> None:
         self._operations = operations
-        self._management = StakeManagement(operations)
         self._relay = relay
         self._liquid = liquid
+        self._management = management
 
     def _relay_or_fail(self) -> Relay:
         if self._relay is None:
@@ -136,76 +128,6 @@ class StakingServicer(LiquidStakingServicer, staking_pb2_grpc.StakingServiceServ
             merge_request_to_domain(request), _caller_policy()
         )
         return merge_response_to_proto(built)
-
-    @handle_errors
-    async def BuildSplitTransaction(
-        self,
-        request: stake_management_pb2.BuildSplitTransactionRequest,
-        context: Context[
-            stake_management_pb2.BuildSplitTransactionRequest,
-            stake_management_pb2.BuildSplitTransactionResponse,
-        ],
-    ) -> stake_management_pb2.BuildSplitTransactionResponse:
-        built = await self._management.build_split(
-            split_request_to_domain(request), _caller_policy()
-        )
-        return split_response_to_proto(built)
-
-    @handle_errors
-    async def BuildMoveStakeTransaction(
-        self,
-        request: stake_management_pb2.BuildMoveStakeTransactionRequest,
-        context: Context[
-            stake_management_pb2.BuildMoveStakeTransactionRequest,
-            stake_management_pb2.BuildMoveStakeTransactionResponse,
-        ],
-    ) -> stake_management_pb2.BuildMoveStakeTransactionResponse:
-        built = await self._management.build_move(move_request_to_domain(request), _caller_policy())
-        return move_response_to_proto(built)
-
-    @handle_errors
-    async def BuildAuthorizeTransaction(
-        self,
-        request: stake_management_pb2.BuildAuthorizeTransactionRequest,
-        context: Context[
-            stake_management_pb2.BuildAuthorizeTransactionRequest,
-            stake_management_pb2.BuildAuthorizeTransactionResponse,
-        ],
-    ) -> stake_management_pb2.BuildAuthorizeTransactionResponse:
-        built = await self._management.build_authorize(
-            authorize_request_to_domain(request), _caller_policy()
-        )
-        return authorize_response_to_proto(built)
-
-    @handle_errors
-    async def BuildSetLockupTransaction(
-        self,
-        request: stake_management_pb2.BuildSetLockupTransactionRequest,
-        context: Context[
-            stake_management_pb2.BuildSetLockupTransactionRequest,
-            stake_management_pb2.BuildSetLockupTransactionResponse,
-        ],
-    ) -> stake_management_pb2.BuildSetLockupTransactionResponse:
-        built = await self._management.build_set_lockup(
-            set_lockup_request_to_domain(request), _caller_policy()
-        )
-        return set_lockup_response_to_proto(built)
-
-    @handle_errors
-    async def BuildRedelegateTransaction(
-        self,
-        request: stake_management_pb2.BuildRedelegateTransactionRequest,
-        context: Context[
-            stake_management_pb2.BuildRedelegateTransactionRequest,
-            stake_management_pb2.BuildRedelegateTransactionResponse,
-        ],
-    ) -> stake_management_pb2.BuildRedelegateTransactionResponse:
-        built = await self._management.build_redelegate(
-            redelegate_request_to_domain(request), _caller_policy()
-        )
-        return redelegate_response_to_proto(
-            built, now_unix=time.time(), now_monotonic=time.monotonic()
-        )
 
     @handle_errors
     async def ListStakeAccounts(

@@ -3,9 +3,9 @@ redelegate.
 
 Each reads the accounts it names and the Clock and StakeHistory sysvars per request
 (they change with every transaction), turns plain request values into core values,
-calls the core plan, and simulates when asked. The steps every build shares (reads,
-durable nonce, priority fee, simulation, seeds) are those of
-:class:`StakingOperations`, whose half of the chain shell this is.
+calls the core plan, and simulates when asked. The steps every build shares (durable
+nonce, priority fee and its cap, simulation, seeds, the epoch-rewards check) are
+those of :class:`StakingOperations`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from service.core.policy import UNRESTRICTED, CallerPolicy
 from service.core.positions import seconds_until_epoch
 from service.core.seeds import SeedPurpose, stake_account_address
 
-from ._context import ChainSnapshot
+from ._context import ChainContext, ChainSnapshot
 from ._operations import (
     BuildOptions,
     Simulation,
@@ -69,7 +69,8 @@ from ._operations import (
     _collect,
     _optional,
 )
-from ._stake_reads import StakeReads
+from ._rpc import SolanaRpc
+from ._stake_reads import StakeReader, StakeReads
 
 Plan = TypeVar("Plan")
 
@@ -203,8 +204,24 @@ def _maybe_key(parsed: object) -> Pubkey | None:
 class StakeManagement:
     """Builds split, move, authorize, set-lockup and redelegate transactions."""
 
-    def __init__(self, operations: StakingOperations) -> None:
+    def __init__(
+        self,
+        *,
+        operations: StakingOperations,
+        rpc: SolanaRpc,
+        context: ChainContext,
+        rpc_timeout: float = 5.0,
+    ) -> None:
+        """Create the builds.
+
+        Args:
+            operations: The native staking operations, whose build steps these share.
+            rpc: Where the named accounts are read (per request, never cached).
+            context: The cached chain context (rent, minimum delegation, vote accounts).
+        """
         self._ops = operations
+        self._context = context
+        self._reader = StakeReader(rpc, timeout=rpc_timeout, cache_seconds=0)
 
     # --- the steps every build here shares ------------------------------------------
 
@@ -218,7 +235,7 @@ class StakeManagement:
     ) -> tuple[_Call, list[object]]:
         """Parse the wallet, the durable nonce, the request id and ``fields`` (all
         violations reported at once); refuse while epoch rewards are paid."""
-        snapshot = self._ops._context.snapshot()
+        snapshot = self._context.snapshot()
         _check_rewards(snapshot)
         owner, nonce_account, nonce_authority, _, *parsed = _collect(
             lambda: parse_address(wallet, field="wallet", require_on_curve=True),
@@ -249,10 +266,10 @@ class StakeManagement:
         """The named accounts (the wallet's: else NOT_WITHDRAW_AUTHORITY), the sysvars,
         the balances of the wallet and ``extra``, and the transaction's lifetime."""
         reads, lifetime = await asyncio.gather(
-            self._ops._reader.read(call.wallet, named=named, extra=extra),
-            self._ops._lifetime(call.snapshot, call.nonce_account, call.nonce_authority),
+            self._reader.read(call.wallet, named=named, extra=extra),
+            self._ops.lifetime(call.snapshot, call.nonce_account, call.nonce_authority),
         )
-        self._ops._check_reads(reads, call.snapshot)
+        self._ops.check_epoch_rewards(reads, call.snapshot)
         return reads, lifetime
 
     async def _finish(
@@ -262,7 +279,7 @@ class StakeManagement:
         prepared_of: Callable[[Plan], PreparedTransaction],
         first: Plan,
     ) -> tuple[Plan, Simulation | None]:
-        return await self._ops._prepare(
+        return await self._ops.prepare(
             build,
             prepared_of,
             self._tx_options(call),
@@ -271,7 +288,7 @@ class StakeManagement:
         )
 
     def _tx_options(self, call: _Call) -> TransactionOptions:
-        return self._ops._tx_options(call.snapshot, call.options, call.policy)
+        return self._ops.transaction_options(call.snapshot, call.options, call.policy)
 
     # --- builds ---------------------------------------------------------------------
 
@@ -294,7 +311,7 @@ class StakeManagement:
             _address(params.stake_account, "stake_account"),
         )
         wallet, stake_account = call.wallet, _key(parsed[0])
-        seed = self._ops._seed(SeedPurpose.SPLIT, wallet, params.request_id)
+        seed = self._ops.seed(SeedPurpose.SPLIT, wallet, params.request_id)
         template = SplitRequest(
             wallet=wallet,
             stake_account=stake_account,
@@ -506,7 +523,7 @@ class StakeManagement:
             _address(params.vote_account, "vote_account"),
         )
         wallet, stake_account, vote_account = call.wallet, _key(parsed[0]), _key(parsed[1])
-        seed = self._ops._seed(SeedPurpose.STAKE, wallet, params.request_id)
+        seed = self._ops.seed(SeedPurpose.STAKE, wallet, params.request_id)
         template = RedelegateRequest(
             wallet=wallet,
             stake_account=stake_account,

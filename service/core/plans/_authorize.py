@@ -30,6 +30,7 @@ from typing import Final
 
 from solders.pubkey import Pubkey
 
+from service.core._format import format_amount
 from service.core._validate import check_pubkey
 from service.core.encoders import StakeAuthorize, stake_authorize, stake_authorize_checked
 from service.core.errors import (
@@ -55,7 +56,6 @@ from service.core.plans._transaction import (
 from service.core.plans._withdraw import lockup_error
 from service.core.positions import FetchedStakeAccount
 from service.core.programs import LAMPORTS_PER_SIGNATURE
-from service.core.summaries import format_amount
 
 # Compute units measured on LiteSVM (tests/core/test_stake_management.py).
 MEASURED_AUTHORIZE_CHECKED_CU: Final = 11_480
