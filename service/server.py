@@ -22,6 +22,7 @@ from service.chain import (
     Relay,
     RelayConfig,
     Routing,
+    StakeManagement,
     StakePoolConfig,
     StakingOperations,
     parse_endpoints,
@@ -324,7 +325,17 @@ class AgentStakingServer:
             rpc_timeout=settings.rpc_timeout_seconds,
         )
         staking_pb2_grpc.add_StakingServiceServicer_to_server(
-            StakingServicer(operations, self.relay, liquid),
+            StakingServicer(
+                operations,
+                self.relay,
+                liquid,
+                StakeManagement(
+                    operations=operations,
+                    rpc=self._rpc,
+                    context=self.chain,
+                    rpc_timeout=settings.rpc_timeout_seconds,
+                ),
+            ),
             server,
         )
         keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(self.keys), server)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 from agentstaking.v1 import staking_pb2, staking_pb2_grpc
 
-from service.chain import LiquidStakingOperations, Relay, StakingOperations
+from service.chain import LiquidStakingOperations, Relay, StakeManagement, StakingOperations
 from service.core.errors import DomainError, ErrorKind
 from service.core.txstatus import Commitment
 
@@ -33,6 +33,7 @@ from ._converters import (
 from ._errors import handle_errors, handle_stream_errors
 from ._liquid import LiquidStakingServicer
 from ._principal import current_caller_policy as _caller_policy
+from ._stake_management import StakeManagementServicer
 
 Context = grpc.aio.ServicerContext
 
@@ -45,7 +46,9 @@ class RelayDisabledError(DomainError):
     default_hint = "Send the signed transaction to a Solana RPC node yourself."
 
 
-class StakingServicer(LiquidStakingServicer, staking_pb2_grpc.StakingServiceServicer):
+class StakingServicer(
+    LiquidStakingServicer, StakeManagementServicer, staking_pb2_grpc.StakingServiceServicer
+):
     """Every StakingService RPC: convert, make one call into chain/, convert back."""
 
     def __init__(
@@ -53,10 +56,12 @@ class StakingServicer(LiquidStakingServicer, staking_pb2_grpc.StakingServiceServ
         operations: StakingOperations,
         relay: Relay | None = None,
         liquid: LiquidStakingOperations | None = None,
+        management: StakeManagement | None = None,
     ) -> None:
         self._operations = operations
         self._relay = relay
         self._liquid = liquid
+        self._management = management
 
     def _relay_or_fail(self) -> Relay:
         if self._relay is None:

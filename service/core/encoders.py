@@ -18,7 +18,7 @@ from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
 
 from service.core import _bincode as bc
-from service.core._validate import check_lamports, check_range, check_u64
+from service.core._validate import check_i64, check_lamports, check_range, check_u64
 from service.core.accounts import Lockup
 from service.core.programs import (
     COMPUTE_BUDGET_PROGRAM,
@@ -133,6 +133,81 @@ def stake_authorize(
         accounts.append(_s(custodian))
     data = bytes(new_authority) + bc.u32(StakeAuthorize(role))
     return _stake_ix(StakeInstructionTag.AUTHORIZE, accounts, data)
+
+
+def stake_authorize_checked(
+    *,
+    stake_account: Pubkey,
+    authority: Pubkey,
+    new_authority: Pubkey,
+    role: StakeAuthorize,
+    custodian: Pubkey | None = None,
+) -> Instruction:
+    """``AuthorizeChecked``: like :func:`stake_authorize`, but ``new_authority`` must sign
+    too, so a mistyped or unusable key cannot receive the role.
+
+    Accounts: ``[stake w, Clock, authority s, new_authority s]`` plus ``custodian s``
+    when changing the withdrawer under a lockup in force.
+    """
+    accounts = [_w(stake_account), _r(SYSVAR_CLOCK), _s(authority), _s(new_authority)]
+    if custodian is not None:
+        accounts.append(_s(custodian))
+    return _stake_ix(StakeInstructionTag.AUTHORIZE_CHECKED, accounts, bc.u32(StakeAuthorize(role)))
+
+
+def stake_set_lockup_checked(
+    *,
+    stake_account: Pubkey,
+    authority: Pubkey,
+    unix_timestamp: int | None = None,
+    epoch: int | None = None,
+    new_custodian: Pubkey | None = None,
+) -> Instruction:
+    """``SetLockupChecked``: change the fields of a lockup that are given (None keeps a
+    field as it is).
+
+    Accounts: ``[stake w, authority s]`` plus ``new_custodian s``: the new custodian
+    signs, as with every checked instruction. ``authority`` is the lockup custodian
+    while the lockup is in force, else the withdraw authority.
+    """
+    data = bytearray()
+    if unix_timestamp is None:
+        data += bc.u8(0)
+    else:
+        data += bc.u8(1) + bc.i64(check_i64(unix_timestamp, field="lockup.unix_timestamp"))
+    if epoch is None:
+        data += bc.u8(0)
+    else:
+        data += bc.u8(1) + bc.u64(check_u64(epoch, field="lockup.epoch"))
+    accounts = [_w(stake_account), _s(authority)]
+    if new_custodian is not None:
+        accounts.append(_s(new_custodian))
+    return _stake_ix(StakeInstructionTag.SET_LOCKUP_CHECKED, accounts, bytes(data))
+
+
+def stake_move_stake(
+    *, source: Pubkey, destination: Pubkey, staker: Pubkey, lamports: int
+) -> Instruction:
+    """``MoveStake`` (SIMD-0148): move ``lamports`` of fully active stake, and as many
+    lamports, to a fully active account delegated to the same vote account or to an
+    inactive one (which becomes active at once). Accounts: ``[source w, dest w,
+    staker s]``; both accounts need the same authorities (and lockup, if in force).
+    """
+    check_lamports(lamports, field="lamports", minimum=1)
+    accounts = [_w(source), _w(destination), _s(staker)]
+    return _stake_ix(StakeInstructionTag.MOVE_STAKE, accounts, bc.u64(lamports))
+
+
+def stake_move_lamports(
+    *, source: Pubkey, destination: Pubkey, staker: Pubkey, lamports: int
+) -> Instruction:
+    """``MoveLamports`` (SIMD-0148): move ``lamports`` that are neither stake nor rent
+    reserve of a fully active or inactive account to another stake account with the
+    same authorities. Accounts: ``[source w, dest w, staker s]``.
+    """
+    check_lamports(lamports, field="lamports", minimum=1)
+    accounts = [_w(source), _w(destination), _s(staker)]
+    return _stake_ix(StakeInstructionTag.MOVE_LAMPORTS, accounts, bc.u64(lamports))
 
 
 def stake_delegate(*, stake_account: Pubkey, vote_account: Pubkey, staker: Pubkey) -> Instruction:

@@ -296,6 +296,15 @@ class InsufficientStakeError(DomainError):
     default_hint = "Unstake at most the active and activating stake listed by ListStakeAccounts."
 
 
+class InsufficientLamportsError(DomainError):
+    """A stake account has fewer free lamports (beyond its stake and rent-exempt
+    reserve) than an operation asks it to give."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    default_reason = "INSUFFICIENT_FUNDS"
+    default_hint = "Ask for at most available_lamports (see nearest_lower_lamports)."
+
+
 class StakeAccountStateError(DomainError):
     """A stake account is not in the state the operation needs (e.g. already deactivated,
     never delegated)."""
@@ -343,6 +352,8 @@ class MergeMismatchError(DomainError):
         "Merge only accounts with the same authorities, lockup and vote account, none of "
         "them activating or deactivating (wait for the epoch boundary)."
     )
+    operation: ClassVar[str] = "merged"
+    """What the accounts cannot be, in messages."""
 
     def __init__(
         self,
@@ -365,6 +376,27 @@ class MergeMismatchError(DomainError):
             },
         )
         self.mismatch = mismatch
+
+
+class MoveMismatchError(MergeMismatchError):
+    """MoveStake or MoveLamports cannot move between two stake accounts; ``mismatch``
+    names why: ``authorities``, ``lockup``, ``transient_state``, ``voter`` or ``state``."""
+
+    default_reason = "MOVE_MISMATCH"
+    default_hint = (
+        "Move only between accounts with the same authorities and lockup, neither of them "
+        "activating or deactivating: stake from a fully active account to a fully active "
+        "one delegated to the same vote account or to an inactive one; lamports from a "
+        "fully active or inactive account."
+    )
+    operation = "moved"
+
+
+class SameStakeAccountError(InvalidArgumentError):
+    """An operation on two stake accounts names the same account twice."""
+
+    default_reason = "SAME_STAKE_ACCOUNT"
+    default_hint = "Name two different stake accounts."
 
 
 class NothingToMergeError(DomainError):

@@ -26,13 +26,37 @@ class CallerPolicy:
     max_priority_fee_lamports: int = 0
     """0: the operator's maximum only."""
 
-    def check(self, *, wallet: str, amount_lamports: int, vote_account: str | None) -> None:
-        """Raise `PolicyViolationError` naming the first limit the request breaks."""
+    def check(
+        self,
+        *,
+        wallet: str,
+        amount_lamports: int,
+        vote_account: str | None,
+        new_withdrawer: str | None = None,
+    ) -> None:
+        """Raise `PolicyViolationError` naming the first limit the request breaks.
+
+        Args:
+            new_withdrawer: A withdraw authority the request hands the account to: it
+                must be one of the allowed wallets, so that a key limited to some
+                wallets cannot give their stake away to others.
+        """
         if self.allowed_wallets and wallet not in self.allowed_wallets:
             raise PolicyViolationError(
                 f"this API key may not build for wallet {wallet}",
                 reason="POLICY_WALLET_NOT_ALLOWED",
                 metadata={"policy": "allowed_wallets", "wallet": wallet},
+            )
+        if (
+            new_withdrawer is not None
+            and self.allowed_wallets
+            and new_withdrawer not in self.allowed_wallets
+        ):
+            raise PolicyViolationError(
+                f"this API key may not hand a withdraw authority to {new_withdrawer}, which is "
+                "not one of its allowed wallets",
+                reason="POLICY_WITHDRAWER_NOT_ALLOWED",
+                metadata={"policy": "allowed_wallets", "new_withdrawer": new_withdrawer},
             )
         if (
             self.max_lamports_per_transaction

@@ -287,6 +287,47 @@ def _stake(r: bc.Reader, keys: Sequence[Pubkey]) -> _Decoded:
             ["stake account", "Clock sysvar", "current authority", "lockup custodian"],
             (("new_authority", str(new_authority)), ("role", role)),
         )
+    if tag == StakeInstructionTag.AUTHORIZE_CHECKED:
+        role = _stake_role(r.u32())
+        return (
+            "AuthorizeChecked",
+            f"Set the {role} authority of stake account {stake} to {_acct(keys, 3)} "
+            f"(signed by {_acct(keys, 2)} and by the new authority)",
+            [
+                "stake account",
+                "Clock sysvar",
+                "current authority",
+                "new authority",
+                "lockup custodian",
+            ],
+            (("new_authority", _acct(keys, 3)), ("role", role)),
+        )
+    if tag in (StakeInstructionTag.SET_LOCKUP, StakeInstructionTag.SET_LOCKUP_CHECKED):
+        checked = tag == StakeInstructionTag.SET_LOCKUP_CHECKED
+        until_ts = r.i64() if _option(r) else None
+        until_epoch = r.u64() if _option(r) else None
+        if checked:
+            new_custodian = _acct(keys, 2) if len(keys) > 2 else None
+        else:
+            new_custodian = str(r.pubkey()) if _option(r) else None
+        params: list[tuple[str, ParamValue]] = []
+        changes = []
+        if until_ts is not None:
+            params.append(("lockup_unix_timestamp", until_ts))
+            changes.append(f"end time unix {until_ts}")
+        if until_epoch is not None:
+            params.append(("lockup_epoch", until_epoch))
+            changes.append(f"end epoch {until_epoch}")
+        if new_custodian is not None:
+            params.append(("lockup_custodian", new_custodian))
+            changes.append(f"custodian {new_custodian}")
+        return (
+            "SetLockupChecked" if checked else "SetLockup",
+            f"Set the lockup of stake account {stake}: {', '.join(changes) or 'no change'} "
+            f"(signed by {_acct(keys, 1)})",
+            ["stake account", "lockup authority", "new lockup custodian"],
+            tuple(params),
+        )
     if tag == StakeInstructionTag.DELEGATE_STAKE:
         return (
             "DelegateStake",
@@ -364,6 +405,14 @@ def _stake(r: bc.Reader, keys: Sequence[Pubkey]) -> _Decoded:
     except ValueError:
         return _unknown_variant("Stake", tag)
     return (name, f"Stake program {name} on {stake}", ["stake account"], ())
+
+
+def _option(r: bc.Reader) -> bool:
+    """A bincode ``Option`` tag: whether a value follows."""
+    tag = r.u8()
+    if tag > 1:
+        raise MalformedInstructionError(f"invalid option tag {tag}")
+    return tag == 1
 
 
 def _stake_role(tag: int) -> str:

@@ -7,7 +7,8 @@ from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 
-from tests.core._chain import create_vote_account, funded_keypair, new_svm
+from tests.core._chain import Cluster, create_vote_account, funded_keypair, new_svm
+from tests.core._harness import Harness
 
 
 @pytest.fixture
@@ -36,3 +37,9 @@ def wallet(svm: LiteSVM) -> Keypair:
 @pytest.fixture
 def fee_recipient() -> Pubkey:
     return Keypair().pubkey()
+
+
+@pytest.fixture
+def harness(svm: LiteSVM, vote_account: Pubkey, wallet: Keypair) -> Harness:
+    """The wallet with stake accounts on the runtime, epochs driven like a bank."""
+    return Harness(svm, vote_account, Cluster(svm), wallet)

@@ -4,12 +4,8 @@ stay within their default compute unit limits (measured here; ``-s`` prints them
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 from solders.keypair import Keypair
-from solders.litesvm import LiteSVM
-from solders.pubkey import Pubkey
 
 from service.core import (
     MAX_MEMO_BYTES,
@@ -18,18 +14,10 @@ from service.core import (
     MAX_WITHDRAWALS,
     AccountState,
     DurableNonce,
-    FetchedStakeAccount,
     InsufficientStakeError,
-    Lifetime,
-    MergeContext,
     MergeMismatchError,
     MergeRequest,
     NothingToMergeError,
-    PreparedTransaction,
-    RecentBlockhash,
-    StakeContext,
-    StakeRequest,
-    StakeView,
     TransactionOptions,
     TransactionVersion,
     UnstakeAmountError,
@@ -39,132 +27,27 @@ from service.core import (
     WithdrawRequest,
     WithdrawUnavailableError,
     build_merge_transaction,
-    build_stake_transaction,
     build_unstake_transaction,
     build_withdraw_transaction,
-    decode_stake_account,
     default_merge_compute_unit_limit,
     default_unstake_compute_unit_limit,
     default_withdraw_compute_unit_limit,
-    view_stake_account,
 )
 from service.core.plans._merge import MEASURED_MERGE_CU
 from service.core.plans._unstake import MEASURED_DEACTIVATE_CU, MEASURED_SPLIT_CU
 from service.core.plans._withdraw import MEASURED_WITHDRAW_CU
-from service.core.programs import LAMPORTS_PER_SIGNATURE, STAKE_ACCOUNT_SIZE
+from service.core.programs import LAMPORTS_PER_SIGNATURE
 from tests.core._chain import (
-    Cluster,
     balance,
     create_nonce_account,
     create_vote_account,
     funded_keypair,
-    ok,
-    sign_prepared,
     stored_nonce,
 )
+from tests.core._harness import Harness
 
 SOL = 10**9
 LONGEST_MEMO = "€" * (MAX_MEMO_BYTES // 3) + "~" * (MAX_MEMO_BYTES % 3)
-
-
-class Harness:
-    """A wallet with stake accounts on LiteSVM, and the plans' inputs read from it."""
-
-    def __init__(self, svm: LiteSVM, vote: Pubkey, cluster: Cluster, wallet: Keypair) -> None:
-        self.svm = svm
-        self.vote = vote
-        self.cluster = cluster
-        self.wallet = wallet
-        self.rent = svm.minimum_balance_for_rent_exemption(STAKE_ACCOUNT_SIZE)
-        self.stakes: list[Pubkey] = []
-        self._seeds = 0
-
-    def lifetime(self) -> RecentBlockhash:
-        return RecentBlockhash(blockhash=self.svm.latest_blockhash(), last_valid_block_height=1)
-
-    def seed(self, prefix: str = "stake") -> str:
-        self._seeds += 1
-        return f"{prefix}:t{self._seeds}"
-
-    def stake(self, lamports: int, staker: Pubkey | None = None) -> Pubkey:
-        plan = build_stake_transaction(
-            StakeRequest(
-                wallet=self.wallet.pubkey(),
-                vote_account=self.vote,
-                amount_lamports=lamports,
-                seed=self.seed(),
-                stake_authority=staker,
-            ),
-            StakeContext(
-                lifetime=self.lifetime(),
-                rent_exempt_reserve_lamports=self.rent,
-                minimum_delegation_lamports=SOL,
-            ),
-        )
-        ok(self.svm.send_transaction(sign_prepared(plan.prepared, [self.wallet])))
-        self.svm.expire_blockhash()
-        self.stakes.append(plan.stake_account)
-        return plan.stake_account
-
-    def fetched(self, addresses: Sequence[Pubkey] | None = None) -> list[FetchedStakeAccount]:
-        out = []
-        for address in addresses if addresses is not None else self.stakes:
-            account = self.svm.get_account(address)
-            if account is None or not account.lamports:
-                continue
-            out.append(
-                FetchedStakeAccount(
-                    address=address,
-                    lamports=account.lamports,
-                    account=decode_stake_account(bytes(account.data)),
-                )
-            )
-        return out
-
-    def views(self) -> list[StakeView]:
-        clock = self.svm.get_clock()
-        return [
-            view_stake_account(
-                f,
-                wallet=self.wallet.pubkey(),
-                epoch=clock.epoch,
-                unix_timestamp=clock.unix_timestamp,
-                history=self.cluster.history,
-                rent_exempt_reserve=self.rent,
-            )
-            for f in self.fetched()
-        ]
-
-    def unstake_context(self, lifetime: Lifetime | None = None) -> UnstakeContext:
-        return UnstakeContext(
-            lifetime=lifetime or self.lifetime(),
-            accounts=self.fetched(),
-            epoch=self.svm.get_clock().epoch,
-            history=self.cluster.history,
-            rent_exempt_reserve_lamports=self.rent,
-            minimum_delegation_lamports=SOL,
-        )
-
-    def merge_context(self, lifetime: Lifetime | None = None) -> MergeContext:
-        clock = self.svm.get_clock()
-        return MergeContext(
-            lifetime=lifetime or self.lifetime(),
-            accounts=self.fetched(),
-            epoch=clock.epoch,
-            unix_timestamp=clock.unix_timestamp,
-            history=self.cluster.history,
-        )
-
-    def run(self, prepared: PreparedTransaction, *signers: Keypair) -> int:
-        """Execute; returns the compute units consumed."""
-        meta = ok(self.svm.send_transaction(sign_prepared(prepared, [self.wallet, *signers])))
-        self.svm.expire_blockhash()
-        return meta.compute_units_consumed()
-
-
-@pytest.fixture
-def harness(svm: LiteSVM, vote_account: Pubkey, wallet: Keypair) -> Harness:
-    return Harness(svm, vote_account, Cluster(svm), wallet)
 
 
 def test_unstake_split_withdraw_merge_move_exactly_what_they_say(harness: Harness) -> None:

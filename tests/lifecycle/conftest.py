@@ -23,6 +23,8 @@ import pytest
 from agentstaking.v1 import staking_pb2, staking_pb2_grpc, types_pb2
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
+from solders.epoch_rewards import EpochRewards
+from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
@@ -30,7 +32,8 @@ from solders.transaction import VersionedTransaction
 from service.config import Settings
 from service.core import StakeHistoryEntry, decode_stake_history
 from service.core.programs import SYSVAR_STAKE_HISTORY
-from service.localnet import LocalnetConfig, LocalnetServer
+from service.keys import KeyPolicy
+from service.localnet import LocalnetChain, LocalnetConfig, LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
 from tests.api._helpers import balance, confirm
@@ -52,6 +55,18 @@ class Lifecycle:
     featured: str
     overridden: dict[int, StakeHistoryEntry] = field(default_factory=dict)
     """Entries replaced by `override_stake_history`, as they were."""
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    """Channels of `staking_with`, closed with the fixture."""
+
+    async def staking_with(self, policy: KeyPolicy) -> staking_pb2_grpc.StakingServiceAsyncStub:
+        """A stub whose calls carry a new staking key with ``policy``."""
+        assert self.server.keys is not None
+        _, secret = await self.server.keys.create(
+            display_name="restricted agent", scopes=["staking"], policy=policy
+        )
+        channel = keyed_channel(f"127.0.0.1:{self.server.port}", secret)
+        self.channels.append(channel)
+        return staking_pb2_grpc.StakingServiceStub(channel)
 
     async def call(self, method: str, *params: Any) -> Any:
         """One JSON-RPC call to the localnet; fails the test on an error answer."""
@@ -141,6 +156,76 @@ class Lifecycle:
         signature = (await self.rpc.send_raw_transaction(bytes(signed))).value
         await confirm(self.rpc, signature)
 
+    async def stake(
+        self,
+        wallet: Keypair,
+        lamports: int,
+        *,
+        vote: str = "",
+        stake_authority: str = "",
+        lockup: types_pb2.Lockup | None = None,
+    ) -> str:
+        """Build a stake for ``wallet``, execute it, return the new stake account."""
+        response = await self.staking.BuildStakeTransaction(
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet=str(wallet.pubkey()),
+                amount_lamports=lamports,
+                vote_account=vote,
+                stake_authority=stake_authority,
+                lockup=lockup,
+            )
+        )
+        await self.execute(response.transaction, wallet)
+        return response.stake_account
+
+    async def validators(self) -> list[str]:
+        """The vote accounts of ListValidators, best ranked first."""
+        response = await self.staking.ListValidators(staking_pb2.ListValidatorsRequest())
+        return [v.vote_account for v in response.validators]
+
+    async def set_epoch_rewards(self, active: bool) -> None:
+        """Start (40 partitions, one per block) or end an epoch-rewards distribution."""
+
+        def distribute(chain: LocalnetChain) -> None:
+            chain.svm.set_epoch_rewards(
+                EpochRewards(
+                    distribution_starting_block_height=chain.block_height,
+                    num_partitions=40 if active else 0,
+                    parent_blockhash=Hash.default(),
+                    total_points=1,
+                    total_rewards=1,
+                    distributed_rewards=0,
+                    active=active,
+                )
+            )
+
+        await self.localnet.call(distribute)
+
+    async def execute_as_promised(
+        self,
+        prepared: types_pb2.PreparedTransaction,
+        wallet: Keypair,
+        *cosigners: Keypair,
+        credited: int = 0,
+    ) -> None:
+        """Execute a build made with ``simulate``: every balance its receipt lists moves
+        exactly as simulated, and the wallet pays exactly the fee breakdown's total
+        debit (less what it is credited)."""
+        simulation = prepared.simulation
+        assert simulation.compute_units > 0 and simulation.logs
+        assert simulation.compute_units <= prepared.compute_unit_limit
+        changes = {c.address: c for c in simulation.balance_changes}
+        wallet_address = str(wallet.pubkey())
+        assert wallet_address in changes  # the fee payer always moves
+        for address, change in changes.items():
+            assert await self.balance(address) == change.pre_lamports, address
+            assert change.delta_lamports == change.post_lamports - change.pre_lamports
+        await self.execute(prepared, wallet, *cosigners)
+        for address, change in changes.items():
+            assert await self.balance(address) == change.post_lamports, address
+        paid = changes[wallet_address].pre_lamports - changes[wallet_address].post_lamports
+        assert paid == prepared.fees.total_debit_lamports - credited
+
     async def positions(self, wallet: Keypair | Pubkey) -> staking_pb2.ListStakeAccountsResponse:
         owner = wallet.pubkey() if isinstance(wallet, Keypair) else wallet
         return await self.staking.ListStakeAccounts(
@@ -188,7 +273,7 @@ async def lifecycle(
     _, secret = await server.keys.create(display_name="lifecycle agent", scopes=["staking"])
     channel: grpc.aio.Channel = keyed_channel(f"127.0.0.1:{server.port}", secret)
     async with aiohttp.ClientSession() as http:
-        yield Lifecycle(
+        lifecycle = Lifecycle(
             server=server,
             localnet=localnet,
             staking=staking_pb2_grpc.StakingServiceStub(channel),
@@ -197,6 +282,9 @@ async def lifecycle(
             fee_wallet=fee_wallet,
             featured=featured,
         )
+        yield lifecycle
+    for extra in lifecycle.channels:
+        await extra.close()
     await channel.close()
     await server.stop(0)
     await rpc.close()

@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 import pytest
 from agentstaking.v1 import staking_pb2, types_pb2
-from solders.epoch_rewards import EpochRewards
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
@@ -26,7 +25,6 @@ from service.core import (
     stake_merge,
     stake_withdraw,
 )
-from service.localnet import LocalnetChain
 from tests.api._helpers import rich_details
 
 from .conftest import SOL, Lifecycle
@@ -70,28 +68,6 @@ async def _program_error(
     return str(inner)
 
 
-async def _stake(
-    lc: Lifecycle,
-    wallet: Keypair,
-    lamports: int,
-    *,
-    vote: str = "",
-    stake_authority: str = "",
-    lockup: types_pb2.Lockup | None = None,
-) -> str:
-    response = await lc.staking.BuildStakeTransaction(
-        staking_pb2.BuildStakeTransactionRequest(
-            wallet=str(wallet.pubkey()),
-            amount_lamports=lamports,
-            vote_account=vote,
-            stake_authority=stake_authority,
-            lockup=lockup,
-        )
-    )
-    await lc.execute(response.transaction, wallet)
-    return response.stake_account
-
-
 async def _unstake(lc: Lifecycle, wallet: Keypair, stake: str, *signers: Keypair) -> None:
     response = await lc.staking.BuildUnstakeTransaction(
         staking_pb2.BuildUnstakeTransactionRequest(wallet=str(wallet.pubkey()), stake_account=stake)
@@ -99,30 +75,12 @@ async def _unstake(lc: Lifecycle, wallet: Keypair, stake: str, *signers: Keypair
     await lc.execute(response.transaction, wallet, *signers)
 
 
-async def _validators(lc: Lifecycle) -> list[str]:
-    response = await lc.staking.ListValidators(staking_pb2.ListValidatorsRequest())
-    return [v.vote_account for v in response.validators]
-
-
 async def test_epoch_rewards_active(lifecycle: Lifecycle) -> None:
     lc = lifecycle
     wallet = await lc.wallet(20)
-    stake = await _stake(lc, wallet, 2 * SOL)
+    stake = await lc.stake(wallet, 2 * SOL)
 
-    def distribute(chain: LocalnetChain, active: bool) -> None:
-        chain.svm.set_epoch_rewards(
-            EpochRewards(
-                distribution_starting_block_height=chain.block_height,
-                num_partitions=40 if active else 0,
-                parent_blockhash=Hash.default(),
-                total_points=1,
-                total_rewards=1,
-                distributed_rewards=0,
-                active=active,
-            )
-        )
-
-    await lc.localnet.call(distribute, True)
+    await lc.set_epoch_rewards(True)
     try:
         # The stake program itself refuses stake instructions now.
         deactivate = stake_deactivate(
@@ -172,7 +130,7 @@ async def test_epoch_rewards_active(lifecycle: Lifecycle) -> None:
         assert _reason(error) == "EPOCH_REWARDS_ACTIVE"
         assert "RetryInfo" in rich_details(error)
     finally:
-        await lc.localnet.call(distribute, False)
+        await lc.set_epoch_rewards(False)
     for _ in range(100):
         info = await lc.staking.GetNetworkInfo(staking_pb2.GetNetworkInfoRequest())
         if not info.epoch_rewards_active:
@@ -187,7 +145,7 @@ async def test_lockup_in_force_names_the_custodian_and_the_end(lifecycle: Lifecy
     custodian = Keypair()
     epoch = await lc.epoch()
     lockup = types_pb2.Lockup(epoch=epoch + 50, custodian=str(custodian.pubkey()))
-    locked = await _stake(lc, wallet, SOL, lockup=lockup)
+    locked = await lc.stake(wallet, SOL, lockup=lockup)
     # Deactivated in its activation epoch: inactive at once, only the lockup holds it.
     await _unstake(lc, wallet, locked)
     listed = (await lc.positions(wallet)).stake_accounts[0]
@@ -216,8 +174,8 @@ async def test_lockup_in_force_names_the_custodian_and_the_end(lifecycle: Lifecy
     assert await _program_error(lc, wallet, withdraw) == "LockupInForce"
 
     # When the wallet is the custodian, the lockup does not stop it.
-    own = await _stake(
-        lc, wallet, SOL, lockup=types_pb2.Lockup(epoch=epoch + 50, custodian=str(wallet.pubkey()))
+    own = await lc.stake(
+        wallet, SOL, lockup=types_pb2.Lockup(epoch=epoch + 50, custodian=str(wallet.pubkey()))
     )
     await _unstake(lc, wallet, own)
     listed = {a.address: a for a in (await lc.positions(wallet)).stake_accounts}[own]
@@ -236,15 +194,13 @@ async def test_merge_mismatch_names_the_field(lifecycle: Lifecycle) -> None:
     lc = lifecycle
     wallet = await lc.wallet(60)
     owner = str(wallet.pubkey())
-    first, second = (await _validators(lc))[:2]
-    base = await _stake(lc, wallet, SOL, vote=first)
-    other_voter = await _stake(lc, wallet, SOL, vote=second)
+    first, second = (await lc.validators())[:2]
+    base = await lc.stake(wallet, SOL, vote=first)
+    other_voter = await lc.stake(wallet, SOL, vote=second)
     authority = Keypair()
-    other_staker = await _stake(
-        lc, wallet, SOL, vote=first, stake_authority=str(authority.pubkey())
-    )
+    other_staker = await lc.stake(wallet, SOL, vote=first, stake_authority=str(authority.pubkey()))
     epoch = await lc.epoch()
-    locked = await _stake(lc, wallet, SOL, vote=first, lockup=types_pb2.Lockup(epoch=epoch + 50))
+    locked = await lc.stake(wallet, SOL, vote=first, lockup=types_pb2.Lockup(epoch=epoch + 50))
 
     async def mismatch(destination: str, source: str) -> dict[str, str]:
         error = await _fails(
@@ -282,14 +238,14 @@ async def test_merge_mismatch_names_the_field(lifecycle: Lifecycle) -> None:
 
     # A fully active account and a deactivating one: transient stake.
     await lc.advance_epochs(1)
-    cooling = await _stake(lc, wallet, SOL, vote=first)
+    cooling = await lc.stake(wallet, SOL, vote=first)
     await lc.advance_epochs(1)
     await _unstake(lc, wallet, cooling)
     metadata = await mismatch(base, cooling)
     assert metadata["mismatch"] == "transient_state" and metadata["transient"] == "deactivating"
     assert await _program_error(lc, wallet, merge(base, cooling)) == "MergeTransientStake"
     # Fully active into activating: the states do not combine.
-    fresh = await _stake(lc, wallet, SOL, vote=first)
+    fresh = await lc.stake(wallet, SOL, vote=first)
     metadata = await mismatch(base, fresh)
     assert metadata["mismatch"] == "state"
     assert await _program_error(lc, wallet, merge(base, fresh)) == "MergeMismatch"
@@ -308,8 +264,8 @@ async def test_unstake_amounts_that_cannot_be_split_say_what_would_work(
     lc = lifecycle
     wallet = await lc.wallet(20)
     owner = str(wallet.pubkey())
-    big = await _stake(lc, wallet, 3 * SOL)
-    await _stake(lc, wallet, 5 * SOL // 2)
+    big = await lc.stake(wallet, 3 * SOL)
+    await lc.stake(wallet, 5 * SOL // 2)
 
     async def refused(amount: int, stake_account: str = "") -> grpc.aio.AioRpcError:
         return await _fails(
@@ -389,7 +345,7 @@ async def test_foreign_missing_and_settled_accounts(lifecycle: Lifecycle) -> Non
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert _reason(error) == "STAKE_ACCOUNT_NOT_FOUND"
 
-    stake = await _stake(lc, wallet, 2 * SOL)
+    stake = await lc.stake(wallet, 2 * SOL)
     # Nothing withdrawable while the stake is delegated.
     error = await _fails(
         lc.staking.BuildWithdrawTransaction(
@@ -428,7 +384,7 @@ async def test_another_stake_authority_signs_too(lifecycle: Lifecycle) -> None:
     wallet = await lc.wallet(20)
     authority = Keypair()
     await lc.call("requestAirdrop", str(authority.pubkey()), SOL)
-    stake = await _stake(lc, wallet, 3 * SOL, stake_authority=str(authority.pubkey()))
+    stake = await lc.stake(wallet, 3 * SOL, stake_authority=str(authority.pubkey()))
     # Chosen automatically, the account is not the wallet's to deactivate.
     error = await _fails(
         lc.staking.BuildUnstakeTransaction(

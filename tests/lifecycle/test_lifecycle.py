@@ -42,31 +42,6 @@ def _step(portion: int, cluster_portion: int, cluster_effective: int) -> int:
     return max(int(portion / cluster_portion * (cluster_effective * 0.09)), 1)
 
 
-async def _executes_as_promised(
-    lc: Lifecycle,
-    prepared: types_pb2.PreparedTransaction,
-    wallet: Keypair,
-    *,
-    credited: int = 0,
-) -> None:
-    """Execute; every balance the receipt lists moves exactly as simulated, and the
-    wallet pays exactly the fee breakdown's total debit (less what it is credited)."""
-    simulation = prepared.simulation
-    assert simulation.compute_units > 0 and simulation.logs
-    assert simulation.compute_units <= prepared.compute_unit_limit
-    changes = {c.address: c for c in simulation.balance_changes}
-    wallet_address = str(wallet.pubkey())
-    assert wallet_address in changes  # the fee payer always moves
-    for address, change in changes.items():
-        assert await lc.balance(address) == change.pre_lamports, address
-        assert change.delta_lamports == change.post_lamports - change.pre_lamports
-    await lc.execute(prepared, wallet)
-    for address, change in changes.items():
-        assert await lc.balance(address) == change.post_lamports, address
-    paid = changes[wallet_address].pre_lamports - changes[wallet_address].post_lamports
-    assert paid == prepared.fees.total_debit_lamports - credited
-
-
 def _by_address(
     response: staking_pb2.ListStakeAccountsResponse,
 ) -> dict[str, staking_pb2.StakeAccount]:
@@ -129,7 +104,7 @@ async def _lifecycle(lc: Lifecycle) -> None:
         )
     )
     assert a.vote_account == vote and a.activation_epoch == start
-    await _executes_as_promised(lc, a.transaction, wallet)
+    await lc.execute_as_promised(a.transaction, wallet)
     fees = a.transaction.fees
     assert await lc.balance(lc.fee_wallet.pubkey()) - fee_before == fees.service_fee_lamports > 0
     assert await lc.balance(a.stake_account) == 5 * SOL + fees.rent_exempt_reserve_lamports
@@ -163,7 +138,7 @@ async def _lifecycle(lc: Lifecycle) -> None:
         )
     )
     assert b.activation_epoch == start + 1
-    await _executes_as_promised(lc, b.transaction, wallet)
+    await lc.execute_as_promised(b.transaction, wallet)
 
     # --- epoch E+2: both still warming up, by the numbers ------------------------------
     await lc.advance_epochs(1)
@@ -226,7 +201,7 @@ async def _lifecycle(lc: Lifecycle) -> None:
     assert unstake.transaction.fees.service_fee_lamports == 0
     assert unstake.deactivation_epoch == start + 3
     assert unstake.expected_inactive_epoch == start + 4
-    await _executes_as_promised(lc, unstake.transaction, wallet)
+    await lc.execute_as_promised(unstake.transaction, wallet)
     positions = await lc.positions(wallet)
     listed_b = _by_address(positions)[b.stake_account]
     listed_c = _by_address(positions)[split.stake_account]
@@ -268,7 +243,7 @@ async def _lifecycle(lc: Lifecycle) -> None:
         False,
     )
     assert withdraw.remaining_withdrawable_lamports == 0
-    await _executes_as_promised(lc, withdraw.transaction, wallet, credited=withdrawable)
+    await lc.execute_as_promised(withdraw.transaction, wallet, credited=withdrawable)
     listed_c = _by_address(await lc.positions(wallet))[split.stake_account]
     assert listed_c.balance_lamports == RENT + still and listed_c.withdrawable_lamports == 0
 
@@ -284,7 +259,7 @@ async def _lifecycle(lc: Lifecycle) -> None:
     )
     (taken,) = withdraw.withdrawals
     assert taken.closes_account and taken.withdraw_lamports == RENT + still
-    await _executes_as_promised(lc, withdraw.transaction, wallet, credited=RENT + still)
+    await lc.execute_as_promised(withdraw.transaction, wallet, credited=RENT + still)
     assert await lc.balance(split.stake_account) == 0
 
     # --- merge: B (fully active, same validator and authorities) folds into A -----------
@@ -295,7 +270,7 @@ async def _lifecycle(lc: Lifecycle) -> None:
     )
     assert list(merge.merged_stake_accounts) == [b.stake_account]
     assert merge.merged_lamports == 3 * SOL // 2 + RENT
-    await _executes_as_promised(lc, merge.transaction, wallet)
+    await lc.execute_as_promised(merge.transaction, wallet)
     positions = await lc.positions(wallet)
     (only,) = positions.stake_accounts
     assert only.address == a.stake_account and only.state == ACTIVE

@@ -114,7 +114,10 @@ async def test_counters_and_histograms_after_a_mix_of_calls(limited: Observed) -
         frozenset({"kind": "stake", "outcome": "BELOW_MINIMUM_DELEGATION"}.items()): 1,
     }
     # Every other Build*Transaction kind exists at zero.
-    for kind in ("unstake", "withdraw", "merge", "liquidstake", "liquidunstake"):
+    for kind in (
+        *("unstake", "withdraw", "merge", "liquidstake", "liquidunstake"),
+        *("split", "movestake", "authorize", "setlockup", "redelegate"),
+    ):
         assert built_total[frozenset({"kind": kind, "outcome": "ok"}.items())] == 0
     assert scrape.value("agent_staking_build_duration_seconds_count", kind="stake") == 2
     assert scrape.value("agent_staking_service_fees_quoted_lamports_total", kind="stake") == fee

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from agentstaking.v1 import liquid_staking_pb2 as agentstaking_dot_v1_dot_liquid__staking__pb2
+from agentstaking.v1 import stake_management_pb2 as agentstaking_dot_v1_dot_stake__management__pb2
 from agentstaking.v1 import staking_pb2 as agentstaking_dot_v1_dot_staking__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -87,6 +88,31 @@ class StakingServiceStub:
                 '/agentstaking.v1.StakingService/BuildMergeTransaction',
                 request_serializer=agentstaking_dot_v1_dot_staking__pb2.BuildMergeTransactionRequest.SerializeToString,
                 response_deserializer=agentstaking_dot_v1_dot_staking__pb2.BuildMergeTransactionResponse.FromString,
+                _registered_method=True)
+        self.BuildSplitTransaction = channel.unary_unary(
+                '/agentstaking.v1.StakingService/BuildSplitTransaction',
+                request_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildSplitTransactionRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildSplitTransactionResponse.FromString,
+                _registered_method=True)
+        self.BuildMoveStakeTransaction = channel.unary_unary(
+                '/agentstaking.v1.StakingService/BuildMoveStakeTransaction',
+                request_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildMoveStakeTransactionRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildMoveStakeTransactionResponse.FromString,
+                _registered_method=True)
+        self.BuildAuthorizeTransaction = channel.unary_unary(
+                '/agentstaking.v1.StakingService/BuildAuthorizeTransaction',
+                request_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildAuthorizeTransactionRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildAuthorizeTransactionResponse.FromString,
+                _registered_method=True)
+        self.BuildSetLockupTransaction = channel.unary_unary(
+                '/agentstaking.v1.StakingService/BuildSetLockupTransaction',
+                request_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildSetLockupTransactionRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildSetLockupTransactionResponse.FromString,
+                _registered_method=True)
+        self.BuildRedelegateTransaction = channel.unary_unary(
+                '/agentstaking.v1.StakingService/BuildRedelegateTransaction',
+                request_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildRedelegateTransactionRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildRedelegateTransactionResponse.FromString,
                 _registered_method=True)
         self.SubmitTransaction = channel.unary_unary(
                 '/agentstaking.v1.StakingService/SubmitTransaction',
@@ -230,6 +256,61 @@ class StakingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BuildSplitTransaction(self, request, context):
+        """Builds one transaction that splits amount_lamports of a stake account of
+        the wallet into a new seed-derived account, pre-funded by the wallet to
+        rent exemption. From an account holding stake, as much stake moves and
+        both accounts keep at least the minimum delegation; from one without,
+        only lamports move. Repeatable with request_id (same new account).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildMoveStakeTransaction(self, request, context):
+        """Builds one transaction that moves stake (MoveStake) or free lamports
+        (MoveLamports) between two stake accounts of the wallet with the same
+        authorities: active stake between accounts delegated to the same vote
+        account (or into an inactive account, active at once), or lamports that
+        are neither stake nor rent-exempt reserve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildAuthorizeTransaction(self, request, context):
+        """Builds one transaction that changes the stake or withdraw authority of a
+        stake account of the wallet, with AuthorizeChecked by default (the new
+        authority signs too and is listed in required_signers). Handing the
+        withdraw authority to another key gives the account away: the response
+        says so (leaves_wallet_positions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildSetLockupTransaction(self, request, context):
+        """Builds one transaction that changes the lockup of a stake account of the
+        wallet with SetLockupChecked: by the wallet (withdraw authority) while no
+        lockup is in force, by the custodian while one is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildRedelegateTransaction(self, request, context):
+        """Builds the next transaction that moves a stake position to another
+        validator, in the fewest transactions the runtime allows: an account
+        without effective stake is delegated in place at once; one with
+        effective stake is deactivated and either replaced at once by a new
+        account the wallet funds (one transaction), or delegated again after its
+        cooldown (two: follow_up says when to call again). The response gives the
+        epochs and the time until the new stake is active.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitTransaction(self, request, context):
         """Relays a signed transaction: verifies it (well formed, every required
         signature present and valid), sends it to the cluster and keeps
@@ -351,6 +432,31 @@ def add_StakingServiceServicer_to_server(servicer, server):
                     servicer.BuildMergeTransaction,
                     request_deserializer=agentstaking_dot_v1_dot_staking__pb2.BuildMergeTransactionRequest.FromString,
                     response_serializer=agentstaking_dot_v1_dot_staking__pb2.BuildMergeTransactionResponse.SerializeToString,
+            ),
+            'BuildSplitTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildSplitTransaction,
+                    request_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildSplitTransactionRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildSplitTransactionResponse.SerializeToString,
+            ),
+            'BuildMoveStakeTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildMoveStakeTransaction,
+                    request_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildMoveStakeTransactionRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildMoveStakeTransactionResponse.SerializeToString,
+            ),
+            'BuildAuthorizeTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildAuthorizeTransaction,
+                    request_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildAuthorizeTransactionRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildAuthorizeTransactionResponse.SerializeToString,
+            ),
+            'BuildSetLockupTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildSetLockupTransaction,
+                    request_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildSetLockupTransactionRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildSetLockupTransactionResponse.SerializeToString,
+            ),
+            'BuildRedelegateTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildRedelegateTransaction,
+                    request_deserializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildRedelegateTransactionRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_stake__management__pb2.BuildRedelegateTransactionResponse.SerializeToString,
             ),
             'SubmitTransaction': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitTransaction,
@@ -544,6 +650,141 @@ class StakingService:
             '/agentstaking.v1.StakingService/BuildMergeTransaction',
             agentstaking_dot_v1_dot_staking__pb2.BuildMergeTransactionRequest.SerializeToString,
             agentstaking_dot_v1_dot_staking__pb2.BuildMergeTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildSplitTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/BuildSplitTransaction',
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildSplitTransactionRequest.SerializeToString,
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildSplitTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildMoveStakeTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/BuildMoveStakeTransaction',
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildMoveStakeTransactionRequest.SerializeToString,
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildMoveStakeTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildAuthorizeTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/BuildAuthorizeTransaction',
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildAuthorizeTransactionRequest.SerializeToString,
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildAuthorizeTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildSetLockupTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/BuildSetLockupTransaction',
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildSetLockupTransactionRequest.SerializeToString,
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildSetLockupTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildRedelegateTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/BuildRedelegateTransaction',
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildRedelegateTransactionRequest.SerializeToString,
+            agentstaking_dot_v1_dot_stake__management__pb2.BuildRedelegateTransactionResponse.FromString,
             options,
             channel_credentials,
             insecure,

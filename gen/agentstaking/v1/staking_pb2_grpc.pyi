@@ -6,6 +6,7 @@ ones, and reports stake positions, validators and network state.
 """
 
 from agentstaking.v1 import liquid_staking_pb2 as _liquid_staking_pb2
+from agentstaking.v1 import stake_management_pb2 as _stake_management_pb2
 from agentstaking.v1 import staking_pb2 as _staking_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -106,6 +107,41 @@ class StakingServiceStub:
     ErrorInfo metadata "mismatch" names the differing field: "authorities",
     "lockup", "voter", "transient_state" or "state"). The stake authority
     signs: the wallet, or another key added to required_signers.
+    """
+    BuildSplitTransaction: _grpc.UnaryUnaryMultiCallable[_stake_management_pb2.BuildSplitTransactionRequest, _stake_management_pb2.BuildSplitTransactionResponse]
+    """Builds one transaction that splits amount_lamports of a stake account of
+    the wallet into a new seed-derived account, pre-funded by the wallet to
+    rent exemption. From an account holding stake, as much stake moves and
+    both accounts keep at least the minimum delegation; from one without,
+    only lamports move. Repeatable with request_id (same new account).
+    """
+    BuildMoveStakeTransaction: _grpc.UnaryUnaryMultiCallable[_stake_management_pb2.BuildMoveStakeTransactionRequest, _stake_management_pb2.BuildMoveStakeTransactionResponse]
+    """Builds one transaction that moves stake (MoveStake) or free lamports
+    (MoveLamports) between two stake accounts of the wallet with the same
+    authorities: active stake between accounts delegated to the same vote
+    account (or into an inactive account, active at once), or lamports that
+    are neither stake nor rent-exempt reserve.
+    """
+    BuildAuthorizeTransaction: _grpc.UnaryUnaryMultiCallable[_stake_management_pb2.BuildAuthorizeTransactionRequest, _stake_management_pb2.BuildAuthorizeTransactionResponse]
+    """Builds one transaction that changes the stake or withdraw authority of a
+    stake account of the wallet, with AuthorizeChecked by default (the new
+    authority signs too and is listed in required_signers). Handing the
+    withdraw authority to another key gives the account away: the response
+    says so (leaves_wallet_positions).
+    """
+    BuildSetLockupTransaction: _grpc.UnaryUnaryMultiCallable[_stake_management_pb2.BuildSetLockupTransactionRequest, _stake_management_pb2.BuildSetLockupTransactionResponse]
+    """Builds one transaction that changes the lockup of a stake account of the
+    wallet with SetLockupChecked: by the wallet (withdraw authority) while no
+    lockup is in force, by the custodian while one is.
+    """
+    BuildRedelegateTransaction: _grpc.UnaryUnaryMultiCallable[_stake_management_pb2.BuildRedelegateTransactionRequest, _stake_management_pb2.BuildRedelegateTransactionResponse]
+    """Builds the next transaction that moves a stake position to another
+    validator, in the fewest transactions the runtime allows: an account
+    without effective stake is delegated in place at once; one with
+    effective stake is deactivated and either replaced at once by a new
+    account the wallet funds (one transaction), or delegated again after its
+    cooldown (two: follow_up says when to call again). The response gives the
+    epochs and the time until the new stake is active.
     """
     SubmitTransaction: _grpc.UnaryUnaryMultiCallable[_staking_pb2.SubmitTransactionRequest, _staking_pb2.SubmitTransactionResponse]
     """Relays a signed transaction: verifies it (well formed, every required
@@ -241,6 +277,41 @@ class StakingServiceAsyncStub(StakingServiceStub):
     ErrorInfo metadata "mismatch" names the differing field: "authorities",
     "lockup", "voter", "transient_state" or "state"). The stake authority
     signs: the wallet, or another key added to required_signers.
+    """
+    BuildSplitTransaction: _aio.UnaryUnaryMultiCallable[_stake_management_pb2.BuildSplitTransactionRequest, _stake_management_pb2.BuildSplitTransactionResponse]  # type: ignore[assignment]
+    """Builds one transaction that splits amount_lamports of a stake account of
+    the wallet into a new seed-derived account, pre-funded by the wallet to
+    rent exemption. From an account holding stake, as much stake moves and
+    both accounts keep at least the minimum delegation; from one without,
+    only lamports move. Repeatable with request_id (same new account).
+    """
+    BuildMoveStakeTransaction: _aio.UnaryUnaryMultiCallable[_stake_management_pb2.BuildMoveStakeTransactionRequest, _stake_management_pb2.BuildMoveStakeTransactionResponse]  # type: ignore[assignment]
+    """Builds one transaction that moves stake (MoveStake) or free lamports
+    (MoveLamports) between two stake accounts of the wallet with the same
+    authorities: active stake between accounts delegated to the same vote
+    account (or into an inactive account, active at once), or lamports that
+    are neither stake nor rent-exempt reserve.
+    """
+    BuildAuthorizeTransaction: _aio.UnaryUnaryMultiCallable[_stake_management_pb2.BuildAuthorizeTransactionRequest, _stake_management_pb2.BuildAuthorizeTransactionResponse]  # type: ignore[assignment]
+    """Builds one transaction that changes the stake or withdraw authority of a
+    stake account of the wallet, with AuthorizeChecked by default (the new
+    authority signs too and is listed in required_signers). Handing the
+    withdraw authority to another key gives the account away: the response
+    says so (leaves_wallet_positions).
+    """
+    BuildSetLockupTransaction: _aio.UnaryUnaryMultiCallable[_stake_management_pb2.BuildSetLockupTransactionRequest, _stake_management_pb2.BuildSetLockupTransactionResponse]  # type: ignore[assignment]
+    """Builds one transaction that changes the lockup of a stake account of the
+    wallet with SetLockupChecked: by the wallet (withdraw authority) while no
+    lockup is in force, by the custodian while one is.
+    """
+    BuildRedelegateTransaction: _aio.UnaryUnaryMultiCallable[_stake_management_pb2.BuildRedelegateTransactionRequest, _stake_management_pb2.BuildRedelegateTransactionResponse]  # type: ignore[assignment]
+    """Builds the next transaction that moves a stake position to another
+    validator, in the fewest transactions the runtime allows: an account
+    without effective stake is delegated in place at once; one with
+    effective stake is deactivated and either replaced at once by a new
+    account the wallet funds (one transaction), or delegated again after its
+    cooldown (two: follow_up says when to call again). The response gives the
+    epochs and the time until the new stake is active.
     """
     SubmitTransaction: _aio.UnaryUnaryMultiCallable[_staking_pb2.SubmitTransactionRequest, _staking_pb2.SubmitTransactionResponse]  # type: ignore[assignment]
     """Relays a signed transaction: verifies it (well formed, every required
@@ -397,6 +468,71 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         ErrorInfo metadata "mismatch" names the differing field: "authorities",
         "lockup", "voter", "transient_state" or "state"). The stake authority
         signs: the wallet, or another key added to required_signers.
+        """
+
+    @_abc_1.abstractmethod
+    def BuildSplitTransaction(
+        self,
+        request: _stake_management_pb2.BuildSplitTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stake_management_pb2.BuildSplitTransactionResponse, _abc.Awaitable[_stake_management_pb2.BuildSplitTransactionResponse]]:
+        """Builds one transaction that splits amount_lamports of a stake account of
+        the wallet into a new seed-derived account, pre-funded by the wallet to
+        rent exemption. From an account holding stake, as much stake moves and
+        both accounts keep at least the minimum delegation; from one without,
+        only lamports move. Repeatable with request_id (same new account).
+        """
+
+    @_abc_1.abstractmethod
+    def BuildMoveStakeTransaction(
+        self,
+        request: _stake_management_pb2.BuildMoveStakeTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stake_management_pb2.BuildMoveStakeTransactionResponse, _abc.Awaitable[_stake_management_pb2.BuildMoveStakeTransactionResponse]]:
+        """Builds one transaction that moves stake (MoveStake) or free lamports
+        (MoveLamports) between two stake accounts of the wallet with the same
+        authorities: active stake between accounts delegated to the same vote
+        account (or into an inactive account, active at once), or lamports that
+        are neither stake nor rent-exempt reserve.
+        """
+
+    @_abc_1.abstractmethod
+    def BuildAuthorizeTransaction(
+        self,
+        request: _stake_management_pb2.BuildAuthorizeTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stake_management_pb2.BuildAuthorizeTransactionResponse, _abc.Awaitable[_stake_management_pb2.BuildAuthorizeTransactionResponse]]:
+        """Builds one transaction that changes the stake or withdraw authority of a
+        stake account of the wallet, with AuthorizeChecked by default (the new
+        authority signs too and is listed in required_signers). Handing the
+        withdraw authority to another key gives the account away: the response
+        says so (leaves_wallet_positions).
+        """
+
+    @_abc_1.abstractmethod
+    def BuildSetLockupTransaction(
+        self,
+        request: _stake_management_pb2.BuildSetLockupTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stake_management_pb2.BuildSetLockupTransactionResponse, _abc.Awaitable[_stake_management_pb2.BuildSetLockupTransactionResponse]]:
+        """Builds one transaction that changes the lockup of a stake account of the
+        wallet with SetLockupChecked: by the wallet (withdraw authority) while no
+        lockup is in force, by the custodian while one is.
+        """
+
+    @_abc_1.abstractmethod
+    def BuildRedelegateTransaction(
+        self,
+        request: _stake_management_pb2.BuildRedelegateTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stake_management_pb2.BuildRedelegateTransactionResponse, _abc.Awaitable[_stake_management_pb2.BuildRedelegateTransactionResponse]]:
+        """Builds the next transaction that moves a stake position to another
+        validator, in the fewest transactions the runtime allows: an account
+        without effective stake is delegated in place at once; one with
+        effective stake is deactivated and either replaced at once by a new
+        account the wallet funds (one transaction), or delegated again after its
+        cooldown (two: follow_up says when to call again). The response gives the
+        epochs and the time until the new stake is active.
         """
 
     @_abc_1.abstractmethod

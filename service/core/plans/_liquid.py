@@ -57,11 +57,10 @@ from service.core.errors import (
 )
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
 )
@@ -155,16 +154,6 @@ def _check_up_to_date(pool: PoolSnapshot) -> None:
             last_update_epoch=pool.pool.last_update_epoch,
             epoch=pool.epoch,
         )
-
-
-def _check_addresses(lifetime: Lifetime, named: list[tuple[str, Pubkey | None]]) -> None:
-    """The named accounts and the durable nonce account must all differ."""
-    nonce = lifetime.nonce_account if isinstance(lifetime, DurableNonce) else None
-    problem = combine_violations(
-        check_distinct([*named, ("options.durable_nonce.nonce_account", nonce)])
-    )
-    if problem is not None:
-        raise problem
 
 
 def _scan_cu(pool: PoolSnapshot) -> int:
@@ -485,14 +474,14 @@ def build_liquid_stake_transaction(
     if fee and recipient is not None:
         body.append(system_transfer(source=wallet, destination=recipient, lamports=fee))
     rent = 0 if context.token_account_exists else context.token_account_rent_exempt_lamports
-    _check_addresses(
-        context.lifetime,
+    check_addresses(
         [
             ("wallet", wallet),
             ("stake_pool", pool.address),
             ("stake_account", request.stake_account),
             ("fee_recipient", recipient if fee else None),
         ],
+        context.lifetime,
     )
     prepared = prepare_transaction(
         payer=wallet,
@@ -878,7 +867,7 @@ def build_liquid_unstake_transaction(
             ),
         ]
         units = _scan_cu(pool)
-    _check_addresses(context.lifetime, [("wallet", wallet), ("stake_pool", pool.address)])
+    check_addresses([("wallet", wallet), ("stake_pool", pool.address)], context.lifetime)
     prepared = prepare_transaction(
         payer=wallet,
         body=body,

@@ -47,11 +47,10 @@ from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
 )
@@ -110,7 +109,7 @@ def merge_kind(
     return MergeKind.TRANSIENT
 
 
-def merge_mismatch(
+def account_mismatch(
     destination: FetchedStakeAccount,
     source: FetchedStakeAccount,
     *,
@@ -118,22 +117,27 @@ def merge_mismatch(
     unix_timestamp: int,
     history: Mapping[int, StakeHistoryEntry],
     field: str | None = None,
+    error: type[MergeMismatchError] = MergeMismatchError,
 ) -> MergeMismatchError | None:
-    """Why ``source`` cannot be merged into ``destination`` now, or None if it can."""
+    """Why two accounts cannot be combined whatever their kinds, or None: what Merge,
+    MoveStake and MoveLamports all require (``MergeKind::get_if_mergeable`` and
+    ``metas_can_merge`` in the program): neither is transient, the authorities are
+    identical, and the lockups are identical or neither is in force.
+
+    Args:
+        error: The error class to return (its reason and hint name the operation).
+    """
     dest, src = str(destination.address), str(source.address)
-    kinds = {}
     for role, account in (("destination", destination), ("source", source)):
-        kind = merge_kind(account, epoch=epoch, history=history)
-        kinds[role] = kind
-        if kind is MergeKind.TRANSIENT:
+        if merge_kind(account, epoch=epoch, history=history) is MergeKind.TRANSIENT:
             d = account.delegation
             assert d is not None
             status = stake_activation(d, epoch, history)
             moving = "activating" if status.activating else "deactivating"
-            return MergeMismatchError(
+            return error(
                 f"{role} stake account {account.address} is {moving} "
                 f"({status.activating or status.deactivating} lamports still {moving}): "
-                "transient stake cannot be merged before the next epoch boundary",
+                f"transient stake cannot be {error.operation} before the next epoch boundary",
                 mismatch="transient_state",
                 destination=dest,
                 source=src,
@@ -141,7 +145,7 @@ def merge_mismatch(
                 metadata={"transient_account": str(account.address), "transient": moving},
             )
     if (destination.staker, destination.withdrawer) != (source.staker, source.withdrawer):
-        return MergeMismatchError(
+        return error(
             f"stake account {src} has authorities staker {source.staker} / withdrawer "
             f"{source.withdrawer}, destination {dest} has {destination.staker} / "
             f"{destination.withdrawer}",
@@ -160,7 +164,7 @@ def merge_mismatch(
         destination.lockup.in_force(epoch=epoch, unix_timestamp=unix_timestamp)
         or source.lockup.in_force(epoch=epoch, unix_timestamp=unix_timestamp)
     ):
-        return MergeMismatchError(
+        return error(
             f"stake accounts {dest} and {src} have different lockups, one of them in force",
             mismatch="lockup",
             destination=dest,
@@ -171,6 +175,34 @@ def merge_mismatch(
                 "source_lockup": _lockup_text(source),
             },
         )
+    return None
+
+
+def merge_mismatch(
+    destination: FetchedStakeAccount,
+    source: FetchedStakeAccount,
+    *,
+    epoch: int,
+    unix_timestamp: int,
+    history: Mapping[int, StakeHistoryEntry],
+    field: str | None = None,
+) -> MergeMismatchError | None:
+    """Why ``source`` cannot be merged into ``destination`` now, or None if it can."""
+    problem = account_mismatch(
+        destination,
+        source,
+        epoch=epoch,
+        unix_timestamp=unix_timestamp,
+        history=history,
+        field=field,
+    )
+    if problem is not None:
+        return problem
+    dest, src = str(destination.address), str(source.address)
+    kinds = {
+        "destination": merge_kind(destination, epoch=epoch, history=history),
+        "source": merge_kind(source, epoch=epoch, history=history),
+    }
     active = (MergeKind.ACTIVATION_EPOCH, MergeKind.FULLY_ACTIVE)
     if kinds["destination"] in active and kinds["source"] in active:
         d, s = destination.delegation, source.delegation
@@ -363,18 +395,13 @@ def build_merge_transaction(
                     "skipped": "; ".join(skipped)[:1000],
                 },
             )
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    problem_ = combine_violations(
-        check_distinct(
-            [
-                ("wallet", wallet),
-                ("destination_stake_account", destination.address),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    check_addresses(
+        [
+            ("wallet", wallet),
+            ("destination_stake_account", destination.address),
+        ],
+        context.lifetime,
     )
-    if problem_ is not None:
-        raise problem_
     body = [
         stake_merge(destination=destination.address, source=s.address, staker=destination.staker)
         for s in sources

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from solders.instruction import Instruction
 from solders.pubkey import Pubkey
 
 from service.core._validate import check_lamports, check_pubkey, check_u64
@@ -53,10 +54,10 @@ from service.core.errors import (
 from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
+    check_addresses,
     check_distinct,
     compute_units_with_margin,
     prepare_transaction,
@@ -209,6 +210,49 @@ def default_stake_compute_unit_limit(*, separate_stake_authority: bool) -> int:
     return DEFAULT_STAKE_COMPUTE_UNIT_LIMIT
 
 
+def new_stake_account_instructions(
+    *,
+    wallet: Pubkey,
+    seed: str,
+    lamports: int,
+    vote_account: Pubkey,
+    staker: Pubkey,
+    lockup: Lockup = NO_LOCKUP,
+) -> list[Instruction]:
+    """A new stake account at ``create_with_seed(wallet, seed, Stake)``, funded with
+    ``lamports`` (stake plus rent-exempt reserve) by the wallet and delegated to
+    ``vote_account``, signed by the wallet alone: CreateAccountWithSeed, Initialize
+    (the wallet as both authorities), DelegateStake, and an Authorize handing the stake
+    role to ``staker`` when it is another key (see the module docstring).
+    """
+    stake_account = stake_account_address(base=wallet, seed=seed)
+    body = [
+        system_create_account_with_seed(
+            payer=wallet,
+            new_account=stake_account,
+            base=wallet,
+            seed=seed,
+            lamports=lamports,
+            space=STAKE_ACCOUNT_SIZE,
+            owner=STAKE_PROGRAM,
+        ),
+        stake_initialize(
+            stake_account=stake_account, staker=wallet, withdrawer=wallet, lockup=lockup
+        ),
+        stake_delegate(stake_account=stake_account, vote_account=vote_account, staker=wallet),
+    ]
+    if staker != wallet:
+        body.append(
+            stake_authorize(
+                stake_account=stake_account,
+                authority=wallet,
+                new_authority=staker,
+                role=StakeAuthorize.STAKER,
+            )
+        )
+    return body
+
+
 def build_stake_transaction(
     request: StakeRequest, context: StakeContext
 ) -> PreparedStakeTransaction:
@@ -232,19 +276,15 @@ def build_stake_transaction(
             requested_lamports=amount, minimum_lamports=context.minimum_delegation_lamports
         )
     stake_account = stake_account_address(base=wallet, seed=request.seed)
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    conflicts = check_distinct(
+    check_addresses(
         [
             ("wallet", wallet),
             ("stake_account", stake_account),
             ("vote_account", request.vote_account),
             ("fee_recipient", request.service_fee.recipient),
-            ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-        ]
+        ],
+        context.lifetime,
     )
-    problem = combine_violations(conflicts)
-    if problem is not None:
-        raise problem
 
     rent = context.rent_exempt_reserve_lamports
     funded = amount + rent
@@ -256,33 +296,15 @@ def build_stake_transaction(
     staker = request.effective_stake_authority
     lockup = request.lockup if request.lockup is not None else NO_LOCKUP
 
-    body = [
-        system_create_account_with_seed(
-            payer=wallet,
-            new_account=stake_account,
-            base=wallet,
-            seed=request.seed,
-            lamports=funded,
-            space=STAKE_ACCOUNT_SIZE,
-            owner=STAKE_PROGRAM,
-        ),
-        stake_initialize(
-            stake_account=stake_account, staker=wallet, withdrawer=wallet, lockup=lockup
-        ),
-        stake_delegate(
-            stake_account=stake_account, vote_account=request.vote_account, staker=wallet
-        ),
-    ]
+    body = new_stake_account_instructions(
+        wallet=wallet,
+        seed=request.seed,
+        lamports=funded,
+        vote_account=request.vote_account,
+        staker=staker,
+        lockup=lockup,
+    )
     separate = staker != wallet
-    if separate:
-        body.append(
-            stake_authorize(
-                stake_account=stake_account,
-                authority=wallet,
-                new_authority=staker,
-                role=StakeAuthorize.STAKER,
-            )
-        )
     recipient = request.service_fee.recipient
     if fee and recipient is not None:  # ServiceFee guarantees a recipient when bps > 0
         body.append(system_transfer(source=wallet, destination=recipient, lamports=fee))

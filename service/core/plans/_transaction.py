@@ -24,8 +24,10 @@ from service.core.errors import (
     InvalidArgumentError,
     InvalidNonceAccountError,
     MemoTooLongError,
+    NotWithdrawAuthorityError,
     PriorityFeeTooHighError,
     TransactionTooLargeError,
+    combine_violations,
 )
 from service.core.fees import (
     MICRO_LAMPORTS_PER_LAMPORT,
@@ -35,6 +37,7 @@ from service.core.fees import (
     priority_fee_lamports,
 )
 from service.core.policy import PolicyViolationError
+from service.core.positions import FetchedStakeAccount
 from service.core.programs import (
     LAMPORTS_PER_SIGNATURE,
     MAX_COMPUTE_UNIT_LIMIT,
@@ -286,6 +289,41 @@ def capped_unit_price(options: TransactionOptions, limit: int) -> int:
     raise PriorityFeeTooHighError(
         message.format("service's maximum"), field=field, metadata=metadata
     )
+
+
+def check_addresses(named: Sequence[tuple[str, Pubkey | None]], lifetime: Lifetime) -> None:
+    """Refuse a plan whose named addresses (and durable nonce account) coincide.
+
+    Raises:
+        InvalidArgumentError / FieldViolationsError: Naming the fields that collide.
+    """
+    nonce = lifetime.nonce_account if isinstance(lifetime, DurableNonce) else None
+    problem = combine_violations(
+        check_distinct([*named, ("options.durable_nonce.nonce_account", nonce)])
+    )
+    if problem is not None:
+        raise problem
+
+
+def wallet_account(
+    account: FetchedStakeAccount, *, named: Pubkey, wallet: Pubkey, field: str
+) -> FetchedStakeAccount:
+    """The stake account a request names, as read, checked to belong to the wallet.
+
+    Raises:
+        NotWithdrawAuthorityError: Its withdraw authority is another key.
+        ValueError: The read account is not the one named (a programming error).
+    """
+    if account.address != named:
+        raise ValueError(f"read stake account {account.address}, the request names {named}")
+    if account.withdrawer != wallet:
+        raise NotWithdrawAuthorityError(
+            stake_account=str(account.address),
+            withdrawer=str(account.withdrawer),
+            wallet=str(wallet),
+            field=field,
+        )
+    return account
 
 
 def prepare_transaction(

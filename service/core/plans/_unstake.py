@@ -24,7 +24,7 @@ another stake authority adds that authority to the required signers.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -44,14 +44,14 @@ from service.core.errors import (
     failed_checks,
 )
 from service.core.fees import ServiceFee
+from service.core.plans._amounts import amount_error, nearest_amounts
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
 )
@@ -211,32 +211,21 @@ def nearest_unstake_amounts(
     """The achievable amounts closest to ``amount`` from below and from above, over the
     largest accounts (an amount is achievable when :func:`choose_unstake` finds it)."""
     top = sorted(stakes, reverse=True)[:_SUGGESTION_ACCOUNTS]
-    lower: int | None = None
-    higher: int | None = None
 
-    def offer(low: int, high: int) -> None:
-        nonlocal lower, higher
-        if low > high:
-            return
-        if low <= amount:
-            value = min(high, amount)
-            lower = value if lower is None else max(lower, value)
-        if high >= amount:
-            value = max(low, amount)
-            higher = value if higher is None else min(higher, value)
+    def achievable() -> Iterator[tuple[int, int]]:
+        indices = range(len(top))
+        for size in range(0, min(max_accounts, len(top)) + 1):
+            for subset in itertools.combinations(indices, size):
+                total = sum(top[i] for i in subset)
+                if subset:
+                    yield total, total
+                if size + 1 > max_accounts:
+                    continue
+                for j in indices:
+                    if j not in subset and top[j] >= 2 * minimum_delegation:
+                        yield total + minimum_delegation, total + top[j] - minimum_delegation
 
-    indices = range(len(top))
-    for size in range(0, min(max_accounts, len(top)) + 1):
-        for subset in itertools.combinations(indices, size):
-            total = sum(top[i] for i in subset)
-            if subset:
-                offer(total, total)
-            if size + 1 > max_accounts:
-                continue
-            for j in indices:
-                if j not in subset and top[j] >= 2 * minimum_delegation:
-                    offer(total + minimum_delegation, total + top[j] - minimum_delegation)
-    return lower, higher
+    return nearest_amounts(achievable(), amount)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -357,22 +346,6 @@ def _check_named(fetched: FetchedStakeAccount) -> Delegation:
     return d
 
 
-def _amount_error(
-    message: str, *, amount: int, minimum: int, lower: int | None, higher: int | None
-) -> UnstakeAmountError:
-    metadata: dict[str, str | int] = {"requested_lamports": amount, "minimum_lamports": minimum}
-    suggestions = []
-    if lower is not None:
-        metadata["nearest_lower_lamports"] = lower
-        suggestions.append(f"{lower}")
-    if higher is not None:
-        metadata["nearest_higher_lamports"] = higher
-        suggestions.append(f"{higher}")
-    if suggestions:
-        message += f"; the nearest amounts that work are {' and '.join(suggestions)} lamports"
-    return UnstakeAmountError(message, field="amount_lamports", metadata=metadata)
-
-
 def _choose(
     request: UnstakeRequest, context: UnstakeContext
 ) -> tuple[list[FetchedStakeAccount], FetchedStakeAccount | None, int]:
@@ -411,7 +384,9 @@ def _choose(
             else f"splitting {amount} off stake account {named.address} ({stake} lamports) "
             f"would leave {stake - amount}, below the minimum delegation of {minimum}"
         )
-        raise _amount_error(why, amount=amount, minimum=minimum, lower=lower, higher=higher)
+        raise amount_error(
+            UnstakeAmountError, why, amount=amount, minimum=minimum, lower=lower, higher=higher
+        )
 
     candidates = [
         a
@@ -456,7 +431,9 @@ def _choose(
             f"{amount} lamports while leaving at least the minimum delegation of {minimum} "
             f"on both sides of the split (at most {MAX_UNSTAKE_ACCOUNTS} accounts)"
         )
-        raise _amount_error(why, amount=amount, minimum=minimum, lower=lower, higher=higher)
+        raise amount_error(
+            UnstakeAmountError, why, amount=amount, minimum=minimum, lower=lower, higher=higher
+        )
     whole = [candidates[i] for i in choice.whole]
     source = candidates[choice.split] if choice.split is not None else None
     return whole, source, choice.split_lamports
@@ -487,18 +464,13 @@ def build_unstake_transaction(
     wallet = request.wallet
     whole, source, split_lamports = _choose(request, context)
     split_address = stake_account_address(base=wallet, seed=request.split_seed)
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    problem = combine_violations(
-        check_distinct(
-            [
-                ("wallet", wallet),
-                ("split_stake_account", split_address if source is not None else None),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ]
-        )
+    check_addresses(
+        [
+            ("wallet", wallet),
+            ("split_stake_account", split_address if source is not None else None),
+        ],
+        context.lifetime,
     )
-    if problem is not None:
-        raise problem
     rent = context.rent_exempt_reserve_lamports
     body: list[Instruction] = [
         stake_deactivate(stake_account=a.address, staker=a.staker) for a in whole

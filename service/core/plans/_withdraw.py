@@ -42,15 +42,14 @@ from service.core.fees import ServiceFee
 from service.core.plans._transaction import (
     MEASURED_BUDGET_CU,
     MEASURED_MEMO_CU,
-    DurableNonce,
     Lifetime,
     PreparedTransaction,
     TransactionOptions,
-    check_distinct,
+    check_addresses,
     compute_units_with_margin,
     prepare_transaction,
 )
-from service.core.positions import AccountState, StakeView
+from service.core.positions import AccountState, FetchedStakeAccount, StakeView
 from service.core.programs import LAMPORTS_PER_SIGNATURE
 
 # Most Withdraw instructions in one transaction (fits 1232 bytes with every option).
@@ -67,19 +66,28 @@ def default_withdraw_compute_unit_limit(*, withdrawals: int) -> int:
     )
 
 
-def lockup_error(view: StakeView) -> LockupInForceError:
-    """LOCKUP_IN_FORCE naming the account's custodian and when the lockup ends."""
-    lockup = view.fetched.lockup
+def lockup_error(
+    account: FetchedStakeAccount,
+    *,
+    detail: str = "",
+    field: str | None = None,
+    hint: str | None = None,
+) -> LockupInForceError:
+    """LOCKUP_IN_FORCE naming the account's custodian and when the lockup ends
+    (``detail`` is appended to the message)."""
+    lockup = account.lockup
     ends = []
     if lockup.unix_timestamp > 0:
         ends.append(f"unix time {lockup.unix_timestamp}")
     if lockup.epoch > 0:
         ends.append(f"epoch {lockup.epoch}")
     return LockupInForceError(
-        f"stake account {view.address} is locked up until {' and '.join(ends)}; only its "
-        f"custodian {lockup.custodian} can release it earlier",
+        f"stake account {account.address} is locked up until {' and '.join(ends)}; only its "
+        f"custodian {lockup.custodian} can release it earlier{detail}",
+        field=field,
+        hint=hint,
         metadata={
-            "stake_account": str(view.address),
+            "stake_account": str(account.address),
             "custodian": str(lockup.custodian),
             "lockup_unix_timestamp": lockup.unix_timestamp,
             "lockup_epoch": lockup.epoch,
@@ -180,7 +188,7 @@ def _pending_note(views: Sequence[StakeView]) -> str:
 
 def _from_named(view: StakeView, request: WithdrawRequest) -> list[Withdrawal]:
     if view.withdrawable_lamports == 0 and view.lockup_in_force and not view.custodian_signs:
-        raise lockup_error(view)
+        raise lockup_error(view.fetched)
     amount = request.amount_lamports
     address = str(view.address)
     if request.withdraw_all:
@@ -230,7 +238,7 @@ def _from_wallet(
     if request.withdraw_all:
         if not eligible:
             if locked:
-                raise lockup_error(locked[0])
+                raise lockup_error(locked[0].fetched)
             raise _unavailable(
                 "nothing is withdrawable from the wallet's stake accounts now"
                 + _pending_note(views),
@@ -248,7 +256,7 @@ def _from_wallet(
     amount = request.amount_lamports
     if amount > total:
         if locked:
-            raise lockup_error(locked[0])
+            raise lockup_error(locked[0].fetched)
         raise _unavailable(
             f"the wallet's stake accounts have {total} lamports withdrawable now, less than "
             f"amount_lamports {amount}" + _pending_note(views),
@@ -319,18 +327,13 @@ def build_withdraw_transaction(
     else:
         withdrawals = _from_wallet(context.accounts, request, max_withdrawals)
     destination = request.effective_destination
-    nonce = context.lifetime if isinstance(context.lifetime, DurableNonce) else None
-    problem = combine_violations(
-        check_distinct(
-            [
-                ("destination", destination),
-                *(("stake_account", w.stake_account) for w in withdrawals),
-                ("options.durable_nonce.nonce_account", nonce.nonce_account if nonce else None),
-            ],
-        )
+    check_addresses(
+        [
+            ("destination", destination),
+            *(("stake_account", w.stake_account) for w in withdrawals),
+        ],
+        context.lifetime,
     )
-    if problem is not None:
-        raise problem
     by_address = {v.address: v for v in context.accounts}
     body: list[Instruction] = [
         stake_withdraw(

@@ -33,6 +33,18 @@ import {
   ListStakePoolsResponse,
 } from "./liquid_staking.js";
 import {
+  BuildAuthorizeTransactionRequest,
+  BuildAuthorizeTransactionResponse,
+  BuildMoveStakeTransactionRequest,
+  BuildMoveStakeTransactionResponse,
+  BuildRedelegateTransactionRequest,
+  BuildRedelegateTransactionResponse,
+  BuildSetLockupTransactionRequest,
+  BuildSetLockupTransactionResponse,
+  BuildSplitTransactionRequest,
+  BuildSplitTransactionResponse,
+} from "./stake_management.js";
+import {
   Commitment,
   commitmentFromJSON,
   commitmentToJSON,
@@ -5123,6 +5135,104 @@ export const StakingServiceService = {
     responseDeserialize: (value: Buffer): BuildMergeTransactionResponse => BuildMergeTransactionResponse.decode(value),
   },
   /**
+   * Builds one transaction that splits amount_lamports of a stake account of
+   * the wallet into a new seed-derived account, pre-funded by the wallet to
+   * rent exemption. From an account holding stake, as much stake moves and
+   * both accounts keep at least the minimum delegation; from one without,
+   * only lamports move. Repeatable with request_id (same new account).
+   */
+  buildSplitTransaction: {
+    path: "/agentstaking.v1.StakingService/BuildSplitTransaction" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BuildSplitTransactionRequest): Buffer =>
+      Buffer.from(BuildSplitTransactionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildSplitTransactionRequest => BuildSplitTransactionRequest.decode(value),
+    responseSerialize: (value: BuildSplitTransactionResponse): Buffer =>
+      Buffer.from(BuildSplitTransactionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildSplitTransactionResponse => BuildSplitTransactionResponse.decode(value),
+  },
+  /**
+   * Builds one transaction that moves stake (MoveStake) or free lamports
+   * (MoveLamports) between two stake accounts of the wallet with the same
+   * authorities: active stake between accounts delegated to the same vote
+   * account (or into an inactive account, active at once), or lamports that
+   * are neither stake nor rent-exempt reserve.
+   */
+  buildMoveStakeTransaction: {
+    path: "/agentstaking.v1.StakingService/BuildMoveStakeTransaction" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BuildMoveStakeTransactionRequest): Buffer =>
+      Buffer.from(BuildMoveStakeTransactionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildMoveStakeTransactionRequest =>
+      BuildMoveStakeTransactionRequest.decode(value),
+    responseSerialize: (value: BuildMoveStakeTransactionResponse): Buffer =>
+      Buffer.from(BuildMoveStakeTransactionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildMoveStakeTransactionResponse =>
+      BuildMoveStakeTransactionResponse.decode(value),
+  },
+  /**
+   * Builds one transaction that changes the stake or withdraw authority of a
+   * stake account of the wallet, with AuthorizeChecked by default (the new
+   * authority signs too and is listed in required_signers). Handing the
+   * withdraw authority to another key gives the account away: the response
+   * says so (leaves_wallet_positions).
+   */
+  buildAuthorizeTransaction: {
+    path: "/agentstaking.v1.StakingService/BuildAuthorizeTransaction" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BuildAuthorizeTransactionRequest): Buffer =>
+      Buffer.from(BuildAuthorizeTransactionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildAuthorizeTransactionRequest =>
+      BuildAuthorizeTransactionRequest.decode(value),
+    responseSerialize: (value: BuildAuthorizeTransactionResponse): Buffer =>
+      Buffer.from(BuildAuthorizeTransactionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildAuthorizeTransactionResponse =>
+      BuildAuthorizeTransactionResponse.decode(value),
+  },
+  /**
+   * Builds one transaction that changes the lockup of a stake account of the
+   * wallet with SetLockupChecked: by the wallet (withdraw authority) while no
+   * lockup is in force, by the custodian while one is.
+   */
+  buildSetLockupTransaction: {
+    path: "/agentstaking.v1.StakingService/BuildSetLockupTransaction" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BuildSetLockupTransactionRequest): Buffer =>
+      Buffer.from(BuildSetLockupTransactionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildSetLockupTransactionRequest =>
+      BuildSetLockupTransactionRequest.decode(value),
+    responseSerialize: (value: BuildSetLockupTransactionResponse): Buffer =>
+      Buffer.from(BuildSetLockupTransactionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildSetLockupTransactionResponse =>
+      BuildSetLockupTransactionResponse.decode(value),
+  },
+  /**
+   * Builds the next transaction that moves a stake position to another
+   * validator, in the fewest transactions the runtime allows: an account
+   * without effective stake is delegated in place at once; one with
+   * effective stake is deactivated and either replaced at once by a new
+   * account the wallet funds (one transaction), or delegated again after its
+   * cooldown (two: follow_up says when to call again). The response gives the
+   * epochs and the time until the new stake is active.
+   */
+  buildRedelegateTransaction: {
+    path: "/agentstaking.v1.StakingService/BuildRedelegateTransaction" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BuildRedelegateTransactionRequest): Buffer =>
+      Buffer.from(BuildRedelegateTransactionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildRedelegateTransactionRequest =>
+      BuildRedelegateTransactionRequest.decode(value),
+    responseSerialize: (value: BuildRedelegateTransactionResponse): Buffer =>
+      Buffer.from(BuildRedelegateTransactionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildRedelegateTransactionResponse =>
+      BuildRedelegateTransactionResponse.decode(value),
+  },
+  /**
    * Relays a signed transaction: verifies it (well formed, every required
    * signature present and valid), sends it to the cluster and keeps
    * rebroadcasting it until it lands or its blockhash expires. Idempotent by
@@ -5338,6 +5448,46 @@ export interface StakingServiceServer extends UntypedServiceImplementation {
    */
   buildMergeTransaction: handleUnaryCall<BuildMergeTransactionRequest, BuildMergeTransactionResponse>;
   /**
+   * Builds one transaction that splits amount_lamports of a stake account of
+   * the wallet into a new seed-derived account, pre-funded by the wallet to
+   * rent exemption. From an account holding stake, as much stake moves and
+   * both accounts keep at least the minimum delegation; from one without,
+   * only lamports move. Repeatable with request_id (same new account).
+   */
+  buildSplitTransaction: handleUnaryCall<BuildSplitTransactionRequest, BuildSplitTransactionResponse>;
+  /**
+   * Builds one transaction that moves stake (MoveStake) or free lamports
+   * (MoveLamports) between two stake accounts of the wallet with the same
+   * authorities: active stake between accounts delegated to the same vote
+   * account (or into an inactive account, active at once), or lamports that
+   * are neither stake nor rent-exempt reserve.
+   */
+  buildMoveStakeTransaction: handleUnaryCall<BuildMoveStakeTransactionRequest, BuildMoveStakeTransactionResponse>;
+  /**
+   * Builds one transaction that changes the stake or withdraw authority of a
+   * stake account of the wallet, with AuthorizeChecked by default (the new
+   * authority signs too and is listed in required_signers). Handing the
+   * withdraw authority to another key gives the account away: the response
+   * says so (leaves_wallet_positions).
+   */
+  buildAuthorizeTransaction: handleUnaryCall<BuildAuthorizeTransactionRequest, BuildAuthorizeTransactionResponse>;
+  /**
+   * Builds one transaction that changes the lockup of a stake account of the
+   * wallet with SetLockupChecked: by the wallet (withdraw authority) while no
+   * lockup is in force, by the custodian while one is.
+   */
+  buildSetLockupTransaction: handleUnaryCall<BuildSetLockupTransactionRequest, BuildSetLockupTransactionResponse>;
+  /**
+   * Builds the next transaction that moves a stake position to another
+   * validator, in the fewest transactions the runtime allows: an account
+   * without effective stake is delegated in place at once; one with
+   * effective stake is deactivated and either replaced at once by a new
+   * account the wallet funds (one transaction), or delegated again after its
+   * cooldown (two: follow_up says when to call again). The response gives the
+   * epochs and the time until the new stake is active.
+   */
+  buildRedelegateTransaction: handleUnaryCall<BuildRedelegateTransactionRequest, BuildRedelegateTransactionResponse>;
+  /**
    * Relays a signed transaction: verifies it (well formed, every required
    * signature present and valid), sends it to the cluster and keeps
    * rebroadcasting it until it lands or its blockhash expires. Idempotent by
@@ -5507,6 +5657,116 @@ export interface StakingServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: BuildMergeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Builds one transaction that splits amount_lamports of a stake account of
+   * the wallet into a new seed-derived account, pre-funded by the wallet to
+   * rent exemption. From an account holding stake, as much stake moves and
+   * both accounts keep at least the minimum delegation; from one without,
+   * only lamports move. Repeatable with request_id (same new account).
+   */
+  buildSplitTransaction(
+    request: BuildSplitTransactionRequest,
+    callback: (error: ServiceError | null, response: BuildSplitTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildSplitTransaction(
+    request: BuildSplitTransactionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BuildSplitTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildSplitTransaction(
+    request: BuildSplitTransactionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BuildSplitTransactionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Builds one transaction that moves stake (MoveStake) or free lamports
+   * (MoveLamports) between two stake accounts of the wallet with the same
+   * authorities: active stake between accounts delegated to the same vote
+   * account (or into an inactive account, active at once), or lamports that
+   * are neither stake nor rent-exempt reserve.
+   */
+  buildMoveStakeTransaction(
+    request: BuildMoveStakeTransactionRequest,
+    callback: (error: ServiceError | null, response: BuildMoveStakeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildMoveStakeTransaction(
+    request: BuildMoveStakeTransactionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BuildMoveStakeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildMoveStakeTransaction(
+    request: BuildMoveStakeTransactionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BuildMoveStakeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Builds one transaction that changes the stake or withdraw authority of a
+   * stake account of the wallet, with AuthorizeChecked by default (the new
+   * authority signs too and is listed in required_signers). Handing the
+   * withdraw authority to another key gives the account away: the response
+   * says so (leaves_wallet_positions).
+   */
+  buildAuthorizeTransaction(
+    request: BuildAuthorizeTransactionRequest,
+    callback: (error: ServiceError | null, response: BuildAuthorizeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildAuthorizeTransaction(
+    request: BuildAuthorizeTransactionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BuildAuthorizeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildAuthorizeTransaction(
+    request: BuildAuthorizeTransactionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BuildAuthorizeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Builds one transaction that changes the lockup of a stake account of the
+   * wallet with SetLockupChecked: by the wallet (withdraw authority) while no
+   * lockup is in force, by the custodian while one is.
+   */
+  buildSetLockupTransaction(
+    request: BuildSetLockupTransactionRequest,
+    callback: (error: ServiceError | null, response: BuildSetLockupTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildSetLockupTransaction(
+    request: BuildSetLockupTransactionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BuildSetLockupTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildSetLockupTransaction(
+    request: BuildSetLockupTransactionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BuildSetLockupTransactionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Builds the next transaction that moves a stake position to another
+   * validator, in the fewest transactions the runtime allows: an account
+   * without effective stake is delegated in place at once; one with
+   * effective stake is deactivated and either replaced at once by a new
+   * account the wallet funds (one transaction), or delegated again after its
+   * cooldown (two: follow_up says when to call again). The response gives the
+   * epochs and the time until the new stake is active.
+   */
+  buildRedelegateTransaction(
+    request: BuildRedelegateTransactionRequest,
+    callback: (error: ServiceError | null, response: BuildRedelegateTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildRedelegateTransaction(
+    request: BuildRedelegateTransactionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BuildRedelegateTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildRedelegateTransaction(
+    request: BuildRedelegateTransactionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BuildRedelegateTransactionResponse) => void,
   ): ClientUnaryCall;
   /**
    * Relays a signed transaction: verifies it (well formed, every required
