@@ -302,8 +302,12 @@ class LocalnetChain:
         ]
         target_epoch = self.epoch + count
         self.advance_slots(self.schedule.get_first_slot_in_epoch(target_epoch) - self.slot)
-        for blockhash, slot, left in carried:
-            self._blockhashes[blockhash] = (slot, self.block_height + left)
+        # Oldest first, as the window is kept: they expire before the jump's own.
+        window = OrderedDict(
+            (blockhash, (slot, self.block_height + left)) for blockhash, slot, left in carried
+        )
+        window.update(self._blockhashes)
+        self._blockhashes = window
 
     def _roll_epoch(self) -> None:
         # What a bank does at an epoch boundary: the ending epoch's stake totals
@@ -338,7 +342,8 @@ class LocalnetChain:
         blockhash = self.svm.latest_blockhash()
         self._slot_hashes.append((self.slot, blockhash))
         self._blockhashes[str(blockhash)] = (self.slot, self.block_height + MAX_PROCESSING_AGE)
-        while len(self._blockhashes) > MAX_PROCESSING_AGE + 64:
+        # The window holds what is still valid, oldest (first to expire) first.
+        while self._blockhashes and next(iter(self._blockhashes.values()))[1] < self.block_height:
             self._blockhashes.popitem(last=False)
 
     def latest_blockhash(self, commitment: str | None) -> tuple[Hash, int]:
