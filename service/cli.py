@@ -18,8 +18,9 @@ from typing import Any
 
 from service.config import Settings, load_settings, parse_host_port
 from service.core.errors import DomainError
-from service.keys import ApiKey, KeyManager, KeyState, Scope, migrate, open_store
+from service.keys import ApiKey, KeyManager, KeyState, Scope, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
+from service.store import migrate
 from service.telemetry import capture_stderr, configure_logging
 
 log = logging.getLogger("agent_staking")
@@ -245,7 +246,7 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> None:
         bootstrapped: list[tuple[ApiKey, str]] = []
         bootstrap = settings.bootstrap_keys
         if bootstrap if bootstrap is not None else settings.embedded_localnet:
-            manager = KeyManager(await open_store(settings.key_database_url))
+            manager = KeyManager(await open_store(settings.store_url))
             try:
                 bootstrapped = await manager.bootstrap_if_empty()
             finally:
@@ -392,10 +393,10 @@ def _key_json(key: ApiKey, secret: str | None = None) -> dict[str, object]:
 async def _run_keys(args: argparse.Namespace) -> int:
     settings = load_settings({}, args.config)
     if args.keys_command == "migrate":
-        await migrate(settings.key_database_url)
+        await migrate(settings.store_url)
         print(json.dumps({"migrated": True}))
         return 0
-    manager = KeyManager(await open_store(settings.key_database_url))
+    manager = KeyManager(await open_store(settings.store_url))
     try:
         if args.keys_command == "create":
             expire = (
@@ -542,7 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     listing = key_commands.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--state", choices=[s.value for s in KeyState])
-    key_commands.add_parser("migrate", help="apply the key store's schema migrations")
+    key_commands.add_parser(
+        "migrate", help="apply the schema migrations of the service's database (keys and all)"
+    )
 
     localnet = commands.add_parser(
         "localnet", help="run a Solana JSON-RPC endpoint backed by an in-process LiteSVM cluster"

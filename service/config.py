@@ -382,7 +382,9 @@ class Settings(BaseSettings):
         return not self.rpc_urls
 
     @property
-    def key_database_url(self) -> str:
+    def store_url(self) -> str:
+        """The service's database: `database_url`, else the SQLite file
+        `data_dir/keys.db` (named when it held only keys; it holds all the state)."""
         return self.database_url or f"sqlite:///{self.data_dir / 'keys.db'}"
 
     @classmethod

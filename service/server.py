@@ -42,9 +42,10 @@ from service.interceptors import (
     RequestCheck,
     TracingInterceptor,
 )
-from service.keys import ApiKey, KeyManager, Scope, now_utc, open_store
+from service.keys import ApiKey, KeyManager, Scope, SqlKeyStore, now_utc
 from service.localnet import LocalnetConfig, LocalnetServer
 from service.ratelimit import RateLimiter, open_limiter
+from service.store import Database
 from service.telemetry import MetricsListener, Telemetry
 from service.tls import CertificateFiles
 
@@ -162,6 +163,7 @@ class AgentStakingServer:
         self._rpc: FailoverRpc | None = None
         self.chain: ChainContext | None = None
         self.relay: Relay | None = None
+        self.database: Database | None = None
         self.keys: KeyManager | None = None
         self.limiter: RateLimiter | None = None
         self.bootstrapped_keys: list[tuple[ApiKey, str]] = []
@@ -181,8 +183,10 @@ class AgentStakingServer:
             )
         tracer = self.telemetry.tracer
         metrics = self.telemetry.metrics
+        self.database = Database(settings.store_url)
+        await self.database.connect()
         self.keys = KeyManager(
-            await open_store(settings.key_database_url),
+            SqlKeyStore(self.database),
             clock=self._clock or now_utc,
             cache_ttl=settings.key_cache_ttl_seconds,
             usage_flush_interval=settings.key_usage_flush_seconds,
@@ -455,6 +459,8 @@ class AgentStakingServer:
             await self._rpc.close()
         if self.keys is not None:
             await self.keys.stop()  # flushes usage counts
+        if self.database is not None:
+            await self.database.close()
         if self.limiter is not None:
             await self.limiter.close()
         if self.localnet is not None:

@@ -1,8 +1,13 @@
-"""Versioned schema migrations, one ordered list per SQL dialect.
+"""The service's one migration history: every table of every owner, in order.
 
-A migration is never edited once released: change the schema by appending one.
-``schema_migrations(version, applied_at)`` records what a database has applied.
-Timestamps are UTC: ``TIMESTAMPTZ`` in PostgreSQL, ISO 8601 text ending in ``Z``
+Owners (keys, relay submissions, and later intents, events, the rewards cache) add
+their tables by appending a migration here, with the same version in both dialects;
+a migration is never edited once released. ``schema_migrations(version,
+applied_at)`` records what a database has applied. A migration only adds (tables,
+columns, indexes), so the previous release still runs against a newer schema: a
+rollback needs no down-migration.
+
+Key timestamps are UTC: ``TIMESTAMPTZ`` in PostgreSQL, ISO 8601 text ending in ``Z``
 (fixed width, so text order is time order) in SQLite.
 """
 
@@ -19,6 +24,8 @@ class Migration:
     """One schema version: statements run in order, in one transaction."""
 
     version: int
+    owner: str
+    """The package whose tables these are (``keys``, ``relay``, ...)."""
     description: str
     statements: tuple[str, ...]
 
@@ -39,6 +46,7 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
     "sqlite": (
         Migration(
             version=1,
+            owner="keys",
             description="api_keys and api_key_events",
             statements=(
                 """
@@ -78,6 +86,7 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
     "postgresql": (
         Migration(
             version=1,
+            owner="keys",
             description="api_keys and api_key_events",
             statements=(
                 """
