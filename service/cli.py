@@ -254,16 +254,11 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> None:
         command = [sys.executable, "-m", "service", "serve", "--worker-process"]
         if args.config is not None:
             command += ["--config", str(args.config)]
-        for index in range(settings.workers):
-            worker_env = dict(env)
-            if settings.relay_state_file is None:
-                # Each worker saves the transactions it relays in a file of its own.
-                state = settings.data_dir / f"relay-pending-{index}.json"
-                worker_env["AGENT_STAKING_RELAY_STATE_FILE"] = str(state)
+        for _ in range(settings.workers):
             workers.append(
                 await asyncio.create_subprocess_exec(
                     *command,
-                    env=worker_env,
+                    env=env,
                     stdout=asyncio.subprocess.PIPE,
                     # A terminal's Ctrl-C reaches the parent only; it forwards SIGTERM.
                     start_new_session=True,

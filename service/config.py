@@ -253,9 +253,15 @@ class Settings(BaseSettings):
         default="confirmed", pattern="^(processed|confirmed|finalized)$"
     )
     """Relay: bank commitment of the node's preflight simulation."""
-    relay_state_file: Path | None = None
-    """Relay: where in-flight transactions are saved on shutdown and read back on start;
-    default `data_dir/relay-pending.json`."""
+    relay_lease_seconds: float = Field(default=10.0, gt=0)
+    """Relay: every submission is recorded in the database before it is sent and owned
+    by the replica relaying it under a lease of this many seconds, renewed every third
+    of it. When a replica dies (crash, `kill -9`), any other (or its restart) takes its
+    submissions over within this time plus a third of it; a graceful stop hands them
+    over at once. Replicas' clocks must agree to well within it (NTP)."""
+    relay_record_retain_seconds: float = Field(default=86_400.0, ge=0)
+    """Relay: how long the database keeps finished submissions (finalized, failed,
+    expired) for status lookups by any replica; later lookups ask the chain."""
 
     # Rate limits (service/ratelimit): GCRA buckets, each with a rate per minute and a
     # burst; a rate of 0 turns that dimension off.

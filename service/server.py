@@ -22,6 +22,7 @@ from service.chain import (
     Relay,
     RelayConfig,
     Routing,
+    SqlSubmissionLog,
     StakePoolConfig,
     StakingOperations,
     parse_endpoints,
@@ -315,8 +316,10 @@ class AgentStakingServer:
                 send_concurrency=settings.relay_send_concurrency,
                 rpc_timeout=settings.rpc_timeout_seconds,
                 preflight_commitment=settings.relay_preflight_commitment,
-                state_file=settings.relay_state_file or settings.data_dir / "relay-pending.json",
+                lease_seconds=settings.relay_lease_seconds,
+                record_retain_seconds=settings.relay_record_retain_seconds,
             ),
+            submissions=SqlSubmissionLog(self.database),
         )
         metrics.watch_relay(self.relay)
         await self.relay.start()
@@ -452,7 +455,7 @@ class AgentStakingServer:
                 self.settings.shutdown_grace_seconds if grace is None else grace
             )
         if self.relay is not None:
-            await self.relay.stop()  # saves transactions still in flight
+            await self.relay.stop()  # hands transactions in flight back to the database
         if self.chain is not None:
             await self.chain.stop()
         if self._rpc is not None:

@@ -62,6 +62,7 @@ from ._stake_pools import (
     epochs_per_year,
 )
 from ._stake_reads import StakeReader, StakeReadError, StakeReads, StakeSysvars
+from ._submissions import SqlSubmissionLog, StoredSubmission, SubmissionLog
 
 __all__ = [
     "READ_METHODS",
@@ -105,6 +106,7 @@ __all__ = [
     "Simulation",
     "SimulationFailedError",
     "SolanaRpc",
+    "SqlSubmissionLog",
     "StakeParams",
     "StakePoolConfig",
     "StakePoolInfo",
@@ -115,6 +117,8 @@ __all__ = [
     "StakeReads",
     "StakeSysvars",
     "StakingOperations",
+    "StoredSubmission",
+    "SubmissionLog",
     "SubmitOutcome",
     "TransactionNotFoundError",
     "UnstakeParams",

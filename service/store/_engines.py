@@ -270,7 +270,7 @@ class PostgresEngine:
             watchdog.cancel()
             # Resetting a healthy connection takes one round trip; a hung one is
             # terminated when the budget left runs out.
-            with suppress(*PG_DRIVER_ERRORS, asyncio.CancelledError):
+            with suppress(*PG_DRIVER_ERRORS):
                 await pool.release(conn, timeout=max(0.01, deadline - loop.time()))
 
     async def close(self) -> None:

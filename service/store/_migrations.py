@@ -82,6 +82,39 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                 "CREATE INDEX api_key_events_key_id ON api_key_events (key_id, id)",
             ),
         ),
+        Migration(
+            version=2,
+            owner="relay",
+            description="relay_submissions",
+            statements=(
+                # Times are unix seconds (the relay's wall clock).
+                """
+                CREATE TABLE relay_submissions (
+                    signature TEXT PRIMARY KEY,
+                    cluster TEXT NOT NULL,
+                    wire BLOB NOT NULL,
+                    state TEXT NOT NULL,
+                    slot INTEGER NOT NULL,
+                    confirmations INTEGER NOT NULL,
+                    error TEXT,
+                    last_valid_block_height INTEGER NOT NULL,
+                    send_count INTEGER NOT NULL,
+                    create_time REAL NOT NULL,
+                    update_time REAL NOT NULL,
+                    done_time REAL,
+                    owner TEXT,
+                    lease_expire_time REAL NOT NULL
+                )""",
+                # Takeover scans unfinished submissions by lease; renewal by owner;
+                # the purge finished ones by age.
+                "CREATE INDEX relay_submissions_lease ON relay_submissions"
+                " (lease_expire_time) WHERE done_time IS NULL",
+                "CREATE INDEX relay_submissions_owner ON relay_submissions (owner)"
+                " WHERE done_time IS NULL",
+                "CREATE INDEX relay_submissions_done ON relay_submissions (done_time)"
+                " WHERE done_time IS NOT NULL",
+            ),
+        ),
     ),
     "postgresql": (
         Migration(
@@ -119,6 +152,36 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                     details JSONB NOT NULL
                 )""",
                 "CREATE INDEX api_key_events_key_id ON api_key_events (key_id, id)",
+            ),
+        ),
+        Migration(
+            version=2,
+            owner="relay",
+            description="relay_submissions",
+            statements=(
+                """
+                CREATE TABLE relay_submissions (
+                    signature TEXT PRIMARY KEY,
+                    cluster TEXT NOT NULL,
+                    wire BYTEA NOT NULL,
+                    state TEXT NOT NULL,
+                    slot BIGINT NOT NULL,
+                    confirmations INTEGER NOT NULL,
+                    error TEXT,
+                    last_valid_block_height BIGINT NOT NULL,
+                    send_count INTEGER NOT NULL,
+                    create_time DOUBLE PRECISION NOT NULL,
+                    update_time DOUBLE PRECISION NOT NULL,
+                    done_time DOUBLE PRECISION,
+                    owner TEXT,
+                    lease_expire_time DOUBLE PRECISION NOT NULL
+                )""",
+                "CREATE INDEX relay_submissions_lease ON relay_submissions"
+                " (lease_expire_time) WHERE done_time IS NULL",
+                "CREATE INDEX relay_submissions_owner ON relay_submissions (owner)"
+                " WHERE done_time IS NULL",
+                "CREATE INDEX relay_submissions_done ON relay_submissions (done_time)"
+                " WHERE done_time IS NOT NULL",
             ),
         ),
     ),

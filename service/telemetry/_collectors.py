@@ -208,7 +208,9 @@ RELAY_EVENTS: Final = (
     "failed",
     "expired",
     "dropped",
-    "restored",
+    "taken_over",
+    "released",
+    "lost",
 )
 
 
@@ -217,7 +219,8 @@ def relay_families(stats: RelayStats) -> list[Metric]:
     events = _counter(
         "relay_transactions",
         "Relay events: submitted, duplicate, rejected, sent, rebroadcast, processed, "
-        "confirmed, finalized, failed, expired, dropped, restored.",
+        "confirmed, finalized, failed, expired, dropped, taken_over (from a replica "
+        "gone), released (at a graceful stop), lost (taken by another replica).",
         ["event"],
     )
     for event in RELAY_EVENTS:
