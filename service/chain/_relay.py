@@ -375,6 +375,8 @@ class Relay:
     async def stop(self) -> None:
         """Stop both loops, write the last states and end this replica's leases, so
         that another replica (or the next start) carries on at once."""
+        if self._task is None and not self._pending:
+            return  # never started (a start-up that did not get this far)
         self._stopping.set()
         for task in (self._task, self._owner_task):
             if task is not None:

@@ -176,8 +176,17 @@ class Database:
             try:
                 await asyncio.wait_for(self._engine.connect(self.timeout), self.timeout)
             except self._engine.driver_errors as exc:
-                # The driver's text may name the host, never the password.
-                raise self._unavailable("connect", exc) from exc
+                # Not an outage yet (never connected): the caller reports it. The
+                # driver's text may name the host, never the password.
+                self._errors += 1
+                what = (
+                    f"no answer within {self.timeout:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else _describe(exc)
+                )
+                raise StoreUnavailableError(
+                    "connect", retry_after=self._recheck, detail=f"{self.url}: {what}"
+                ) from exc
             self._connected = True
         applied = await self.migrate()
         self._recovered()
@@ -295,7 +304,7 @@ class Database:
             self._notify(False)
         else:
             log.debug("database %s failed during %s: %s", self.url, operation, what)
-        return StoreUnavailableError(operation, retry_after=self._recheck)
+        return StoreUnavailableError(operation, retry_after=self._recheck, detail=what)
 
     async def _probe_until_up(self) -> None:
         while not self._closed and self._down_since is not None:

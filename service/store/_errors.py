@@ -16,9 +16,11 @@ class StoreUnavailableError(DomainError):
     default_reason = "STORE_UNAVAILABLE"
     default_hint = "Retry shortly."
 
-    def __init__(self, operation: str, *, retry_after: float = 1.0) -> None:
+    def __init__(self, operation: str, *, retry_after: float = 1.0, detail: str = "") -> None:
         super().__init__(f"the service's database failed during {operation}")
         self.operation = operation
+        self.detail = detail
+        """What the driver said (for the operator's logs; never sent to callers)."""
         # Read by service.api when it builds google.rpc.RetryInfo.
         self.retry_after = retry_after
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from service.chain._context import ChainContextStats
     from service.keys._manager import KeyStats
     from service.ratelimit import LimiterStats
+    from service.store import DatabaseStats
 
 PREFIX: Final = "agent_staking_"
 
@@ -305,4 +306,63 @@ def key_families(stats: KeyStats) -> list[Metric]:
         "api_key_cache_entries", "Verified API keys cached by this process.", mode="sum"
     )
     cached.add_metric([], stats.cached_tokens)
-    return [keys, overdue, cached]
+    unflushed = _gauge(
+        "api_key_usage_unflushed",
+        "Authenticated calls counted and not yet written to the database (what a crash "
+        "would lose; grows during a database outage).",
+        mode="sum",
+    )
+    unflushed.add_metric([], stats.unflushed_calls)
+    families: list[Metric] = [keys, overdue, cached, unflushed]
+    for name, value, doc in (
+        (
+            "api_key_stale_authentications",
+            stats.stale_authentications,
+            "Calls authenticated from an expired cache entry while the database was "
+            "unavailable (key_outage_grace_seconds).",
+        ),
+        (
+            "api_key_usage_flush_failures",
+            stats.usage_flush_failures,
+            "Writes of usage counts that failed (the counts were kept for the next).",
+        ),
+    ):
+        counter = _counter(name, doc)
+        counter.add_metric([], value)
+        families.append(counter)
+    return families
+
+
+def database_families(stats: DatabaseStats) -> list[Metric]:
+    """The service's database: up or in an outage, transactions, failures."""
+    up = _gauge(
+        "database_up",
+        "1 while the service's database answers; 0 during an outage (and before the "
+        "first connection).",
+        mode="min",
+    )
+    up.add_metric([], float(stats.up))
+    families: list[Metric] = [up]
+    for name, value, doc in (
+        ("database_transactions", stats.transactions, "Database transactions run."),
+        (
+            "database_errors",
+            stats.errors,
+            "Database transactions that failed: unreachable, refused or out of time.",
+        ),
+        (
+            "database_timeouts",
+            stats.timeouts,
+            "Database transactions that ran out of time (database_timeout_seconds).",
+        ),
+        (
+            "database_rejected",
+            stats.rejected,
+            "Calls refused at once, without trying, during a database outage.",
+        ),
+        ("database_outages", stats.outages, "Times the database became unavailable."),
+    ):
+        counter = _counter(name, doc)
+        counter.add_metric([], value)
+        families.append(counter)
+    return families
