@@ -85,6 +85,12 @@ class ServerProcess:
             self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
 
+    async def exited(self, timeout: float = 30.0) -> int:
+        """Wait for the process to end on its own; its exit code (output read whole)."""
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        await asyncio.gather(self._reader, self._stderr_reader)
+        return code
+
     async def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (a graceful drain); its exit code."""
         if self.process.returncode is None:

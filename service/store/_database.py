@@ -185,7 +185,7 @@ class Database:
                     else _describe(exc)
                 )
                 raise StoreUnavailableError(
-                    "connect", retry_after=self._recheck, detail=f"{self.url}: {what}"
+                    "connect", retry_after=self._recheck, detail=what
                 ) from exc
             self._connected = True
         applied = await self.migrate()

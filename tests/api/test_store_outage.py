@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -66,7 +67,7 @@ class Outage:
 
 
 async def _start(
-    localnet: LocalnetServer, postgres_url: str, tmp_path_name: str, grace: float
+    localnet: LocalnetServer, postgres_url: str, data_dir: Path, grace: float
 ) -> tuple[AgentStakingServer, TcpProxy]:
     proxy = TcpProxy.for_url(postgres_url)
     await proxy.start()
@@ -76,7 +77,7 @@ async def _start(
         service_fee_bps=0,
         metrics_listen="off",
         shutdown_grace_seconds=1,
-        data_dir=tmp_path_name,
+        data_dir=data_dir,
         database_url=proxy.url_through(postgres_url),
         database_timeout_seconds=0.5,
         database_recheck_seconds=0.2,
@@ -98,7 +99,7 @@ async def outage(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Outage]:
     server, proxy = await _start(
-        localnet, postgres_url, str(tmp_path_factory.mktemp("outage")), request.param
+        localnet, postgres_url, tmp_path_factory.mktemp("outage"), request.param
     )
     try:
         assert server.keys is not None
@@ -208,7 +209,7 @@ async def test_an_outage_degrades_softly_and_loses_no_usage(outage: Outage, faul
 async def test_the_cache_serves_an_outage_for_the_configured_time_only(
     localnet: LocalnetServer, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    server, proxy = await _start(localnet, postgres_url, str(tmp_path_factory.mktemp("g")), 0.3)
+    server, proxy = await _start(localnet, postgres_url, tmp_path_factory.mktemp("g"), 0.3)
     assert server.keys is not None
     _, secret = await server.keys.create(display_name="warm", scopes=["staking"])
     channel = keyed_channel(f"127.0.0.1:{server.port}", secret)
