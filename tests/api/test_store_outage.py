@@ -164,8 +164,10 @@ async def test_an_outage_degrades_softly_and_loses_no_usage(outage: Outage, faul
             outage.proxy.blackhole()
         # Seen by the next background write (usage flush, relay leases): NOT_SERVING.
         await outage.until_health(KEY_SERVICE, NOT_SERVING)
-        # Builds do not need the database: staking stays in rotation.
+        # Builds do not need the database: staking stays in rotation; and the process
+        # is alive (liveness must not restart it and lose its cache).
         assert await outage.health(STAKING_SERVICE) == SERVING
+        assert await outage.health("grpc.health.v1.Health") == SERVING
 
         # The warm key keeps working, past its cache TTL, from the cache.
         served = 0
