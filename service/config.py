@@ -139,13 +139,14 @@ class Settings(BaseSettings):
     database) takes effect here only when the database answers again, or when this time
     runs out. Keys not verified recently get UNAVAILABLE."""
     key_usage_flush_seconds: float = Field(default=1.0, gt=0)
-    """How often request counts and last-used times are written (batched, never per call):
-    a crash (`kill -9`) loses at most the calls of the last interval, never more than
-    `key_usage_flush_calls`. During a database outage the counts wait in memory and
-    are written once it answers."""
-    key_usage_flush_calls: int = Field(default=1000, ge=1)
+    """How often request counts and last-used times are written (batched, never per call).
+    A crash (`kill -9`) loses only what was counted since the last write that completed:
+    the calls of at most one interval plus one write, and under load fewer than
+    2 × `key_usage_flush_calls`. During a database outage the counts wait in memory
+    (and a crash then loses them all); they are written once it answers."""
+    key_usage_flush_calls: int = Field(default=100, ge=1)
     """Counted calls that trigger a write before the interval ends (bounds what a crash
-    loses under heavy load)."""
+    loses under heavy load: one batch being written plus one filling)."""
     key_rotation_days: float = 30.0
     """A key is due for rotation this long after creation or its last rotation."""
     key_rotation_check_seconds: float = 60.0

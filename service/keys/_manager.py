@@ -296,7 +296,7 @@ class KeyManager:
         cache_max_entries: int = 10_000,
         outage_grace: float = 300.0,
         usage_flush_interval: float = 1.0,
-        usage_flush_calls: int = 1000,
+        usage_flush_calls: int = 100,
         rotation_period: timedelta = timedelta(days=30),
         default_grace: timedelta = timedelta(hours=24),
         overdue_scan_interval: float = 60.0,
