@@ -315,7 +315,8 @@ class KeyManager:
                 authenticates while the store is unavailable. 0: never.
             usage_flush_interval: Seconds between writes of the usage counters.
             usage_flush_calls: Calls counted that start a write before the interval
-                ends (the most a crash can lose at a steady rate above it).
+                ends: under load a crash loses fewer than twice this (one batch being
+                written, one filling).
             rotation_period: rotate_time is this long after creation or rotation.
             default_grace: How long the previous secret works after a rotation.
             overdue_scan_interval: Seconds between scans for keys past rotate_time.
