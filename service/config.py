@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     """How often request counts and last-used times are written (batched, never per call).
     A crash (`kill -9`) loses only what was counted since the last write that completed:
     the calls of at most one interval plus one write, and under load fewer than
-    2 × `key_usage_flush_calls`. During a database outage the counts wait in memory
+    twice `key_usage_flush_calls`. During a database outage the counts wait in memory
     (and a crash then loses them all); they are written once it answers."""
     key_usage_flush_calls: int = Field(default=100, ge=1)
     """Counted calls that trigger a write before the interval ends (bounds what a crash

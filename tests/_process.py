@@ -25,6 +25,19 @@ def free_port() -> int:
         return port
 
 
+def serve_env(database_url: str, rpc_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server on `database_url` and one Solana endpoint, without
+    fees and without the access log (plus `extra` settings)."""
+    return {
+        "AGENT_STAKING_DATABASE_URL": database_url,
+        "AGENT_STAKING_RPC_URLS": json.dumps([rpc_url]),
+        "AGENT_STAKING_SERVICE_FEE_BPS": "0",
+        "AGENT_STAKING_DATA_DIR": str(data_dir),
+        "AGENT_STAKING_LOG_LEVELS": '{"service.access": "WARNING"}',
+        **extra,
+    }
+
+
 class ServerProcess:
     """`python -m service serve` with the given environment; its stdout kept as lines."""
 

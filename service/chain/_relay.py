@@ -303,6 +303,18 @@ class _Entry:
     """Observed: recorded by another replica, whose record is read while watched."""
 
 
+def _relayed(verified: VerifiedTransaction, status: TxStatus, **fields: Any) -> _Entry:
+    """The entry of a transaction this replica relays (with the bytes it rebroadcasts)."""
+    return _Entry(
+        signature=verified.signature,
+        status=status,
+        wire_b64=base64.b64encode(verified.wire).decode(),
+        instructions=verified.instructions,
+        nonce=verified.durable_nonce,
+        **fields,
+    )
+
+
 @dataclass(eq=False, slots=True)
 class _Subscriber:
     queue: asyncio.Queue[tuple[int, tuple[TxStatus, ...]]] = field(
@@ -641,21 +653,14 @@ class Relay:
 
     def _track(self, verified: VerifiedTransaction, last_valid_block_height: int) -> _Entry:
         now = self._wall()
-        entry = _Entry(
+        status = TxStatus(
             signature=verified.signature,
-            status=TxStatus(
-                signature=verified.signature,
-                state=TxState.RECEIVED,
-                last_valid_block_height=last_valid_block_height,
-                update_time=now,
-                create_time=now,
-            ),
-            wire_b64=base64.b64encode(verified.wire).decode(),
-            instructions=verified.instructions,
-            nonce=verified.durable_nonce,
-            created=self._clock(),
-            last_sent=self._clock(),
+            state=TxState.RECEIVED,
+            last_valid_block_height=last_valid_block_height,
+            update_time=now,
+            create_time=now,
         )
+        entry = _relayed(verified, status, created=self._clock(), last_sent=self._clock())
         self._pending[entry.signature] = entry
         # A watcher-only entry for the same signature is superseded.
         self._observed.pop(entry.signature, None)
@@ -1204,12 +1209,9 @@ class Relay:
             ):
                 foreign.append(signature)
                 continue
-            entry = _Entry(
-                signature=signature,
-                status=status,
-                wire_b64=base64.b64encode(item.wire).decode(),
-                instructions=verified.instructions,
-                nonce=verified.durable_nonce,
+            entry = _relayed(
+                verified,
+                status,
                 created=self._clock(),
                 last_sent=float("-inf"),  # rebroadcast at the first tick
                 search_history=True,

@@ -47,6 +47,16 @@ def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFa
     return CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
 
 
+def _counters(rows: Iterable[tuple[str, int, str]]) -> list[Metric]:
+    """One label-less counter family per (name, value, help) row."""
+    families: list[Metric] = []
+    for name, value, doc in rows:
+        counter = _counter(name, doc)
+        counter.add_metric([], value)
+        families.append(counter)
+    return families
+
+
 def event_loop_families(tasks: int) -> list[Metric]:
     """The server's event loop: tasks alive (a leak shows as steady growth)."""
     gauge = _gauge(
@@ -266,27 +276,27 @@ def limiter_families(stats: LimiterStats) -> list[Metric]:
         mode="min",
     )
     up.add_metric([stats.backend], float(stats.shared_up))
-    families: list[Metric] = [up]
-    for name, value, doc in (
-        ("ratelimit_allowed", stats.allowed, "Calls the rate limiter let through."),
-        ("ratelimit_redis_errors", stats.redis_errors, "Redis decisions that failed."),
-        ("ratelimit_outages", stats.outages, "Times Redis became unreachable."),
-        ("ratelimit_recoveries", stats.recoveries, "Times Redis came back."),
-        (
-            "ratelimit_local_decisions",
-            stats.local_decisions,
-            "Calls decided by the local limiter while Redis was out (fail-open).",
+    return [
+        up,
+        *_counters(
+            (
+                ("ratelimit_allowed", stats.allowed, "Calls the rate limiter let through."),
+                ("ratelimit_redis_errors", stats.redis_errors, "Redis decisions that failed."),
+                ("ratelimit_outages", stats.outages, "Times Redis became unreachable."),
+                ("ratelimit_recoveries", stats.recoveries, "Times Redis came back."),
+                (
+                    "ratelimit_local_decisions",
+                    stats.local_decisions,
+                    "Calls decided by the local limiter while Redis was out (fail-open).",
+                ),
+                (
+                    "ratelimit_unavailable_refusals",
+                    stats.refused_unavailable,
+                    "Calls refused while Redis was out (fail-closed).",
+                ),
+            )
         ),
-        (
-            "ratelimit_unavailable_refusals",
-            stats.refused_unavailable,
-            "Calls refused while Redis was out (fail-closed).",
-        ),
-    ):
-        counter = _counter(name, doc)
-        counter.add_metric([], value)
-        families.append(counter)
-    return families
+    ]
 
 
 def key_families(stats: KeyStats) -> list[Metric]:
@@ -313,24 +323,27 @@ def key_families(stats: KeyStats) -> list[Metric]:
         mode="sum",
     )
     unflushed.add_metric([], stats.unflushed_calls)
-    families: list[Metric] = [keys, overdue, cached, unflushed]
-    for name, value, doc in (
-        (
-            "api_key_stale_authentications",
-            stats.stale_authentications,
-            "Calls authenticated from an expired cache entry while the database was "
-            "unavailable (key_outage_grace_seconds).",
+    return [
+        keys,
+        overdue,
+        cached,
+        unflushed,
+        *_counters(
+            (
+                (
+                    "api_key_stale_authentications",
+                    stats.stale_authentications,
+                    "Calls authenticated from an expired cache entry while the database was "
+                    "unavailable (key_outage_grace_seconds).",
+                ),
+                (
+                    "api_key_usage_flush_failures",
+                    stats.usage_flush_failures,
+                    "Writes of usage counts that failed (the counts were kept for the next).",
+                ),
+            )
         ),
-        (
-            "api_key_usage_flush_failures",
-            stats.usage_flush_failures,
-            "Writes of usage counts that failed (the counts were kept for the next).",
-        ),
-    ):
-        counter = _counter(name, doc)
-        counter.add_metric([], value)
-        families.append(counter)
-    return families
+    ]
 
 
 def database_families(stats: DatabaseStats) -> list[Metric]:
@@ -342,27 +355,27 @@ def database_families(stats: DatabaseStats) -> list[Metric]:
         mode="min",
     )
     up.add_metric([], float(stats.up))
-    families: list[Metric] = [up]
-    for name, value, doc in (
-        ("database_transactions", stats.transactions, "Database transactions run."),
-        (
-            "database_errors",
-            stats.errors,
-            "Database transactions that failed: unreachable, refused or out of time.",
+    return [
+        up,
+        *_counters(
+            (
+                ("database_transactions", stats.transactions, "Database transactions run."),
+                (
+                    "database_errors",
+                    stats.errors,
+                    "Database transactions that failed: unreachable, refused or out of time.",
+                ),
+                (
+                    "database_timeouts",
+                    stats.timeouts,
+                    "Database transactions that ran out of time (database_timeout_seconds).",
+                ),
+                (
+                    "database_rejected",
+                    stats.rejected,
+                    "Calls refused at once, without trying, during a database outage.",
+                ),
+                ("database_outages", stats.outages, "Times the database became unavailable."),
+            )
         ),
-        (
-            "database_timeouts",
-            stats.timeouts,
-            "Database transactions that ran out of time (database_timeout_seconds).",
-        ),
-        (
-            "database_rejected",
-            stats.rejected,
-            "Calls refused at once, without trying, during a database outage.",
-        ),
-        ("database_outages", stats.outages, "Times the database became unavailable."),
-    ):
-        counter = _counter(name, doc)
-        counter.add_metric([], value)
-        families.append(counter)
-    return families
+    ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -21,8 +20,9 @@ from service.keys import KeyManager, open_store
 from service.localnet import LocalnetServer
 from service.server import KEY_SERVICE, STAKING_SERVICE, AgentStakingServer
 from tests._grpc_auth import keyed_channel
-from tests._process import ServerProcess, free_port, server_process
+from tests._process import ServerProcess, free_port, serve_env, server_process
 from tests._proxy import RpcProxy, TcpProxy
+from tests._wait import until
 
 from ._helpers import rich_details
 
@@ -39,20 +39,31 @@ async def _health(address: str, service: str = "") -> int:
     return int(reply.status)
 
 
-async def _until(check: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(400):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
-
-
-async def _listening(server: AgentStakingServer) -> bool:
-    return server.port != 0 and server.keys is not None
-
-
 async def _health_is(address: str, service: str, status: int) -> bool:
     return await _health(address, service) == status
+
+
+def _env(
+    database_url: str, localnet: LocalnetServer, tmp_path: Path, **extra: str
+) -> dict[str, str]:
+    return serve_env(
+        database_url, localnet.url, tmp_path, AGENT_STAKING_STARTUP_RETRY_MAX_SECONDS="0.3", **extra
+    )
+
+
+def _in_process(rpc: RpcProxy, tmp_path: Path, **extra: object) -> Settings:
+    """An in-process server on SQLite and one Solana endpoint, with short waits."""
+    return Settings(
+        listen="127.0.0.1:0",
+        rpc_urls=[rpc.url],
+        service_fee_bps=0,
+        metrics_listen="off",
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'state.db'}",
+        startup_retry_max_seconds=0.2,
+        rpc_timeout_seconds=0.3,
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 def _attempt_lines(server: ServerProcess) -> list[dict[str, object]]:
@@ -61,20 +72,6 @@ def _attempt_lines(server: ServerProcess) -> list[dict[str, object]]:
         for r in server.records()
         if r.get("logger") == "service.startup" and WAITING in str(r.get("message"))
     ]
-
-
-def _env(
-    database_url: str, localnet: LocalnetServer, tmp_path: Path, **extra: str
-) -> dict[str, str]:
-    return {
-        "AGENT_STAKING_DATABASE_URL": database_url,
-        "AGENT_STAKING_RPC_URLS": json.dumps([localnet.url]),
-        "AGENT_STAKING_SERVICE_FEE_BPS": "0",
-        "AGENT_STAKING_DATA_DIR": str(tmp_path),
-        "AGENT_STAKING_STARTUP_RETRY_MAX_SECONDS": "0.3",
-        "AGENT_STAKING_LOG_LEVELS": '{"service.access": "WARNING"}',
-        **extra,
-    }
 
 
 async def test_start_with_postgres_down_waits_not_serving_then_serves(
@@ -151,16 +148,10 @@ async def test_solana_and_fail_closed_redis_are_waited_for_too(
 ) -> None:
     rpc = RpcProxy(localnet.url)
     await rpc.start()
-    settings = Settings(
-        listen="127.0.0.1:0",
-        rpc_urls=[rpc.url],
-        service_fee_bps=0,
-        metrics_listen="off",
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'state.db'}",
+    settings = _in_process(
+        rpc,
+        tmp_path,
         startup_timeout_seconds=2.0,
-        startup_retry_max_seconds=0.2,
-        rpc_timeout_seconds=0.3,
         redis_url=f"redis://127.0.0.1:{free_port()}/0" if dependency == "Redis" else "",
         ratelimit_fail_closed=dependency == "Redis",
     )
@@ -183,24 +174,14 @@ async def test_solana_coming_back_during_start_up_lets_it_finish(
     rpc = RpcProxy(localnet.url)
     await rpc.start()
     await rpc.kill()
-    settings = Settings(
-        listen="127.0.0.1:0",
-        rpc_urls=[rpc.url],
-        service_fee_bps=0,
-        metrics_listen="off",
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'state.db'}",
-        startup_retry_max_seconds=0.2,
-        rpc_timeout_seconds=0.3,
-        rpc_breaker_cooldown_seconds=0.2,
-    )
+    settings = _in_process(rpc, tmp_path, rpc_breaker_cooldown_seconds=0.2)
     server = AgentStakingServer(settings)
     starting = asyncio.create_task(server.start())
     try:
-        await _until(lambda: _listening(server))
+        await until(lambda: server.port != 0 and server.keys is not None)
         address = f"127.0.0.1:{server.port}"
         # The database answered: key management is ready; staking is not.
-        await _until(lambda: _health_is(address, KEY_SERVICE, SERVING))
+        await until(lambda: _health_is(address, KEY_SERVICE, SERVING))
         assert await _health(address, STAKING_SERVICE) == NOT_SERVING
         assert not starting.done()
         await rpc.revive()

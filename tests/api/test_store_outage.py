@@ -10,7 +10,7 @@ SERVING again and every counted call written.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from service.localnet import LocalnetServer
 from service.server import KEY_SERVICE, STAKING_SERVICE, AgentStakingServer
 from tests._grpc_auth import keyed_channel
 from tests._proxy import TcpProxy
+from tests._wait import until
 
 from ._helpers import rich_details
 
@@ -59,11 +60,10 @@ class Outage:
         return int(reply.status)
 
     async def until_health(self, service: str, status: int) -> None:
-        for _ in range(200):
-            if await self.health(service) == status:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{service} never became {status}")
+        async def reached() -> bool:
+            return await self.health(service) == status
+
+        await until(reached, what=f"{service} health {status}")
 
 
 async def _start(
@@ -135,14 +135,6 @@ async def _unavailable(call: Awaitable[object]) -> str:
     return str(details["ErrorInfo"].reason)
 
 
-async def _until(check: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(200):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
-
-
 @pytest.mark.parametrize("fault", ["refused", "blackholed"])
 async def test_an_outage_degrades_softly_and_loses_no_usage(outage: Outage, fault: str) -> None:
     server = outage.server
@@ -154,7 +146,7 @@ async def test_an_outage_degrades_softly_and_loses_no_usage(outage: Outage, faul
     try:
         await _network_info(warm)
         await admin.ListApiKeys(keys_pb2.ListApiKeysRequest(), timeout=DEADLINE)
-        await _until(lambda: _flushed(server))
+        await until(lambda: _flushed(server))
         before = await _request_count(admin, outage.warm_key_name)
         assert await outage.health(KEY_SERVICE) == SERVING
 
@@ -201,7 +193,7 @@ async def test_an_outage_degrades_softly_and_loses_no_usage(outage: Outage, faul
         await outage.until_health(KEY_SERVICE, SERVING)
         # Every call counted during the outage is written once the database answers.
         expected = before + served
-        await _until(lambda: _count_is(admin, outage.warm_key_name, expected))
+        await until(lambda: _count_is(admin, outage.warm_key_name, expected))
         assert await outage.health(KEY_SERVICE) == SERVING
     finally:
         for channel in (warm_channel, cold_channel, admin_channel):

@@ -4,7 +4,6 @@ stays written (a real server process, killed with SIGKILL)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 from agentstaking.v1 import staking_pb2, staking_pb2_grpc
@@ -12,7 +11,8 @@ from agentstaking.v1 import staking_pb2, staking_pb2_grpc
 from service.keys import KeyManager, open_store
 from service.localnet import LocalnetServer
 from tests._grpc_auth import keyed_channel
-from tests._process import server_process
+from tests._process import serve_env, server_process
+from tests._wait import until
 
 FLUSH_CALLS = 50
 CALLS = 237
@@ -36,13 +36,11 @@ async def _recorded(database_url: str, key_id: str) -> int:
         await manager.stop()
 
 
-async def _until_recorded(database_url: str, key_id: str, at_least: int) -> int:
-    for _ in range(300):
-        recorded = await _recorded(database_url, key_id)
-        if recorded >= at_least:
-            return recorded
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {at_least} calls were ever written")
+async def _until_recorded(database_url: str, key_id: str, at_least: int) -> None:
+    async def written() -> bool:
+        return await _recorded(database_url, key_id) >= at_least
+
+    await until(written, timeout=15, what=f"{at_least} calls written")
 
 
 async def _calls(address: str, secret: str, total: int) -> None:
@@ -59,27 +57,14 @@ async def _calls(address: str, secret: str, total: int) -> None:
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
-def _env(
-    database_url: str, localnet: LocalnetServer, tmp_path: Path, **extra: str
-) -> dict[str, str]:
-    return {
-        "AGENT_STAKING_DATABASE_URL": database_url,
-        "AGENT_STAKING_RPC_URLS": json.dumps([localnet.url]),
-        "AGENT_STAKING_SERVICE_FEE_BPS": "0",
-        "AGENT_STAKING_DATA_DIR": str(tmp_path),
-        "AGENT_STAKING_LOG_LEVELS": '{"service.access": "WARNING"}',
-        **extra,
-    }
-
-
 async def test_kill_9_loses_fewer_counts_than_key_usage_flush_calls(
     localnet: LocalnetServer, postgres_url: str, tmp_path: Path
 ) -> None:
     """No time-based flush at all (an hour): only the count bound protects the counts."""
     key_id, secret = await _key(postgres_url)
-    env = _env(
+    env = serve_env(
         postgres_url,
-        localnet,
+        localnet.url,
         tmp_path,
         AGENT_STAKING_KEY_USAGE_FLUSH_SECONDS="3600",
         AGENT_STAKING_KEY_USAGE_FLUSH_CALLS=str(FLUSH_CALLS),
@@ -99,7 +84,9 @@ async def test_kill_9_keeps_every_count_written_by_the_interval_flush(
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'state.db'}"
     key_id, secret = await _key(database_url)
-    env = _env(database_url, localnet, tmp_path, AGENT_STAKING_KEY_USAGE_FLUSH_SECONDS="0.2")
+    env = serve_env(
+        database_url, localnet.url, tmp_path, AGENT_STAKING_KEY_USAGE_FLUSH_SECONDS="0.2"
+    )
     async with server_process(env) as server:
         await server.wait_for_line('{"listening"')
         await _calls(server.address, secret, 40)

@@ -10,7 +10,7 @@ server process is tests/relay/test_crash.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from solders.transaction import VersionedTransaction
 from service.chain import Relay, RelayConfig, SqlSubmissionLog
 from service.core.txstatus import Commitment, TxState, TxStatus
 from service.store import Database, StoreUnavailableError, open_database
+from tests._wait import until
 from tests.conftest import Backend
 
 from ._scripted import GENESIS, ScriptedRpc, chain_status, wire
@@ -87,23 +88,15 @@ async def replicas(database: Database, wall: WallClock) -> AsyncIterator[Replica
             await relay.stop()
 
 
-async def _until(check: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
-
-
 async def _recorded_as(database: Database, signature: str, state: TxState) -> None:
     """Wait until the record shows `state` (written by the owner's next tick)."""
     log = SqlSubmissionLog(database)
-    for _ in range(500):
+
+    async def recorded() -> bool:
         found = (await log.get([signature])).get(signature)
-        if found is not None and found.state is state:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{signature} never recorded as {state.name}")
+        return found is not None and found.state is state
+
+    await until(recorded, every=0.01, what=f"{signature} recorded as {state.name}")
 
 
 async def _lease_round(relay: Relay) -> None:
@@ -143,7 +136,7 @@ async def test_recorded_before_the_first_send_and_resumed_after_a_crash(
     replicas.wall.now += LEASE + 1  # the dead owner's lease runs out
     await _lease_round(second)
     assert second.stats().counters["taken_over"] == 1
-    await _until(lambda: len(rpc.sent) > sends)  # rebroadcast at once by the new owner
+    await until(lambda: len(rpc.sent) > sends)  # rebroadcast at once by the new owner
     assert rpc.sent[-1]["skipPreflight"] is True
     rpc.statuses[signature] = chain_status("finalized")
     final = await asyncio.wait_for(second.wait(signature, Commitment.FINALIZED), 5)
@@ -159,7 +152,7 @@ async def test_a_graceful_stop_hands_over_at_once(replicas: Replicas) -> None:
     assert first.stats().counters["released"] == 1
     # No waiting for a lease: the next start claims it in its first round.
     second = await replicas.start("replica-b")
-    await _until(lambda: second.stats().pending == 1)
+    await until(lambda: second.stats().pending == 1)
     assert (await second.status(signature)).state is TxState.SENT
 
 
@@ -206,7 +199,7 @@ async def test_another_replica_watches_a_submission_until_its_owner_expires_it(
             seen.append(status.state)
 
     watcher = asyncio.create_task(watch())
-    await _until(lambda: seen == [TxState.SENT])
+    await until(lambda: seen == [TxState.SENT])
     rpc.height = 1_151  # past the bound, never seen on chain: its owner expires it
     await asyncio.wait_for(watcher, 5)
     assert seen == [TxState.SENT, TxState.EXPIRED]

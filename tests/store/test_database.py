@@ -18,6 +18,7 @@ from service.store import (
     open_database,
 )
 from tests._proxy import TcpProxy
+from tests._wait import until
 from tests.conftest import Backend
 
 TIMEOUT = 0.3
@@ -137,14 +138,6 @@ async def _select_one(database: Database) -> object:
         return await conn.fetchval("SELECT 1")
 
 
-async def _until_up(database: Database) -> None:
-    for _ in range(200):
-        if database.up:
-            return
-        await asyncio.sleep(RECHECK / 2)
-    raise AssertionError("the database never came back")
-
-
 @pytest.mark.parametrize("fault", ["refused", "blackholed"])
 async def test_an_outage_answers_in_bounded_time_fails_fast_and_ends(
     behind_proxy: tuple[Database, TcpProxy, list[bool]], fault: str
@@ -169,7 +162,7 @@ async def test_an_outage_answers_in_bounded_time_fails_fast_and_ends(
             await _select_one(database)
     assert database.stats().rejected == 20
     await proxy.restore()
-    await _until_up(database)
+    await until(lambda: database.up, what="the database back")
     assert changes == [False, True]
     assert await _select_one(database) == 1
     assert database.stats().outages == 1
