@@ -355,7 +355,7 @@ class Relay:
         self._wall = wall_clock
         self._dirty: dict[str, _Entry] = {}
         self._owner_task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._owning = asyncio.Lock()
         self._pending: dict[str, _Entry] = {}
         self._done: OrderedDict[str, _Entry] = OrderedDict()
         self._observed: dict[str, _Entry] = {}
@@ -377,7 +377,6 @@ class Relay:
     async def start(self) -> None:
         """Start the landing loop and, with a submission log, the ownership loop (which
         claims at once what nobody owns any more)."""
-        self._stopping.clear()
         with contextlib.suppress(ChainUnavailable, RpcError):
             await self._cluster()
         self._task = asyncio.create_task(self._run(), name="relay-landing-loop")
@@ -389,7 +388,6 @@ class Relay:
         that another replica (or the next start) carries on at once."""
         if self._task is None and not self._pending:
             return  # never started (a start-up that did not get this far)
-        self._stopping.set()
         for task in (self._task, self._owner_task):
             if task is not None:
                 task.cancel()
@@ -1149,6 +1147,10 @@ class Relay:
         submissions = self._submissions
         if submissions is None:
             return
+        async with self._owning:  # one round at a time (the loop's and a caller's)
+            await self._own_round(submissions)
+
+    async def _own_round(self, submissions: SubmissionLog) -> None:
         now = self._wall()
         lease_until = now + self._config.lease_seconds
         # Recorded before the renewal started: one recorded meanwhile is not "lost".
