@@ -11,16 +11,18 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from service._startup import Startup, StartupError, StartupPolicy
 from service.config import Settings, load_settings, parse_host_port
 from service.core.errors import DomainError
 from service.core.programs import LAMPORTS_PER_SOL
-from service.keys import ApiKey, KeyManager, KeyState, Scope, migrate, open_store
+from service.keys import ApiKey, KeyManager, KeyState, Scope, SqlKeyStore, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
+from service.store import Database, StoreUnavailableError, migrate
 from service.telemetry import capture_stderr, configure_logging
 
 log = logging.getLogger("agent_staking")
@@ -151,9 +153,21 @@ async def _run_serve(args: argparse.Namespace) -> None:
     try:
         logs.hold()
         server = AgentStakingServer(settings)
+        # SIGTERM during start-up (still waiting for a dependency) stops it cleanly too.
+        stopper = asyncio.create_task(wait_for_signal())
+        starting = asyncio.create_task(server.start(on_wait=logs.release_held))
+        await asyncio.wait({stopper, starting}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            logs.release_held()
+            log.info("stopped during start-up")
+            await server.stop(0)
+            return
         try:
-            await server.start()
+            starting.result()
         except BaseException:
+            stopper.cancel()
             logs.release_held()
             await server.stop(0)
             raise
@@ -171,7 +185,6 @@ async def _run_serve(args: argparse.Namespace) -> None:
             # Shown once: the store keeps only a digest of the secret.
             print(json.dumps({"bootstrap_api_key": _key_json(key, secret)}), flush=True)
         logs.release_held()
-        stopper = asyncio.create_task(wait_for_signal())
         waiter = asyncio.create_task(server.wait())
         await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
         log.info(
@@ -246,33 +259,34 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> None:
         bootstrapped: list[tuple[ApiKey, str]] = []
         bootstrap = settings.bootstrap_keys
         if bootstrap if bootstrap is not None else settings.embedded_localnet:
-            manager = KeyManager(await open_store(settings.key_database_url))
-            try:
-                bootstrapped = await manager.bootstrap_if_empty()
-            finally:
-                await manager.stop()
+            bootstrapped = await _bootstrap_keys(settings, logs.release_held)
         command = [sys.executable, "-m", "service", "serve", "--worker-process"]
         if args.config is not None:
             command += ["--config", str(args.config)]
-        for index in range(settings.workers):
-            worker_env = dict(env)
-            if settings.relay_state_file is None:
-                # Each worker saves the transactions it relays in a file of its own.
-                state = settings.data_dir / f"relay-pending-{index}.json"
-                worker_env["AGENT_STAKING_RELAY_STATE_FILE"] = str(state)
+        for _ in range(settings.workers):
             workers.append(
                 await asyncio.create_subprocess_exec(
                     *command,
-                    env=worker_env,
+                    env=env,
                     stdout=asyncio.subprocess.PIPE,
                     # A terminal's Ctrl-C reaches the parent only; it forwards SIGTERM.
                     start_new_session=True,
                 )
             )
+        # A worker announces itself once its dependencies answer; until then its lines
+        # (start-up attempts) go through.
+        patience = (
+            settings.startup_timeout_seconds + 60 if settings.startup_timeout_seconds else None
+        )
         for worker in workers:
             assert worker.stdout is not None
             try:
-                first = await asyncio.wait_for(worker.stdout.readline(), 120)
+                async with asyncio.timeout(patience):
+                    while (first := await worker.stdout.readline()) and not first.startswith(
+                        b'{"listening"'
+                    ):
+                        sys.stdout.write(first.decode(errors="replace"))
+                        sys.stdout.flush()
             except TimeoutError:
                 first = b""
             if not first.startswith(b'{"listening"'):
@@ -316,6 +330,36 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> None:
             await localnet.stop()
         if own_metrics_dir is not None:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+async def _bootstrap_keys(
+    settings: Settings, on_wait: Callable[[], None]
+) -> list[tuple[ApiKey, str]]:
+    """Create the first keys in an empty store (waiting for the database like a
+    server's start-up)."""
+    startup = Startup(
+        StartupPolicy(
+            give_up_after=settings.startup_timeout_seconds,
+            max_delay=settings.startup_retry_max_seconds,
+        ),
+        on_wait=on_wait,
+    )
+    database = Database(
+        settings.store_url,
+        timeout=settings.database_timeout_seconds,
+        recheck=settings.database_recheck_seconds,
+    )
+    try:
+        await startup.wait_for(
+            f"the database {database.url}", database.connect, (StoreUnavailableError,)
+        )
+        manager = KeyManager(SqlKeyStore(database))
+        try:
+            return await manager.bootstrap_if_empty()
+        finally:
+            await manager.stop()
+    finally:
+        await database.close()
 
 
 def _exit_with_parent() -> None:
@@ -463,10 +507,10 @@ def _key_json(key: ApiKey, secret: str | None = None) -> dict[str, object]:
 async def _run_keys(args: argparse.Namespace) -> int:
     settings = load_settings({}, args.config)
     if args.keys_command == "migrate":
-        await migrate(settings.key_database_url)
+        await migrate(settings.store_url)
         print(json.dumps({"migrated": True}))
         return 0
-    manager = KeyManager(await open_store(settings.key_database_url))
+    manager = KeyManager(await open_store(settings.store_url))
     try:
         if args.keys_command == "create":
             expire = (
@@ -613,7 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     listing = key_commands.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--state", choices=[s.value for s in KeyState])
-    key_commands.add_parser("migrate", help="apply the key store's schema migrations")
+    key_commands.add_parser(
+        "migrate", help="apply the schema migrations of the service's database (keys and all)"
+    )
 
     localnet = commands.add_parser(
         "localnet", help="run a Solana JSON-RPC endpoint backed by an in-process LiteSVM cluster"
@@ -688,8 +734,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_keys(args))
         elif args.command == "mcp":
             return asyncio.run(_run_mcp(args))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StartupError) as exc:
         print(f"agent-staking: {exc}", file=sys.stderr)
+        return 1
+    except DomainError as exc:  # e.g. `keys list` while the database is down
+        detail = getattr(exc, "detail", "") or getattr(exc.__cause__, "detail", "")
+        print(
+            f"agent-staking: {exc.message} ({exc.reason}{': ' + detail if detail else ''})",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -117,12 +117,36 @@ class Settings(BaseSettings):
     """Directory of the embedded state (SQLite database)."""
 
     database_url: str = ""
-    """Key store: `sqlite:///path` or `postgresql://...`; empty = SQLite file in data_dir."""
+    """The service's database (API keys, relay submissions): `sqlite:///path` or
+    `postgresql://...`; empty = the SQLite file `data_dir/keys.db`."""
+    database_timeout_seconds: float = Field(default=2.0, gt=0)
+    """Upper bound of every database call (one transaction, waiting for a connection
+    included): a hung or blackholed database answers in this time, never the caller's
+    deadline. A call that fails or runs out of time starts an outage."""
+    database_recheck_seconds: float = Field(default=1.0, gt=0)
+    """During a database outage, how often a probe tries it again; until one answers,
+    calls that need the database fail at once (UNAVAILABLE, RetryInfo) instead of each
+    waiting for its own timeout, and health reports `agentstaking.v1.KeyService`
+    NOT_SERVING."""
     key_cache_ttl_seconds: float = 5.0
     """How long a verified key is trusted without the database: the bound within which a
     revocation or rotation on another replica takes effect here."""
-    key_usage_flush_seconds: float = 5.0
-    """How often request counts and last-used times are written (batched, never per call)."""
+    key_outage_grace_seconds: float = Field(default=300.0, ge=0)
+    """During a database outage, a key verified here before keeps authenticating from the
+    cache for this long after its cache entry expired (so at most `key_cache_ttl_seconds`
+    + this after the last successful check); 0 refuses at once. The trade-off: a
+    revocation, rotation or expiry change made meanwhile (on a replica that reaches the
+    database) takes effect here only when the database answers again, or when this time
+    runs out. Keys not verified recently get UNAVAILABLE."""
+    key_usage_flush_seconds: float = Field(default=1.0, gt=0)
+    """How often request counts and last-used times are written (batched, never per call).
+    A crash (`kill -9`) loses only what was counted since the last write that completed:
+    the calls of at most one interval plus one write, and under load fewer than
+    twice `key_usage_flush_calls`. During a database outage the counts wait in memory
+    (and a crash then loses them all); they are written once it answers."""
+    key_usage_flush_calls: int = Field(default=100, ge=1)
+    """Counted calls that trigger a write before the interval ends (bounds what a crash
+    loses under heavy load: one batch being written plus one filling)."""
     key_rotation_days: float = 30.0
     """A key is due for rotation this long after creation or its last rotation."""
     key_rotation_check_seconds: float = 60.0
@@ -227,6 +251,14 @@ class Settings(BaseSettings):
     lower one. 0: no priority fees at all."""
     shutdown_grace_seconds: float = 10.0
     """How long calls in flight may finish after SIGTERM before they are cancelled."""
+    startup_timeout_seconds: float = Field(default=120.0, ge=0)
+    """How long start-up waits for its dependencies (the database, Redis when
+    `ratelimit_fail_closed`, a Solana endpoint) before it gives up and exits 1 with one
+    line saying which did not answer; 0 waits forever. Meanwhile the server listens,
+    health is NOT_SERVING, and each attempt logs one line."""
+    startup_retry_max_seconds: float = Field(default=5.0, gt=0)
+    """The longest pause between two start-up attempts (the first is 0.5 s, then
+    doubled)."""
     blockhash_refresh_seconds: float = 2.0
     """How often the cached blockhash and slot are refreshed."""
     context_refresh_seconds: float = 30.0
@@ -253,9 +285,15 @@ class Settings(BaseSettings):
         default="confirmed", pattern="^(processed|confirmed|finalized)$"
     )
     """Relay: bank commitment of the node's preflight simulation."""
-    relay_state_file: Path | None = None
-    """Relay: where in-flight transactions are saved on shutdown and read back on start;
-    default `data_dir/relay-pending.json`."""
+    relay_lease_seconds: float = Field(default=10.0, gt=0)
+    """Relay: every submission is recorded in the database before it is sent and owned
+    by the replica relaying it under a lease of this many seconds, renewed every third
+    of it. When a replica dies (crash, `kill -9`), any other (or its restart) takes its
+    submissions over within this time plus a third of it; a graceful stop hands them
+    over at once. Replicas' clocks must agree to well within it (NTP)."""
+    relay_record_retain_seconds: float = Field(default=86_400.0, ge=0)
+    """Relay: how long the database keeps finished submissions (finalized, failed,
+    expired) for status lookups by any replica; later lookups ask the chain."""
 
     # Rate limits (service/ratelimit): GCRA buckets, each with a rate per minute and a
     # burst; a rate of 0 turns that dimension off.
@@ -382,7 +420,9 @@ class Settings(BaseSettings):
         return not self.rpc_urls
 
     @property
-    def key_database_url(self) -> str:
+    def store_url(self) -> str:
+        """The service's database: `database_url`, else the SQLite file
+        `data_dir/keys.db` (named when it held only keys; it holds all the state)."""
         return self.database_url or f"sqlite:///{self.data_dir / 'keys.db'}"
 
     @classmethod

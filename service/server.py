@@ -12,9 +12,11 @@ from agentstaking.v1 import keys_pb2, keys_pb2_grpc, staking_pb2, staking_pb2_gr
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from solders.keypair import Keypair
 
+from service._startup import Startup, StartupPolicy
 from service.api import KeyServicer, StakingServicer, add_reflection
 from service.chain import (
     ChainContext,
+    ChainUnavailable,
     FailoverPolicy,
     FailoverRpc,
     FeePolicy,
@@ -22,6 +24,7 @@ from service.chain import (
     Relay,
     RelayConfig,
     Routing,
+    SqlSubmissionLog,
     StakeManagement,
     StakePoolConfig,
     StakingOperations,
@@ -43,9 +46,10 @@ from service.interceptors import (
     RequestCheck,
     TracingInterceptor,
 )
-from service.keys import ApiKey, KeyManager, Scope, now_utc, open_store
+from service.keys import ApiKey, KeyManager, Scope, SqlKeyStore, now_utc
 from service.localnet import LocalnetConfig, LocalnetServer
-from service.ratelimit import RateLimiter, open_limiter
+from service.ratelimit import BackendUnavailableError, RateLimiter, open_limiter
+from service.store import Database, StoreUnavailableError
 from service.telemetry import MetricsListener, Telemetry
 from service.tls import CertificateFiles
 
@@ -56,6 +60,9 @@ KEY_SERVICE = keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# What "does not answer yet" looks like at start-up, per dependency.
+_STORE_DOWN = (StoreUnavailableError,)
+_REDIS_DOWN = (BackendUnavailableError,)
 
 
 def embedded_fee_wallet(seed: int) -> str:
@@ -163,6 +170,7 @@ class AgentStakingServer:
         self._rpc: FailoverRpc | None = None
         self.chain: ChainContext | None = None
         self.relay: Relay | None = None
+        self.database: Database | None = None
         self.keys: KeyManager | None = None
         self.limiter: RateLimiter | None = None
         self.bootstrapped_keys: list[tuple[ApiKey, str]] = []
@@ -171,8 +179,27 @@ class AgentStakingServer:
         self.certificates: CertificateFiles | None = None
         self._stopping = False
 
-    async def start(self) -> None:
+    async def start(self, *, on_wait: Callable[[], None] | None = None) -> None:
+        """Listen at once, then wait for the dependencies (the database, Redis when
+        fail-closed, Solana) with backoff until `startup_timeout_seconds`; health is
+        NOT_SERVING until they answer. Returns when the service is ready.
+
+        Args:
+            on_wait: Called before the first line about a dependency that does not
+                answer yet.
+
+        Raises:
+            StartupError: A dependency did not answer in time.
+            OSError: The address cannot be bound.
+        """
         settings = self.settings
+        startup = Startup(
+            StartupPolicy(
+                give_up_after=settings.startup_timeout_seconds,
+                max_delay=settings.startup_retry_max_seconds,
+            ),
+            on_wait=on_wait,
+        )
         # Parsed first: a bad --rpc-url or certificate fails before anything has started.
         endpoints = parse_endpoints(settings.rpc_urls) if settings.rpc_urls else []
         fee = self._fee_policy()
@@ -182,11 +209,19 @@ class AgentStakingServer:
             )
         tracer = self.telemetry.tracer
         metrics = self.telemetry.metrics
+        self.database = Database(
+            settings.store_url,
+            timeout=settings.database_timeout_seconds,
+            recheck=settings.database_recheck_seconds,
+        )
+        self.database.on_change(self._on_database_health)
         self.keys = KeyManager(
-            await open_store(settings.key_database_url),
+            SqlKeyStore(self.database),
             clock=self._clock or now_utc,
             cache_ttl=settings.key_cache_ttl_seconds,
+            outage_grace=settings.key_outage_grace_seconds,
             usage_flush_interval=settings.key_usage_flush_seconds,
+            usage_flush_calls=settings.key_usage_flush_calls,
             rotation_period=timedelta(days=settings.key_rotation_days),
             overdue_scan_interval=settings.key_rotation_check_seconds,
             expire_overdue_after=(
@@ -198,10 +233,7 @@ class AgentStakingServer:
         )
         metrics.watch_event_loop(asyncio.get_running_loop())
         metrics.watch_keys(self.keys)
-        await self.keys.start()
-        bootstrap = settings.bootstrap_keys
-        if bootstrap if bootstrap is not None else settings.embedded_localnet:
-            self.bootstrapped_keys = await self.keys.bootstrap_if_empty()
+        metrics.watch_database(self.database)
         if settings.embedded_localnet:
             self.localnet = LocalnetServer(
                 LocalnetConfig(
@@ -230,11 +262,6 @@ class AgentStakingServer:
             observer=metrics,
         )
         metrics.watch_failover(self._rpc)
-        await self._rpc.start()
-        if self.localnet is not None and fee.bps:
-            # A fee transfer into an empty account below rent exemption would fail;
-            # the embedded fee wallet starts funded, as an operator's would be.
-            await self._rpc.call("requestAirdrop", [fee.recipient, LAMPORTS_PER_SOL])
         self.chain = ChainContext(
             self._rpc,
             blockhash_refresh=settings.blockhash_refresh_seconds,
@@ -244,12 +271,10 @@ class AgentStakingServer:
             on_health=self._on_chain_health,
         )
         metrics.watch_chain(self.chain)
-        await self.chain.start(wait=settings.rpc_timeout_seconds)
 
         self.limiter = open_limiter(settings)
         self.limiter.tracer = tracer
         metrics.watch_limiter(self.limiter)
-        await self.limiter.start()
         self.admission = Admission(
             AdmissionLimits(
                 max_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -312,11 +337,12 @@ class AgentStakingServer:
                 send_concurrency=settings.relay_send_concurrency,
                 rpc_timeout=settings.rpc_timeout_seconds,
                 preflight_commitment=settings.relay_preflight_commitment,
-                state_file=settings.relay_state_file or settings.data_dir / "relay-pending.json",
+                lease_seconds=settings.relay_lease_seconds,
+                record_retain_seconds=settings.relay_record_retain_seconds,
             ),
+            submissions=SqlSubmissionLog(self.database),
         )
         metrics.watch_relay(self.relay)
-        await self.relay.start()
         liquid = LiquidStakingOperations(
             operations=operations,
             rpc=self._rpc,
@@ -362,12 +388,48 @@ class AgentStakingServer:
         await self._start_metrics()
         await self._start_health_endpoint()
         await metrics.start()  # several workers: publishes this one's share
+        # Listening from here on: alive (the liveness name), not ready until the
+        # dependencies answer.
+        for name in ("", STAKING_SERVICE, KEY_SERVICE):
+            await self._report(name, NOT_SERVING)
+        await self._report(HEALTH_SERVICE, SERVING)
         await server.start()
         self._server = server
+        await self._start_dependencies(startup, fee)
         await self._set_health(self.chain.healthy)
         log.info(
             "agent-staking serving on %s:%d (Solana RPC %s)", host, self.port, self._redacted_rpc()
         )
+
+    async def _start_dependencies(self, startup: Startup, fee: FeePolicy) -> None:
+        """Connect what the service needs, each retried until it answers (see `start`)."""
+        settings = self.settings
+        assert self.database is not None and self.keys is not None
+        assert self.limiter is not None and self._rpc is not None
+        assert self.chain is not None and self.relay is not None
+        database, chain = self.database, self.chain
+        await startup.wait_for(f"the database {database.url}", database.connect, _STORE_DOWN)
+        await self._report(KEY_SERVICE, SERVING)
+        await self.keys.start()
+        bootstrap = settings.bootstrap_keys
+        if bootstrap if bootstrap is not None else settings.embedded_localnet:
+            self.bootstrapped_keys = await self.keys.bootstrap_if_empty()
+        if settings.redis_url and settings.ratelimit_fail_closed:
+            # Fail-closed: no call would pass the rate limits without Redis.
+            await startup.wait_for("Redis", self.limiter.backend.ping, _REDIS_DOWN)
+        await self.limiter.start()
+        await self._rpc.start()
+        if self.localnet is not None and fee.bps:
+            # A fee transfer into an empty account below rent exemption would fail;
+            # the embedded fee wallet starts funded, as an operator's would be.
+            await self._rpc.call("requestAirdrop", [fee.recipient, LAMPORTS_PER_SOL])
+        await chain.start()
+        await startup.wait_for(
+            f"Solana RPC {self._redacted_rpc()}",
+            lambda: chain.ready(settings.rpc_timeout_seconds),
+            (ChainUnavailable,),
+        )
+        await self.relay.start()
 
     async def _start_metrics(self) -> None:
         """Serve /metrics where the settings say; the default address is skipped (with a
@@ -424,14 +486,22 @@ class AgentStakingServer:
         if self._server is not None and not self._stopping:
             asyncio.get_running_loop().create_task(self._set_health(healthy))
 
+    def _on_database_health(self, up: bool) -> None:
+        # Only once started: until then start-up reports the database itself.
+        if self._server is not None and not self._stopping and self.relay is not None:
+            status = SERVING if up else NOT_SERVING
+            asyncio.get_running_loop().create_task(self._report(KEY_SERVICE, status))
+
     async def _set_health(self, chain_healthy: bool) -> None:
         if self._stopping:
             return
         status = SERVING if chain_healthy else NOT_SERVING
         await self._report("", status)
         await self._report(STAKING_SERVICE, status)
-        # Key management does not need Solana.
-        await self._report(KEY_SERVICE, SERVING)
+        # Key management does not need Solana; it needs the database. Builds and
+        # cached authentication go on without the database (SubmitTransaction does not).
+        up = self.database is not None and self.database.up
+        await self._report(KEY_SERVICE, SERVING if up else NOT_SERVING)
         if not chain_healthy:
             log.warning("Solana RPC unreachable: health is NOT_SERVING")
 
@@ -459,13 +529,15 @@ class AgentStakingServer:
                 self.settings.shutdown_grace_seconds if grace is None else grace
             )
         if self.relay is not None:
-            await self.relay.stop()  # saves transactions still in flight
+            await self.relay.stop()  # hands transactions in flight back to the database
         if self.chain is not None:
             await self.chain.stop()
         if self._rpc is not None:
             await self._rpc.close()
         if self.keys is not None:
             await self.keys.stop()  # flushes usage counts
+        if self.database is not None:
+            await self.database.close()
         if self.limiter is not None:
             await self.limiter.close()
         if self.localnet is not None:

@@ -169,3 +169,107 @@ def _lagged(raw: bytes, method: str, lag: int) -> bytes:
         if method == "getLatestBlockhash" and isinstance(value, dict):
             value["lastValidBlockHeight"] = int(value["lastValidBlockHeight"]) - lag
     return json.dumps(answer, separators=(",", ":")).encode()
+
+
+class TcpProxy:
+    """A TCP proxy in front of a database (or any TCP service), cut at will.
+
+    `refuse()`: stop listening and reset every open connection, as a stopped server
+    or a firewall that rejects does (clients see "connection refused" at once).
+    `blackhole()`: keep accepting but pass no byte either way, as a partition that
+    drops packets does (clients wait until their own timeouts). `restore()` ends
+    either; bytes held during a blackhole then flow on, as TCP retransmits them.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.connections = 0
+
+    @classmethod
+    def for_url(cls, url: str) -> TcpProxy:
+        """A proxy in front of the host and port of a `postgresql://` (or similar) URL."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 5432)
+
+    def url_through(self, url: str) -> str:
+        """`url` with its host and port replaced by this proxy's."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@127.0.0.1:{self.port}" if credentials else f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def refuse(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self._reset_all()
+
+    def blackhole(self) -> None:
+        """Accept, but move no byte (until `restore()`)."""
+        self._flowing.clear()
+
+    async def restore(self) -> None:
+        """Listen (on the same port) and pass bytes again."""
+        self._flowing.set()
+        if self._server is None:
+            await self.start()
+
+    async def stop(self) -> None:
+        await self.refuse()
+        self._flowing.set()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    def _reset_all(self) -> None:
+        for writer in list(self._writers):
+            transport = writer.transport
+            if not transport.is_closing():
+                transport.abort()
+        self._writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            await self._flowing.wait()  # a blackholed connect never gets an answer
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.add(up_writer)
+        pipes = [
+            asyncio.ensure_future(self._pipe(reader, up_writer)),
+            asyncio.ensure_future(self._pipe(up_reader, writer)),
+        ]
+        self._pipes.update(pipes)
+        try:
+            await asyncio.gather(*pipes, return_exceptions=True)
+        finally:
+            self._pipes.difference_update(pipes)
+            for end in (writer, up_writer):
+                self._writers.discard(end)
+                end.transport.abort()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            await self._flowing.wait()  # held, not dropped: flows on after restore()
+            writer.write(data)
+            await writer.drain()
+        writer.transport.abort()

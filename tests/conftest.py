@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 import asyncpg
@@ -64,6 +64,10 @@ class Backend:
     name: str
     url: str
     sqlite_path: Path | None = None
+
+    @property
+    def dialect(self) -> Literal["sqlite", "postgresql"]:
+        return "sqlite" if self.sqlite_path is not None else "postgresql"
 
     async def execute(self, sql: str) -> None:
         """Run one statement on a connection of its own (an operator's, not the store's)."""

@@ -75,6 +75,7 @@ from ._stake_pools import (
     epochs_per_year,
 )
 from ._stake_reads import StakeReader, StakeReadError, StakeReads, StakeSysvars
+from ._submissions import SqlSubmissionLog, StoredSubmission, SubmissionLog
 
 __all__ = [
     "READ_METHODS",
@@ -128,6 +129,7 @@ __all__ = [
     "SimulationFailedError",
     "SolanaRpc",
     "SplitParams",
+    "SqlSubmissionLog",
     "StakeManagement",
     "StakeParams",
     "StakePoolConfig",
@@ -139,6 +141,8 @@ __all__ = [
     "StakeReads",
     "StakeSysvars",
     "StakingOperations",
+    "StoredSubmission",
+    "SubmissionLog",
     "SubmitOutcome",
     "TransactionNotFoundError",
     "UnstakeParams",

@@ -147,6 +147,16 @@ class ChainContext:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._refreshed.wait(), wait)
 
+    async def ready(self, timeout: float) -> ChainSnapshot:
+        """Wait up to ``timeout`` seconds for a usable snapshot (start-up).
+
+        Raises:
+            ChainUnavailable: None yet; the message says what the chain last did.
+        """
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._refreshed.wait(), timeout)
+        return self.snapshot()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

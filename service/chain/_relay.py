@@ -30,10 +30,16 @@ load, one RPC per 256 signatures per tick. Watchers are queues registered per
 signature and removed when the watcher ends (terminal state, cancellation,
 deadline), and signatures watched but not relayed are polled only while watched.
 
-Graceful restart: `stop()` writes the transactions still in flight (their wire
-bytes and lifetime) to ``state_file``; `start()` reads them back (when the file was
-written for the same cluster, by genesis hash), searches their statuses in the
-transaction history and carries on rebroadcasting. The file is deleted once read.
+Durability (with a `SubmissionLog`, the service's database): a submission is
+recorded before it is first sent, and each change of its state is written by the
+landing loop's next tick. The replica relaying it owns it under a lease of
+``lease_seconds``, renewed every third of that; a replica that dies (``kill -9``)
+stops renewing, and once its leases run out any replica (its own restart
+included) claims the submissions, searches their statuses in the transaction
+history and carries on rebroadcasting. A graceful `stop()` ends its leases at once.
+Every replica answers the status of a recorded submission from the record (never
+NOT_FOUND for a transaction that has not landed), watches it until it finishes,
+and keeps finished ones for ``record_retain_seconds``.
 """
 
 from __future__ import annotations
@@ -42,14 +48,14 @@ import asyncio
 import base64
 import bisect
 import contextlib
-import json
 import logging
 import os
+import secrets
+import socket
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Final
 
 from solders.message import Message, MessageV0
@@ -79,8 +85,10 @@ from service.core.verify import (
     parse_signature,
     verify_transaction,
 )
+from service.store import StoreUnavailableError
 
 from ._rpc import ChainUnavailable, RpcError, SolanaRpc
+from ._submissions import StoredSubmission, SubmissionLog
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +114,8 @@ TIME_TO_CONFIRM_SAMPLES: Final = 1024
 MAX_REBROADCASTS_PER_TICK: Final = 512
 # Blockhashes whose first-seen expiry bound is remembered.
 BLOCKHASH_MEMORY: Final = 1024
-STATE_FILE_VERSION: Final = 1
+# Finished submissions deleted from the record per purge.
+PURGE_BATCH: Final = 1000
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -176,6 +185,10 @@ class SendRejectedError(DomainError):
     default_hint = "Read the node's message in the error; fix the transaction and submit again."
 
 
+class _AlreadyRecorded(Exception):
+    """The signature is in the submission log already (another replica relays it)."""
+
+
 # --- values ---------------------------------------------------------------------------
 
 
@@ -191,13 +204,19 @@ class RelayConfig:
     send_concurrency: int = 16
     rpc_timeout: float = 5.0
     preflight_commitment: str = "confirmed"
-    state_file: Path | None = None
+    lease_seconds: float = 10.0
+    record_retain_seconds: float = 86_400.0
 
     def __post_init__(self) -> None:
         if self.max_pending < 1 or self.max_retained < 0 or self.send_concurrency < 1:
             raise ValueError("max_pending and send_concurrency must be >= 1, max_retained >= 0")
-        if self.poll_interval <= 0 or self.rebroadcast_interval <= 0 or self.rpc_timeout <= 0:
-            raise ValueError("intervals and timeouts must be positive")
+        if (
+            self.poll_interval <= 0
+            or self.rebroadcast_interval <= 0
+            or self.rpc_timeout <= 0
+            or self.lease_seconds <= 0
+        ):
+            raise ValueError("intervals, timeouts and the lease must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,7 +239,9 @@ class RelayStats:
             ``rebroadcast`` (of which by the landing loop), ``processed``,
             ``confirmed``, ``finalized``, ``failed``, ``expired`` (outcomes of
             relayed transactions), ``dropped`` (seen in a block, then gone: a fork),
-            ``restored`` (read back at start).
+            ``taken_over`` (claimed from the record: its owner died or stopped),
+            ``released`` (leases ended by a graceful stop), ``lost`` (taken over by
+            another replica while this one still relayed it).
         rejections: Monotonic count of rejections by ErrorInfo reason.
         time_to_confirm_buckets: Cumulative (upper bound seconds, count) pairs, the
             last one ``inf``: seconds from receipt to the first CONFIRMED/FINALIZED.
@@ -276,6 +297,22 @@ class _Entry:
     confirmed_recorded: bool = False
     version: int = 0
     """Bumped on every published change; watchers skip what they already saw."""
+    recorded: bool = False
+    """In the submission log, owned by this replica."""
+    stored: bool = False
+    """Observed: recorded by another replica, whose record is read while watched."""
+
+
+def _relayed(verified: VerifiedTransaction, status: TxStatus, **fields: Any) -> _Entry:
+    """The entry of a transaction this replica relays (with the bytes it rebroadcasts)."""
+    return _Entry(
+        signature=verified.signature,
+        status=status,
+        wire_b64=base64.b64encode(verified.wire).decode(),
+        instructions=verified.instructions,
+        nonce=verified.durable_nonce,
+        **fields,
+    )
 
 
 @dataclass(eq=False, slots=True)
@@ -297,13 +334,28 @@ class Relay:
         rpc: SolanaRpc,
         config: RelayConfig | None = None,
         *,
+        submissions: SubmissionLog | None = None,
+        owner: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """Args:
+        rpc: Where transactions go (the failover manager).
+        config: Limits and intervals.
+        submissions: The durable record; None keeps submissions in memory only
+            (they are lost with the process).
+        owner: This replica's name on its leases (default: host, pid, random).
+        clock: Monotonic seconds; wall_clock: unix seconds (both injectable).
+        """
         self._rpc = rpc
         self._config = config or RelayConfig()
+        self._submissions = submissions
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._clock = clock
         self._wall = wall_clock
+        self._dirty: dict[str, _Entry] = {}
+        self._owner_task: asyncio.Task[None] | None = None
+        self._owning = asyncio.Lock()
         self._pending: dict[str, _Entry] = {}
         self._done: OrderedDict[str, _Entry] = OrderedDict()
         self._observed: dict[str, _Entry] = {}
@@ -323,25 +375,47 @@ class Relay:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Read back persisted in-flight transactions and start the landing loop."""
+        """Start the landing loop and, with a submission log, the ownership loop (which
+        claims at once what nobody owns any more)."""
         with contextlib.suppress(ChainUnavailable, RpcError):
-            self._genesis_hash = str(
-                await self._rpc.call("getGenesisHash", [], timeout=self._config.rpc_timeout)
-            )
-        await self._restore()
+            await self._cluster()
         self._task = asyncio.create_task(self._run(), name="relay-landing-loop")
+        if self._submissions is not None:
+            self._owner_task = asyncio.create_task(self._keep_ownership(), name="relay-leases")
 
     async def stop(self) -> None:
-        """Stop the landing loop and persist what is still in flight."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop both loops, write the last states and end this replica's leases, so
+        that another replica (or the next start) carries on at once."""
+        if self._task is None and not self._pending:
+            return  # never started (a start-up that did not get this far)
+        for task in (self._task, self._owner_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._owner_task = None
         sending = [e.sending for e in self._pending.values() if e.sending is not None]
         if sending:
             await asyncio.wait(sending, timeout=self._config.rpc_timeout)
-        await self._persist()
+        if self._submissions is None:
+            return
+        for entry in self._pending.values():
+            if entry.recorded:
+                self._dirty[entry.signature] = entry  # the latest send counts too
+        try:
+            await self._save_dirty()
+            released = await self._submissions.release(owner=self.owner)
+        except StoreUnavailableError:
+            log.warning(
+                "relay: database unavailable at stop; the %d transactions in flight are "
+                "taken over when their leases end (%g s)",
+                len(self._pending),
+                self._config.lease_seconds,
+            )
+            return
+        self._counters["released"] += released
+        if released:
+            log.info("relay: handed %d in-flight transactions back to the database", released)
 
     # --- public API ---------------------------------------------------------------------
 
@@ -369,7 +443,8 @@ class Relay:
             DomainError: TRANSACTION_MALFORMED, TRANSACTION_TOO_LARGE,
                 SIGNATURE_MISSING, SIGNATURE_INVALID, FEE_PAYER_NOT_ALLOWED,
                 BLOCKHASH_EXPIRED, NONCE_ADVANCED, INVALID_NONCE_ACCOUNT,
-                PREFLIGHT_FAILED, SEND_REJECTED, RELAY_BUSY, SOLANA_UNAVAILABLE.
+                PREFLIGHT_FAILED, SEND_REJECTED, RELAY_BUSY, SOLANA_UNAVAILABLE,
+                STORE_UNAVAILABLE (it could not be recorded, so it was not sent).
         """
         try:
             verified = verify_transaction(wire, allowed_fee_payers=allowed_fee_payers)
@@ -392,6 +467,9 @@ class Relay:
             sending.add_done_callback(_consume_exception)
             # The send goes on even if the caller gives up: the transaction is tracked.
             already = await asyncio.shield(sending)
+        except _AlreadyRecorded:
+            self._counters["submitted"] -= 1  # not new after all
+            return await self._known_elsewhere(verified.signature, commitment)
         except DomainError as exc:
             self._counters["rejected"] += 1
             self._rejections[exc.reason] += 1
@@ -402,7 +480,8 @@ class Relay:
         return SubmitOutcome(status=status, already_submitted=already)
 
     async def status(self, signature: str, *, timeout: float | None = None) -> TxStatus:
-        """The tracked status of a signature, else the cluster's.
+        """The tracked status of a signature, else the recorded one (any replica's
+        submission), else the cluster's.
 
         Raises:
             DomainError: MALFORMED_SIGNATURE, TRANSACTION_NOT_FOUND, SOLANA_UNAVAILABLE.
@@ -411,6 +490,9 @@ class Relay:
         entry = self._entry(signature)
         if entry is not None:
             return entry.status
+        recorded = await self._recorded(signature)
+        if recorded is not None:
+            return recorded
         return await self._chain_status(signature, self._timeout(timeout))
 
     async def watch(
@@ -436,8 +518,11 @@ class Relay:
         try:
             entry = self._entry(signature)
             if entry is None:
-                current = await self._chain_status(signature, self._timeout(timeout))
-                entry = self._entry(signature) or self._observe(signature, current)
+                current = await self._recorded(signature)
+                stored = current is not None
+                if current is None:
+                    current = await self._chain_status(signature, self._timeout(timeout))
+                entry = self._entry(signature) or self._observe(signature, current, stored=stored)
             seen, last = entry.version, entry.status
             yield last
             while not reached(last.state, commitment):
@@ -490,6 +575,26 @@ class Relay:
         return sum(len(group) for group in self._subscribers.values())
 
     # --- submission ---------------------------------------------------------------------
+
+    async def _known_elsewhere(
+        self, signature: str, commitment: Commitment | None
+    ) -> SubmitOutcome:
+        """The answer to a submission another replica recorded first."""
+        self._counters["duplicate"] += 1
+        status = await self.status(signature)
+        if commitment is not None and not reached(status.state, commitment):
+            status = await self.wait(signature, commitment)
+        return SubmitOutcome(status=status, already_submitted=True)
+
+    async def _recorded(self, signature: str) -> TxStatus | None:
+        """The recorded status, or None (not recorded, no log, or the log is out: the
+        chain answers then)."""
+        if self._submissions is None:
+            return None
+        try:
+            return (await self._submissions.get([signature])).get(signature)
+        except StoreUnavailableError:
+            return None
 
     async def _known(self, signature: str, commitment: Commitment | None) -> SubmitOutcome | None:
         """The answer to a repeated submission, or None for a new signature."""
@@ -546,21 +651,14 @@ class Relay:
 
     def _track(self, verified: VerifiedTransaction, last_valid_block_height: int) -> _Entry:
         now = self._wall()
-        entry = _Entry(
+        status = TxStatus(
             signature=verified.signature,
-            status=TxStatus(
-                signature=verified.signature,
-                state=TxState.RECEIVED,
-                last_valid_block_height=last_valid_block_height,
-                update_time=now,
-                create_time=now,
-            ),
-            wire_b64=base64.b64encode(verified.wire).decode(),
-            instructions=verified.instructions,
-            nonce=verified.durable_nonce,
-            created=self._clock(),
-            last_sent=self._clock(),
+            state=TxState.RECEIVED,
+            last_valid_block_height=last_valid_block_height,
+            update_time=now,
+            create_time=now,
         )
+        entry = _relayed(verified, status, created=self._clock(), last_sent=self._clock())
         self._pending[entry.signature] = entry
         # A watcher-only entry for the same signature is superseded.
         self._observed.pop(entry.signature, None)
@@ -569,9 +667,17 @@ class Relay:
         return entry
 
     async def _first_send(self, entry: _Entry, skip_preflight: bool, timeout: float) -> bool:
-        """Send once; True when the cluster had already processed the transaction."""
+        """Record, then send once; True when the cluster had already processed it.
+
+        Raises:
+            _AlreadyRecorded: Another replica recorded it first (nothing sent here).
+            StoreUnavailableError: It could not be recorded (nothing sent).
+        """
         try:
+            await self._record(entry)
             await self._send(entry, preflight=not skip_preflight, timeout=timeout)
+            # The record says what the caller is told (SENT), not RECEIVED.
+            await self._save_dirty()
             return False
         except RpcError as exc:
             if _preflight_err(exc) == "AlreadyProcessed":
@@ -581,13 +687,39 @@ class Relay:
                     observed = await self._chain_status(entry.signature, timeout)
                     self._update(entry, replace(entry.status, **_chain_fields(observed)))
                 return True
-            self._forget(entry)
+            await self._forget(entry)
             raise self._send_error(exc, entry) from None
         except BaseException:
-            self._forget(entry)
+            await self._forget(entry)
             raise
         finally:
             entry.sending = None
+
+    async def _record(self, entry: _Entry) -> None:
+        if self._submissions is None:
+            return
+        recorded = await self._submissions.record(
+            entry.status,
+            base64.b64decode(entry.wire_b64),
+            cluster=await self._cluster(),
+            owner=self.owner,
+            lease_until=self._wall() + self._config.lease_seconds,
+        )
+        if not recorded:
+            raise _AlreadyRecorded(entry.signature)
+        entry.recorded = True
+
+    async def _cluster(self) -> str:
+        """The cluster's genesis hash (asked once): submissions are recorded per cluster.
+
+        Raises:
+            ChainUnavailable: Not known yet and the chain does not answer.
+        """
+        if not self._genesis_hash:
+            self._genesis_hash = str(
+                await self._ask("getGenesisHash", [], self._config.rpc_timeout)
+            )
+        return self._genesis_hash
 
     async def _send(self, entry: _Entry, *, preflight: bool, timeout: float) -> None:
         config: dict[str, Any] = {"encoding": "base64", "maxRetries": 0}
@@ -623,9 +755,15 @@ class Relay:
             metadata={"rpc_code": exc.code},
         )
 
-    def _forget(self, entry: _Entry) -> None:
+    async def _forget(self, entry: _Entry) -> None:
+        """Drop a submission whose first send failed (the caller gets the error)."""
         if self._pending.get(entry.signature) is entry:
             del self._pending[entry.signature]
+        if entry.recorded and self._submissions is not None:
+            entry.recorded = False
+            # Best effort: a record left behind is rebroadcast until it expires.
+            with contextlib.suppress(StoreUnavailableError):
+                await asyncio.shield(self._submissions.delete([entry.signature]))
 
     # --- lookups ------------------------------------------------------------------------
 
@@ -743,6 +881,8 @@ class Relay:
                     log.warning("relay: landing loop tick failed: %s", exc)
             except Exception:
                 log.exception("relay: unexpected error in the landing loop")
+            # Also after a failed tick: what changed before the failure is kept.
+            await self._save_dirty()
             if busy:
                 await asyncio.sleep(self._config.poll_interval)
             else:
@@ -753,6 +893,7 @@ class Relay:
         self._evict()
         for signature in [s for s in self._observed if s in self._pending or s in self._done]:
             del self._observed[signature]
+        await self._refresh_stored()
         entries = [*self._pending.values(), *self._observed.values()]
         if not entries:
             return False
@@ -885,6 +1026,8 @@ class Relay:
         entry.version += 1
         steps = with_steps(new, old.state)
         tracked = self._pending.get(entry.signature) is entry
+        if tracked and entry.recorded:
+            self._dirty[entry.signature] = entry
         if tracked:
             for step in steps:
                 name = _COUNTED_STATES.get(step.state)
@@ -919,9 +1062,10 @@ class Relay:
                 queue.get_nowait()
             queue.put_nowait((version, statuses))
 
-    def _observe(self, signature: str, status: TxStatus) -> _Entry:
-        """Poll a signature this replica did not relay, for as long as it is watched."""
-        entry = _Entry(signature=signature, status=status, search_history=True)
+    def _observe(self, signature: str, status: TxStatus, *, stored: bool = False) -> _Entry:
+        """Poll a signature this replica did not relay, for as long as it is watched
+        (``stored``: another replica's submission; its record is read too)."""
+        entry = _Entry(signature=signature, status=status, search_history=True, stored=stored)
         if status.state.terminal:
             return entry  # nothing will change: no polling needed
         if len(self._observed) >= self._config.max_pending:
@@ -951,92 +1095,154 @@ class Relay:
                 break
             del self._done[signature]
 
-    # --- persistence --------------------------------------------------------------------
+    # --- durability -----------------------------------------------------------------------
 
-    async def _persist(self) -> None:
-        path = self._config.state_file
-        if path is None:
+    async def _save_dirty(self) -> None:
+        """Write the changed states of this replica's submissions (kept for the next
+        tick if the database is out)."""
+        if self._submissions is None or not self._dirty:
             return
-        entries = [e for e in self._pending.values() if e.wire_b64]
-        if not entries:
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(path.unlink)
-            return
-        payload = {
-            "version": STATE_FILE_VERSION,
-            "genesis_hash": self._genesis_hash,
-            "saved_at": self._wall(),
-            "pending": [
-                {
-                    "signature": e.signature,
-                    "transaction": e.wire_b64,
-                    "state": e.status.state.name,
-                    "last_valid_block_height": e.status.last_valid_block_height,
-                    "create_time": e.status.create_time,
-                    "send_count": e.status.send_count,
-                }
-                for e in entries
-            ],
-        }
-        await asyncio.to_thread(_write_atomically, path, json.dumps(payload))
-        log.info("relay: saved %d in-flight transactions to %s", len(entries), path)
+        batch, self._dirty = self._dirty, {}
+        try:
+            await self._submissions.save(
+                [entry.status for entry in batch.values()], owner=self.owner, now=self._wall()
+            )
+        except StoreUnavailableError:
+            for signature, entry in batch.items():
+                self._dirty.setdefault(signature, entry)
 
-    async def _restore(self) -> None:
-        path = self._config.state_file
-        if path is None:
+    async def _refresh_stored(self) -> None:
+        """Read the records of watched submissions that other replicas relay: their
+        owner decides EXPIRED (and FAILED), which the chain alone cannot show."""
+        stored = [e for e in self._observed.values() if e.stored]
+        if not stored or self._submissions is None:
             return
         try:
-            text = await asyncio.to_thread(path.read_text)
-        except FileNotFoundError:
+            records = await self._submissions.get([e.signature for e in stored])
+        except StoreUnavailableError:
             return
-        try:
-            payload = json.loads(text)
-            saved_for = payload.get("genesis_hash", "")
-            items = list(payload["pending"]) if payload.get("version") == STATE_FILE_VERSION else []
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("relay: ignoring unreadable state file %s", path)
-            items, saved_for = [], ""
-        if saved_for and self._genesis_hash and saved_for != self._genesis_hash:
-            log.warning("relay: state file %s belongs to another cluster; ignored", path)
-            items = []
+        for entry in stored:
+            record = records.get(entry.signature)
+            if record is None:
+                continue
+            if record.state.terminal or record.state > entry.status.state:
+                self._update(entry, record)
+            else:
+                entry.status = replace(entry.status, send_count=record.send_count)
+
+    async def _keep_ownership(self) -> None:
+        interval = self._config.lease_seconds / 3
+        while True:
+            try:
+                await self._own()
+            except (ChainUnavailable, RpcError, StoreUnavailableError) as exc:
+                log.debug("relay: lease round failed: %s", exc)
+            except Exception:
+                log.exception("relay: unexpected error in the lease round")
+            await asyncio.sleep(interval)
+
+    async def _own(self) -> None:
+        """One round: renew this replica's leases, claim submissions whose owner is
+        gone, purge old finished ones."""
+        submissions = self._submissions
+        if submissions is None:
+            return
+        async with self._owning:  # one round at a time (the loop's and a caller's)
+            await self._own_round(submissions)
+
+    async def _own_round(self, submissions: SubmissionLog) -> None:
+        now = self._wall()
+        lease_until = now + self._config.lease_seconds
+        # Recorded before the renewal started: one recorded meanwhile is not "lost".
+        held = [e for e in self._pending.values() if e.recorded]
+        owned = await submissions.renew(owner=self.owner, lease_until=lease_until)
+        for entry in held:
+            if entry.signature not in owned and self._pending.get(entry.signature) is entry:
+                self._lose(entry)
+        room = self._config.max_pending - len(self._pending)
+        if room > 0:
+            claimed = await submissions.claim(
+                owner=self.owner,
+                cluster=await self._cluster(),
+                now=now,
+                lease_until=lease_until,
+                limit=min(room, MAX_REBROADCASTS_PER_TICK),
+            )
+            if claimed:
+                await self._adopt(claimed)
+        await submissions.purge(
+            finished_before=now - self._config.record_retain_seconds, limit=PURGE_BATCH
+        )
+
+    def _lose(self, entry: _Entry) -> None:
+        """Another replica took this submission over (our lease ran out): watch it."""
+        del self._pending[entry.signature]
+        self._dirty.pop(entry.signature, None)
+        entry.recorded = False
+        entry.wire_b64 = ""
+        entry.stored = True
+        entry.search_history = True
+        self._counters["lost"] += 1
+        log.warning("relay: %s was taken over by another replica", entry.signature)
+        if entry.signature in self._subscribers:
+            self._observed[entry.signature] = entry
+
+    async def _adopt(self, claimed: Sequence[StoredSubmission]) -> None:
+        """Carry on with submissions claimed from the record: rebroadcast them at once
+        and search their statuses in the whole history."""
         # A bound is at most 150 above the height when it was taken, and heights only
-        # grow: one further ahead was taken on another chain (a reset test cluster).
+        # grow: one further ahead was recorded on another chain (a reset test cluster).
         ceiling: int | None = None
-        if items:
-            with contextlib.suppress(ChainUnavailable, RpcError, TypeError, ValueError):
-                height = await self._rpc.call(
-                    "getBlockHeight",
-                    [{"commitment": "processed"}],
-                    timeout=self._config.rpc_timeout,
-                )
-                ceiling = int(height) + MAX_PROCESSING_AGE
-        restored = 0
-        for item in items:
-            with contextlib.suppress(DomainError, KeyError, TypeError, ValueError):
-                verified = verify_transaction(base64.b64decode(item["transaction"]))
-                bound = int(item["last_valid_block_height"])
-                if ceiling is not None and bound > ceiling:
-                    log.warning(
-                        "relay: %s was saved for another chain; dropped", verified.signature
-                    )
-                    continue
-                entry = self._track(verified, bound)
-                entry.search_history = True
-                entry.last_sent = float("-inf")  # rebroadcast at the first tick
-                state = TxState[str(item["state"])]
-                entry.status = replace(
-                    entry.status,
-                    state=state if not state.terminal else TxState.SENT,
-                    create_time=item.get("create_time") or entry.status.create_time,
-                    send_count=int(item.get("send_count") or 0),
-                )
-                restored += 1
-        self._counters["restored"] += restored
-        self._counters["submitted"] -= restored
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(path.unlink)
-        if restored:
-            log.info("relay: restored %d in-flight transactions from %s", restored, path)
+        with contextlib.suppress(ChainUnavailable, RpcError, TypeError, ValueError):
+            height = await self._rpc.call(
+                "getBlockHeight", [{"commitment": "processed"}], timeout=self._config.rpc_timeout
+            )
+            ceiling = int(height) + MAX_PROCESSING_AGE
+        foreign: list[str] = []
+        for item in claimed:
+            status = item.status
+            signature = status.signature
+            try:
+                verified = verify_transaction(item.wire)
+            except DomainError:
+                verified = None
+            if verified is None or (
+                ceiling is not None and status.last_valid_block_height > ceiling
+            ):
+                foreign.append(signature)
+                continue
+            entry = _relayed(
+                verified,
+                status,
+                created=self._clock(),
+                last_sent=float("-inf"),  # rebroadcast at the first tick
+                search_history=True,
+                confirmed_recorded=True,  # its time to confirm is not ours to measure
+                recorded=True,
+            )
+            watched = self._observed.pop(signature, None)
+            if watched is not None:
+                # Watchers here go on from what they saw.
+                entry.version = watched.version
+                if watched.status.state > status.state:
+                    entry.status = watched.status
+            self._pending[signature] = entry
+            self._counters["taken_over"] += 1
+        if foreign:
+            log.warning("relay: dropped %d recorded transactions of another chain", len(foreign))
+            await self._submissions_delete(foreign)
+        adopted = len(claimed) - len(foreign)
+        if adopted:
+            log.info(
+                "relay: took over %d in-flight transactions whose owner stopped renewing its lease",
+                adopted,
+            )
+            self._wake.set()
+
+    async def _submissions_delete(self, signatures: Sequence[str]) -> None:
+        if self._submissions is not None:
+            with contextlib.suppress(StoreUnavailableError):
+                await self._submissions.delete(signatures)
 
     async def _ask(self, method: str, params: list[Any], timeout: float) -> Any:
         """One RPC call on a request's path: a node's error object means UNAVAILABLE."""
@@ -1079,10 +1285,3 @@ def _chain_fields(status: TxStatus) -> dict[str, Any]:
         "confirmations": status.confirmations,
         "error": status.error,
     }
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

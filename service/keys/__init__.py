@@ -2,8 +2,9 @@
 
 A key's secret has the form ``ask_<key_id>_<secret>``; only a SHA-256 digest of the
 secret is stored. :class:`KeyManager` creates, rotates, revokes and updates keys and
-authenticates callers (cached per replica for ``cache_ttl`` seconds); :func:`open_store`
-opens the SQLite (embedded default) or PostgreSQL (shared by replicas) store.
+authenticates callers (cached per replica for ``cache_ttl`` seconds); :class:`SqlKeyStore`
+keeps them in the service's database (:mod:`service.store`: SQLite embedded,
+PostgreSQL shared by replicas); :func:`open_store` opens one on a database of its own.
 """
 
 from service.keys._errors import (
@@ -42,7 +43,7 @@ from service.keys._model import (
     Unset,
 )
 from service.keys._records import KeyRecord, UsageDelta
-from service.keys._store import KeyStore, migrate, open_store
+from service.keys._store import KeyStore, SqlKeyStore, open_store
 
 __all__ = [
     "API_KEY_EXPIRED",
@@ -73,9 +74,9 @@ __all__ = [
     "Principal",
     "RateLimit",
     "Scope",
+    "SqlKeyStore",
     "Unset",
     "UsageDelta",
-    "migrate",
     "now_utc",
     "open_store",
     "parse_key_id",

@@ -117,8 +117,9 @@ class KeyStoreUnavailableError(DomainError):
     kind = ErrorKind.UNAVAILABLE
     default_reason = "KEY_STORE_UNAVAILABLE"
     default_hint = "Retry shortly."
-    # Read by service.api when it builds google.rpc.RetryInfo.
-    retry_after: float = 1.0
 
-    def __init__(self, operation: str) -> None:
+    def __init__(self, operation: str, *, retry_after: float = 1.0) -> None:
         super().__init__(f"the API key store failed during {operation}")
+        # Read by service.api when it builds google.rpc.RetryInfo: when the database
+        # is probed next during an outage.
+        self.retry_after = retry_after

@@ -30,6 +30,7 @@ from service.keys._errors import (
     KeyExpiredError,
     KeyNotFoundError,
     KeyRevokedError,
+    KeyStoreUnavailableError,
 )
 from service.keys._model import (
     UNSET,
@@ -74,12 +75,19 @@ class KeyStats:
         overdue: Active keys past their rotate_time.
         scanned: The last scan completed (before it the counts are all 0).
         cached_tokens: Verified tokens in this replica's cache.
+        stale_authentications: Calls authenticated from an expired cache entry while
+            the store was unavailable (monotonic).
+        unflushed_calls: Calls counted and not yet written to the store.
+        usage_flush_failures: Usage flushes that failed (the counts were kept; monotonic).
     """
 
     by_state: dict[str, int]
     overdue: int
     scanned: bool
     cached_tokens: int
+    stale_authentications: int = 0
+    unflushed_calls: int = 0
+    usage_flush_failures: int = 0
 
 
 class _TracedStore:
@@ -270,6 +278,13 @@ class KeyManager:
     revoke, rotate or update takes effect at once on the replica that made it and
     within ``cache_ttl`` on the others (strictly: ``cache_ttl`` after the end of a
     database read that started before the change committed).
+
+    While the store is unavailable, a token whose cache entry expired less than
+    ``outage_grace`` seconds ago still authenticates (its expiry and grace periods
+    still checked against the clock): the price is that a change made meanwhile where
+    the store is reachable takes effect here only when it is reachable again, at the
+    latest ``outage_grace`` later. Usage stays counted in memory and is written by
+    the first flush that succeeds.
     """
 
     def __init__(
@@ -279,7 +294,9 @@ class KeyManager:
         clock: Callable[[], datetime] = now_utc,
         cache_ttl: float = 5.0,
         cache_max_entries: int = 10_000,
-        usage_flush_interval: float = 5.0,
+        outage_grace: float = 300.0,
+        usage_flush_interval: float = 1.0,
+        usage_flush_calls: int = 100,
         rotation_period: timedelta = timedelta(days=30),
         default_grace: timedelta = timedelta(hours=24),
         overdue_scan_interval: float = 60.0,
@@ -294,7 +311,12 @@ class KeyManager:
             cache_ttl: Seconds a verified token is trusted without a database read; the
                 bound on how late other replicas see a revoke/rotate/update. 0: no cache.
             cache_max_entries: Tokens cached at most (oldest dropped first).
+            outage_grace: Seconds after its cache entry expired that a token still
+                authenticates while the store is unavailable. 0: never.
             usage_flush_interval: Seconds between writes of the usage counters.
+            usage_flush_calls: Calls counted that start a write before the interval
+                ends: under load a crash loses fewer than twice this (one batch being
+                written, one filling).
             rotation_period: rotate_time is this long after creation or rotation.
             default_grace: How long the previous secret works after a rotation.
             overdue_scan_interval: Seconds between scans for keys past rotate_time.
@@ -305,8 +327,10 @@ class KeyManager:
         """
         if cache_ttl < 0 or cache_max_entries < 1:
             raise ValueError("cache_ttl must be >= 0 and cache_max_entries >= 1")
-        if usage_flush_interval <= 0 or overdue_scan_interval <= 0:
-            raise ValueError("background job intervals must be positive")
+        if usage_flush_interval <= 0 or overdue_scan_interval <= 0 or usage_flush_calls < 1:
+            raise ValueError("background job intervals and usage_flush_calls must be positive")
+        if outage_grace < 0:
+            raise ValueError("outage_grace must not be negative")
         if rotation_period <= timedelta(0):
             raise ValueError("rotation_period must be positive")
         check_grace_period(default_grace, maximum=MAX_GRACE_PERIOD)
@@ -316,7 +340,9 @@ class KeyManager:
         self._clock = clock
         self._cache_ttl = cache_ttl
         self._cache_max = cache_max_entries
+        self._outage_grace = outage_grace
         self._usage_interval = usage_flush_interval
+        self._usage_flush_calls = usage_flush_calls
         self._rotation_period = rotation_period
         self._default_grace = default_grace
         self._scan_interval = overdue_scan_interval
@@ -335,6 +361,11 @@ class KeyManager:
         # present one of these (a valid key behind the same address as an attacker).
         self._known_ids: OrderedDict[str, float] = OrderedDict()
         self._usage: dict[str, _Usage] = {}
+        self._unflushed = 0
+        self._flush_wanted = asyncio.Event()
+        self._flush_failing = False
+        self._flush_failures = 0
+        self._stale_served = 0
         self._overdue = 0
         self._by_state: dict[str, int] = {state.value: 0 for state in KeyState}
         self._scanned = False
@@ -353,7 +384,9 @@ class KeyManager:
         self._stopping.clear()
         self._tasks = [
             asyncio.create_task(
-                self._every(self._usage_interval, self.flush_usage, "usage flush"),
+                self._every(
+                    self._usage_interval, self.flush_usage, "usage flush", early=self._flush_wanted
+                ),
                 name="keys-usage-flush",
             ),
             asyncio.create_task(
@@ -370,6 +403,12 @@ class KeyManager:
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             await self.flush_usage()
+        except DomainError as exc:
+            log.error(
+                "final flush of API key usage failed (%s): %d counted calls are lost",
+                exc.message,
+                self._unflushed,
+            )
         except Exception:
             log.exception("final flush of API key usage failed; these counts are lost")
         finally:
@@ -382,23 +421,35 @@ class KeyManager:
         what: str,
         *,
         at_once: bool = False,
+        early: asyncio.Event | None = None,
     ) -> None:
+        """Run ``job`` every ``interval`` seconds, and as soon as ``early`` is set."""
         if at_once:
             await self._run(job, what)
         while True:
             # Waiting on the stop event (not sleeping) lets stop() end the loop between
             # runs instead of cancelling a write half-way.
+            waits = [asyncio.ensure_future(self._stopping.wait())]
+            if early is not None:
+                waits.append(asyncio.ensure_future(early.wait()))
             try:
-                await asyncio.wait_for(self._stopping.wait(), interval)
+                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            if self._stopping.is_set():
                 return
-            except TimeoutError:
-                pass
+            if early is not None:
+                early.clear()
             await self._run(job, what)
 
     @staticmethod
     async def _run(job: Callable[[], Awaitable[object]], what: str) -> None:
         try:
             await job()
+        except KeyStoreUnavailableError as exc:
+            # The database logs the outage once; one line per run would flood the log.
+            log.debug("API key %s failed: %s", what, exc.message)
         except DomainError as exc:
             log.warning("API key %s failed: %s", what, exc.message)
         except Exception:
@@ -720,19 +771,28 @@ class KeyManager:
         Served from the per-replica cache when this token was looked up less than
         ``cache_ttl`` seconds ago; expiry and grace periods are still checked against
         the clock. Concurrent first calls with one token share one database read.
+        While the store is unavailable, an entry expired less than ``outage_grace``
+        seconds ago is used still.
 
         Raises:
             AuthenticationError: reason ``API_KEY_MALFORMED``, ``API_KEY_UNKNOWN`` (no
                 such key id or a wrong secret: one reason, so ids cannot be probed),
                 ``API_KEY_EXPIRED``, ``API_KEY_REVOKED`` or ``API_KEY_ROTATED``.
-            KeyStoreUnavailableError: Not cached and the store failed.
+            KeyStoreUnavailableError: Not cached (or not recently enough) and the
+                store failed.
         """
         parsed = parse_token(token)
         cached = self._cache.get(parsed)
         if cached is not None and cached[0] > time.monotonic():
             snapshot = cached[1]
         else:
-            snapshot = await self._lookup(parsed)
+            try:
+                snapshot = await self._lookup(parsed)
+            except KeyStoreUnavailableError:
+                if cached is None or cached[0] + self._outage_grace <= time.monotonic():
+                    raise
+                snapshot = cached[1]
+                self._stale_served += 1
         return _verdict(snapshot, self._now())
 
     async def _lookup(self, token: ParsedToken) -> _AuthSnapshot:
@@ -802,6 +862,10 @@ class KeyManager:
         else:
             usage.count += 1
             usage.last_used_time = max(usage.last_used_time, now)
+        self._unflushed += 1
+        # Many calls flush early; not while flushes fail (they run at the interval then).
+        if self._unflushed >= self._usage_flush_calls and not self._flush_failing:
+            self._flush_wanted.set()
 
     async def flush_usage(self) -> None:
         """Add the counted calls to the store: one additive UPDATE per key.
@@ -811,11 +875,16 @@ class KeyManager:
         if not self._usage:
             return
         batch, self._usage = self._usage, {}
+        calls, self._unflushed = self._unflushed, 0
         try:
             await self._store.add_usage(
                 {key: UsageDelta(u.count, u.last_used_time) for key, u in batch.items()}
             )
+            self._flush_failing = False
         except BaseException:
+            self._flush_failing = True
+            self._flush_failures += 1
+            self._unflushed += calls
             for key, usage in batch.items():
                 pending = self._usage.get(key)
                 if pending is None:
@@ -838,6 +907,9 @@ class KeyManager:
             overdue=self._overdue,
             scanned=self._scanned,
             cached_tokens=len(self._cache),
+            stale_authentications=self._stale_served,
+            unflushed_calls=self._unflushed,
+            usage_flush_failures=self._flush_failures,
         )
 
     async def scan_overdue(self) -> builtins.list[str]:

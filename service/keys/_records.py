@@ -6,9 +6,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple
 
 from service.keys._model import AuditEvent, KeyEvent, KeyPolicy
+from service.store import Row
 
 # Column order shared by both dialects' INSERT and SELECT.
 KEY_COLUMNS: Final = (
@@ -68,12 +69,6 @@ class UsageDelta(NamedTuple):
 
 class DuplicateKeyIdError(Exception):
     """An insert collided with an existing key id (the caller draws a new one)."""
-
-
-class Row(Protocol):
-    """A database row addressable by column name (sqlite3.Row, asyncpg.Record)."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
 
 
 def record_values(

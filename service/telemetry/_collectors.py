@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from service.chain._context import ChainContextStats
     from service.keys._manager import KeyStats
     from service.ratelimit import LimiterStats
+    from service.store import DatabaseStats
 
 PREFIX: Final = "agent_staking_"
 
@@ -44,6 +45,16 @@ def _gauge(name: str, doc: str, labels: Iterable[str] = (), *, mode: str) -> Gau
 def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
     LABEL_NAMES[PREFIX + name + "_total"] = tuple(labels)
     return CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
+
+
+def _counters(rows: Iterable[tuple[str, int, str]]) -> list[Metric]:
+    """One label-less counter family per (name, value, help) row."""
+    families: list[Metric] = []
+    for name, value, doc in rows:
+        counter = _counter(name, doc)
+        counter.add_metric([], value)
+        families.append(counter)
+    return families
 
 
 def event_loop_families(tasks: int) -> list[Metric]:
@@ -208,7 +219,9 @@ RELAY_EVENTS: Final = (
     "failed",
     "expired",
     "dropped",
-    "restored",
+    "taken_over",
+    "released",
+    "lost",
 )
 
 
@@ -217,7 +230,8 @@ def relay_families(stats: RelayStats) -> list[Metric]:
     events = _counter(
         "relay_transactions",
         "Relay events: submitted, duplicate, rejected, sent, rebroadcast, processed, "
-        "confirmed, finalized, failed, expired, dropped, restored.",
+        "confirmed, finalized, failed, expired, dropped, taken_over (from a replica "
+        "gone), released (at a graceful stop), lost (taken by another replica).",
         ["event"],
     )
     for event in RELAY_EVENTS:
@@ -262,27 +276,27 @@ def limiter_families(stats: LimiterStats) -> list[Metric]:
         mode="min",
     )
     up.add_metric([stats.backend], float(stats.shared_up))
-    families: list[Metric] = [up]
-    for name, value, doc in (
-        ("ratelimit_allowed", stats.allowed, "Calls the rate limiter let through."),
-        ("ratelimit_redis_errors", stats.redis_errors, "Redis decisions that failed."),
-        ("ratelimit_outages", stats.outages, "Times Redis became unreachable."),
-        ("ratelimit_recoveries", stats.recoveries, "Times Redis came back."),
-        (
-            "ratelimit_local_decisions",
-            stats.local_decisions,
-            "Calls decided by the local limiter while Redis was out (fail-open).",
+    return [
+        up,
+        *_counters(
+            (
+                ("ratelimit_allowed", stats.allowed, "Calls the rate limiter let through."),
+                ("ratelimit_redis_errors", stats.redis_errors, "Redis decisions that failed."),
+                ("ratelimit_outages", stats.outages, "Times Redis became unreachable."),
+                ("ratelimit_recoveries", stats.recoveries, "Times Redis came back."),
+                (
+                    "ratelimit_local_decisions",
+                    stats.local_decisions,
+                    "Calls decided by the local limiter while Redis was out (fail-open).",
+                ),
+                (
+                    "ratelimit_unavailable_refusals",
+                    stats.refused_unavailable,
+                    "Calls refused while Redis was out (fail-closed).",
+                ),
+            )
         ),
-        (
-            "ratelimit_unavailable_refusals",
-            stats.refused_unavailable,
-            "Calls refused while Redis was out (fail-closed).",
-        ),
-    ):
-        counter = _counter(name, doc)
-        counter.add_metric([], value)
-        families.append(counter)
-    return families
+    ]
 
 
 def key_families(stats: KeyStats) -> list[Metric]:
@@ -302,4 +316,66 @@ def key_families(stats: KeyStats) -> list[Metric]:
         "api_key_cache_entries", "Verified API keys cached by this process.", mode="sum"
     )
     cached.add_metric([], stats.cached_tokens)
-    return [keys, overdue, cached]
+    unflushed = _gauge(
+        "api_key_usage_unflushed",
+        "Authenticated calls counted and not yet written to the database (what a crash "
+        "would lose; grows during a database outage).",
+        mode="sum",
+    )
+    unflushed.add_metric([], stats.unflushed_calls)
+    return [
+        keys,
+        overdue,
+        cached,
+        unflushed,
+        *_counters(
+            (
+                (
+                    "api_key_stale_authentications",
+                    stats.stale_authentications,
+                    "Calls authenticated from an expired cache entry while the database was "
+                    "unavailable (key_outage_grace_seconds).",
+                ),
+                (
+                    "api_key_usage_flush_failures",
+                    stats.usage_flush_failures,
+                    "Writes of usage counts that failed (the counts were kept for the next).",
+                ),
+            )
+        ),
+    ]
+
+
+def database_families(stats: DatabaseStats) -> list[Metric]:
+    """The service's database: up or in an outage, transactions, failures."""
+    up = _gauge(
+        "database_up",
+        "1 while the service's database answers; 0 during an outage (and before the "
+        "first connection).",
+        mode="min",
+    )
+    up.add_metric([], float(stats.up))
+    return [
+        up,
+        *_counters(
+            (
+                ("database_transactions", stats.transactions, "Database transactions run."),
+                (
+                    "database_errors",
+                    stats.errors,
+                    "Database transactions that failed: unreachable, refused or out of time.",
+                ),
+                (
+                    "database_timeouts",
+                    stats.timeouts,
+                    "Database transactions that ran out of time (database_timeout_seconds).",
+                ),
+                (
+                    "database_rejected",
+                    stats.rejected,
+                    "Calls refused at once, without trying, during a database outage.",
+                ),
+                ("database_outages", stats.outages, "Times the database became unavailable."),
+            )
+        ),
+    ]

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from service.chain import ChainContext, FailoverRpc, Relay
     from service.keys import KeyManager
     from service.ratelimit import RateLimiter
+    from service.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +348,9 @@ class Metrics:
 
     def watch_keys(self, keys: KeyManager) -> None:
         self._scrape_time.sources.append(lambda: _collectors.key_families(keys.stats()))
+
+    def watch_database(self, database: Database) -> None:
+        self._scrape_time.sources.append(lambda: _collectors.database_families(database.stats()))
 
     # --- exposition ------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,11 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from service.localnet import LocalnetServer
 from tests._grpc_auth import UnaryUnaryKey
+from tests._process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Channels of one process share TCP connections unless told otherwise.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _handled_by_pid(metrics_dir: Path, method: str) -> Counter[int]:
@@ -57,7 +50,7 @@ async def _read_json_line(stream: asyncio.StreamReader) -> dict[str, object]:
 async def test_two_workers_share_the_port_and_drain(
     localnet: LocalnetServer, tmp_path: Path
 ) -> None:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     env = {

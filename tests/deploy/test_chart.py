@@ -144,10 +144,10 @@ def test_probes_are_grpc_probes_on_the_grpc_port(any_render: Rendered) -> None:
         assert spec["grpc"]["port"] == grpc_port, probe
         services[probe] = spec["grpc"]["service"]
     # Ready only while it can build transactions (NOT_SERVING while no Solana endpoint
-    # is healthy and while draining); alive as long as the process answers: a Solana
-    # outage must not restart pods.
+    # is healthy and while draining); alive as long as the process answers: neither a
+    # Solana nor a database outage (KeyService NOT_SERVING) may restart pods.
     assert services["readinessProbe"] == STAKING_SERVICE
-    assert services["livenessProbe"] == KEY_SERVICE
+    assert services["livenessProbe"] == "grpc.health.v1.Health"
     assert services["startupProbe"] == KEY_SERVICE
     # The settings make the server listen where the probes and the Service look.
     assert _settings(any_render)["AGENT_STAKING_LISTEN"] == f"0.0.0.0:{grpc_port}"

@@ -1,8 +1,13 @@
-"""Versioned schema migrations, one ordered list per SQL dialect.
+"""The service's one migration history: every table of every owner, in order.
 
-A migration is never edited once released: change the schema by appending one.
-``schema_migrations(version, applied_at)`` records what a database has applied.
-Timestamps are UTC: ``TIMESTAMPTZ`` in PostgreSQL, ISO 8601 text ending in ``Z``
+Owners (keys, relay submissions, and later intents, events, the rewards cache) add
+their tables by appending a migration here, with the same version in both dialects;
+a migration is never edited once released. ``schema_migrations(version,
+applied_at)`` records what a database has applied. A migration only adds (tables,
+columns, indexes), so the previous release still runs against a newer schema: a
+rollback needs no down-migration.
+
+Key timestamps are UTC: ``TIMESTAMPTZ`` in PostgreSQL, ISO 8601 text ending in ``Z``
 (fixed width, so text order is time order) in SQLite.
 """
 
@@ -19,6 +24,8 @@ class Migration:
     """One schema version: statements run in order, in one transaction."""
 
     version: int
+    owner: str
+    """The package whose tables these are (``keys``, ``relay``, ...)."""
     description: str
     statements: tuple[str, ...]
 
@@ -39,6 +46,7 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
     "sqlite": (
         Migration(
             version=1,
+            owner="keys",
             description="api_keys and api_key_events",
             statements=(
                 """
@@ -74,10 +82,44 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                 "CREATE INDEX api_key_events_key_id ON api_key_events (key_id, id)",
             ),
         ),
+        Migration(
+            version=2,
+            owner="relay",
+            description="relay_submissions",
+            statements=(
+                # Times are unix seconds (the relay's wall clock).
+                """
+                CREATE TABLE relay_submissions (
+                    signature TEXT PRIMARY KEY,
+                    cluster TEXT NOT NULL,
+                    wire BLOB NOT NULL,
+                    state TEXT NOT NULL,
+                    slot INTEGER NOT NULL,
+                    confirmations INTEGER NOT NULL,
+                    error TEXT,
+                    last_valid_block_height INTEGER NOT NULL,
+                    send_count INTEGER NOT NULL,
+                    create_time REAL NOT NULL,
+                    update_time REAL NOT NULL,
+                    done_time REAL,
+                    owner TEXT,
+                    lease_expire_time REAL NOT NULL
+                )""",
+                # Takeover scans unfinished submissions by lease; renewal by owner;
+                # the purge finished ones by age.
+                "CREATE INDEX relay_submissions_lease ON relay_submissions"
+                " (lease_expire_time) WHERE done_time IS NULL",
+                "CREATE INDEX relay_submissions_owner ON relay_submissions (owner)"
+                " WHERE done_time IS NULL",
+                "CREATE INDEX relay_submissions_done ON relay_submissions (done_time)"
+                " WHERE done_time IS NOT NULL",
+            ),
+        ),
     ),
     "postgresql": (
         Migration(
             version=1,
+            owner="keys",
             description="api_keys and api_key_events",
             statements=(
                 """
@@ -110,6 +152,36 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                     details JSONB NOT NULL
                 )""",
                 "CREATE INDEX api_key_events_key_id ON api_key_events (key_id, id)",
+            ),
+        ),
+        Migration(
+            version=2,
+            owner="relay",
+            description="relay_submissions",
+            statements=(
+                """
+                CREATE TABLE relay_submissions (
+                    signature TEXT PRIMARY KEY,
+                    cluster TEXT NOT NULL,
+                    wire BYTEA NOT NULL,
+                    state TEXT NOT NULL,
+                    slot BIGINT NOT NULL,
+                    confirmations INTEGER NOT NULL,
+                    error TEXT,
+                    last_valid_block_height BIGINT NOT NULL,
+                    send_count INTEGER NOT NULL,
+                    create_time DOUBLE PRECISION NOT NULL,
+                    update_time DOUBLE PRECISION NOT NULL,
+                    done_time DOUBLE PRECISION,
+                    owner TEXT,
+                    lease_expire_time DOUBLE PRECISION NOT NULL
+                )""",
+                "CREATE INDEX relay_submissions_lease ON relay_submissions"
+                " (lease_expire_time) WHERE done_time IS NULL",
+                "CREATE INDEX relay_submissions_owner ON relay_submissions (owner)"
+                " WHERE done_time IS NULL",
+                "CREATE INDEX relay_submissions_done ON relay_submissions (done_time)"
+                " WHERE done_time IS NOT NULL",
             ),
         ),
     ),
