@@ -9,8 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from service.cli import SERVE_FLAGS
-from service.config import settings_reference
+from service.config import SERVE_FLAGS, settings_reference
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "operators.md"
 BLOCK = re.compile(r"(<!-- settings:begin -->\n).*?(<!-- settings:end -->)", re.S)

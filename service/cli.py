@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from service._startup import Startup, StartupError, StartupPolicy
-from service.config import Settings, load_settings, parse_host_port
+from service.config import SERVE_FLAGS, Settings, load_settings, parse_host_port
 from service.core.errors import DomainError
 from service.core.programs import LAMPORTS_PER_SOL
 from service.keys import ApiKey, KeyManager, KeyState, Scope, SqlKeyStore, open_store
@@ -26,18 +26,6 @@ from service.store import Database, StoreUnavailableError, migrate
 from service.telemetry import capture_stderr, configure_logging
 
 log = logging.getLogger("agent_staking")
-
-SERVE_FLAGS: dict[str, str] = {
-    "listen": "--listen",
-    "rpc_urls": "--rpc-url",
-    "metrics_listen": "--metrics-listen",
-    "workers": "--workers",
-    "tls_cert_file": "--tls-cert",
-    "tls_key_file": "--tls-key",
-    "tls_client_ca_file": "--tls-client-ca",
-    "localnet_listen": "--localnet-listen",
-}
-"""Settings that `serve` also takes as flags (a flag beats the environment)."""
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -100,7 +88,12 @@ async def wait_for_signal() -> None:
 async def _run_localnet(args: argparse.Namespace) -> None:
     server = LocalnetServer(localnet_config(args))
     host, port = args.listen
-    await server.start(host, port)
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        from service.server import ListenError
+
+        raise ListenError(f"{host}:{port}", "the localnet", "--listen", exc) from None
     info = await server.call(lambda chain: chain.validators)
     print(
         json.dumps(
@@ -177,6 +170,10 @@ async def _run_serve(args: argparse.Namespace) -> None:
                     "listening": f"{parse_host_port(settings.listen)[0]}:{server.port}",
                     "solana_rpc": server.rpc_url if server.localnet is not None else "external",
                     "embedded_localnet": server.localnet is not None,
+                    # Where the keys (and all other state) live: another folder or
+                    # AGENT_STAKING_DATA_DIR means another store.
+                    "data_dir": str(settings.data_dir.resolve()),
+                    "store": settings.store_location,
                 }
             ),
             flush=True,
@@ -506,9 +503,18 @@ def _key_json(key: ApiKey, secret: str | None = None) -> dict[str, object]:
 
 async def _run_keys(args: argparse.Namespace) -> int:
     settings = load_settings({}, args.config)
+    # First, where the keys live: another folder (a relative data_dir) is another store.
+    print(f"agent-staking: store {settings.store_location}", file=sys.stderr)
+    applied = await migrate(settings.store_url)
+    if FIRST_MIGRATION in applied:
+        print(
+            f"agent-staking: warning: {settings.store_location} did not exist and is now a new, "
+            "empty store; a server started elsewhere (another folder or "
+            "AGENT_STAKING_DATA_DIR) keeps its keys in its own store",
+            file=sys.stderr,
+        )
     if args.keys_command == "migrate":
-        await migrate(settings.store_url)
-        print(json.dumps({"migrated": True}))
+        print(json.dumps({"migrated": True, "versions_applied": applied}))
         return 0
     manager = KeyManager(await open_store(settings.store_url))
     try:
@@ -545,6 +551,8 @@ async def _run_keys(args: argparse.Namespace) -> int:
 
 
 DEFAULT_API_KEY_ENV = "AGENT_STAKING_API_KEY"
+FIRST_MIGRATION = 1
+"""Applied when a store is created (an empty database)."""
 
 
 async def _run_mcp(args: argparse.Namespace) -> int:

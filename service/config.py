@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -23,6 +23,18 @@ from pydantic_settings import (
 from solders.pubkey import Pubkey
 
 ENV_PREFIX = "AGENT_STAKING_"
+
+SERVE_FLAGS: Final[dict[str, str]] = {
+    "listen": "--listen",
+    "rpc_urls": "--rpc-url",
+    "metrics_listen": "--metrics-listen",
+    "workers": "--workers",
+    "tls_cert_file": "--tls-cert",
+    "tls_key_file": "--tls-key",
+    "tls_client_ca_file": "--tls-client-ca",
+    "localnet_listen": "--localnet-listen",
+}
+"""Settings that `serve` also takes as flags (a flag beats the environment)."""
 # Configured stake pools are read a page at a time with getMultipleAccounts (at most
 # 100 accounts per call on public nodes); more than this many pools is a mistake.
 MAX_STAKE_POOLS = 50
@@ -424,6 +436,19 @@ class Settings(BaseSettings):
         """The service's database: `database_url`, else the SQLite file
         `data_dir/keys.db` (named when it held only keys; it holds all the state)."""
         return self.database_url or f"sqlite:///{self.data_dir / 'keys.db'}"
+
+    @property
+    def store_location(self) -> str:
+        """Where the service's state lives, as said to people: the SQLite file's absolute
+        path, or the database URL without credentials."""
+        url = self.store_url
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            return f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
     @classmethod
     def settings_customise_sources(

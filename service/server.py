@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -30,7 +32,7 @@ from service.chain import (
     StakingOperations,
     parse_endpoints,
 )
-from service.config import Settings, parse_host_port
+from service.config import SERVE_FLAGS, Settings, parse_host_port
 from service.core.programs import LAMPORTS_PER_SOL
 from service.health import Health, HealthEndpoint
 from service.interceptors import (
@@ -113,6 +115,29 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     if settings.max_connections:
         options.append(("grpc.max_allowed_incoming_connections", settings.max_connections))
     return options
+
+
+class ListenError(OSError):
+    """An address the server must listen on cannot be had: one line naming it, what
+    wanted it and how to choose another."""
+
+    def __init__(self, address: str, what: str, how: str, cause: OSError | None) -> None:
+        if cause is not None and cause.errno is not None:
+            reason = os.strerror(cause.errno).lower()
+        else:
+            reason = "in use or not available here"
+        super().__init__(
+            f"cannot listen on {address} for {what}: {reason} (choose another with {how})"
+        )
+
+    @classmethod
+    def of_setting(
+        cls, address: str, what: str, setting: str, cause: OSError | None
+    ) -> ListenError:
+        """For an address a setting gives (its flag, if any, and its variable)."""
+        flag = SERVE_FLAGS.get(setting)
+        variable = f"AGENT_STAKING_{setting.upper()}"
+        return cls(address, what, f"{flag} or {variable}" if flag else variable, cause)
 
 
 _warned_plaintext: set[str] = set()
@@ -200,8 +225,10 @@ class AgentStakingServer:
             ),
             on_wait=on_wait,
         )
-        # Parsed first: a bad --rpc-url or certificate fails before anything has started.
+        # Parsed first: a bad --rpc-url or certificate, or an address in use, fails
+        # before anything has started.
         endpoints = parse_endpoints(settings.rpc_urls) if settings.rpc_urls else []
+        self._check_addresses_free()
         fee = self._fee_policy()
         if settings.tls_cert_file is not None and settings.tls_key_file is not None:
             self.certificates = CertificateFiles(
@@ -243,7 +270,12 @@ class AgentStakingServer:
                     slots_per_epoch=settings.localnet_slots_per_epoch,
                 )
             )
-            await self.localnet.start(*parse_host_port(settings.localnet_listen))
+            try:
+                await self.localnet.start(*parse_host_port(settings.localnet_listen))
+            except OSError as exc:
+                raise ListenError.of_setting(
+                    settings.localnet_listen, "the embedded localnet", "localnet_listen", exc
+                ) from None
             self.rpc_url = self.localnet.url
             log.info("no --rpc-url given: started the embedded localnet at %s", self.rpc_url)
         self._rpc = FailoverRpc(
@@ -369,15 +401,20 @@ class AgentStakingServer:
         add_reflection(server, [STAKING_SERVICE, KEY_SERVICE, HEALTH_SERVICE])
         host, port = parse_host_port(settings.listen)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            if self.certificates is not None:
+                self.port = server.add_secure_port(address, self.certificates.grpc_credentials())
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError:  # gRPC's way of saying the bind failed
+            self.port = 0
+        if self.port == 0:
+            raise ListenError.of_setting(settings.listen, "gRPC", "listen", None)
         if self.certificates is not None:
-            self.port = server.add_secure_port(address, self.certificates.grpc_credentials())
             certificates = self.certificates
             metrics.watch_certificate(lambda: certificates.current.not_after.timestamp())
         else:
-            self.port = server.add_insecure_port(address)
             warn_plaintext(host, "gRPC", "--tls-cert and --tls-key")
-        if self.port == 0:
-            raise OSError(f"could not bind {settings.listen}")
         metrics.initialize(
             [
                 staking_pb2.DESCRIPTOR.services_by_name["StakingService"],
@@ -408,7 +445,18 @@ class AgentStakingServer:
         assert self.limiter is not None and self._rpc is not None
         assert self.chain is not None and self.relay is not None
         database, chain = self.database, self.chain
-        await startup.wait_for(f"the database {database.url}", database.connect, _STORE_DOWN)
+        applied: list[int] = []
+
+        async def connect() -> None:
+            applied.extend(await database.connect())
+
+        await startup.wait_for(f"the database {database.url}", connect, _STORE_DOWN)
+        if 1 in applied:
+            log.warning(
+                "created a new, empty store at %s (state from a start in another folder, or "
+                "with another AGENT_STAKING_DATA_DIR, is in that one)",
+                settings.store_location,
+            )
         await self._report(KEY_SERVICE, SERVING)
         await self.keys.start()
         bootstrap = settings.bootstrap_keys
@@ -431,6 +479,27 @@ class AgentStakingServer:
         )
         await self.relay.start()
 
+    def _check_addresses_free(self) -> None:
+        """Fail with one clear line, before anything starts, when an address this
+        server must listen on is in use (the binds themselves say so too, later)."""
+        settings = self.settings
+        wanted = [(settings.listen, "gRPC", "listen")]
+        if settings.embedded_localnet:
+            wanted.append((settings.localnet_listen, "the embedded localnet", "localnet_listen"))
+        if settings.health_listen.strip().lower() not in ("", "off", "none"):
+            wanted.append((settings.health_listen, "the health port", "health_listen"))
+        for listen, what, setting in wanted:
+            host, port = parse_host_port(listen)
+            if port == 0 or (settings.workers > 1 and setting != "localnet_listen"):
+                continue  # any free port; or shared with the other workers
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError as exc:
+                    raise ListenError.of_setting(listen, what, setting, exc) from None
+
     async def _start_metrics(self) -> None:
         """Serve /metrics where the settings say; the default address is skipped (with a
         warning) when taken, so a second instance on one host still starts."""
@@ -448,7 +517,7 @@ class AgentStakingServer:
             await listener.start(host, port)
         except OSError as exc:
             if "metrics_listen" in self.settings.model_fields_set:
-                raise OSError(f"could not serve metrics on {listen}: {exc.strerror}") from exc
+                raise ListenError.of_setting(listen, "/metrics", "metrics_listen", exc) from None
             log.warning("metrics not served: %s is taken (set --metrics-listen)", listen)
             return
         self.metrics_listener = listener
@@ -460,7 +529,10 @@ class AgentStakingServer:
             return
         host, port = parse_host_port(listen)
         endpoint = HealthEndpoint([("grpc.so_reuseport", 1 if self.settings.workers > 1 else 0)])
-        await endpoint.start(host, port)
+        try:
+            await endpoint.start(host, port)
+        except OSError as exc:
+            raise ListenError.of_setting(listen, "the health port", "health_listen", exc) from None
         self.health_endpoint = endpoint
         log.info("health (grpc.health.v1, plaintext) on %s:%d", host, endpoint.port)
 

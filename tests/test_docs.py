@@ -9,8 +9,7 @@ import re
 from pathlib import Path
 
 import service
-from service.cli import SERVE_FLAGS
-from service.config import Settings, settings_reference
+from service.config import SERVE_FLAGS, Settings, settings_reference
 from service.core.errors import DomainError
 
 ROOT = Path(__file__).resolve().parents[1]
