@@ -59,6 +59,7 @@ from service.core import (
     stake_get_minimum_delegation,
     to_solders_stake_history,
 )
+from service.core.inflation import InflationGovernor
 from service.core.programs import (
     COMPUTE_BUDGET_PROGRAM,
     LAMPORTS_PER_SOL,
@@ -72,6 +73,8 @@ from service.core.programs import (
     VOTE_PROGRAM,
 )
 
+from ._rewards import RewardsBank
+from ._vote_history import epoch_credits
 from ._vote_state import VoteState, decode_vote_state, encode_vote_state
 
 # Agave's MAX_PROCESSING_AGE: a blockhash is usable for this many blocks.
@@ -83,8 +86,6 @@ DELINQUENT_SLOT_DISTANCE = 128
 STATUS_CACHE_SLOTS = 300
 # Upper bound of transactions kept for getTransaction/getSignatureStatuses.
 HISTORY_LIMIT = 200_000
-# Votes earn up to 16 credits per slot (timely vote credits).
-MAX_CREDITS_PER_SLOT = 16
 
 
 class ChainError(Exception):
@@ -113,6 +114,8 @@ class LocalnetConfig:
     """Slots behind the tip at which a slot counts as finalized."""
     airdrop_max_lamports: int = 1_000_000 * LAMPORTS_PER_SOL
     """Largest single requestAirdrop."""
+    inflation: InflationGovernor = field(default_factory=InflationGovernor)
+    """Inflation schedule, active from genesis (default: the SDK's genesis default)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,6 +233,9 @@ class LocalnetChain:
         self.faucet = self.svm.airdrop_pubkey()
         self.validators: list[Validator] = []
         self.activated_stake: dict[Pubkey, int] = {}
+        self.rewards = RewardsBank(
+            self.svm, governor=config.inflation, slots_per_epoch=config.slots_per_epoch
+        )
         self._set_clock()
         self._new_blockhash()
         self._genesis()
@@ -270,11 +276,13 @@ class LocalnetChain:
             self.advance_slots(slots)
 
     def advance_slots(self, count: int) -> None:
-        """Move the tip `count` slots forward, rolling epochs over on the way."""
+        """Move the tip `count` slots forward, rolling epochs over on the way (each
+        boundary pays the ended epoch's rewards, over the blocks after it)."""
         start = self.slot
         target = start + count
         while self.schedule.get_epoch(target) > self.epoch:
             self._roll_epoch()
+            self._distribute_rewards(target)
         # Only the newest slots' blockhashes can still matter, but those must all
         # exist however far the tip jumps: the confirmed and finalized blockhashes
         # are a few slots behind it, and must still be usable.
@@ -285,10 +293,13 @@ class LocalnetChain:
             self._new_blockhash()
         self._txs_in_slot = 0
         self._set_clock()
+        self._distribute_rewards(target)
         self._refresh_votes()
 
     def advance_epochs(self, count: int) -> None:
-        """Jump to the first slot of the epoch `count` epochs ahead.
+        """Jump to the epoch `count` epochs ahead, past its reward distribution and far
+        enough for the distribution to be finalized: its first slot, plus one block per
+        distribution partition, plus the finalization depth.
 
         The jump takes nothing from transactions in flight: a blockhash valid before it
         stays valid for as many blocks after it as it had left, so what a client built
@@ -302,6 +313,10 @@ class LocalnetChain:
         ]
         target_epoch = self.epoch + count
         self.advance_slots(self.schedule.get_first_slot_in_epoch(target_epoch) - self.slot)
+        record = self.rewards.records.get(target_epoch - 1)
+        if count and record is not None:
+            settled = record.calculation_slot + record.num_partitions + self.config.finalized_depth
+            self.advance_slots(max(settled - self.slot, 0))
         # Oldest first, as the window is kept: they expire before the jump's own.
         window = OrderedDict(
             (blockhash, (slot, self.block_height + left)) for blockhash, slot, left in carried
@@ -309,19 +324,41 @@ class LocalnetChain:
         window.update(self._blockhashes)
         self._blockhashes = window
 
+    def _distribute_rewards(self, up_to_slot: int) -> None:
+        if self.rewards.distribute(up_to_slot=up_to_slot):
+            # Paid rewards are delegated stake: the vote accounts' stake follows.
+            self.activated_stake = self._epoch_stakes(list(self._delegations()))
+
     def _roll_epoch(self) -> None:
         # What a bank does at an epoch boundary: the ending epoch's stake totals
-        # (every delegation's status at that epoch) go into StakeHistory, and the
-        # new epoch's stakes are taken from it.
+        # (every delegation's status at that epoch) go into StakeHistory, the new
+        # epoch's stakes are taken from it, and the ended epoch's rewards are
+        # calculated from the vote accounts as the epoch ended.
         ending = self.epoch
+        self._refresh_votes(self.schedule.get_last_slot_in_epoch(ending))
         delegations = list(self._delegations())
         self.history[ending] = next_stake_history_entry(delegations, ending, self.history)
+        parent_blockhash = self._blockhash_at(self.schedule.get_last_slot_in_epoch(ending))
         # Blockhashes are made by `advance_slots` once the tip has stopped moving.
         self.slot = self.schedule.get_first_slot_in_epoch(ending + 1)
         self._write_stake_history()
         self._set_clock()
         self._snapshot_epoch_stakes(delegations)
+        self.rewards.begin(
+            rewarded_epoch=ending,
+            slot=self.slot,
+            block_height=self.block_height,
+            parent_blockhash=parent_blockhash,
+            history=self.history,
+        )
         self._refresh_votes()
+
+    def _blockhash_at(self, slot: int) -> Hash:
+        for known, blockhash in reversed(self._slot_hashes):
+            if known == slot:
+                return blockhash
+        # A slot the tip jumped over: its block was never materialised.
+        return Hash(hashlib.sha256(f"{self.genesis_hash}:{slot}".encode()).digest())
 
     def _set_clock(self) -> None:
         epoch = self.epoch
@@ -411,6 +448,14 @@ class LocalnetChain:
             )
         self._snapshot_epoch_stakes(list(self._delegations()))
         self._refresh_votes()
+        self.rewards.count_genesis(
+            [
+                self.faucet,
+                funder.pubkey(),
+                *(v.vote_account for v in self.validators),
+                *(v.self_stake_account for v in self.validators),
+            ]
+        )
 
     def _create_vote_account(
         self, funder: Keypair, identity: Keypair, vote: Keypair, commission: int, rent: int
@@ -452,9 +497,10 @@ class LocalnetChain:
         if isinstance(result, FailedTransactionMetadata):
             raise RuntimeError(f"genesis vote account failed: {result}")
 
-    def _refresh_votes(self) -> None:
-        """Record each validator's voting up to the tip in its vote account."""
-        slot, epoch = self.slot, self.epoch
+    def _refresh_votes(self, slot: int | None = None) -> None:
+        """Record each validator's voting up to `slot` (default: the tip) in its vote
+        account."""
+        slot = self.slot if slot is None else slot
         for validator in self.validators:
             account = self.svm.get_account(validator.vote_account)
             if account is None or account.owner != VOTE_PROGRAM:
@@ -462,19 +508,10 @@ class LocalnetChain:
             state = decode_vote_state(bytes(account.data))
             # A delinquent validator stopped voting at genesis + a few slots.
             last_vote = min(slot, 4) if validator.delinquent else slot
-            credits: list[tuple[int, int, int]] = []
-            total = 0
-            first_epoch = max(0, epoch - 9)
-            for e in range(first_epoch, epoch + 1):
-                start = self.schedule.get_first_slot_in_epoch(e)
-                end = min(self.schedule.get_last_slot_in_epoch(e), last_vote)
-                voted = max(0, end - start + 1)
-                earned = int(voted * MAX_CREDITS_PER_SLOT * validator.credit_rate)
-                if earned:
-                    credits.append((e, total + earned, total))
-                    total += earned
             updated = state.with_history(
-                epoch_credits=tuple(credits),
+                epoch_credits=epoch_credits(
+                    credit_rate=validator.credit_rate, last_vote=last_vote, schedule=self.schedule
+                ),
                 last_vote=last_vote,
                 timestamp=self.unix_time_at(last_vote),
             )
@@ -511,12 +548,16 @@ class LocalnetChain:
         against this chain's stake history."""
         return stake_activation(delegation, epoch, self.history)
 
-    def _snapshot_epoch_stakes(self, delegations: Sequence[Delegation]) -> None:
+    def _epoch_stakes(self, delegations: Sequence[Delegation]) -> dict[Pubkey, int]:
         epoch = self.epoch
         stakes: dict[Pubkey, int] = {}
         for delegation in delegations:
             effective = self.delegation_status(delegation, epoch).effective
             stakes[delegation.voter] = stakes.get(delegation.voter, 0) + effective
+        return stakes
+
+    def _snapshot_epoch_stakes(self, delegations: Sequence[Delegation]) -> None:
+        stakes = self._epoch_stakes(delegations)
         self.activated_stake = stakes
         self.svm.set_epoch_stakes({k: v for k, v in stakes.items() if v})
 
@@ -620,6 +661,7 @@ class LocalnetChain:
             return_data=outcome.return_data,
         )
         self._remember(record)
+        self.rewards.burn(record.fee)
         self._record_priority_fee(tx)
         if self.config.slot_duration <= 0:
             # Frozen wall time: every transaction makes a block of its own.
@@ -646,6 +688,7 @@ class LocalnetChain:
             return_data=None,
         )
         self._remember(record)
+        self.rewards.burn(record.fee)
         if self.config.slot_duration <= 0:
             self.advance_slots(1)
         return record

@@ -23,6 +23,7 @@ from service.core.programs import STAKE_ACCOUNT_SIZE, STAKE_PROGRAM
 
 from ._chain import DELINQUENT_SLOT_DISTANCE, ChainError, LocalnetChain, Outcome, TxRecord
 from ._encoding import b58decode, b58encode
+from ._rewards import BlockNotAvailableError, RewardsPeriodActiveError, inflation_rewards
 
 VERSION = {"solana-core": "3.0.0", "feature-set": 3640012085}
 
@@ -34,6 +35,8 @@ INTERNAL_ERROR = -32603
 PREFLIGHT_FAILURE = -32002
 SIGNATURE_VERIFICATION_FAILURE = -32003
 MIN_CONTEXT_SLOT_NOT_REACHED = -32016
+BLOCK_NOT_AVAILABLE = -32004
+EPOCH_REWARDS_PERIOD_ACTIVE = -32019
 UNSUPPORTED_TRANSACTION_VERSION = -32015
 
 MAX_MULTIPLE_ACCOUNTS = 100
@@ -466,16 +469,84 @@ def get_inflation_reward(chain: LocalnetChain, params: Params) -> Any:
     addresses = _param(params, 0, "addresses")
     if not isinstance(addresses, list):
         raise invalid_params("Invalid params: invalid type: expected a list of pubkeys.")
-    for address in addresses:
-        _pubkey(address)
+    keys = [_pubkey(address) for address in addresses]
     config = _config(params, 1)
+    commitment = _commitment(chain, config)
+    if commitment == "processed":
+        raise invalid_params("Method does not support commitment below `confirmed`")
+    slot = chain.slot_at(commitment)
     epoch = config.get("epoch")
-    if epoch is not None and _u64(epoch, "epoch") >= chain.epoch:
-        raise ChainError(
-            -32004, f"Block not available for slot {chain.schedule.get_first_slot_in_epoch(epoch)}"
+    if epoch is None:
+        epoch = max(int(chain.schedule.get_epoch(slot)) - 1, 0)
+    epoch = _u64(epoch, "epoch")
+    # Rewards of an epoch are in the first blocks of the next one.
+    first_slot = int(chain.schedule.get_first_slot_in_epoch(epoch + 1))
+    try:
+        found = inflation_rewards(
+            chain.rewards.records.get(epoch), keys, first_slot=first_slot, slot=slot
         )
-    # The localnet pays no inflation rewards: every address has none.
-    return [None for _ in addresses]
+    except BlockNotAvailableError as exc:
+        raise ChainError(BLOCK_NOT_AVAILABLE, str(exc)) from None
+    except RewardsPeriodActiveError as exc:
+        raise ChainError(
+            EPOCH_REWARDS_PERIOD_ACTIVE,
+            str(exc),
+            {
+                "currentBlockHeight": exc.block_height,
+                "rewardsCompleteBlockHeight": exc.complete_block_height,
+            },
+        ) from None
+    return [
+        None
+        if item is None
+        else {
+            "epoch": epoch,
+            "effectiveSlot": item[1],
+            "amount": item[0].lamports,
+            "postBalance": item[0].post_balance,
+            "commission": item[0].commission,
+        }
+        for item in found
+    ]
+
+
+def get_inflation_governor(chain: LocalnetChain, params: Params) -> Any:
+    _commitment(chain, _config(params, 0))
+    governor = chain.rewards.governor
+    return {
+        "initial": governor.initial,
+        "terminal": governor.terminal,
+        "taper": governor.taper,
+        "foundation": governor.foundation,
+        "foundationTerm": governor.foundation_term,
+    }
+
+
+def get_inflation_rate(chain: LocalnetChain, params: Params) -> Any:
+    # A node answers from its finalized bank.
+    rate = chain.rewards.rate(int(chain.schedule.get_epoch(chain.slot_at("finalized"))))
+    return {
+        "total": rate.total,
+        "validator": rate.validator,
+        "foundation": rate.foundation,
+        "epoch": rate.epoch,
+    }
+
+
+def get_supply(chain: LocalnetChain, params: Params) -> Any:
+    config = _config(params, 0)
+    commitment = _commitment(chain, config)
+    total = chain.rewards.capitalization
+    # No account of the localnet is on the runtime's non-circulating lists.
+    return {
+        "context": _context(chain, commitment),
+        "value": {
+            "total": total,
+            "circulating": total,
+            "nonCirculating": 0,
+            "nonCirculatingAccounts": [],
+        },
+    }
 
 
 def _verify_signatures(tx: VersionedTransaction) -> None:
@@ -820,6 +891,9 @@ METHODS: dict[str, Handler] = {
     "getRecentPrioritizationFees": get_recent_prioritization_fees,
     "getStakeMinimumDelegation": get_stake_minimum_delegation,
     "getInflationReward": get_inflation_reward,
+    "getInflationRate": get_inflation_rate,
+    "getInflationGovernor": get_inflation_governor,
+    "getSupply": get_supply,
     "sendTransaction": send_transaction,
     "simulateTransaction": simulate_transaction,
     "getSignatureStatuses": get_signature_statuses,

@@ -177,10 +177,6 @@ async def test_prioritization_fees(client: AsyncClient, funded: Keypair, raw: Ra
     assert resp.value is not None
 
 
-async def test_inflation_reward_answers_empty(client: AsyncClient, funded: Keypair) -> None:
-    assert (await client.get_inflation_reward([funded.pubkey()])).value == [None]
-
-
 async def test_signature_statuses_history(
     client: AsyncClient, funded: Keypair, raw: RawRpc
 ) -> None:

@@ -12,25 +12,18 @@ rather than against constants.
 from __future__ import annotations
 
 import base64
-import secrets
-from collections.abc import Sequence
 from typing import Any
 
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.models import MemcmpOpts
-from solders.hash import Hash
-from solders.instruction import Instruction
 from solders.keypair import Keypair
-from solders.message import MessageV0
 from solders.pubkey import Pubkey
-from solders.transaction import VersionedTransaction
 
 from service.core import (
     STAKER_OFFSET,
     VOTER_OFFSET,
     WITHDRAWER_OFFSET,
     Delegation,
-    SeedPurpose,
     StakeAccount,
     StakeActivation,
     StakeHistoryEntry,
@@ -38,14 +31,9 @@ from service.core import (
     decode_stake_account,
     decode_stake_history,
     next_stake_history_entry,
-    seed_from_entropy,
-    stake_account_address,
     stake_activation,
     stake_deactivate,
-    stake_delegate,
-    stake_initialize,
     stake_withdraw,
-    system_create_account_with_seed,
 )
 from service.core.programs import (
     LAMPORTS_PER_SIGNATURE,
@@ -55,6 +43,7 @@ from service.core.programs import (
     U64_MAX,
 )
 
+from ._helpers import create_stake, send
 from .conftest import RawRpc
 
 SOL = 1_000_000_000
@@ -62,64 +51,6 @@ FEE = LAMPORTS_PER_SIGNATURE  # every transaction here has one signature unless 
 
 
 # ----- helpers: everything goes through JSON-RPC -----------------------------------------
-
-
-async def _send(
-    raw: RawRpc, payer: Keypair, instructions: Sequence[Instruction], *cosigners: Keypair
-) -> str:
-    """Sign with a blockhash fetched just now, send, and check that it landed."""
-    latest = await raw.result("getLatestBlockhash")
-    message = MessageV0.try_compile(
-        payer.pubkey(), list(instructions), [], Hash.from_string(latest["value"]["blockhash"])
-    )
-    tx = VersionedTransaction(message, [payer, *cosigners])
-    signature = await raw.result(
-        "sendTransaction", base64.b64encode(bytes(tx)).decode(), {"encoding": "base64"}
-    )
-    assert isinstance(signature, str)
-    status = (await raw.result("getSignatureStatuses", [signature]))["value"][0]
-    assert status is not None and status["err"] is None, status
-    return signature
-
-
-async def _create_stake(
-    raw: RawRpc,
-    payer: Keypair,
-    lamports: int,
-    *,
-    staker: Keypair | None = None,
-    withdrawer: Pubkey | None = None,
-    vote: Pubkey | None = None,
-) -> Pubkey:
-    """create_account_with_seed (payer is the base) + Initialize [+ DelegateStake]."""
-    staker = staker or payer
-    seed = seed_from_entropy(
-        purpose=SeedPurpose.STAKE, wallet=payer.pubkey(), entropy=secrets.token_bytes(16)
-    )
-    address = stake_account_address(base=payer.pubkey(), seed=seed)
-    instructions = [
-        system_create_account_with_seed(
-            payer=payer.pubkey(),
-            new_account=address,
-            base=payer.pubkey(),
-            seed=seed,
-            lamports=lamports,
-            space=STAKE_ACCOUNT_SIZE,
-            owner=STAKE_PROGRAM,
-        ),
-        stake_initialize(
-            stake_account=address,
-            staker=staker.pubkey(),
-            withdrawer=withdrawer or payer.pubkey(),
-        ),
-    ]
-    if vote is not None:
-        instructions.append(
-            stake_delegate(stake_account=address, vote_account=vote, staker=staker.pubkey())
-        )
-    cosigners = [staker] if staker is not payer and vote is not None else []
-    await _send(raw, payer, instructions, *cosigners)
-    return address
 
 
 async def _stake_state(raw: RawRpc, address: Pubkey) -> tuple[int, StakeAccount]:
@@ -184,16 +115,23 @@ async def _balance(raw: RawRpc, address: Pubkey) -> int:
     return value
 
 
-async def _assert_history_entry_is_the_banks(raw: RawRpc, epoch: int) -> StakeHistoryEntry:
+async def _assert_history_entry_is_the_banks(
+    raw: RawRpc, epoch: int, ended_with: dict[Pubkey, Delegation]
+) -> StakeHistoryEntry:
     """The sysvar's entry for ``epoch`` is every delegation's status at ``epoch``
-    summed (what a bank records), recomputed here from the accounts on chain.
-
-    Valid right after the roll-over, while no stake account has changed since.
+    summed (what a bank records), recomputed here from the delegations on chain as
+    the epoch ended (``ended_with``: read just before the roll-over; the rewards paid
+    after it have grown them since).
     """
     history = await _stake_history(raw)
-    delegations = await _delegations(raw)
-    assert history[epoch] == next_stake_history_entry(delegations.values(), epoch, history)
+    assert history[epoch] == next_stake_history_entry(ended_with.values(), epoch, history)
     return history[epoch]
+
+
+async def _staking_rewards(raw: RawRpc, addresses: list[Pubkey], epoch: int) -> dict[Pubkey, int]:
+    """getInflationReward amounts (0 when none) of ``epoch``."""
+    found = await raw.result("getInflationReward", [str(a) for a in addresses], {"epoch": epoch})
+    return {a: (r or {}).get("amount", 0) for a, r in zip(addresses, found, strict=True)}
 
 
 # ----- tests ---------------------------------------------------------------------------------
@@ -219,7 +157,7 @@ async def test_stake_lifecycle(raw: RawRpc, funded: Keypair) -> None:
 
     # Create, initialize and delegate in one transaction: activating this epoch.
     delegated_in = await _epoch(raw)
-    stake = await _create_stake(raw, funded, rent + amount, vote=vote)
+    stake = await create_stake(raw, funded, rent + amount, vote=vote)
     assert await _balance(raw, wallet) == start_balance - rent - amount - FEE
     assert await _activation(raw, stake) == StakeActivation(activating=amount)
     lamports, state = await _stake_state(raw, stake)
@@ -237,8 +175,9 @@ async def test_stake_lifecycle(raw: RawRpc, funded: Keypair) -> None:
 
     # One epoch later the cluster (millions of SOL of genesis stake, 9% per epoch)
     # has warmed it up completely.
+    ended_with = await _delegations(raw)
     active_in = await _advance_epoch(raw)
-    entry = await _assert_history_entry_is_the_banks(raw, delegated_in)
+    entry = await _assert_history_entry_is_the_banks(raw, delegated_in, ended_with)
     assert entry.activating >= amount
     assert entry.effective >= sum(v["activatedStake"] for v in info["validators"])
     assert await _activation(raw, stake) == StakeActivation(effective=amount)
@@ -255,34 +194,49 @@ async def test_stake_lifecycle(raw: RawRpc, funded: Keypair) -> None:
     )
     others_growth = sum(
         stake_activation(d, active_in, history).effective
-        - stake_activation(d, delegated_in, history).effective
+        - stake_activation(ended_with[address], delegated_in, history).effective
         for address, d in to_vote.items()
         if address != stake
     )
     assert activated_after - activated_before == amount + others_growth
+    # What grew the others' delegations is the reward the node reports for them;
+    # the new stake earned nothing for the epoch it was delegated in.
+    paid = await _staking_rewards(raw, list(to_vote), delegated_in)
+    assert paid[stake] == 0
+    for address, d in to_vote.items():
+        assert d.stake - ended_with[address].stake == paid[address]
 
     # Deactivate: cooling down this epoch, inactive the next.
-    await _send(raw, funded, [stake_deactivate(stake_account=stake, staker=wallet)])
+    await send(raw, funded, [stake_deactivate(stake_account=stake, staker=wallet)])
     assert await _activation(raw, stake) == StakeActivation(effective=amount, deactivating=amount)
     _, state = await _stake_state(raw, stake)
     assert state.delegation is not None and state.delegation.deactivation_epoch == active_in
+    ended_with = await _delegations(raw)
     await _advance_epoch(raw)
-    entry = await _assert_history_entry_is_the_banks(raw, active_in)
+    entry = await _assert_history_entry_is_the_banks(raw, active_in, ended_with)
     assert entry.deactivating >= amount
+    # Cooling down, it was still effective for the epoch: it earned that epoch's
+    # reward, added to its delegation, which is all inactive now.
+    (reward,) = (await _staking_rewards(raw, [stake], active_in)).values()
+    assert reward > 0
+    lamports, state = await _stake_state(raw, stake)
+    assert lamports == rent + amount + reward
+    assert state.delegation is not None and state.delegation.stake == amount + reward
     assert await _activation(raw, stake) == StakeActivation()
 
-    # Withdraw everything: the account closes and the wallet is whole but for fees.
-    await _send(
+    # Withdraw everything: the account closes and the wallet is whole but for fees,
+    # plus the reward.
+    await send(
         raw,
         funded,
         [
             stake_withdraw(
-                stake_account=stake, destination=wallet, withdrawer=wallet, lamports=rent + amount
+                stake_account=stake, destination=wallet, withdrawer=wallet, lamports=lamports
             )
         ],
     )
     assert (await raw.result("getAccountInfo", str(stake)))["value"] is None
-    assert await _balance(raw, wallet) == start_balance - 3 * FEE
+    assert await _balance(raw, wallet) == start_balance - 3 * FEE + reward
 
 
 async def test_deactivated_in_its_activation_epoch_is_withdrawable_at_once(
@@ -295,14 +249,14 @@ async def test_deactivated_in_its_activation_epoch_is_withdrawable_at_once(
     wallet = funded.pubkey()
     start_balance = await _balance(raw, wallet)
 
-    stake = await _create_stake(raw, funded, rent + amount, vote=vote)
-    await _send(raw, funded, [stake_deactivate(stake_account=stake, staker=wallet)])
+    stake = await create_stake(raw, funded, rent + amount, vote=vote)
+    await send(raw, funded, [stake_deactivate(stake_account=stake, staker=wallet)])
     _, state = await _stake_state(raw, stake)
     assert state.delegation is not None
     assert state.delegation.activation_epoch == state.delegation.deactivation_epoch
     # It never counted as stake: nothing effective, nothing cooling down.
     assert await _activation(raw, stake) == StakeActivation()
-    await _send(
+    await send(
         raw,
         funded,
         [
@@ -328,9 +282,9 @@ async def test_my_stake_accounts_are_found_by_withdrawer(
 
     # Two of the wallet's own (one delegated, one only initialized: the filter reads
     # the Meta both states share), and one the wallet may stake but not withdraw.
-    delegated = await _create_stake(raw, funded, rent + amount, vote=vote)
-    initialized = await _create_stake(raw, funded, rent + amount)
-    not_mine = await _create_stake(
+    delegated = await create_stake(raw, funded, rent + amount, vote=vote)
+    initialized = await create_stake(raw, funded, rent + amount)
+    not_mine = await create_stake(
         raw, other, rent + amount, staker=funded, withdrawer=other.pubkey(), vote=vote
     )
     _, state = await _stake_state(raw, not_mine)
@@ -364,7 +318,7 @@ async def test_my_stake_accounts_are_found_by_withdrawer(
 
     # The staker may deactivate what it cannot withdraw. Deactivated in their
     # activation epoch, these never count as stake for the tests that follow.
-    await _send(
+    await send(
         raw,
         funded,
         [
@@ -383,7 +337,7 @@ async def test_set_stake_history_drives_warmup(raw: RawRpc, funded: Keypair) -> 
     wallet = funded.pubkey()
     start_balance = await _balance(raw, wallet)
 
-    stake = await _create_stake(raw, funded, rent + amount, vote=vote)
+    stake = await create_stake(raw, funded, rent + amount, vote=vote)
     delegated_in = await _epoch(raw)
     now = await _advance_epoch(raw)
     _, state = await _stake_state(raw, stake)
@@ -443,9 +397,9 @@ async def test_set_stake_history_drives_warmup(raw: RawRpc, funded: Keypair) -> 
         ],
     )
     assert await _activation(raw, stake) == StakeActivation(effective=amount)
-    await _send(raw, funded, [stake_deactivate(stake_account=stake, staker=wallet)])
+    await send(raw, funded, [stake_deactivate(stake_account=stake, staker=wallet)])
     await _advance_epoch(raw)
-    await _send(
+    await send(
         raw,
         funded,
         [
