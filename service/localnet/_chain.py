@@ -241,8 +241,12 @@ class LocalnetChain:
         self._genesis()
         self.minimum_delegation = self._read_minimum_delegation()
         # Start with some history behind the tip, so that the delinquent validator
-        # is already delinquent and every commitment level has a slot.
+        # is already delinquent and every commitment level has a slot (and, with
+        # short epochs, past any rewards distribution on the way).
         self.advance_slots(2 * DELINQUENT_SLOT_DISTANCE)
+        if self.rewards.active is not None:
+            active = self.rewards.active
+            self.advance_slots(active.calculation_slot + active.num_partitions - self.slot)
 
     # ----- time ---------------------------------------------------------------------
 
@@ -281,8 +285,9 @@ class LocalnetChain:
         start = self.slot
         target = start + count
         while self.schedule.get_epoch(target) > self.epoch:
-            self._roll_epoch()
+            # The blocks after a boundary pay its rewards before the next boundary.
             self._distribute_rewards(target)
+            self._roll_epoch()
         # Only the newest slots' blockhashes can still matter, but those must all
         # exist however far the tip jumps: the confirmed and finalized blockhashes
         # are a few slots behind it, and must still be usable.
