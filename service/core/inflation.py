@@ -86,6 +86,11 @@ class InflationGovernor:
         if self.taper > 1.0 or self.foundation > 1.0:
             raise ValueError("inflation taper and foundation share are fractions (0..1)")
 
+    @classmethod
+    def disabled(cls) -> InflationGovernor:
+        """No inflation at all (``Inflation::new_disabled()``)."""
+        return cls(initial=0.0, terminal=0.0, taper=0.0, foundation=0.0, foundation_term=0.0)
+
     def total_rate(self, year: float) -> float:
         """``max(terminal, initial * (1 - taper)^year)``."""
         if year < 0.0:

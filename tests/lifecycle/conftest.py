@@ -31,6 +31,7 @@ from solders.transaction import VersionedTransaction
 
 from service.config import Settings
 from service.core import StakeHistoryEntry, decode_stake_history
+from service.core.inflation import InflationGovernor
 from service.core.programs import SYSVAR_STAKE_HISTORY
 from service.keys import KeyPolicy
 from service.localnet import LocalnetChain, LocalnetConfig, LocalnetServer
@@ -236,8 +237,19 @@ class Lifecycle:
 @pytest.fixture(scope="package")
 async def lifecycle_localnet() -> AsyncIterator[LocalnetServer]:
     """Like the session localnet (100 ms slots), for this package alone (stopped when
-    its tests are done, so nothing of it runs on in the background)."""
-    server = LocalnetServer(LocalnetConfig(slot_duration=0.1, slots_per_epoch=432_000))
+    its tests are done, so nothing of it runs on in the background).
+
+    Without inflation (the SDK's ``Inflation::new_disabled()``): these tests check
+    warmup and cooldown to the lamport against stake histories they write, which
+    rewards compounding into the delegations would blur (tests/rewards covers them).
+    """
+    server = LocalnetServer(
+        LocalnetConfig(
+            slot_duration=0.1,
+            slots_per_epoch=432_000,
+            inflation=InflationGovernor.disabled(),
+        )
+    )
     await server.start()
     yield server
     await server.stop()

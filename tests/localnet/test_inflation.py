@@ -218,8 +218,8 @@ async def test_rewards_equal_the_published_formulas_to_the_lamport(
     await rpc.result("requestAirdrop", str(wallet.pubkey()), 200 * SOL)
     mine: dict[int, str] = {}
     for index, sol in chosen.items():
-        vote = Pubkey.from_string(validators[index]["votePubkey"])
-        mine[index] = str(await create_stake(rpc, wallet, sol * SOL + 2_282_880, vote=vote))
+        vote_key = Pubkey.from_string(validators[index]["votePubkey"])
+        mine[index] = str(await create_stake(rpc, wallet, sol * SOL + 2_282_880, vote=vote_key))
 
     # The epoch they were delegated in pays them nothing (activation epoch).
     delegated_in = (await _epoch_info(rpc))["epoch"]
@@ -256,10 +256,10 @@ async def test_rewards_equal_the_published_formulas_to_the_lamport(
 
         # The node's view: getInflationReward, as solders parses it.
         first_slot = (rewarded_epoch + 1) * SLOTS_PER_EPOCH
-        addresses = [Pubkey.from_string(a) for a in [*mine.values(), *vote_accounts]]
-        answer = (await client.get_inflation_reward(addresses, epoch=rewarded_epoch)).value
-        for address, reward in zip(addresses, answer, strict=True):
-            key = str(address)
+        keys = [Pubkey.from_string(a) for a in [*mine.values(), *vote_accounts]]
+        answer = (await client.get_inflation_reward(keys, epoch=rewarded_epoch)).value
+        for pubkey, reward in zip(keys, answer, strict=True):
+            key = str(pubkey)
             if key in mine.values():
                 amount = expected.staker.get(key)
                 if amount is None:
