@@ -185,6 +185,10 @@ class Settings(BaseSettings):
     stake_accounts_cache_seconds: float = Field(default=3.0, ge=0)
     """How long a wallet's ListStakeAccounts read (its stake accounts, Clock and
     StakeHistory) is reused; 0 reads the chain on every call. Builds always read fresh."""
+    rewards_cache_entries: int = Field(default=200_000, ge=0)
+    """GetRewards: most (epoch, address) rewards kept in memory per process (least
+    recently used dropped first; about 200 bytes each). Every one read from the chain is
+    also kept in the database, shared by replicas and restarts."""
 
     # Liquid staking (SPL stake pools).
     stake_pools: Annotated[list[StakePoolSetting], NoDecode] = Field(default_factory=list)

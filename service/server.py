@@ -25,7 +25,10 @@ from service.chain import (
     LiquidStakingOperations,
     Relay,
     RelayConfig,
+    RewardOperations,
+    RewardsCache,
     Routing,
+    SqlRewardsStore,
     SqlSubmissionLog,
     StakeManagement,
     StakePoolConfig,
@@ -196,6 +199,7 @@ class AgentStakingServer:
         self.chain: ChainContext | None = None
         self.relay: Relay | None = None
         self.database: Database | None = None
+        self.rewards: RewardOperations | None = None
         self.keys: KeyManager | None = None
         self.limiter: RateLimiter | None = None
         self.bootstrapped_keys: list[tuple[ApiKey, str]] = []
@@ -358,6 +362,17 @@ class AgentStakingServer:
             rpc_timeout=settings.rpc_timeout_seconds,
             max_priority_fee_lamports=settings.max_priority_fee_lamports,
         )
+        self.rewards = RewardOperations(
+            rpc=self._rpc,
+            context=self.chain,
+            operations=operations,
+            # Completed epochs' rewards: in memory, and in the key store's database.
+            cache=RewardsCache(
+                SqlRewardsStore(self.database), max_entries=settings.rewards_cache_entries
+            ),
+            rpc_timeout=settings.rpc_timeout_seconds,
+            stake_accounts_cache_seconds=settings.stake_accounts_cache_seconds,
+        )
         self.relay = Relay(
             self._rpc,
             RelayConfig(
@@ -393,6 +408,7 @@ class AgentStakingServer:
                     context=self.chain,
                     rpc_timeout=settings.rpc_timeout_seconds,
                 ),
+                self.rewards,
             ),
             server,
         )

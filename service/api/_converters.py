@@ -452,6 +452,7 @@ def validator_to_proto(rank: int, validator: RankedValidator) -> staking_pb2.Val
         score=validator.score,
         reasons=list(validator.reasons),
         featured=validator.featured,
+        estimated_apy=validator.estimated_apy,
     )
 
 

@@ -9,7 +9,13 @@ from collections.abc import AsyncIterator
 import grpc
 from agentstaking.v1 import staking_pb2, staking_pb2_grpc
 
-from service.chain import LiquidStakingOperations, Relay, StakeManagement, StakingOperations
+from service.chain import (
+    LiquidStakingOperations,
+    Relay,
+    RewardOperations,
+    StakeManagement,
+    StakingOperations,
+)
 from service.core.errors import DomainError, ErrorKind
 from service.core.txstatus import Commitment
 
@@ -33,6 +39,7 @@ from ._converters import (
 from ._errors import handle_errors, handle_stream_errors
 from ._liquid import LiquidStakingServicer
 from ._principal import current_caller_policy as _caller_policy
+from ._rewards import RewardsServicer
 from ._stake_management import StakeManagementServicer
 
 Context = grpc.aio.ServicerContext
@@ -47,7 +54,10 @@ class RelayDisabledError(DomainError):
 
 
 class StakingServicer(
-    LiquidStakingServicer, StakeManagementServicer, staking_pb2_grpc.StakingServiceServicer
+    LiquidStakingServicer,
+    RewardsServicer,
+    StakeManagementServicer,
+    staking_pb2_grpc.StakingServiceServicer,
 ):
     """Every StakingService RPC: convert, make one call into chain/, convert back."""
 
@@ -57,11 +67,13 @@ class StakingServicer(
         relay: Relay | None = None,
         liquid: LiquidStakingOperations | None = None,
         management: StakeManagement | None = None,
+        rewards: RewardOperations | None = None,
     ) -> None:
         self._operations = operations
         self._relay = relay
         self._liquid = liquid
         self._management = management
+        self._rewards = rewards
 
     def _relay_or_fail(self) -> Relay:
         if self._relay is None:
@@ -162,6 +174,9 @@ class StakingServicer(
                 else None
             ),
             include_delinquent=request.include_delinquent,
+            min_estimated_apy=(
+                request.min_estimated_apy if request.HasField("min_estimated_apy") else None
+            ),
         )
         return validators_to_proto(page)
 

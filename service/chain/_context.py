@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from service.core.programs import STAKE_ACCOUNT_SIZE
+from service.core.yields import YieldInputs
 
 from ._rpc import ChainUnavailable, RpcError, SolanaRpc
 
@@ -89,6 +90,22 @@ class ChainSnapshot:
     epoch_rewards_active: bool = False
     recent_priority_fees: tuple[int, ...] = ()
     fetched_at: float = 0.0
+    validator_inflation_rate: float | None = None
+    """Annual inflation paid to stakers (getInflationRate.validator); None: unknown."""
+    capitalization: int | None = None
+    """Lamports in existence (getSupply.total); None: unknown."""
+
+    @property
+    def yield_inputs(self) -> YieldInputs | None:
+        """What yield estimates need, when the cluster reported it."""
+        if self.validator_inflation_rate is None or self.capitalization is None:
+            return None
+        return YieldInputs(
+            validator_rate=self.validator_inflation_rate,
+            capitalization=self.capitalization,
+            active_stake=sum(v.activated_stake for v in self.vote_accounts.values()),
+            slots_in_epoch=self.slots_in_epoch,
+        )
 
     def estimated_block_height(self, now: float) -> int:
         return self.block_height + int(max(0.0, now - self.fetched_at) / self.slot_seconds)
@@ -260,13 +277,29 @@ class ChainContext:
                     epoch_credits=tuple(tuple(c) for c in entry.get("epochCredits", [])),
                     delinquent=delinquent,
                 )
+        rate, supply = await asyncio.gather(
+            self._optional("getInflationRate", []),
+            self._optional("getSupply", [{"excludeNonCirculatingAccountsList": True}]),
+        )
         return {
             "stake_rent_exempt_reserve": int(rent),
             "minimum_delegation": int(minimum["value"]),
             "vote_accounts": accounts,
             "version": str(version.get("solana-core", "")),
             "genesis_hash": str(genesis),
+            "validator_inflation_rate": None if rate is None else float(rate["validator"]),
+            "capitalization": None if supply is None else int(supply["value"]["total"]),
         }
+
+    async def _optional(self, method: str, params: list[Any]) -> Any:
+        """A read that only yield estimates need: a node that refuses it (some
+        providers disable getSupply) leaves them unknown instead of failing the
+        refresh."""
+        try:
+            return await self._call(method, params)
+        except RpcError as exc:
+            log.info("%s refused (%s): yield estimates are unavailable", method, exc.message)
+            return None
 
     async def _call(self, method: str, params: list[Any]) -> Any:
         return await self._rpc.call(method, params, timeout=self._timeout)

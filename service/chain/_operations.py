@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,13 @@ from service.core.errors import (
     combine_violations,
 )
 from service.core.fees import ServiceFee, priority_fee_percentile
-from service.core.paging import PageToken, decode_page_token, fingerprint, page_size
+from service.core.paging import (
+    PageToken,
+    decode_page_token,
+    fingerprint,
+    page_offset,
+    page_size,
+)
 from service.core.plans import (
     DurableNonce,
     MergeContext,
@@ -367,7 +374,10 @@ class StakingOperations:
         ):
             return cached[2]
         ranked = rank_validators(
-            list(snapshot.vote_accounts.values()), epoch=snapshot.epoch, featured=self._featured
+            list(snapshot.vote_accounts.values()),
+            epoch=snapshot.epoch,
+            featured=self._featured,
+            yields=snapshot.yield_inputs,
         )
         self._ranking = (snapshot.vote_accounts, snapshot.epoch, ranked)
         return ranked
@@ -391,12 +401,14 @@ class StakingOperations:
         page_token: str = "",
         max_commission_percent: int | None = None,
         include_delinquent: bool = False,
+        min_estimated_apy: float | None = None,
     ) -> ValidatorPage:
         """A page of the ranking restricted by the filters.
 
         Raises:
-            InvalidArgumentError: Negative page size, commission above 100, or a page
-                token of another request.
+            InvalidArgumentError: Negative page size, commission above 100, a minimum
+                APY that is negative or not a number, or a page token of another
+                request.
         """
         size = page_size(page_size_value)
         if max_commission_percent is not None and not 0 <= max_commission_percent <= 100:
@@ -404,13 +416,21 @@ class StakingOperations:
                 f"max_commission_percent must be 0..100, got {max_commission_percent}",
                 field="max_commission_percent",
             )
-        bound = fingerprint(max_commission_percent, include_delinquent)
+        if min_estimated_apy is not None and not (
+            math.isfinite(min_estimated_apy) and min_estimated_apy >= 0
+        ):
+            raise core_errors.InvalidArgumentError(
+                f"min_estimated_apy must be a fraction >= 0 (0.07 = 7%), got {min_estimated_apy}",
+                field="min_estimated_apy",
+            )
+        bound = fingerprint(max_commission_percent, include_delinquent, min_estimated_apy)
         token = decode_page_token(page_token, kind="validators", fingerprint=bound)
-        offset = _offset(token)
+        offset = page_offset(token)
         matching = filter_validators(
             self.ranking(),
             max_commission_percent=max_commission_percent,
             include_delinquent=include_delinquent,
+            min_estimated_apy=min_estimated_apy,
         )
         page = matching[offset : offset + size]
         end = offset + len(page)
@@ -988,20 +1008,6 @@ def _check_request_id(request_id: str) -> str:
             metadata={"maximum": MAX_REQUEST_ID_BYTES},
         )
     return request_id
-
-
-def _offset(token: PageToken | None) -> int:
-    if token is None:
-        return 0
-    try:
-        offset = int(token.position)
-    except ValueError:
-        offset = -1
-    if offset < 0:
-        raise core_errors.InvalidArgumentError(
-            "page_token is not a token returned by this service", field="page_token"
-        )
-    return offset
 
 
 def _writable_keys(message: Message | MessageV0) -> list[str]:

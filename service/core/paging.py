@@ -82,3 +82,22 @@ def decode_page_token(
             field=field,
         )
     return decoded
+
+
+def page_offset(token: PageToken | None, *, field: str = "page_token") -> int:
+    """The offset a token of an offset-paged list (a ranking) points at; 0 without one.
+
+    Raises:
+        InvalidArgumentError: The position is not an offset.
+    """
+    if token is None:
+        return 0
+    try:
+        offset = int(token.position)
+    except ValueError:
+        offset = -1
+    if offset < 0:
+        raise InvalidArgumentError(
+            "page_token is not a token returned by this service", field=field
+        )
+    return offset

@@ -14,10 +14,15 @@ decentralization     0.20    1 outside the superminority, 0 inside it (the fewes
                              of the activated stake: they can halt the cluster)
 ===================  ======  =====================================================
 
-A delinquent validator scores 0 and ranks after every other. Ties are broken by
-performance, then lower commission, then address. Featured validators (chosen by
-the operator) are flagged and say so in their reasons; featuring does not change
-the score.
+A delinquent validator scores 0 and ranks after every other. Ties are broken by the
+estimated APY, then performance, then lower commission, then address. Featured
+validators (chosen by the operator) are flagged and say so in their reasons;
+featuring does not change the score.
+
+The estimated APY (``service.core.yields.estimate_yield``) is reported with its
+formula and inputs among the reasons. It is not a fourth part of the score: it grows
+with exactly the two things the commission and performance parts already weigh, so
+adding it would count them twice; it breaks ties and can be filtered on.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
+
+from service.core.yields import YieldInputs, estimate_yield, mean_credit_ratio
 
 WEIGHT_COMMISSION: Final = 0.40
 WEIGHT_PERFORMANCE: Final = 0.40
@@ -66,6 +73,9 @@ class RankedValidator:
         superminority: Whether it belongs to the superminority.
         score: 0..1, see the module docstring.
         reasons: One line per part of the score, plus flags.
+        estimated_apy: Expected annual yield of stake delegated to it (fraction);
+            0 when delinquent or when the cluster's inflation is unknown.
+        per_epoch_rate: The same per epoch, before compounding.
     """
 
     vote_account: str
@@ -83,6 +93,8 @@ class RankedValidator:
     featured: bool
     score: float
     reasons: tuple[str, ...]
+    estimated_apy: float = 0.0
+    per_epoch_rate: float = 0.0
 
 
 def _earned(entries: Iterable[tuple[int, int, int]]) -> dict[int, int]:
@@ -110,6 +122,7 @@ def rank_validators(
     *,
     epoch: int,
     featured: Iterable[str] = (),
+    yields: YieldInputs | None = None,
 ) -> tuple[RankedValidator, ...]:
     """Score every validator and sort them, best first (delinquent ones last).
 
@@ -117,6 +130,8 @@ def rank_validators(
         validators: Current and delinquent vote accounts.
         epoch: Current epoch (credits of earlier epochs are "completed").
         featured: Vote accounts the operator features.
+        yields: The cluster's inflation, supply and active stake, for the estimated
+            APY (None: unknown, every estimate is 0).
     """
     featured_set = frozenset(featured)
     earned = {v.vote_account: _earned(v.epoch_credits) for v in validators}
@@ -134,11 +149,21 @@ def rank_validators(
         basis = "in the current epoch so far (no completed epoch reported)"
     total_stake = sum(v.activated_stake for v in validators)
     super_set = superminority(validators)
+    performances = {
+        v.vote_account: (
+            sum(earned[v.vote_account].get(e, 0) for e in counted) / best_total
+            if best_total > 0
+            else 0.0
+        )
+        for v in validators
+    }
+    mean_ratio = mean_credit_ratio(
+        (v.activated_stake, performances[v.vote_account]) for v in validators
+    )
     ranked: list[RankedValidator] = []
     for v in validators:
         mine = earned[v.vote_account]
-        credits = sum(mine.get(e, 0) for e in counted)
-        performance = credits / best_total if best_total > 0 else 0.0
+        performance = performances[v.vote_account]
         completed = [c for e, c in mine.items() if e < epoch]
         average = (
             sum(completed[-CREDIT_EPOCHS:]) // len(completed[-CREDIT_EPOCHS:]) if completed else 0
@@ -170,6 +195,20 @@ def rank_validators(
             reasons.append(
                 f"outside the superminority ({share * 100:.2f}% of activated stake): +{d_part:.3f}"
             )
+        apy = rate = 0.0
+        if v.delinquent:
+            reasons.append("estimated APY 0.00%: a delinquent validator earns no rewards")
+        elif yields is None:
+            reasons.append("estimated APY unknown: the cluster's inflation rate is not known")
+        else:
+            estimate = estimate_yield(
+                yields,
+                commission_percent=commission,
+                credit_ratio=min(performance, 1.0),
+                mean_ratio=mean_ratio,
+            )
+            apy, rate = estimate.apy, estimate.per_epoch_rate
+            reasons.append(estimate.formula())
         if v.vote_account in featured_set:
             reasons.append("featured by the operator")
         ranked.append(
@@ -189,10 +228,19 @@ def rank_validators(
                 featured=v.vote_account in featured_set,
                 score=score,
                 reasons=tuple(reasons),
+                estimated_apy=apy,
+                per_epoch_rate=rate,
             )
         )
     ranked.sort(
-        key=lambda r: (r.delinquent, -r.score, -r.performance, r.commission, r.vote_account)
+        key=lambda r: (
+            r.delinquent,
+            -r.score,
+            -r.estimated_apy,
+            -r.performance,
+            r.commission,
+            r.vote_account,
+        )
     )
     return tuple(ranked)
 
@@ -202,6 +250,7 @@ def filter_validators(
     *,
     max_commission_percent: int | None = None,
     include_delinquent: bool = False,
+    min_estimated_apy: float | None = None,
 ) -> tuple[RankedValidator, ...]:
     """The ranking restricted by the ListValidators filters (order kept)."""
     return tuple(
@@ -209,4 +258,5 @@ def filter_validators(
         for r in ranked
         if (include_delinquent or not r.delinquent)
         and (max_commission_percent is None or r.commission <= max_commission_percent)
+        and (min_estimated_apy is None or r.estimated_apy >= min_estimated_apy)
     )

@@ -213,8 +213,14 @@ class LocalnetChain:
         self.schedule = EpochSchedule.custom(config.slots_per_epoch, config.slots_per_epoch, False)
         self.svm.set_epoch_schedule(self.schedule)
         self.genesis_unix_time = int(time.time())
+        # Like a real genesis, the hash covers the creation time: a localnet started
+        # again is another cluster (whatever clients kept about the last one, such as
+        # cached rewards, is not mistaken for this one's), though its keys are the same.
+        created = time.time_ns()
         self.genesis_hash = Hash(
-            hashlib.sha256(f"agent-staking-localnet:{config.seed}:genesis".encode()).digest()
+            hashlib.sha256(
+                f"agent-staking-localnet:{config.seed}:genesis:{created}".encode()
+            ).digest()
         )
         self.slot = 0
         self.transaction_count = 0

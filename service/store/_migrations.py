@@ -1,6 +1,6 @@
 """The service's one migration history: every table of every owner, in order.
 
-Owners (keys, relay submissions, and later intents, events, the rewards cache) add
+Owners (keys, relay submissions, the rewards cache, and later intents, events) add
 their tables by appending a migration here, with the same version in both dialects;
 a migration is never edited once released. ``schema_migrations(version,
 applied_at)`` records what a database has applied. A migration only adds (tables,
@@ -115,6 +115,30 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                 " WHERE done_time IS NOT NULL",
             ),
         ),
+        Migration(
+            version=3,
+            owner="rewards",
+            description="inflation_rewards (completed epochs' rewards, per cluster)",
+            statements=(
+                # One row per (cluster, epoch, address); amount NULL: the epoch paid the
+                # address nothing. Rows never change once written. fetch_time: unix
+                # seconds.
+                """
+                CREATE TABLE inflation_rewards (
+                    cluster TEXT NOT NULL,
+                    epoch INTEGER NOT NULL CHECK (epoch >= 0),
+                    address TEXT NOT NULL,
+                    amount INTEGER CHECK (amount >= 0),
+                    post_balance INTEGER,
+                    effective_slot INTEGER,
+                    commission INTEGER,
+                    fetch_time REAL NOT NULL,
+                    PRIMARY KEY (cluster, epoch, address),
+                    CHECK ((amount IS NULL) = (post_balance IS NULL)),
+                    CHECK ((amount IS NULL) = (effective_slot IS NULL))
+                )""",
+            ),
+        ),
     ),
     "postgresql": (
         Migration(
@@ -182,6 +206,27 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                 " WHERE done_time IS NULL",
                 "CREATE INDEX relay_submissions_done ON relay_submissions (done_time)"
                 " WHERE done_time IS NOT NULL",
+            ),
+        ),
+        Migration(
+            version=3,
+            owner="rewards",
+            description="inflation_rewards (completed epochs' rewards, per cluster)",
+            statements=(
+                """
+                CREATE TABLE inflation_rewards (
+                    cluster TEXT NOT NULL,
+                    epoch BIGINT NOT NULL CHECK (epoch >= 0),
+                    address TEXT NOT NULL,
+                    amount BIGINT CHECK (amount >= 0),
+                    post_balance BIGINT,
+                    effective_slot BIGINT,
+                    commission SMALLINT,
+                    fetch_time DOUBLE PRECISION NOT NULL,
+                    PRIMARY KEY (cluster, epoch, address),
+                    CHECK ((amount IS NULL) = (post_balance IS NULL)),
+                    CHECK ((amount IS NULL) = (effective_slot IS NULL))
+                )""",
             ),
         ),
     ),

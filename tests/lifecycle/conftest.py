@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -255,48 +257,62 @@ async def lifecycle_localnet() -> AsyncIterator[LocalnetServer]:
     await server.stop()
 
 
-@pytest.fixture(scope="package")
-async def lifecycle(
-    lifecycle_localnet: LocalnetServer, tmp_path_factory: pytest.TempPathFactory
+@asynccontextmanager
+async def open_lifecycle(
+    localnet: LocalnetServer, data_dir: Path, **overrides: Any
 ) -> AsyncIterator[Lifecycle]:
-    localnet = lifecycle_localnet
+    """A server on ``localnet`` with the lifecycle settings (``overrides`` on top), a
+    staking key, and the clients of a `Lifecycle`; stopped on exit."""
     rpc = AsyncClient(localnet.url, commitment=Confirmed)
     fee_wallet = Keypair()
     await rpc.request_airdrop(fee_wallet.pubkey(), SOL)
     featured = str(localnet.chain.validators[2].vote_account)
-    settings = Settings(
-        listen="127.0.0.1:0",
-        rpc_urls=[localnet.url],
-        service_fee_bps=FEE_BPS,
-        fee_recipient=str(fee_wallet.pubkey()),
-        featured_vote_accounts=[featured],
-        stake_accounts_cache_seconds=0,
-        blockhash_refresh_seconds=0.2,
+    values: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "rpc_urls": [localnet.url],
+        "service_fee_bps": FEE_BPS,
+        "fee_recipient": str(fee_wallet.pubkey()),
+        "featured_vote_accounts": [featured],
+        "stake_accounts_cache_seconds": 0,
+        "blockhash_refresh_seconds": 0.2,
         # Lifecycle tests build many transactions per wallet: lift the per-wallet limit.
-        ratelimit_wallet_per_minute=100_000,
-        ratelimit_wallet_burst=10_000,
-        shutdown_grace_seconds=1,
-        data_dir=tmp_path_factory.mktemp("lifecycle-data"),
-        database_url=f"sqlite:///{tmp_path_factory.mktemp('lifecycle-keys') / 'keys.db'}",
-    )
-    server = AgentStakingServer(settings)
+        "ratelimit_wallet_per_minute": 100_000,
+        "ratelimit_wallet_burst": 10_000,
+        "shutdown_grace_seconds": 1,
+        "data_dir": data_dir,
+        "database_url": f"sqlite:///{data_dir / 'keys.db'}",
+    }
+    server = AgentStakingServer(Settings(**{**values, **overrides}))
     await server.start()
     assert server.keys is not None
     _, secret = await server.keys.create(display_name="lifecycle agent", scopes=["staking"])
     channel: grpc.aio.Channel = keyed_channel(f"127.0.0.1:{server.port}", secret)
-    async with aiohttp.ClientSession() as http:
-        lifecycle = Lifecycle(
-            server=server,
-            localnet=localnet,
-            staking=staking_pb2_grpc.StakingServiceStub(channel),
-            rpc=rpc,
-            http=http,
-            fee_wallet=fee_wallet,
-            featured=featured,
-        )
-        yield lifecycle
-    for extra in lifecycle.channels:
-        await extra.close()
-    await channel.close()
-    await server.stop(0)
-    await rpc.close()
+    lifecycle: Lifecycle | None = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            lifecycle = Lifecycle(
+                server=server,
+                localnet=localnet,
+                staking=staking_pb2_grpc.StakingServiceStub(channel),
+                rpc=rpc,
+                http=http,
+                fee_wallet=fee_wallet,
+                featured=featured,
+            )
+            yield lifecycle
+    finally:
+        for extra in lifecycle.channels if lifecycle is not None else []:
+            await extra.close()
+        await channel.close()
+        await server.stop(0)
+        await rpc.close()
+
+
+@pytest.fixture(scope="package")
+async def lifecycle(
+    lifecycle_localnet: LocalnetServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Lifecycle]:
+    async with open_lifecycle(
+        lifecycle_localnet, tmp_path_factory.mktemp("lifecycle-data")
+    ) as running:
+        yield running

@@ -1048,6 +1048,7 @@ class ListValidatorsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     MAX_COMMISSION_PERCENT_FIELD_NUMBER: _builtins.int
     INCLUDE_DELINQUENT_FIELD_NUMBER: _builtins.int
+    MIN_ESTIMATED_APY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of validators to return. 0 (default): 50. Values above
     500 are treated as 500. Negative: INVALID_ARGUMENT.
@@ -1064,6 +1065,11 @@ class ListValidatorsRequest(_message.Message):
     """Include delinquent validators (ranked last). Default: false, they are
     excluded.
     """
+    min_estimated_apy: _builtins.float
+    """Only validators whose Validator.estimated_apy is at least this fraction
+    (0.06 = 6 %). Unset (default): no filter. Negative or not a number:
+    INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -1071,14 +1077,20 @@ class ListValidatorsRequest(_message.Message):
         page_token: _builtins.str = ...,
         max_commission_percent: _builtins.int | None = ...,
         include_delinquent: _builtins.bool = ...,
+        min_estimated_apy: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_commission_percent", b"_max_commission_percent", "max_commission_percent", b"max_commission_percent"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_commission_percent", b"_max_commission_percent", "_min_estimated_apy", b"_min_estimated_apy", "max_commission_percent", b"max_commission_percent", "min_estimated_apy", b"min_estimated_apy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_commission_percent", b"_max_commission_percent", "include_delinquent", b"include_delinquent", "max_commission_percent", b"max_commission_percent", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_commission_percent", b"_max_commission_percent", "_min_estimated_apy", b"_min_estimated_apy", "include_delinquent", b"include_delinquent", "max_commission_percent", b"max_commission_percent", "min_estimated_apy", b"min_estimated_apy", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_commission_percent: _TypeAlias = _typing.Literal["max_commission_percent"]  # noqa: Y015
     _WhichOneofArgType__max_commission_percent: _TypeAlias = _typing.Literal["_max_commission_percent", b"_max_commission_percent"]  # noqa: Y015
+    _WhichOneofReturnType__min_estimated_apy: _TypeAlias = _typing.Literal["min_estimated_apy"]  # noqa: Y015
+    _WhichOneofArgType__min_estimated_apy: _TypeAlias = _typing.Literal["_min_estimated_apy", b"_min_estimated_apy"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_commission_percent) -> _WhichOneofReturnType__max_commission_percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_estimated_apy) -> _WhichOneofReturnType__min_estimated_apy | None: ...
 
 Global___ListValidatorsRequest: _TypeAlias = ListValidatorsRequest  # noqa: Y015
 
@@ -1133,6 +1145,7 @@ class Validator(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
     FEATURED_FIELD_NUMBER: _builtins.int
+    ESTIMATED_APY_FIELD_NUMBER: _builtins.int
     vote_account: _builtins.str
     """Vote account address (base58): what stake is delegated to."""
     node_pubkey: _builtins.str
@@ -1164,6 +1177,16 @@ class Validator(_message.Message):
     """
     featured: _builtins.bool
     """Whether the operator features this validator."""
+    estimated_apy: _builtins.float
+    """Expected annual yield of stake delegated to this validator, as a fraction
+    (0.07 = 7 %), if the cluster keeps its current inflation rate, supply,
+    active stake and vote performance: (1 + validator inflation rate * epoch
+    length in years * supply / active stake * its credit ratio / the
+    stake-weighted mean credit ratio * (1 - commission))^(epochs per year) - 1.
+    The formula with its inputs is among the reasons. 0 for a delinquent
+    validator, and when the cluster does not report its inflation rate or
+    supply. Ties of score are broken by it.
+    """
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Human-readable reasons for the rank, e.g. "commission 5% (lower is
@@ -1186,10 +1209,11 @@ class Validator(_message.Message):
         score: _builtins.float = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
         featured: _builtins.bool = ...,
+        estimated_apy: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_stake_lamports", b"activated_stake_lamports", "average_epoch_credits", b"average_epoch_credits", "commission_percent", b"commission_percent", "delinquent", b"delinquent", "epoch_credits", b"epoch_credits", "featured", b"featured", "last_vote", b"last_vote", "node_pubkey", b"node_pubkey", "rank", b"rank", "reasons", b"reasons", "root_slot", b"root_slot", "score", b"score", "vote_account", b"vote_account"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_stake_lamports", b"activated_stake_lamports", "average_epoch_credits", b"average_epoch_credits", "commission_percent", b"commission_percent", "delinquent", b"delinquent", "epoch_credits", b"epoch_credits", "estimated_apy", b"estimated_apy", "featured", b"featured", "last_vote", b"last_vote", "node_pubkey", b"node_pubkey", "rank", b"rank", "reasons", b"reasons", "root_slot", b"root_slot", "score", b"score", "vote_account", b"vote_account"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from agentstaking.v1 import liquid_staking_pb2 as agentstaking_dot_v1_dot_liquid__staking__pb2
+from agentstaking.v1 import rewards_pb2 as agentstaking_dot_v1_dot_rewards__pb2
 from agentstaking.v1 import stake_management_pb2 as agentstaking_dot_v1_dot_stake__management__pb2
 from agentstaking.v1 import staking_pb2 as agentstaking_dot_v1_dot_staking__pb2
 
@@ -163,6 +164,16 @@ class StakingServiceStub:
                 '/agentstaking.v1.StakingService/BuildLiquidUnstakeTransaction',
                 request_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionRequest.SerializeToString,
                 response_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionResponse.FromString,
+                _registered_method=True)
+        self.GetRewards = channel.unary_unary(
+                '/agentstaking.v1.StakingService/GetRewards',
+                request_serializer=agentstaking_dot_v1_dot_rewards__pb2.GetRewardsRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_rewards__pb2.GetRewardsResponse.FromString,
+                _registered_method=True)
+        self.EstimateRewards = channel.unary_unary(
+                '/agentstaking.v1.StakingService/EstimateRewards',
+                request_serializer=agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsResponse.FromString,
                 _registered_method=True)
 
 
@@ -410,6 +421,28 @@ class StakingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRewards(self, request, context):
+        """Returns the inflation rewards of stake accounts (the wallet's, or named
+        ones) per epoch over a range of completed epochs (default: the last 10),
+        with the yield each implies, the lamports that arrived otherwise (MEV tips,
+        transfers) and totals. Paginated. Completed epochs never change: the
+        service keeps them (memory and its database) and asks the chain
+        (getInflationReward) only for what it has not seen.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EstimateRewards(self, request, context):
+        """Projects the rewards of staking an amount with a validator (default: the
+        default validator) over a number of epochs or days, with the estimated
+        APY and every assumption used (inflation rate, supply, active stake,
+        commission, vote credits, compounding).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StakingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -507,6 +540,16 @@ def add_StakingServiceServicer_to_server(servicer, server):
                     servicer.BuildLiquidUnstakeTransaction,
                     request_deserializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionRequest.FromString,
                     response_serializer=agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionResponse.SerializeToString,
+            ),
+            'GetRewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRewards,
+                    request_deserializer=agentstaking_dot_v1_dot_rewards__pb2.GetRewardsRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_rewards__pb2.GetRewardsResponse.SerializeToString,
+            ),
+            'EstimateRewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateRewards,
+                    request_deserializer=agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1055,6 +1098,60 @@ class StakingService:
             '/agentstaking.v1.StakingService/BuildLiquidUnstakeTransaction',
             agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionRequest.SerializeToString,
             agentstaking_dot_v1_dot_liquid__staking__pb2.BuildLiquidUnstakeTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/GetRewards',
+            agentstaking_dot_v1_dot_rewards__pb2.GetRewardsRequest.SerializeToString,
+            agentstaking_dot_v1_dot_rewards__pb2.GetRewardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateRewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/EstimateRewards',
+            agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsRequest.SerializeToString,
+            agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsResponse.FromString,
             options,
             channel_credentials,
             insecure,

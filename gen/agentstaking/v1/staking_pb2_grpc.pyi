@@ -6,6 +6,7 @@ ones, and reports stake positions, validators and network state.
 """
 
 from agentstaking.v1 import liquid_staking_pb2 as _liquid_staking_pb2
+from agentstaking.v1 import rewards_pb2 as _rewards_pb2
 from agentstaking.v1 import stake_management_pb2 as _stake_management_pb2
 from agentstaking.v1 import staking_pb2 as _staking_pb2
 from collections import abc as _abc
@@ -201,6 +202,20 @@ class StakingServiceStub:
     follows the native lifecycle: deactivate, withdraw). The wallet is the
     only signer.
     """
+    GetRewards: _grpc.UnaryUnaryMultiCallable[_rewards_pb2.GetRewardsRequest, _rewards_pb2.GetRewardsResponse]
+    """Returns the inflation rewards of stake accounts (the wallet's, or named
+    ones) per epoch over a range of completed epochs (default: the last 10),
+    with the yield each implies, the lamports that arrived otherwise (MEV tips,
+    transfers) and totals. Paginated. Completed epochs never change: the
+    service keeps them (memory and its database) and asks the chain
+    (getInflationReward) only for what it has not seen.
+    """
+    EstimateRewards: _grpc.UnaryUnaryMultiCallable[_rewards_pb2.EstimateRewardsRequest, _rewards_pb2.EstimateRewardsResponse]
+    """Projects the rewards of staking an amount with a validator (default: the
+    default validator) over a number of epochs or days, with the estimated
+    APY and every assumption used (inflation rate, supply, active stake,
+    commission, vote credits, compounding).
+    """
 
 @_typing.type_check_only
 class StakingServiceAsyncStub(StakingServiceStub):
@@ -370,6 +385,20 @@ class StakingServiceAsyncStub(StakingServiceStub):
     WithdrawStake (a new seed-derived stake account of the wallet, which then
     follows the native lifecycle: deactivate, withdraw). The wallet is the
     only signer.
+    """
+    GetRewards: _aio.UnaryUnaryMultiCallable[_rewards_pb2.GetRewardsRequest, _rewards_pb2.GetRewardsResponse]  # type: ignore[assignment]
+    """Returns the inflation rewards of stake accounts (the wallet's, or named
+    ones) per epoch over a range of completed epochs (default: the last 10),
+    with the yield each implies, the lamports that arrived otherwise (MEV tips,
+    transfers) and totals. Paginated. Completed epochs never change: the
+    service keeps them (memory and its database) and asks the chain
+    (getInflationReward) only for what it has not seen.
+    """
+    EstimateRewards: _aio.UnaryUnaryMultiCallable[_rewards_pb2.EstimateRewardsRequest, _rewards_pb2.EstimateRewardsResponse]  # type: ignore[assignment]
+    """Projects the rewards of staking an amount with a validator (default: the
+    default validator) over a number of epochs or days, with the estimated
+    APY and every assumption used (inflation rate, supply, active stake,
+    commission, vote credits, compounding).
     """
 
 class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -651,6 +680,32 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         WithdrawStake (a new seed-derived stake account of the wallet, which then
         follows the native lifecycle: deactivate, withdraw). The wallet is the
         only signer.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRewards(
+        self,
+        request: _rewards_pb2.GetRewardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rewards_pb2.GetRewardsResponse, _abc.Awaitable[_rewards_pb2.GetRewardsResponse]]:
+        """Returns the inflation rewards of stake accounts (the wallet's, or named
+        ones) per epoch over a range of completed epochs (default: the last 10),
+        with the yield each implies, the lamports that arrived otherwise (MEV tips,
+        transfers) and totals. Paginated. Completed epochs never change: the
+        service keeps them (memory and its database) and asks the chain
+        (getInflationReward) only for what it has not seen.
+        """
+
+    @_abc_1.abstractmethod
+    def EstimateRewards(
+        self,
+        request: _rewards_pb2.EstimateRewardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rewards_pb2.EstimateRewardsResponse, _abc.Awaitable[_rewards_pb2.EstimateRewardsResponse]]:
+        """Projects the rewards of staking an amount with a validator (default: the
+        default validator) over a number of epochs or days, with the estimated
+        APY and every assumption used (inflation rate, supply, active stake,
+        commission, vote credits, compounding).
         """
 
 def add_StakingServiceServicer_to_server(servicer: StakingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

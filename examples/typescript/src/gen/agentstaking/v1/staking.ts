@@ -32,6 +32,7 @@ import {
   ListStakePoolsRequest,
   ListStakePoolsResponse,
 } from "./liquid_staking.js";
+import { EstimateRewardsRequest, EstimateRewardsResponse, GetRewardsRequest, GetRewardsResponse } from "./rewards.js";
 import {
   BuildAuthorizeTransactionRequest,
   BuildAuthorizeTransactionResponse,
@@ -656,6 +657,12 @@ export interface ListValidatorsRequest {
    * excluded.
    */
   includeDelinquent: boolean;
+  /**
+   * Only validators whose Validator.estimated_apy is at least this fraction
+   * (0.06 = 6 %). Unset (default): no filter. Negative or not a number:
+   * INVALID_ARGUMENT.
+   */
+  minEstimatedApy?: number | undefined;
 }
 
 /** Response of StakingService.ListValidators. */
@@ -708,6 +715,17 @@ export interface Validator {
   reasons: string[];
   /** Whether the operator features this validator. */
   featured: boolean;
+  /**
+   * Expected annual yield of stake delegated to this validator, as a fraction
+   * (0.07 = 7 %), if the cluster keeps its current inflation rate, supply,
+   * active stake and vote performance: (1 + validator inflation rate * epoch
+   * length in years * supply / active stake * its credit ratio / the
+   * stake-weighted mean credit ratio * (1 - commission))^(epochs per year) - 1.
+   * The formula with its inputs is among the reasons. 0 for a delinquent
+   * validator, and when the cluster does not report its inflation rate or
+   * supply. Ties of score are broken by it.
+   */
+  estimatedApy: number;
 }
 
 /** Request for StakingService.GetNetworkInfo. It has no fields. */
@@ -3902,7 +3920,13 @@ export const StakeAccount: MessageFns<StakeAccount> = {
 };
 
 function createBaseListValidatorsRequest(): ListValidatorsRequest {
-  return { pageSize: 0, pageToken: "", maxCommissionPercent: undefined, includeDelinquent: false };
+  return {
+    pageSize: 0,
+    pageToken: "",
+    maxCommissionPercent: undefined,
+    includeDelinquent: false,
+    minEstimatedApy: undefined,
+  };
 }
 
 export const ListValidatorsRequest: MessageFns<ListValidatorsRequest> = {
@@ -3918,6 +3942,9 @@ export const ListValidatorsRequest: MessageFns<ListValidatorsRequest> = {
     }
     if (message.includeDelinquent !== false) {
       writer.uint32(32).bool(message.includeDelinquent);
+    }
+    if (message.minEstimatedApy !== undefined) {
+      writer.uint32(41).double(message.minEstimatedApy);
     }
     return writer;
   },
@@ -3967,6 +3994,14 @@ export const ListValidatorsRequest: MessageFns<ListValidatorsRequest> = {
             message.includeDelinquent = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.minEstimatedApy = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4001,6 +4036,11 @@ export const ListValidatorsRequest: MessageFns<ListValidatorsRequest> = {
         : isSet(object.include_delinquent)
         ? globalThis.Boolean(object.include_delinquent)
         : false,
+      minEstimatedApy: isSet(object.minEstimatedApy)
+        ? globalThis.Number(object.minEstimatedApy)
+        : isSet(object.min_estimated_apy)
+        ? globalThis.Number(object.min_estimated_apy)
+        : undefined,
     };
   },
 
@@ -4018,6 +4058,9 @@ export const ListValidatorsRequest: MessageFns<ListValidatorsRequest> = {
     if (message.includeDelinquent !== false) {
       obj.includeDelinquent = message.includeDelinquent;
     }
+    if (message.minEstimatedApy !== undefined) {
+      obj.minEstimatedApy = floatToJson(message.minEstimatedApy);
+    }
     return obj;
   },
 
@@ -4030,6 +4073,7 @@ export const ListValidatorsRequest: MessageFns<ListValidatorsRequest> = {
     message.pageToken = object.pageToken ?? "";
     message.maxCommissionPercent = object.maxCommissionPercent ?? undefined;
     message.includeDelinquent = object.includeDelinquent ?? false;
+    message.minEstimatedApy = object.minEstimatedApy ?? undefined;
     return message;
   },
 };
@@ -4160,6 +4204,7 @@ function createBaseValidator(): Validator {
     score: 0,
     reasons: [],
     featured: false,
+    estimatedApy: 0,
   };
 }
 
@@ -4203,6 +4248,9 @@ export const Validator: MessageFns<Validator> = {
     }
     if (message.featured !== false) {
       writer.uint32(104).bool(message.featured);
+    }
+    if (message.estimatedApy !== 0) {
+      writer.uint32(113).double(message.estimatedApy);
     }
     return writer;
   },
@@ -4324,6 +4372,14 @@ export const Validator: MessageFns<Validator> = {
             message.featured = reader.bool();
             continue;
           }
+          case 14: {
+            if (tag !== 113) {
+              break;
+            }
+
+            message.estimatedApy = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4385,6 +4441,11 @@ export const Validator: MessageFns<Validator> = {
         ? object.reasons.map((e: any) => globalThis.String(e))
         : [],
       featured: isSet(object.featured) ? globalThis.Boolean(object.featured) : false,
+      estimatedApy: isSet(object.estimatedApy)
+        ? globalThis.Number(object.estimatedApy)
+        : isSet(object.estimated_apy)
+        ? globalThis.Number(object.estimated_apy)
+        : 0,
     };
   },
 
@@ -4429,6 +4490,9 @@ export const Validator: MessageFns<Validator> = {
     if (message.featured !== false) {
       obj.featured = message.featured;
     }
+    if (message.estimatedApy !== 0) {
+      obj.estimatedApy = floatToJson(message.estimatedApy);
+    }
     return obj;
   },
 
@@ -4450,6 +4514,7 @@ export const Validator: MessageFns<Validator> = {
     message.score = object.score ?? 0;
     message.reasons = object.reasons?.map((e) => e) || [];
     message.featured = object.featured ?? false;
+    message.estimatedApy = object.estimatedApy ?? 0;
     return message;
   },
 };
@@ -5402,6 +5467,40 @@ export const StakingServiceService = {
     responseDeserialize: (value: Buffer): BuildLiquidUnstakeTransactionResponse =>
       BuildLiquidUnstakeTransactionResponse.decode(value),
   },
+  /**
+   * Returns the inflation rewards of stake accounts (the wallet's, or named
+   * ones) per epoch over a range of completed epochs (default: the last 10),
+   * with the yield each implies, the lamports that arrived otherwise (MEV tips,
+   * transfers) and totals. Paginated. Completed epochs never change: the
+   * service keeps them (memory and its database) and asks the chain
+   * (getInflationReward) only for what it has not seen.
+   */
+  getRewards: {
+    path: "/agentstaking.v1.StakingService/GetRewards" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetRewardsRequest): Buffer => Buffer.from(GetRewardsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetRewardsRequest => GetRewardsRequest.decode(value),
+    responseSerialize: (value: GetRewardsResponse): Buffer => Buffer.from(GetRewardsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetRewardsResponse => GetRewardsResponse.decode(value),
+  },
+  /**
+   * Projects the rewards of staking an amount with a validator (default: the
+   * default validator) over a number of epochs or days, with the estimated
+   * APY and every assumption used (inflation rate, supply, active stake,
+   * commission, vote credits, compounding).
+   */
+  estimateRewards: {
+    path: "/agentstaking.v1.StakingService/EstimateRewards" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EstimateRewardsRequest): Buffer =>
+      Buffer.from(EstimateRewardsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EstimateRewardsRequest => EstimateRewardsRequest.decode(value),
+    responseSerialize: (value: EstimateRewardsResponse): Buffer =>
+      Buffer.from(EstimateRewardsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EstimateRewardsResponse => EstimateRewardsResponse.decode(value),
+  },
 } as const;
 
 export interface StakingServiceServer extends UntypedServiceImplementation {
@@ -5557,6 +5656,22 @@ export interface StakingServiceServer extends UntypedServiceImplementation {
     BuildLiquidUnstakeTransactionRequest,
     BuildLiquidUnstakeTransactionResponse
   >;
+  /**
+   * Returns the inflation rewards of stake accounts (the wallet's, or named
+   * ones) per epoch over a range of completed epochs (default: the last 10),
+   * with the yield each implies, the lamports that arrived otherwise (MEV tips,
+   * transfers) and totals. Paginated. Completed epochs never change: the
+   * service keeps them (memory and its database) and asks the chain
+   * (getInflationReward) only for what it has not seen.
+   */
+  getRewards: handleUnaryCall<GetRewardsRequest, GetRewardsResponse>;
+  /**
+   * Projects the rewards of staking an amount with a validator (default: the
+   * default validator) over a number of epochs or days, with the estimated
+   * APY and every assumption used (inflation rate, supply, active stake,
+   * commission, vote credits, compounding).
+   */
+  estimateRewards: handleUnaryCall<EstimateRewardsRequest, EstimateRewardsResponse>;
 }
 
 export interface StakingServiceClient extends Client {
@@ -5968,6 +6083,50 @@ export interface StakingServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: BuildLiquidUnstakeTransactionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Returns the inflation rewards of stake accounts (the wallet's, or named
+   * ones) per epoch over a range of completed epochs (default: the last 10),
+   * with the yield each implies, the lamports that arrived otherwise (MEV tips,
+   * transfers) and totals. Paginated. Completed epochs never change: the
+   * service keeps them (memory and its database) and asks the chain
+   * (getInflationReward) only for what it has not seen.
+   */
+  getRewards(
+    request: GetRewardsRequest,
+    callback: (error: ServiceError | null, response: GetRewardsResponse) => void,
+  ): ClientUnaryCall;
+  getRewards(
+    request: GetRewardsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetRewardsResponse) => void,
+  ): ClientUnaryCall;
+  getRewards(
+    request: GetRewardsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetRewardsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Projects the rewards of staking an amount with a validator (default: the
+   * default validator) over a number of epochs or days, with the estimated
+   * APY and every assumption used (inflation rate, supply, active stake,
+   * commission, vote credits, compounding).
+   */
+  estimateRewards(
+    request: EstimateRewardsRequest,
+    callback: (error: ServiceError | null, response: EstimateRewardsResponse) => void,
+  ): ClientUnaryCall;
+  estimateRewards(
+    request: EstimateRewardsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EstimateRewardsResponse) => void,
+  ): ClientUnaryCall;
+  estimateRewards(
+    request: EstimateRewardsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EstimateRewardsResponse) => void,
   ): ClientUnaryCall;
 }
 
