@@ -278,6 +278,10 @@ class RewardOperations:
             rpc, timeout=rpc_timeout, cache_seconds=stake_accounts_cache_seconds
         )
 
+    def cache_stats(self) -> RewardsCacheStats:
+        """Where the rewards GetRewards needed were found so far."""
+        return self._cache.stats()
+
     # --- GetRewards -------------------------------------------------------------------
 
     async def get_rewards(
