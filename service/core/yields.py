@@ -24,6 +24,7 @@ from typing import Final
 
 from service.core.errors import InvalidArgumentError
 from service.core.inflation import DEFAULT_SLOTS_PER_YEAR
+from service.core.programs import U64_MAX
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,9 +49,12 @@ def epochs_per_year(slots_in_epoch: int, slots_per_year: float = DEFAULT_SLOTS_P
 
 def compounded(per_epoch_rate: float, epochs: float) -> float:
     """``(1 + rate)^epochs - 1``: a per-epoch rate compounded over ``epochs``."""
-    if per_epoch_rate <= 0.0 or epochs <= 0.0:
+    if not (per_epoch_rate > 0.0 and epochs > 0.0):
         return 0.0
-    return math.expm1(epochs * math.log1p(per_epoch_rate))
+    try:
+        return math.expm1(epochs * math.log1p(per_epoch_rate))
+    except OverflowError:
+        return math.inf
 
 
 def implied_apy(
@@ -333,9 +337,14 @@ def project_rewards(amount: int, per_epoch_rate: float, epochs: int) -> int:
     compounds it)."""
     if amount < 0 or epochs < 0:
         raise ValueError("amount and epochs cannot be negative")
+    if not per_epoch_rate > 0.0:
+        return 0
     balance = amount
     for _ in range(epochs):
-        balance += int(balance * per_epoch_rate)
+        reward = balance * per_epoch_rate
+        if balance + reward >= U64_MAX:
+            return U64_MAX - amount  # more lamports than a balance can hold
+        balance += int(reward)
     return balance - amount
 
 
