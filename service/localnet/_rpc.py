@@ -3,6 +3,15 @@
 Request and response shapes, encodings and error codes follow a real Agave node
 so that unmodified Solana clients work against it. Every handler runs on the
 chain's worker thread and returns the JSON `result` or raises `ChainError`.
+
+Known differences from a real node: account state is the tip's at every commitment
+(only the reported slot differs); `jsonParsed` falls back to base64; no websocket
+subscriptions; getSupply counts the lamports of the accounts the localnet funded (not
+sysvars and program accounts) and reports nothing as non-circulating; stake accounts
+are assigned to reward partitions by SHA-256 rather than SipHash-1-3 (one partition
+below 4,096 stake accounts either way). Inflation rewards are paid at every epoch
+boundary as the runtime pays them (``_rewards``): getInflationReward, getInflationRate
+and getInflationGovernor answer as a node does.
 """
 
 from __future__ import annotations
@@ -812,7 +821,8 @@ def localnet_advance_slots(chain: LocalnetChain, params: Params) -> Any:
 
 
 def localnet_advance_epochs(chain: LocalnetChain, params: Params) -> Any:
-    """Jump to the first slot of the epoch `epochs` ahead, writing StakeHistory on the way."""
+    """Jump to the epoch `epochs` ahead, writing StakeHistory and paying each boundary's
+    rewards on the way; the tip lands past the last distribution, finalized."""
     count = _u64(_param(params, 0, "epochs"), "epochs")
     if count > 1000:
         raise invalid_params("Invalid params: at most 1000 epochs at a time.")
