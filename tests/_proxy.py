@@ -35,6 +35,8 @@ class Faults:
     """Close the connection without answering."""
     rpc_error: int | None = None
     """Answer every request with a JSON-RPC error of this code (e.g. -32005)."""
+    method_errors: dict[str, int] = field(default_factory=dict)
+    """Answer requests for the named JSON-RPC method with an error of this code."""
     slot_lag: int = 0
     """Serve a stale chain: slots and block heights in answers are this much lower."""
 
@@ -133,9 +135,10 @@ class RpcProxy:
             return web.Response(status=503)
         if faults.status is not None:
             return web.Response(status=faults.status)
-        if faults.rpc_error is not None:
+        code = faults.method_errors.get(method, faults.rpc_error)
+        if code is not None:
             request_id = parsed.get("id") if isinstance(parsed, dict) else None
-            error = {"code": faults.rpc_error, "message": "injected by the test proxy"}
+            error = {"code": code, "message": "injected by the test proxy"}
             return web.json_response({"jsonrpc": "2.0", "id": request_id, "error": error})
         assert self._session is not None
         async with self._session.post(
