@@ -142,6 +142,15 @@ async def test_other_credits_are_reported_apart_and_withdrawn_without_the_stake(
     listed = {p.address: p for p in (await lc.positions(s.wallet)).stake_accounts}[a]
     assert listed.state == staking_pb2.STAKE_ACCOUNT_STATE_ACTIVE
     assert listed.withdrawable_lamports == listed.inactive_lamports == TIP
+    # One lamport more would be delegated stake: refused.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await lc.staking.BuildWithdrawTransaction(
+            staking_pb2.BuildWithdrawTransactionRequest(
+                wallet=str(s.wallet.pubkey()), stake_account=a, amount_lamports=TIP + 1
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert rich_details(caught.value)["ErrorInfo"].reason == "INSUFFICIENT_FUNDS"
     built = await lc.staking.BuildWithdrawTransaction(
         staking_pb2.BuildWithdrawTransactionRequest(
             wallet=str(s.wallet.pubkey()), stake_account=a, amount_lamports=TIP
