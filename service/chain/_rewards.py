@@ -376,7 +376,7 @@ class RewardOperations:
         be withdrawable by one of them."""
         if not policy.allowed_wallets:
             return
-        answer = await self._call(
+        answer = await self._reader.call(
             "getMultipleAccounts",
             [
                 [str(a) for a in named],
@@ -464,15 +464,6 @@ class RewardOperations:
             await self._cache.put(cluster, epoch, fetched)
         found.update(fetched)
         return found
-
-    async def _call(self, method: str, params: list[Any]) -> Any:
-        try:
-            return await self._rpc.call(method, params, timeout=self._timeout)
-        except RpcError as exc:
-            raise RewardsReadError(
-                f"the Solana node refused {method}: {exc.message}",
-                metadata={"method": method, "rpc_code": exc.code},
-            ) from exc
 
     # --- EstimateRewards ----------------------------------------------------------------
 

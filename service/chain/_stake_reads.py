@@ -157,7 +157,7 @@ class StakeReader:
         """
         addresses = [SYSVAR_CLOCK, SYSVAR_STAKE_HISTORY, SYSVAR_EPOCH_REWARDS, wallet]
         addresses += [*extra, *(address for address, _ in named)]
-        multiple = self._call(
+        multiple = self.call(
             "getMultipleAccounts",
             [[str(a) for a in addresses], {"encoding": "base64", "commitment": _COMMITMENT}],
         )
@@ -216,7 +216,8 @@ class StakeReader:
                 self._cache.popitem(last=False)
         return reads
 
-    async def _call(self, method: str, params: list[Any]) -> Any:
+    async def call(self, method: str, params: list[Any]) -> Any:
+        """One read; a node's refusal becomes :class:`StakeReadError`."""
         try:
             return await self._rpc.call(method, params, timeout=self._timeout)
         except RpcError as exc:
@@ -226,7 +227,7 @@ class StakeReader:
             ) from exc
 
     async def _wallet_accounts(self, wallet: Pubkey) -> list[FetchedStakeAccount]:
-        answer = await self._call(
+        answer = await self.call(
             "getProgramAccounts",
             [
                 str(STAKE_PROGRAM),

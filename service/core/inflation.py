@@ -36,7 +36,7 @@ from solders.pubkey import Pubkey
 
 from service.core.accounts import Delegation
 from service.core.activation import StakeHistoryEntry, stake_activation
-from service.core.programs import U64_MAX
+from service.core.activation import _f64_to_u64 as f64_to_u64  # Rust's saturating `as u64`
 
 SECONDS_PER_YEAR: Final = 365.242_199 * 24.0 * 60.0 * 60.0
 DEFAULT_TICK_NANOSECONDS: Final = 6_250_000  # 160 ticks per second
@@ -53,15 +53,6 @@ def slots_per_year(
 
 
 DEFAULT_SLOTS_PER_YEAR: Final = slots_per_year()
-
-
-def _f64_to_u64(value: float) -> int:
-    # Rust's saturating `as u64`.
-    if math.isnan(value) or value <= 0.0:
-        return 0
-    if value >= 18446744073709551616.0:
-        return U64_MAX
-    return int(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,7 +167,7 @@ def epoch_inflation(
     """
     validator_rate = governor.validator_rate(year)
     duration = rewarded_epoch_slots / slots_per_year_value
-    rewards = _f64_to_u64(validator_rate * float(capitalization) * duration)
+    rewards = f64_to_u64(validator_rate * float(capitalization) * duration)
     return EpochInflation(
         validator_rate=validator_rate,
         foundation_rate=governor.foundation_rate(year),
