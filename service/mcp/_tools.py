@@ -45,6 +45,8 @@ EXPOSED: tuple[Exposure, ...] = (
     Exposure(rpc="GetNetworkInfo", read_only=True),
     Exposure(rpc="ListValidators", read_only=True),
     Exposure(rpc="ListStakeAccounts", read_only=True),
+    Exposure(rpc="GetRewards", read_only=True),
+    Exposure(rpc="EstimateRewards", read_only=True),
     Exposure(rpc="BuildStakeTransaction", read_only=True),
     Exposure(rpc="BuildUnstakeTransaction", read_only=True),
     Exposure(rpc="BuildWithdrawTransaction", read_only=True),

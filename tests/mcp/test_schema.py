@@ -74,6 +74,8 @@ def test_required_fields_follow_the_comments() -> None:
         "get_network_info": [],
         "list_validators": [],
         "list_stake_accounts": ["wallet"],
+        "get_rewards": [],
+        "estimate_rewards": ["amount_lamports"],
         "build_stake_transaction": ["wallet", "amount_lamports"],
         "build_unstake_transaction": ["wallet"],
         "build_withdraw_transaction": ["wallet"],

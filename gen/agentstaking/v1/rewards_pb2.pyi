@@ -275,7 +275,7 @@ class EstimateRewardsRequest(_message.Message):
     EPOCHS_FIELD_NUMBER: _builtins.int
     DAYS_FIELD_NUMBER: _builtins.int
     amount_lamports: _builtins.int
-    """Lamports to stake. Required (above 0)."""
+    """Lamports to stake, above 0. Required."""
     vote_account: _builtins.str
     """Vote account (base58) of the validator. Empty (default): the default
     validator (GetNetworkInfoResponse.default_vote_account). Must be a vote

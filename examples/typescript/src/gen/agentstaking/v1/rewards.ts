@@ -152,7 +152,7 @@ export interface GetRewardsResponse {
 
 /** Request for StakingService.EstimateRewards. */
 export interface EstimateRewardsRequest {
-  /** Lamports to stake. Required (above 0). */
+  /** Lamports to stake, above 0. Required. */
   amountLamports: string;
   /**
    * Vote account (base58) of the validator. Empty (default): the default
