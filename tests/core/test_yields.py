@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,6 +20,7 @@ from service.core.yields import (
     reward_history,
     reward_range,
 )
+from tests.core.test_lifecycle_pure import Vote
 
 RENT = 2_282_880
 SOL = 10**9
@@ -149,18 +148,6 @@ def test_history_orders_totals_and_pending_epochs() -> None:
     assert totals["b"].other_credits == 7  # epoch 4 (before the range) tells it
     assert totals["a"].unrewarded_epochs == () and totals["a"].rewarded_epochs == 1
     assert history.total_amount == 14 and history.total_other_credits == 7
-
-
-@dataclass(frozen=True)
-class Vote:
-    vote_account: str
-    commission: int
-    activated_stake: int
-    epoch_credits: tuple[tuple[int, int, int], ...]
-    delinquent: bool = False
-    node_pubkey: str = "node"
-    last_vote: int = 100
-    root_slot: int = 68
 
 
 def test_ranking_reports_the_estimate_and_breaks_ties_with_it() -> None:
