@@ -687,7 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     airdrop.add_argument("sol", type=_sol_to_lamports, metavar="SOL", help="amount, e.g. 10 or 0.5")
     advance = admin.add_parser(
         "advance-epochs",
-        help="jump N epochs ahead (stake warms up and cools down as at real epoch boundaries)",
+        help="jump N epochs ahead (stake warms up and cools down and rewards are paid as at "
+        "real epoch boundaries)",
     )
     advance.add_argument("epochs", type=int, metavar="N", help="epochs to advance (1 to 1000)")
     for command in (airdrop, advance):

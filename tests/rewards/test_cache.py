@@ -12,10 +12,10 @@ from pathlib import Path
 from agentstaking.v1 import rewards_pb2
 from solders.keypair import Keypair
 
-from service.chain import RewardsCache
+from service.chain import RewardsCache, SqlRewardsStore
 from service.core.yields import InflationReward
-from service.keys import KeyStoreUnavailableError, open_store, rewards_store
 from service.localnet import LocalnetServer
+from service.store import StoreUnavailableError, open_database
 from tests._proxy import RpcProxy
 from tests.conftest import Backend
 from tests.lifecycle.conftest import open_lifecycle
@@ -89,9 +89,9 @@ async def test_a_restart_serves_cached_epochs_without_asking_the_chain(
 
 
 async def test_rows_round_trip_and_never_change(backend: Backend) -> None:
-    store = await open_store(backend.url)
+    database = await open_database(backend.url)
     try:
-        table = rewards_store(store)
+        table = SqlRewardsStore(database)
         many = [str(Keypair().pubkey()) for _ in range(1_200)]  # several SQLite chunks
         paid = {a: _reward(7, i + 1) for i, a in enumerate(many[:600])}
         unpaid: dict[str, InflationReward | None] = {a: None for a in many[600:]}
@@ -106,7 +106,7 @@ async def test_rows_round_trip_and_never_change(backend: Backend) -> None:
         assert await table.load(CLUSTER, 8, many[:3]) == {}
         assert await table.load("another cluster", 7, many[:3]) == {}
     finally:
-        await store.close()
+        await database.close()
 
 
 class _FailingStore:
@@ -115,12 +115,12 @@ class _FailingStore:
     async def load(
         self, cluster: str, epoch: int, addresses: Sequence[str]
     ) -> dict[str, InflationReward | None]:
-        raise KeyStoreUnavailableError("load rewards")
+        raise StoreUnavailableError("rewards.load")
 
     async def save(
         self, cluster: str, epoch: int, rewards: Mapping[str, InflationReward | None]
     ) -> None:
-        raise KeyStoreUnavailableError("save rewards")
+        raise StoreUnavailableError("rewards.save")
 
 
 async def test_memory_is_bounded_and_a_failing_database_is_only_a_miss() -> None:
