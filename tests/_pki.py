@@ -49,9 +49,16 @@ class CertificateAuthority:
         self.cert = directory / f"{_file(name)}-ca.pem"
         self.cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, common_name: str, *, client: bool = False, file: str | None = None) -> Issued:
-        """A leaf certificate for ``common_name``: a server's (for localhost and
-        127.0.0.1) or a client's."""
+    def issue(
+        self,
+        common_name: str,
+        *,
+        client: bool = False,
+        file: str | None = None,
+        dns_names: tuple[str, ...] = (),
+    ) -> Issued:
+        """A leaf certificate for ``common_name``: a server's (for localhost, 127.0.0.1
+        and ``dns_names``) or a client's."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         serial = x509.random_serial_number()
@@ -69,7 +76,10 @@ class CertificateAuthority:
         if not client:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    [
+                        *(x509.DNSName(name) for name in ("localhost", *dns_names)),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
                 ),
                 critical=False,
             )

@@ -134,14 +134,18 @@ def test_values_schema_rejects_wrong_values() -> None:
 # -- the server's pod ---------------------------------------------------------------
 
 
-def test_probes_are_grpc_probes_on_the_grpc_port(any_render: Rendered) -> None:
+def test_probes_are_grpc_probes_on_the_health_port(any_render: Rendered) -> None:
+    """The kubelet's gRPC probe speaks plaintext only, and must not queue behind a flood
+    of calls: the probes ask the health port, never the gRPC port."""
     server = _server(any_render)
     grpc_port = container_port(server, "grpc")
+    health_port = container_port(server, "health")
+    assert health_port != grpc_port
     services = {}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         spec = server[probe]
         assert set(spec) & {"httpGet", "tcpSocket", "exec"} == set(), probe
-        assert spec["grpc"]["port"] == grpc_port, probe
+        assert spec["grpc"]["port"] == health_port, probe
         services[probe] = spec["grpc"]["service"]
     # Ready only while it can build transactions (NOT_SERVING while no Solana endpoint
     # is healthy and while draining); alive as long as the process answers: neither a
@@ -151,16 +155,39 @@ def test_probes_are_grpc_probes_on_the_grpc_port(any_render: Rendered) -> None:
     assert services["startupProbe"] == KEY_SERVICE
     # The settings make the server listen where the probes and the Service look.
     assert _settings(any_render)["AGENT_STAKING_LISTEN"] == f"0.0.0.0:{grpc_port}"
-    metrics_port = container_port(server, "metrics")
-    assert _settings(any_render)["AGENT_STAKING_METRICS_LISTEN"] == f"0.0.0.0:{metrics_port}"
+    assert _settings(any_render)["AGENT_STAKING_HEALTH_LISTEN"] == f"0.0.0.0:{health_port}"
+    # The health port is for the kubelet only: no Service carries it.
+    for service in any_render.of_kind("Service"):
+        assert "health" not in {p["targetPort"] for p in service["spec"]["ports"]}
+        assert health_port not in {p["port"] for p in service["spec"]["ports"]}
 
 
-def test_service_ports(any_render: Rendered) -> None:
+def test_service_ports(default_render: Rendered, production_render: Rendered) -> None:
+    """Plaintext (default): gRPC as h2c, /metrics not on the Service at all (it stays in
+    the pod). TLS (production): both ports say they carry TLS, so no proxy or mesh
+    speaks h2c or plain HTTP to them."""
+
+    def ports(rendered: Rendered) -> dict[str, Manifest]:
+        (service,) = [
+            s for s in rendered.of_kind("Service") if s["spec"].get("clusterIP") != "None"
+        ]
+        return {p["name"]: p for p in service["spec"]["ports"]}
+
+    plain = ports(default_render)
+    assert set(plain) == {"grpc"}
+    assert plain["grpc"]["appProtocol"] == "grpc" and plain["grpc"]["targetPort"] == "grpc"
+    tls = ports(production_render)
+    assert set(tls) == {"grpc", "metrics"}
+    assert tls["grpc"]["appProtocol"] == "https" and tls["grpc"]["targetPort"] == "grpc"
+    assert tls["metrics"]["appProtocol"] == "https" and tls["metrics"]["targetPort"] == "metrics"
+    (headless,) = [
+        s for s in production_render.of_kind("Service") if s["spec"].get("clusterIP") == "None"
+    ]
+    assert [p["appProtocol"] for p in headless["spec"]["ports"]] == ["https"]
+
+
+def test_service_selects_the_server(any_render: Rendered) -> None:
     (service,) = [s for s in any_render.of_kind("Service") if s["spec"].get("clusterIP") != "None"]
-    ports = {p["name"]: p for p in service["spec"]["ports"]}
-    assert ports["grpc"]["appProtocol"] == "grpc"
-    assert ports["grpc"]["targetPort"] == "grpc"
-    assert ports["metrics"]["targetPort"] == "metrics"
     pod_labels = any_render.one("Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
 
@@ -345,8 +372,10 @@ def test_the_service_accepts_the_settings(
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert settings.listen == "0.0.0.0:50051"
+    assert settings.health_listen == "0.0.0.0:50052"
     assert settings.log_level == "DEBUG"
     assert settings.embedded_localnet is not production
+    assert settings.tls is production  # values-production.yaml turns TLS on
 
 
 # -- scale-out ------------------------------------------------------------------------
@@ -414,6 +443,7 @@ def test_network_policy(production_render: Rendered) -> None:
     policy = production_render.one("NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     rules = {rule["ports"][0]["port"]: rule["from"] for rule in policy["spec"]["ingress"]}
+    # Nobody is admitted to the health port: kubelet probes come from the node.
     assert set(rules) == {"grpc", "metrics"}
     namespaces = [
         expression["values"]
@@ -498,15 +528,23 @@ def test_notes_tell_how_to_reach_the_service() -> None:
     service = f"{RELEASE}.{NAMESPACE}.svc:50051"
     assert service in notes
     assert f"port-forward svc/{RELEASE} 50051:50051" in notes
-    assert "grpcurl -plaintext 127.0.0.1:50051 list" in notes
+    # Production serves TLS: grpcurl verifies the server with the CA of its Secret.
+    assert "grpcurl -plaintext 127.0.0.1:50051" not in notes
+    assert f"-cacert ca.crt -authority {RELEASE}.{NAMESPACE}.svc 127.0.0.1:50051 list" in notes
+    assert "get secret agent-staking-tls -o jsonpath='{.data.ca\\.crt}'" in notes
     assert "grpc.health.v1.Health/Check" in notes
+    # The probes' view: the plaintext health port of a pod.
+    assert "grpcurl -plaintext -d" in notes and "127.0.0.1:50052" in notes
     assert f"helm test {RELEASE}" in notes
     assert "EMBEDDED LOCALNET" not in notes
 
 
 def test_notes_warn_about_the_embedded_localnet() -> None:
     result = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
-    assert "EMBEDDED LOCALNET" in result.stdout.split("NOTES:", 1)[1]
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "EMBEDDED LOCALNET" in notes
+    assert "grpcurl -plaintext 127.0.0.1:50051 list" in notes
+    assert "/metrics is bound to 127.0.0.1 in each pod" in notes
 
 
 def test_helm_test_pod_runs_the_smoke_test(production_render: Rendered) -> None:

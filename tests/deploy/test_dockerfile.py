@@ -16,12 +16,14 @@ import json
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,13 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests._pki import CertificateAuthority
 from tests.deploy._tools import CHART, REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 SMOKE_TEST = CHART / "files" / "smoke_test.py"
+GRPCURL = Path(sys.executable).parent / "grpcurl"
 # Runtime-stage commands that administer the image (users, directories) and need root
 # in the image; the parse test checks their outcome (USER, VOLUME).
 IMAGE_ADMIN_COMMANDS = {"groupadd", "useradd", "mkdir", "chown"}
@@ -73,6 +77,39 @@ def shell_steps(command: Any) -> list[str]:
     """A RUN command's `&&`-joined steps."""
     (script,) = command.value
     return [step.strip() for step in script.split("&&")]
+
+
+def documented_commands() -> list[list[str]]:
+    """The commands the Dockerfile's header comment shows (indented lines, joined over
+    backslash continuations), split as a shell would split them."""
+    commands: list[list[str]] = []
+    current = ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line[1:]
+        if not text.startswith("   "):
+            continue
+        current += text.strip()
+        if current.endswith("\\"):
+            current = current[:-1]
+            continue
+        commands.append(shlex.split(current))
+        current = ""
+    return commands
+
+
+def documented_runs() -> tuple[list[str], list[str]]:
+    """The documented `docker run` commands: plaintext, then with TLS files mounted."""
+    runs = [c for c in documented_commands() if c[:2] == ["docker", "run"]]
+    plain = [c for c in runs if "-v" not in c]
+    tls = [c for c in runs if "-v" in c]
+    assert len(plain) == 1 and len(tls) == 1, runs
+    return plain[0], tls[0]
+
+
+def flag_values(command: list[str], flag: str) -> list[str]:
+    return [command[i + 1] for i, word in enumerate(command[:-1]) if word == flag]
 
 
 # -- the build context --------------------------------------------------------------
@@ -159,12 +196,28 @@ def test_dockerfile_recipe() -> None:
     assert entrypoint.json and list(entrypoint.value) == ["agent-staking", "serve"]
     assert all(c.json for c in runtime.of("CMD"))
     assert [c.value for c in runtime.of("STOPSIGNAL")] in ([], [("SIGTERM",)])
-    # Ports for gRPC and metrics: the chart's container ports, the listeners' ports.
+    # Ports for gRPC, health and metrics: the chart's container ports, the listeners'
+    # ports (on every interface: a container's loopback is unreachable from outside).
+    server = values["server"]
     exposed = {int(p) for c in runtime.of("EXPOSE") for p in c.value}
-    assert exposed == {values["server"]["grpcPort"], values["server"]["metricsPort"]}
+    assert exposed == {server["grpcPort"], server["healthPort"], server["metricsPort"]}
     env = runtime.env()
-    assert env["AGENT_STAKING_LISTEN"] == f"0.0.0.0:{values['server']['grpcPort']}"
-    assert env["AGENT_STAKING_METRICS_LISTEN"] == f"0.0.0.0:{values['server']['metricsPort']}"
+    assert env["AGENT_STAKING_LISTEN"] == f"0.0.0.0:{server['grpcPort']}"
+    assert env["AGENT_STAKING_HEALTH_LISTEN"] == f"0.0.0.0:{server['healthPort']}"
+    assert env["AGENT_STAKING_METRICS_LISTEN"] == f"0.0.0.0:{server['metricsPort']}"
+    # TLS comes from mounted files, never from the image: no certificate setting here.
+    assert not [name for name in env if name.startswith("AGENT_STAKING_TLS_")]
+    # The documented runs publish every exposed port; the TLS run mounts the files
+    # read-only and points the settings into the mount.
+    plain, tls = documented_runs()
+    for run in (plain, tls):
+        assert {int(p.split(":")[-1]) for p in flag_values(run, "-p")} == exposed
+    (volume,) = flag_values(tls, "-v")
+    _, mount, mode = volume.split(":")
+    settings = dict(e.split("=", 1) for e in flag_values(tls, "-e"))
+    assert mode == "ro"
+    assert set(settings) == {"AGENT_STAKING_TLS_CERT_FILE", "AGENT_STAKING_TLS_KEY_FILE"}
+    assert all(path.startswith(mount + "/") for path in settings.values())
     assert [c.value for c in runtime.of("VOLUME")] == [(env["AGENT_STAKING_DATA_DIR"],)]
     # No build tools in the final stage: nothing compiled or fetched there, wheels come
     # from the build stage, the installers are removed.
@@ -303,30 +356,124 @@ def test_recipe_builds_the_wheel_and_the_entrypoint_serves(tmp_path: Path) -> No
 
     # The ENTRYPOINT with the image's environment; only addresses and the data dir are
     # moved to loopback, free ports and a temporary directory.
-    data = tmp_path / "data"
-    data.mkdir()
+    (entrypoint,) = runtime.of("ENTRYPOINT")
+    argv = [*entrypoint.value, *(a for c in runtime.of("CMD") for a in c.value)]
+    argv[0] = str(runtime_bin / argv[0])
+    image_env = {**env, **runtime.env(), "PATH": f"{runtime_bin}:{env['PATH']}"}
+    smoke_env = {**env, "PATH": f"{runtime_bin}:{env['PATH']}"}
+
+    with _serve(argv, image_env, tmp_path / "plain") as served:
+        deadline = time.monotonic() + 30
+        while (
+            _health(served.target, "agentstaking.v1.StakingService")
+            != health_pb2.HealthCheckResponse.SERVING
+        ):
+            assert time.monotonic() < deadline, "StakingService never SERVING"
+            time.sleep(0.2)
+        assert _health(served.target, "") == health_pb2.HealthCheckResponse.SERVING
+        # The health port tells what the gRPC port tells.
+        assert _health(served.health, "agentstaking.v1.StakingService") == (
+            health_pb2.HealthCheckResponse.SERVING
+        )
+        # The chart's `helm test` script, with the admin key, in the image's Python.
+        smoke = _smoke_test(
+            runtime_bin,
+            {
+                **smoke_env,
+                "AGENT_STAKING_TARGET": served.target,
+                "AGENT_STAKING_ADMIN_KEY": served.admin_key,
+            },
+        )
+        assert "(plaintext)" in smoke
+        assert "ListApiKeys with the admin key: 2 keys" in smoke
+
+    # The header's TLS run: its -e settings, the mounted directory holding a certificate
+    # for localhost, then its grpcurl line (run from the directory holding tls/).
+    _, tls_run = documented_runs()
+    (volume,) = flag_values(tls_run, "-v")
+    host_dir, mount, _ = volume.split(":")
+    workdir = tmp_path / "tls-run"
+    files = workdir / host_dir.removeprefix("$PWD/")
+    files.mkdir(parents=True)
+    authority = CertificateAuthority(workdir, "image test CA")
+    issued = authority.issue("localhost")
+    shutil.copy(issued.cert, files / "tls.crt")
+    shutil.copy(issued.key, files / "tls.key")
+    shutil.copy(authority.cert, files / "ca.crt")
+    tls_env = dict(e.split("=", 1) for e in flag_values(tls_run, "-e"))
+    tls_env = {k: v.replace(mount, str(files), 1) for k, v in tls_env.items()}
+    with _serve(argv, {**image_env, **tls_env}, workdir / "run") as served:
+        port = served.target.rpartition(":")[2]
+        # Probes still speak plaintext to the health port.
+        deadline = time.monotonic() + 30
+        while (
+            _health(served.health, "agentstaking.v1.StakingService")
+            != health_pb2.HealthCheckResponse.SERVING
+        ):
+            assert time.monotonic() < deadline, "StakingService never SERVING"
+            time.sleep(0.2)
+        smoke = _smoke_test(
+            runtime_bin,
+            {
+                **smoke_env,
+                "AGENT_STAKING_TARGET": f"localhost:{port}",
+                "AGENT_STAKING_ADMIN_KEY": served.admin_key,
+                "AGENT_STAKING_TARGET_CA_FILE": str(files / "ca.crt"),
+            },
+        )
+        assert "(TLS, server verified with" in smoke
+        assert "ListApiKeys with the admin key: 2 keys" in smoke
+        (grpcurl,) = [c for c in documented_commands() if c[0] == "grpcurl"]
+        listed = subprocess.run(
+            [
+                str(GRPCURL),
+                *(w.replace("localhost:50051", f"localhost:{port}") for w in grpcurl[1:]),
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "agentstaking.v1.StakingService" in listed.stdout.split()
+
+
+@dataclass
+class Served:
+    target: str
+    health: str
+    admin_key: str
+
+
+_HEALTH_PORT = re.compile(r"^health \(grpc\.health\.v1, plaintext\) on (\S+)$")
+
+
+@contextlib.contextmanager
+def _serve(argv: list[str], env: dict[str, str], directory: Path) -> Iterator[Served]:
+    """The entrypoint with ``env``, its listeners moved to free loopback ports and its
+    state to ``directory``; stopped with SIGTERM, as the kubelet does after preStop,
+    after which it must drain and exit 0 (an unhandled SIGTERM would end it with -15)."""
+    data = directory / "data"
+    data.mkdir(parents=True)
     serve_env = {
         **env,
-        **runtime.env(),
-        "PATH": f"{runtime_bin}:{env['PATH']}",
         "AGENT_STAKING_LISTEN": "127.0.0.1:0",
+        "AGENT_STAKING_HEALTH_LISTEN": "127.0.0.1:0",
         "AGENT_STAKING_METRICS_LISTEN": "127.0.0.1:0",
         "AGENT_STAKING_LOCALNET_LISTEN": "127.0.0.1:0",
         "AGENT_STAKING_DATA_DIR": str(data),
         "AGENT_STAKING_SHUTDOWN_GRACE_SECONDS": "2",
     }
-    (entrypoint,) = runtime.of("ENTRYPOINT")
-    argv = [*entrypoint.value, *(a for c in runtime.of("CMD") for a in c.value)]
-    argv[0] = str(runtime_bin / argv[0])
-    log = tmp_path / "serve.log"
+    log = directory / "serve.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(
             argv, cwd=data, env=serve_env, stdout=subprocess.PIPE, stderr=stderr, text=True
         )
     try:
-        target, admin_key = "", ""
+        target, health, admin_key = "", "", ""
         events, deadline = _events(process), time.monotonic() + 90
-        while not (target and admin_key) and time.monotonic() < deadline:
+        while not (target and health and admin_key) and time.monotonic() < deadline:
             try:
                 event = events.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -335,36 +482,31 @@ def test_recipe_builds_the_wheel_and_the_entrypoint_serves(tmp_path: Path) -> No
                 break
             if "listening" in event:
                 target = event["listening"]
+            if match := _HEALTH_PORT.match(str(event.get("message", ""))):
+                health = match.group(1)
             if "admin" in event.get("bootstrap_api_key", {}).get("scopes", []):
                 admin_key = event["bootstrap_api_key"]["secret"]
-        assert target and admin_key, f"no address or admin key printed:\n{log.read_text()}"
-
-        deadline = time.monotonic() + 30
-        while (
-            _health(target, "agentstaking.v1.StakingService")
-            != health_pb2.HealthCheckResponse.SERVING
-        ):
-            assert time.monotonic() < deadline, "StakingService never SERVING"
-            time.sleep(0.2)
-        assert _health(target, "") == health_pb2.HealthCheckResponse.SERVING
-
-        # The chart's `helm test` script, with the admin key, in the image's Python.
-        smoke = subprocess.run(
-            [str(runtime_bin / "python"), "-c", SMOKE_TEST.read_text()],
-            env={**env, "AGENT_STAKING_TARGET": target, "AGENT_STAKING_ADMIN_KEY": admin_key},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        assert target and health and admin_key, (
+            f"no address, health port or admin key printed:\n{log.read_text()}"
         )
-        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-        assert "ListApiKeys with the admin key: 2 keys" in smoke.stdout
-
-        # What the kubelet sends after preStop: the server drains and exits 0 (an
-        # unhandled SIGTERM would end it with -15).
+        yield Served(target=target, health=health, admin_key=admin_key)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _smoke_test(bin_dir: Path, env: dict[str, str]) -> str:
+    """The chart's `helm test` script in the image's Python; its output."""
+    smoke = subprocess.run(
+        [str(bin_dir / "python"), "-c", SMOKE_TEST.read_text()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    return smoke.stdout

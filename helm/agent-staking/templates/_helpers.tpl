@@ -61,6 +61,21 @@ app.kubernetes.io/part-of: agent-staking
 {{- if and (empty .Values.solana.rpcUrls) (empty .Values.solana.existingSecret) }}true{{ end }}
 {{- end }}
 
+{{/* /metrics may leave the pod: over TLS, or in plaintext by explicit choice. */}}
+{{- define "agent-staking.metricsExposed" -}}
+{{- if or .Values.tls.enabled .Values.metrics.allowPlaintext }}true{{ end }}
+{{- end }}
+
+{{/* The Service's DNS name in the cluster (what the certificate must name). */}}
+{{- define "agent-staking.serviceHost" -}}
+{{ include "agent-staking.fullname" . }}.{{ .Release.Namespace }}.svc
+{{- end }}
+
+{{/* Where the server's certificate, key and client CA are mounted. */}}
+{{- define "agent-staking.tlsDir" -}}
+/etc/agent-staking/tls
+{{- end }}
+
 {{/* More than one pod may run at once. */}}
 {{- define "agent-staking.scaledOut" -}}
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
@@ -92,9 +107,19 @@ these rules span several. Included by the Deployment, so every install runs them
 {{- if and .Values.solana.rpcUrls .Values.solana.existingSecret }}
 {{- fail "set solana.rpcUrls or solana.existingSecret, not both" }}
 {{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not (include "agent-staking.metricsExposed" .)) }}
+{{- fail "metrics.serviceMonitor.enabled: Prometheus cannot reach /metrics, which stays on the pod's loopback while TLS is off; set tls.enabled (https) or metrics.allowPlaintext: true (plaintext on the pod's network)" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.tls.mutual (not (and .Values.metrics.serviceMonitor.tlsConfig.cert .Values.metrics.serviceMonitor.tlsConfig.keySecret)) }}
+{{- fail "metrics.serviceMonitor.tlsConfig: with tls.mutual /metrics requires a client certificate too; name the one Prometheus presents (cert and keySecret)" }}
+{{- end }}
 {{- $reserved := dict
   "listen" "server.listenHost and server.grpcPort"
-  "metrics_listen" "server.listenHost and server.metricsPort"
+  "health_listen" "server.listenHost and server.healthPort"
+  "metrics_listen" "server.listenHost and server.metricsPort (and metrics.allowPlaintext)"
+  "tls_cert_file" "tls.existingSecret"
+  "tls_key_file" "tls.existingSecret"
+  "tls_client_ca_file" "tls.mutual and tls.clientCASecret"
   "data_dir" "the chart (an emptyDir at /data)"
   "shutdown_grace_seconds" "server.shutdownGraceSeconds"
   "rpc_urls" "solana.rpcUrls or solana.existingSecret"
