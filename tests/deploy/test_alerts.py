@@ -30,8 +30,14 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _alerts(rules: dict[str, Any]) -> set[str]:
-    return {r["alert"] for group in rules["groups"] for r in group["rules"] if "alert" in r}
+def _alerts(rules: dict[str, Any]) -> set[tuple[str, str]]:
+    """(alert name, severity) of every alerting rule."""
+    return {
+        (r["alert"], r["labels"]["severity"])
+        for group in rules["groups"]
+        for r in group["rules"]
+        if "alert" in r
+    }
 
 
 def test_promtool_check_rules(rules_file: Path) -> None:
@@ -51,14 +57,16 @@ def test_promtool_unit_tests_on_the_rendered_rules(rules_file: Path, tmp_path: P
 
 
 def test_every_alert_fires_in_a_unit_test(rules_file: Path) -> None:
+    """Every rule, by name and severity (one alert may have a warning and a critical
+    rule, e.g. the certificate's expiry), is seen firing by a unit test."""
     alerts = _alerts(yaml.safe_load(rules_file.read_text()))
     assert alerts, "no alert rules rendered"
     tests = yaml.safe_load(UNIT_TESTS.read_text())
     fired = {
-        case["alertname"]
+        (case["alertname"], alert["exp_labels"]["severity"])
         for test in tests["tests"]
         for case in test.get("alert_rule_test", [])
-        if case.get("exp_alerts")
+        for alert in case.get("exp_alerts") or []
     }
     assert alerts - fired == set(), "alerts no unit test sees firing"
 
@@ -70,3 +78,14 @@ def test_promtool_catches_a_broken_rule(tmp_path: Path) -> None:
         yaml.safe_dump({"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "up ==="}]}]})
     )
     assert _promtool("check", "rules", str(path)).returncode != 0
+
+
+def test_transport_and_admission_alerts(rules_file: Path) -> None:
+    """The certificate's expiry (a warning at 14 days, a page at 3), sustained overload
+    refusals and requests that never arrive are alerted on."""
+    assert _alerts(yaml.safe_load(rules_file.read_text())) >= {
+        ("AgentStakingTLSCertificateExpiring", "warning"),
+        ("AgentStakingTLSCertificateExpiring", "critical"),
+        ("AgentStakingOverloaded", "warning"),
+        ("AgentStakingRequestTimeouts", "warning"),
+    }

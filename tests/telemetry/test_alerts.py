@@ -7,19 +7,22 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 import yaml
 from agentstaking.v1 import staking_pb2
 
 from service.localnet import LocalnetServer
+from tests._pki import CertificateAuthority
 
-from .conftest import Observed, Scrape, start_observed
+from .conftest import Observed, Scrape, parse_scrape, start_observed
 
 FILES = Path(__file__).resolve().parents[2] / "helm" / "agent-staking" / "files"
 ALERTS = FILES / "alerts.yml"
@@ -130,6 +133,27 @@ async def limited(localnet: LocalnetServer, tmp_path: Path) -> AsyncIterator[Obs
         yield item
 
 
+@pytest.fixture
+async def tls_scrape(localnet: LocalnetServer, tmp_path: Path) -> AsyncIterator[Scrape]:
+    """/metrics (over https) of a server serving TLS: the series that exist only then."""
+    authority = CertificateAuthority(tmp_path, "metrics CA")
+    issued = authority.issue("localhost")
+    data = tmp_path / "tls"
+    data.mkdir()
+    async for observed in start_observed(
+        localnet, data, tls_cert_file=issued.cert, tls_key_file=issued.key
+    ):
+        listener = observed.server.metrics_listener
+        assert listener is not None
+        context = ssl.create_default_context(cafile=str(authority.cert))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"https://localhost:{listener.port}/metrics", ssl=context) as response,
+        ):
+            assert response.status == 200
+            yield parse_scrape(await response.text())
+
+
 async def _live_scrape(observed: Observed) -> Scrape:
     """A scrape after calls that create the labelled series (auth failure, builds, a
     rate-limit rejection)."""
@@ -150,12 +174,15 @@ async def _live_scrape(observed: Observed) -> Scrape:
     return await observed.scrape()
 
 
-async def test_alerts_and_dashboard_name_only_exported_metrics(limited: Observed) -> None:
+async def test_alerts_and_dashboard_name_only_exported_metrics(
+    limited: Observed, tls_scrape: Scrape
+) -> None:
     scrape = await _live_scrape(limited)
     # Label names: from the samples, or from the definitions of series without one yet.
     labels_of = {name: set(labels) for name, labels in limited.metrics.label_names.items()}
-    for name, labels in scrape.labels.items():
+    for name, labels in [*scrape.labels.items(), *tls_scrape.labels.items()]:
         labels_of.setdefault(name, set()).update(labels)
+    exported = scrape.names | tls_scrape.names
     sources = {f"alert {rule['alert']}": rule["expr"] for rule in _rules()}
     sources.update({f"dashboard query {i}": expr for i, expr in enumerate(_dashboard_exprs())})
     used: set[str] = set()
@@ -163,7 +190,7 @@ async def test_alerts_and_dashboard_name_only_exported_metrics(limited: Observed
         names = set(_METRIC.findall(expr))
         assert names, f"{where} names no metric"
         used |= names
-        missing = names - scrape.names
+        missing = names - exported
         assert not missing, f"{where} names metrics that do not exist: {sorted(missing)}"
         known_labels = set(_TARGET_LABELS)
         for name in names:
@@ -187,5 +214,7 @@ async def test_alerts_and_dashboard_name_only_exported_metrics(limited: Observed
         "agent_staking_auth_failures_total",
         "agent_staking_blockhash_age_seconds",
         "agent_staking_relay_time_to_confirm_seconds_bucket",
+        "agent_staking_tls_certificate_expiry_timestamp_seconds",
+        "agent_staking_calls_refused_total",
     ):
         assert name in used, name
