@@ -18,11 +18,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NoReturn
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "agent-staking"
@@ -179,6 +182,61 @@ def validate_custom_resources(objects: Sequence[Manifest]) -> dict[str, str | No
     assert result.returncode == 0, result.stderr
     verdicts: dict[str, str | None] = json.loads(result.stdout)
     return verdicts
+
+
+def settings_from_env(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """The service's Settings from ``env`` alone (this process's AGENT_STAKING_* set
+    aside), as a container with that environment loads them; every AGENT_STAKING_* name
+    must be a setting (an unknown one would be ignored silently)."""
+    from service.config import ENV_PREFIX, Settings, load_settings
+
+    fields = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    assert {n for n in env if n.startswith(ENV_PREFIX)} - fields == set()
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings(overrides)
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """One file the kubelet writes into a container from a Secret's key."""
+
+    mount: str
+    """The volume's mount path in the container."""
+    path: str
+    """The file's path in the container."""
+    secret: str
+    key: str
+    optional: bool
+    """A missing key leaves the file out instead of failing the pod."""
+
+
+def secret_files(pod: Manifest, container: Manifest) -> list[SecretFile]:
+    """The files of the container's Secret and projected-Secret volumes."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    files: list[SecretFile] = []
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        sources = [s["secret"] for s in volume.get("projected", {}).get("sources", [])]
+        if "secret" in volume:
+            sources.append({"name": volume["secret"]["secretName"], **volume["secret"]})
+        for source in sources:
+            for item in source.get("items", []):
+                files.append(
+                    SecretFile(
+                        mount=mount["mountPath"],
+                        path=str(PurePosixPath(mount["mountPath"]) / item["path"]),
+                        secret=source["name"],
+                        key=item["key"],
+                        optional=bool(source.get("optional")),
+                    )
+                )
+    return files
 
 
 def pod_specs(rendered: Rendered) -> dict[str, Manifest]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.deploy._tools import (
     pod_specs,
     render,
     render_error,
+    settings_from_env,
     template_args,
     validate_custom_resources,
 )
@@ -351,7 +351,7 @@ def test_the_service_accepts_the_settings(
     """The ConfigMap and the container's variables load as the service's Settings: every
     AGENT_STAKING_* name is a setting (unknown ones would be ignored silently), every
     value parses."""
-    from service.config import ENV_PREFIX, Settings, load_settings
+    from service.config import ENV_PREFIX
 
     rendered = render(production=production, sets=["config.log_level=DEBUG"])
     placeholders = {  # what the Secrets would hold
@@ -363,14 +363,7 @@ def test_the_service_accepts_the_settings(
     for var in _server(rendered)["env"]:
         if var["name"].startswith(ENV_PREFIX):
             env[var["name"]] = var.get("value") or placeholders[var["name"]]
-    fields = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
-    assert {n for n in env if n.startswith(ENV_PREFIX)} - fields == set()
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    settings = load_settings()
+    settings = settings_from_env(env, monkeypatch)
     assert settings.listen == "0.0.0.0:50051"
     assert settings.health_listen == "0.0.0.0:50052"
     assert settings.log_level == "DEBUG"

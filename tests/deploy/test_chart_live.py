@@ -22,7 +22,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.config import ENV_PREFIX, load_settings
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
 from tests._pki import CertificateAuthority
@@ -34,6 +33,8 @@ from tests.deploy._tools import (
     Manifest,
     Rendered,
     render,
+    secret_files,
+    settings_from_env,
 )
 
 SERVICE_HOST = f"{RELEASE}.{NAMESPACE}.svc"
@@ -84,29 +85,18 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
 def kubelet_mounts(
     pod: Manifest, container: Manifest, secrets: Secrets, root: Path
 ) -> dict[str, Path]:
-    """The container's Secret and projected-Secret volumes written under ``root``, item
-    by item as the kubelet does (a missing key fails unless the volume is optional);
-    mount path -> directory."""
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    """The container's Secret volumes written under ``root``, file by file as the
+    kubelet does (a missing key fails unless the volume is optional); mount path ->
+    directory."""
     mounts: dict[str, Path] = {}
-    for mount in container.get("volumeMounts", []):
-        volume = volumes[mount["name"]]
-        if "projected" in volume:
-            sources = [s["secret"] for s in volume["projected"]["sources"]]
-        elif "secret" in volume:
-            sources = [{"name": volume["secret"]["secretName"], **volume["secret"]}]
-        else:
+    for file in secret_files(pod, container):
+        directory = mounts.setdefault(file.mount, root / PurePosixPath(file.mount).name)
+        directory.mkdir(parents=True, exist_ok=True)
+        data = secrets[file.secret]
+        if file.key not in data:
+            assert file.optional, f"{file.secret} has no {file.key}"
             continue
-        directory = root / mount["name"]
-        directory.mkdir(parents=True)
-        for source in sources:
-            data = secrets[source["name"]]
-            for item in source["items"]:
-                if item["key"] not in data:
-                    assert source.get("optional"), f"{source['name']} has no {item['key']}"
-                    continue
-                (directory / item["path"]).write_bytes(data[item["key"]])
-        mounts[mount["mountPath"]] = directory
+        (directory / PurePosixPath(file.path).relative_to(file.mount)).write_bytes(data[file.key])
     return mounts
 
 
@@ -142,14 +132,11 @@ async def start_pod(
     (container,) = deployment["containers"]
     mounts = kubelet_mounts(deployment, container, secrets, root / "volumes")
     configmap: dict[str, str] = rendered.one("ConfigMap", RELEASE)["data"]
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    for name, value in configmap.items():
-        monkeypatch.setenv(name, localize(value, mounts))
     data = root / "data"
     data.mkdir()
-    settings = load_settings(
+    settings = settings_from_env(
+        {name: localize(value, mounts) for name, value in configmap.items()},
+        monkeypatch,
         {
             "listen": "127.0.0.1:0",
             "health_listen": "127.0.0.1:0",
@@ -158,7 +145,7 @@ async def start_pod(
             "service_fee_bps": 0,
             "data_dir": data,
             "shutdown_grace_seconds": 1,
-        }
+        },
     )
     assert settings.tls and settings.tls_cert_file is not None
     server = AgentStakingServer(settings)

@@ -5,8 +5,6 @@ scheme and tlsConfig, and the values that cannot work together."""
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 import pytest
 
 from tests.deploy._tools import (
@@ -17,6 +15,7 @@ from tests.deploy._tools import (
     Rendered,
     render,
     render_error,
+    secret_files,
     validate_custom_resources,
 )
 
@@ -46,20 +45,8 @@ def _settings(rendered: Rendered) -> dict[str, str]:
 
 
 def _files(pod: Manifest, container: Manifest) -> dict[str, tuple[str, str]]:
-    """What the kubelet would put where: mounted file path -> (Secret, key), for the
-    container's Secret and projected-Secret volumes."""
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    files: dict[str, tuple[str, str]] = {}
-    for mount in container.get("volumeMounts", []):
-        volume = volumes[mount["name"]]
-        sources = [s["secret"] for s in volume.get("projected", {}).get("sources", [])]
-        if "secret" in volume:
-            sources.append({"name": volume["secret"]["secretName"], **volume["secret"]})
-        for source in sources:
-            for item in source.get("items", []):
-                path = str(PurePosixPath(mount["mountPath"]) / item["path"])
-                files[path] = (source["name"], item["key"])
-    return files
+    """What the kubelet would put where: mounted file path -> (Secret, key)."""
+    return {f.path: (f.secret, f.key) for f in secret_files(pod, container)}
 
 
 def _metrics_rules(rendered: Rendered) -> list[Manifest]:

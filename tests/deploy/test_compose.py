@@ -8,7 +8,6 @@ health port."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -21,10 +20,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from service.config import ENV_PREFIX, Settings, load_settings, parse_host_port
+from service.config import Settings, parse_host_port
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
-from tests.deploy._tools import CHART, REPO, check_jsonschema, promtool_path
+from tests.deploy._tools import CHART, REPO, check_jsonschema, promtool_path, settings_from_env
 
 COMPOSE = REPO / "compose.yaml"
 SERVICE = "agent-staking"
@@ -138,15 +137,7 @@ def test_ports_are_published_on_loopback_only() -> None:
 
 def test_the_service_accepts_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every AGENT_STAKING_* variable is a setting, and they load."""
-    env = _env()
-    fields = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
-    assert {n for n in env if n.startswith(ENV_PREFIX)} - fields == set()
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    settings = load_settings()
+    settings = settings_from_env(_env(), monkeypatch)
     assert settings.embedded_localnet  # the walk-through's chain
     assert settings.database_url.startswith("postgresql://")
     assert settings.tracing_exporter == "otlp-grpc"

@@ -293,6 +293,16 @@ def _health(target: str, service: str) -> int:
         return status
 
 
+def _wait_serving(target: str) -> None:
+    """Until ``target`` (plaintext) reports StakingService SERVING (the localnet started)."""
+    deadline = time.monotonic() + 30
+    while (
+        _health(target, "agentstaking.v1.StakingService") != health_pb2.HealthCheckResponse.SERVING
+    ):
+        assert time.monotonic() < deadline, "StakingService never SERVING"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_recipe_builds_the_wheel_and_the_entrypoint_serves(tmp_path: Path) -> None:
@@ -363,13 +373,7 @@ def test_recipe_builds_the_wheel_and_the_entrypoint_serves(tmp_path: Path) -> No
     smoke_env = {**env, "PATH": f"{runtime_bin}:{env['PATH']}"}
 
     with _serve(argv, image_env, tmp_path / "plain") as served:
-        deadline = time.monotonic() + 30
-        while (
-            _health(served.target, "agentstaking.v1.StakingService")
-            != health_pb2.HealthCheckResponse.SERVING
-        ):
-            assert time.monotonic() < deadline, "StakingService never SERVING"
-            time.sleep(0.2)
+        _wait_serving(served.target)
         assert _health(served.target, "") == health_pb2.HealthCheckResponse.SERVING
         # The health port tells what the gRPC port tells.
         assert _health(served.health, "agentstaking.v1.StakingService") == (
@@ -405,13 +409,7 @@ def test_recipe_builds_the_wheel_and_the_entrypoint_serves(tmp_path: Path) -> No
     with _serve(argv, {**image_env, **tls_env}, workdir / "run") as served:
         port = served.target.rpartition(":")[2]
         # Probes still speak plaintext to the health port.
-        deadline = time.monotonic() + 30
-        while (
-            _health(served.health, "agentstaking.v1.StakingService")
-            != health_pb2.HealthCheckResponse.SERVING
-        ):
-            assert time.monotonic() < deadline, "StakingService never SERVING"
-            time.sleep(0.2)
+        _wait_serving(served.health)
         smoke = _smoke_test(
             runtime_bin,
             {
