@@ -5,6 +5,7 @@ scheme and tlsConfig, and the values that cannot work together."""
 
 from __future__ import annotations
 
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from tests.deploy._tools import (
@@ -13,6 +14,7 @@ from tests.deploy._tools import (
     RELEASE,
     Manifest,
     Rendered,
+    claimed_minor_versions,
     render,
     render_error,
     secret_files,
@@ -106,6 +108,27 @@ def test_mutual_tls_mounts_the_client_ca(sets: list[str], ca_file: tuple[str, st
     files = _files(_pod(rendered), _server(rendered))
     assert files[settings["AGENT_STAKING_TLS_CLIENT_CA_FILE"]] == ca_file
     assert files[settings["AGENT_STAKING_TLS_CERT_FILE"]] == (TLS_SECRET, "tls.crt")
+
+
+@pytest.mark.parametrize(
+    "minor", [claimed_minor_versions()[0], claimed_minor_versions()[-1]], ids=lambda m: f"1.{m}"
+)
+def test_mutual_tls_objects_validate(minor: int) -> None:
+    """Mutual TLS adds volumes, mounts and a scrape client certificate: every object
+    still validates, strictly, on the oldest and the newest Kubernetes claimed."""
+    version = f"1.{minor}.0"
+    rendered = render(
+        production=True,
+        sets=MUTUAL,
+        set_json=[PROMETHEUS_CLIENT],
+        kube_version=version,
+        api_versions=PROMETHEUS_OPERATOR_APIS,
+    )
+    custom = [o for o in rendered.objects if o["kind"] in ("ServiceMonitor", "PrometheusRule")]
+    for obj in rendered.objects:
+        if obj not in custom:
+            kubernetes_validate.validate(obj, version, strict=True)
+    assert set(validate_custom_resources(custom).values()) == {None}
 
 
 # -- /metrics -------------------------------------------------------------------------
