@@ -537,7 +537,8 @@ class AgentStakingServer:
             log.warning("metrics not served: %s is taken (set --metrics-listen)", listen)
             return
         self.metrics_listener = listener
-        log.info("metrics on http://%s:%d/metrics", host, listener.port)
+        scheme = "https" if self.certificates is not None else "http"
+        log.info("metrics on %s://%s:%d/metrics", scheme, host, listener.port)
 
     async def _start_health_endpoint(self) -> None:
         listen = self.settings.health_listen.strip()

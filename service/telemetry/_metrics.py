@@ -62,6 +62,8 @@ GRPC_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 BUILD_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
 SOLANA_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PUBLISH_SECONDS: Final = 5.0
+REFUSAL_REASONS: Final = ("overloaded", "waiting_evicted", "request_timeout", "incomplete_request")
+"""Why admission refuses a call (``agent_staking_calls_refused_total{reason}``)."""
 """How often a worker publishes its scrape-time families (multiprocess mode)."""
 
 # grpc_code values as Go spells them (codes.Code.String()), so dashboards and alerts
@@ -277,6 +279,8 @@ class Metrics:
                     self.build_seconds.labels(kind)
                     self.fees_quoted.labels(kind)
                     self.fee_transactions.labels(kind)
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(reason)
 
     def call_started(self, call: CallInfo) -> None:
         self.grpc_started.labels(call.rpc_type, call.service, call.method).inc()

@@ -247,3 +247,13 @@ async def test_scrapes_share_renderings_off_the_serving_loop(observed: Observed)
     # Calls are served meanwhile and after.
     info = await observed.staking.GetNetworkInfo(staking_pb2.GetNetworkInfoRequest())
     assert info.minimum_delegation_lamports > 0
+
+
+async def test_admission_refusals_exist_at_zero_before_the_first(observed: Observed) -> None:
+    """rate() sees the first refusal of each reason only if its series exists before."""
+    from service.telemetry._metrics import REFUSAL_REASONS
+
+    scrape = await observed.scrape()
+    for reason in REFUSAL_REASONS:
+        key = ("agent_staking_calls_refused_total", frozenset({("reason", reason)}))
+        assert scrape.samples[key] == 0, reason
