@@ -131,8 +131,12 @@ class _Waiting:
         self._calls[ticket] = timeout
         if self._limit and len(self._calls) > self._limit:
             oldest, cut = self._calls.popitem(last=False)
-            self.evicted.add(oldest)
-            cut.reschedule(asyncio.get_running_loop().time())
+            try:
+                cut.reschedule(asyncio.get_running_loop().time())
+            except RuntimeError:
+                pass  # already timing out on its own: it leaves as a timeout
+            else:
+                self.evicted.add(oldest)
         return ticket
 
     def leave(self, ticket: int) -> bool:

@@ -5,6 +5,7 @@ arrive, the waiting bound, malformed messages, default deadlines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,3 +267,29 @@ def test_malformed_requests_pass_through_to_the_request_check() -> None:
     violation = request.violation()
     assert violation.field == "request" and violation.reason == "MALFORMED_REQUEST"
     assert grpc_frame(b"") == b"\x00\x00\x00\x00\x00"
+
+
+async def test_a_waiting_call_cut_while_its_own_timeout_expires() -> None:
+    """The oldest waiting call may be timing out at the very moment another arrives:
+    cutting it then must not fail the newcomer."""
+    from service.interceptors._admission import _Waiting
+
+    waiting = _Waiting(1)
+    first: dict[str, asyncio.Timeout] = {}
+
+    async def oldest() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0) as timeout:
+                first["timeout"] = timeout
+                waiting.enter(timeout)
+                await asyncio.sleep(30)
+
+    task = asyncio.create_task(oldest())
+    await asyncio.sleep(0)  # it waits; its timeout fires on the next turn
+    await asyncio.sleep(0)
+    assert first["timeout"].expired()  # expiring: its task has not seen it yet
+    async with asyncio.timeout(30) as newcomer:
+        ticket = waiting.enter(newcomer)
+        await task  # the oldest leaves as a timeout, not as cut
+        assert not waiting.leave(ticket)
+    assert not waiting.evicted
