@@ -145,6 +145,8 @@ class TxRecord:
     pre_balances: list[int]
     post_balances: list[int]
     return_data: tuple[str, bytes] | None
+    accounts: tuple[Pubkey, ...] = ()
+    """Every account the transaction references (getSignaturesForAddress)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,6 +233,8 @@ class LocalnetChain:
         self._blockhashes: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._slot_hashes: deque[tuple[int, Hash]] = deque(maxlen=MAX_PROCESSING_AGE + 64)
         self._ledger: OrderedDict[str, TxRecord] = OrderedDict()
+        # address -> signatures of the ledger's transactions that reference it, oldest first
+        self._by_address: dict[Pubkey, deque[str]] = {}
         # slot -> list of (compute unit price, writable accounts) of landed transactions
         self._slot_fees: deque[tuple[int, list[tuple[int, frozenset[Pubkey]]]]] = deque(
             maxlen=MAX_PROCESSING_AGE
@@ -670,6 +674,7 @@ class LocalnetChain:
             pre_balances=pre,
             post_balances=post,
             return_data=outcome.return_data,
+            accounts=tuple(keys),
         )
         self._remember(record)
         self.rewards.burn(record.fee)
@@ -697,6 +702,7 @@ class LocalnetChain:
             pre_balances=pre,
             post_balances=[self.svm.get_balance(self.faucet) or 0, self.svm.get_balance(to) or 0],
             return_data=None,
+            accounts=(self.faucet, to),
         )
         self._remember(record)
         self.rewards.burn(record.fee)
@@ -705,13 +711,42 @@ class LocalnetChain:
         return record
 
     def _remember(self, record: TxRecord) -> None:
-        self._ledger[str(record.signature)] = record
+        signature = str(record.signature)
+        self._ledger[signature] = record
+        for address in dict.fromkeys(record.accounts):
+            self._by_address.setdefault(address, deque()).append(signature)
         self.transaction_count += 1
         while len(self._ledger) > HISTORY_LIMIT:
-            self._ledger.popitem(last=False)
+            _, oldest = self._ledger.popitem(last=False)
+            for address in dict.fromkeys(oldest.accounts):
+                # The oldest record is the oldest entry of each of its addresses.
+                signatures = self._by_address[address]
+                signatures.popleft()
+                if not signatures:
+                    del self._by_address[address]
 
     def transaction(self, signature: str) -> TxRecord | None:
         return self._ledger.get(signature)
+
+    def signatures_for_address(
+        self, address: Pubkey, *, max_slot: int, before: str | None, until: str | None, limit: int
+    ) -> list[TxRecord]:
+        """The transactions that reference ``address``, newest first, as
+        getSignaturesForAddress lists them: in slots up to ``max_slot`` (the
+        commitment's), strictly older than ``before`` and newer than ``until`` (when
+        given and known), at most ``limit``."""
+        found: list[TxRecord] = []
+        started = before is None
+        for signature in reversed(self._by_address.get(address, ())):
+            if not started:
+                started = signature == before
+                continue
+            if signature == until or len(found) >= limit:
+                break
+            record = self._ledger[signature]
+            if record.slot <= max_slot:
+                found.append(record)
+        return found
 
     def is_recent(self, record: TxRecord) -> bool:
         return self.slot - record.slot <= STATUS_CACHE_SLOTS

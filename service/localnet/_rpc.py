@@ -50,6 +50,7 @@ UNSUPPORTED_TRANSACTION_VERSION = -32015
 
 MAX_MULTIPLE_ACCOUNTS = 100
 MAX_SIGNATURE_STATUSES = 256
+MAX_SIGNATURES_FOR_ADDRESS = 1000
 MAX_BASE58_BYTES = 128
 PACKET_DATA_SIZE = 1232
 
@@ -675,6 +676,37 @@ def get_signature_statuses(chain: LocalnetChain, params: Params) -> Any:
     return {"context": _context(chain, "processed"), "value": values}
 
 
+def get_signatures_for_address(chain: LocalnetChain, params: Params) -> Any:
+    address = _pubkey(_param(params, 0, "address"))
+    config = _config(params, 1)
+    commitment = _commitment(chain, config)
+    if commitment == "processed":
+        raise invalid_params("Method does not support commitment below `confirmed`")
+    limit = _u64(config.get("limit", MAX_SIGNATURES_FOR_ADDRESS), "limit")
+    if not 1 <= limit <= MAX_SIGNATURES_FOR_ADDRESS:
+        raise invalid_params(f"Invalid limit; max {MAX_SIGNATURES_FOR_ADDRESS}")
+    before = config.get("before")
+    until = config.get("until")
+    records = chain.signatures_for_address(
+        address,
+        max_slot=chain.slot_at(commitment),
+        before=str(_signature(before)) if before is not None else None,
+        until=str(_signature(until)) if until is not None else None,
+        limit=limit,
+    )
+    return [
+        {
+            "signature": str(record.signature),
+            "slot": record.slot,
+            "err": record.err,
+            "memo": None,
+            "blockTime": record.block_time,
+            "confirmationStatus": _confirmation_status(chain, record)[0],
+        }
+        for record in records
+    ]
+
+
 def _ui_transaction(tx: VersionedTransaction) -> dict[str, Any]:
     message = tx.message
     header = message.header
@@ -907,6 +939,7 @@ METHODS: dict[str, Handler] = {
     "sendTransaction": send_transaction,
     "simulateTransaction": simulate_transaction,
     "getSignatureStatuses": get_signature_statuses,
+    "getSignaturesForAddress": get_signatures_for_address,
     "getTransaction": get_transaction,
     "requestAirdrop": request_airdrop,
     "localnet_info": localnet_info,

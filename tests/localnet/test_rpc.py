@@ -192,6 +192,42 @@ async def test_signature_statuses_history(
     assert answer["value"] == [None]
 
 
+async def test_signatures_for_address_newest_first(
+    client: AsyncClient, funded: Keypair, raw: RawRpc
+) -> None:
+    """getSignaturesForAddress lists what references an address (fee payer or any other
+    account), newest first, paged with before/until, in the shape solana-py parses."""
+    recipient = Keypair().pubkey()
+    signatures = []
+    for lamports in (SOL // 10, SOL // 20, SOL // 30):
+        tx = await _transfer(client, funded, recipient, lamports)
+        signatures.append((await client.send_raw_transaction(bytes(tx))).value)
+    await _wait_status(client, signatures[-1], "Confirmed")
+    listed = (await client.get_signatures_for_address(recipient, commitment=Confirmed)).value
+    assert [s.signature for s in listed] == signatures[::-1]
+    assert all(s.err is None and s.block_time for s in listed)
+    assert listed[0].slot >= listed[-1].slot
+    # The payer's list has them too, among its airdrop.
+    payer = (await client.get_signatures_for_address(funded.pubkey(), limit=3)).value
+    assert [s.signature for s in payer] == signatures[::-1]
+    page = (
+        await client.get_signatures_for_address(
+            recipient, before=signatures[2], limit=1, commitment=Confirmed
+        )
+    ).value
+    assert [s.signature for s in page] == [signatures[1]]
+    newer = (
+        await client.get_signatures_for_address(
+            recipient, until=signatures[0], commitment=Confirmed
+        )
+    ).value
+    assert [s.signature for s in newer] == [signatures[2], signatures[1]]
+    # Processed is not a commitment this method answers at, as on a real node.
+    answer = await raw.call("getSignaturesForAddress", str(recipient), {"commitment": "processed"})
+    assert answer["error"]["code"] == -32602
+    assert await raw.result("getSignaturesForAddress", str(Keypair().pubkey())) == []
+
+
 # ----- the blockhash window --------------------------------------------------------------
 
 
