@@ -5,6 +5,7 @@ The staking API: builds unsigned Solana staking transactions, relays signed
 ones, and reports stake positions, validators and network state.
 """
 
+from agentstaking.v1 import receipts_pb2 as _receipts_pb2
 from agentstaking.v1 import types_pb2 as _types_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -1287,6 +1288,7 @@ class GetNetworkInfoResponse(_message.Message):
     EPOCH_REWARDS_ACTIVE_FIELD_NUMBER: _builtins.int
     READ_TIME_FIELD_NUMBER: _builtins.int
     EPOCH_PROGRESS_FIELD_NUMBER: _builtins.int
+    RECEIPT_KEYS_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """Current epoch."""
     slot: _builtins.int
@@ -1341,6 +1343,13 @@ class GetNetworkInfoResponse(_message.Message):
     def read_time(self) -> _timestamp_pb2.Timestamp:
         """When this chain state was read from the cluster (it is cached)."""
 
+    @_builtins.property
+    def receipt_keys(self) -> _containers.RepeatedCompositeFieldContainer[_receipts_pb2.ReceiptKey]:
+        """The public keys that verify PreparedTransaction.receipt: the active key
+        (signs new receipts), a next key ahead of a rotation, and retired keys
+        (their receipts stay verifiable).
+        """
+
     def __init__(
         self,
         *,
@@ -1361,10 +1370,11 @@ class GetNetworkInfoResponse(_message.Message):
         epoch_rewards_active: _builtins.bool = ...,
         read_time: _timestamp_pb2.Timestamp | None = ...,
         epoch_progress: _builtins.float = ...,
+        receipt_keys: _abc.Iterable[_receipts_pb2.ReceiptKey] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["epoch_end_time", b"epoch_end_time", "epoch_time_remaining", b"epoch_time_remaining", "fee_policy", b"fee_policy", "read_time", b"read_time", "slot_duration", b"slot_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_height", b"block_height", "cluster_version", b"cluster_version", "default_vote_account", b"default_vote_account", "epoch", b"epoch", "epoch_end_time", b"epoch_end_time", "epoch_progress", b"epoch_progress", "epoch_rewards_active", b"epoch_rewards_active", "epoch_time_remaining", b"epoch_time_remaining", "fee_policy", b"fee_policy", "genesis_hash", b"genesis_hash", "minimum_delegation_lamports", b"minimum_delegation_lamports", "read_time", b"read_time", "slot", b"slot", "slot_duration", b"slot_duration", "slot_index", b"slot_index", "slots_in_epoch", b"slots_in_epoch", "stake_rent_exempt_reserve_lamports", b"stake_rent_exempt_reserve_lamports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_height", b"block_height", "cluster_version", b"cluster_version", "default_vote_account", b"default_vote_account", "epoch", b"epoch", "epoch_end_time", b"epoch_end_time", "epoch_progress", b"epoch_progress", "epoch_rewards_active", b"epoch_rewards_active", "epoch_time_remaining", b"epoch_time_remaining", "fee_policy", b"fee_policy", "genesis_hash", b"genesis_hash", "minimum_delegation_lamports", b"minimum_delegation_lamports", "read_time", b"read_time", "receipt_keys", b"receipt_keys", "slot", b"slot", "slot_duration", b"slot_duration", "slot_index", b"slot_index", "slots_in_epoch", b"slots_in_epoch", "stake_rent_exempt_reserve_lamports", b"stake_rent_exempt_reserve_lamports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from agentstaking.v1 import intents_pb2 as agentstaking_dot_v1_dot_intents__pb2
 from agentstaking.v1 import liquid_staking_pb2 as agentstaking_dot_v1_dot_liquid__staking__pb2
 from agentstaking.v1 import rewards_pb2 as agentstaking_dot_v1_dot_rewards__pb2
 from agentstaking.v1 import stake_management_pb2 as agentstaking_dot_v1_dot_stake__management__pb2
@@ -174,6 +175,16 @@ class StakingServiceStub:
                 '/agentstaking.v1.StakingService/EstimateRewards',
                 request_serializer=agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsRequest.SerializeToString,
                 response_deserializer=agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsResponse.FromString,
+                _registered_method=True)
+        self.GetIntent = channel.unary_unary(
+                '/agentstaking.v1.StakingService/GetIntent',
+                request_serializer=agentstaking_dot_v1_dot_intents__pb2.GetIntentRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_intents__pb2.GetIntentResponse.FromString,
+                _registered_method=True)
+        self.BuildNonceAccountTransaction = channel.unary_unary(
+                '/agentstaking.v1.StakingService/BuildNonceAccountTransaction',
+                request_serializer=agentstaking_dot_v1_dot_intents__pb2.BuildNonceAccountTransactionRequest.SerializeToString,
+                response_deserializer=agentstaking_dot_v1_dot_intents__pb2.BuildNonceAccountTransactionResponse.FromString,
                 _registered_method=True)
 
 
@@ -443,6 +454,28 @@ class StakingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetIntent(self, request, context):
+        """Returns the intent of a request_id made with the caller's API key: what it
+        asked for, every transaction built for it, and what became of them
+        (BUILT, SUBMITTED, LANDED, FAILED, EXPIRED), read from the relay and the
+        chain now. Fails with NOT_FOUND, reason INTENT_NOT_FOUND, for an unknown
+        (or forgotten) request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildNonceAccountTransaction(self, request, context):
+        """Builds one transaction that creates the wallet's managed durable nonce
+        account (funded by the wallet with its rent-exempt minimum, the wallet as
+        nonce authority), or closes it (close). Transactions built with
+        TransactionOptions.durable_nonce.managed then never expire by block
+        height: sign once, submit later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StakingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -550,6 +583,16 @@ def add_StakingServiceServicer_to_server(servicer, server):
                     servicer.EstimateRewards,
                     request_deserializer=agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsRequest.FromString,
                     response_serializer=agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsResponse.SerializeToString,
+            ),
+            'GetIntent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIntent,
+                    request_deserializer=agentstaking_dot_v1_dot_intents__pb2.GetIntentRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_intents__pb2.GetIntentResponse.SerializeToString,
+            ),
+            'BuildNonceAccountTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildNonceAccountTransaction,
+                    request_deserializer=agentstaking_dot_v1_dot_intents__pb2.BuildNonceAccountTransactionRequest.FromString,
+                    response_serializer=agentstaking_dot_v1_dot_intents__pb2.BuildNonceAccountTransactionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1152,6 +1195,60 @@ class StakingService:
             '/agentstaking.v1.StakingService/EstimateRewards',
             agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsRequest.SerializeToString,
             agentstaking_dot_v1_dot_rewards__pb2.EstimateRewardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIntent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/GetIntent',
+            agentstaking_dot_v1_dot_intents__pb2.GetIntentRequest.SerializeToString,
+            agentstaking_dot_v1_dot_intents__pb2.GetIntentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildNonceAccountTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentstaking.v1.StakingService/BuildNonceAccountTransaction',
+            agentstaking_dot_v1_dot_intents__pb2.BuildNonceAccountTransactionRequest.SerializeToString,
+            agentstaking_dot_v1_dot_intents__pb2.BuildNonceAccountTransactionResponse.FromString,
             options,
             channel_credentials,
             insecure,

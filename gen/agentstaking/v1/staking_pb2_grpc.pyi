@@ -5,6 +5,7 @@ The staking API: builds unsigned Solana staking transactions, relays signed
 ones, and reports stake positions, validators and network state.
 """
 
+from agentstaking.v1 import intents_pb2 as _intents_pb2
 from agentstaking.v1 import liquid_staking_pb2 as _liquid_staking_pb2
 from agentstaking.v1 import rewards_pb2 as _rewards_pb2
 from agentstaking.v1 import stake_management_pb2 as _stake_management_pb2
@@ -216,6 +217,20 @@ class StakingServiceStub:
     APY and every assumption used (inflation rate, supply, active stake,
     commission, vote credits, compounding).
     """
+    GetIntent: _grpc.UnaryUnaryMultiCallable[_intents_pb2.GetIntentRequest, _intents_pb2.GetIntentResponse]
+    """Returns the intent of a request_id made with the caller's API key: what it
+    asked for, every transaction built for it, and what became of them
+    (BUILT, SUBMITTED, LANDED, FAILED, EXPIRED), read from the relay and the
+    chain now. Fails with NOT_FOUND, reason INTENT_NOT_FOUND, for an unknown
+    (or forgotten) request_id.
+    """
+    BuildNonceAccountTransaction: _grpc.UnaryUnaryMultiCallable[_intents_pb2.BuildNonceAccountTransactionRequest, _intents_pb2.BuildNonceAccountTransactionResponse]
+    """Builds one transaction that creates the wallet's managed durable nonce
+    account (funded by the wallet with its rent-exempt minimum, the wallet as
+    nonce authority), or closes it (close). Transactions built with
+    TransactionOptions.durable_nonce.managed then never expire by block
+    height: sign once, submit later.
+    """
 
 @_typing.type_check_only
 class StakingServiceAsyncStub(StakingServiceStub):
@@ -399,6 +414,20 @@ class StakingServiceAsyncStub(StakingServiceStub):
     default validator) over a number of epochs or days, with the estimated
     APY and every assumption used (inflation rate, supply, active stake,
     commission, vote credits, compounding).
+    """
+    GetIntent: _aio.UnaryUnaryMultiCallable[_intents_pb2.GetIntentRequest, _intents_pb2.GetIntentResponse]  # type: ignore[assignment]
+    """Returns the intent of a request_id made with the caller's API key: what it
+    asked for, every transaction built for it, and what became of them
+    (BUILT, SUBMITTED, LANDED, FAILED, EXPIRED), read from the relay and the
+    chain now. Fails with NOT_FOUND, reason INTENT_NOT_FOUND, for an unknown
+    (or forgotten) request_id.
+    """
+    BuildNonceAccountTransaction: _aio.UnaryUnaryMultiCallable[_intents_pb2.BuildNonceAccountTransactionRequest, _intents_pb2.BuildNonceAccountTransactionResponse]  # type: ignore[assignment]
+    """Builds one transaction that creates the wallet's managed durable nonce
+    account (funded by the wallet with its rent-exempt minimum, the wallet as
+    nonce authority), or closes it (close). Transactions built with
+    TransactionOptions.durable_nonce.managed then never expire by block
+    height: sign once, submit later.
     """
 
 class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -706,6 +735,32 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         default validator) over a number of epochs or days, with the estimated
         APY and every assumption used (inflation rate, supply, active stake,
         commission, vote credits, compounding).
+        """
+
+    @_abc_1.abstractmethod
+    def GetIntent(
+        self,
+        request: _intents_pb2.GetIntentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_intents_pb2.GetIntentResponse, _abc.Awaitable[_intents_pb2.GetIntentResponse]]:
+        """Returns the intent of a request_id made with the caller's API key: what it
+        asked for, every transaction built for it, and what became of them
+        (BUILT, SUBMITTED, LANDED, FAILED, EXPIRED), read from the relay and the
+        chain now. Fails with NOT_FOUND, reason INTENT_NOT_FOUND, for an unknown
+        (or forgotten) request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def BuildNonceAccountTransaction(
+        self,
+        request: _intents_pb2.BuildNonceAccountTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_intents_pb2.BuildNonceAccountTransactionResponse, _abc.Awaitable[_intents_pb2.BuildNonceAccountTransactionResponse]]:
+        """Builds one transaction that creates the wallet's managed durable nonce
+        account (funded by the wallet with its rent-exempt minimum, the wallet as
+        nonce authority), or closes it (close). Transactions built with
+        TransactionOptions.durable_nonce.managed then never expire by block
+        height: sign once, submit later.
         """
 
 def add_StakingServiceServicer_to_server(servicer: StakingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

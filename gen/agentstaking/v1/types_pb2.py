@@ -22,44 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agentstaking.v1 import receipts_pb2 as agentstaking_dot_v1_dot_receipts__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gentstaking/v1/types.proto\x12\x0f\x61gentstaking.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x02\n\x12TransactionOptions\x12\x34\n\x07version\x18\x01 \x01(\x0e\x32#.agentstaking.v1.TransactionVersion\x12+\n!compute_unit_price_micro_lamports\x18\x02 \x01(\x04H\x00\x12\x38\n\x0epriority_level\x18\x03 \x01(\x0e\x32\x1e.agentstaking.v1.PriorityLevelH\x00\x12\x1a\n\x12\x63ompute_unit_limit\x18\x04 \x01(\r\x12\x34\n\rdurable_nonce\x18\x05 \x01(\x0b\x32\x1d.agentstaking.v1.DurableNonce\x12\x10\n\x08simulate\x18\x06 \x01(\x08\x12\x0c\n\x04memo\x18\x07 \x01(\tB\x0e\n\x0cpriority_fee\">\n\x0c\x44urableNonce\x12\x15\n\rnonce_account\x18\x01 \x01(\t\x12\x17\n\x0fnonce_authority\x18\x02 \x01(\t\"B\n\x06Lockup\x12\x16\n\x0eunix_timestamp\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x11\n\tcustodian\x18\x03 \x01(\t\"\xa6\x03\n\x13PreparedTransaction\x12\x13\n\x0btransaction\x18\x01 \x01(\x0c\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x18\n\x10required_signers\x18\x03 \x03(\t\x12\x18\n\x10recent_blockhash\x18\x04 \x01(\t\x12\x1f\n\x17last_valid_block_height\x18\x05 \x01(\x04\x12+\n\x04\x66\x65\x65s\x18\x06 \x01(\x0b\x32\x1d.agentstaking.v1.FeeBreakdown\x12\x39\n\x0cinstructions\x18\x07 \x03(\x0b\x32#.agentstaking.v1.InstructionSummary\x12/\n\nsimulation\x18\x08 \x01(\x0b\x32\x1b.agentstaking.v1.Simulation\x12\x34\n\x07version\x18\t \x01(\x0e\x32#.agentstaking.v1.TransactionVersion\x12\x1a\n\x12\x63ompute_unit_limit\x18\n \x01(\r\x12)\n!compute_unit_price_micro_lamports\x18\x0b \x01(\x04\"\xdd\x01\n\x0c\x46\x65\x65\x42reakdown\x12\x1c\n\x14service_fee_lamports\x18\x01 \x01(\x04\x12\x17\n\x0fservice_fee_bps\x18\x02 \x01(\r\x12\x15\n\rfee_recipient\x18\x03 \x01(\t\x12\x1c\n\x14network_fee_lamports\x18\x04 \x01(\x04\x12\x1d\n\x15priority_fee_lamports\x18\x05 \x01(\x04\x12$\n\x1crent_exempt_reserve_lamports\x18\x06 \x01(\x04\x12\x1c\n\x14total_debit_lamports\x18\x07 \x01(\x04\"\x9c\x01\n\x12InstructionSummary\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x14\n\x0cprogram_name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x08\x61\x63\x63ounts\x18\x05 \x03(\x0b\x32\x1c.agentstaking.v1.AccountMeta\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"N\n\x0b\x41\x63\x63ountMeta\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06signer\x18\x02 \x01(\x08\x12\x10\n\x08writable\x18\x03 \x01(\x08\x12\x0c\n\x04role\x18\x04 \x01(\t\"\xaa\x01\n\nSimulation\x12\x15\n\rcompute_units\x18\x01 \x01(\x04\x12\x37\n\x0f\x62\x61lance_changes\x18\x02 \x03(\x0b\x32\x1e.agentstaking.v1.BalanceChange\x12\x0c\n\x04logs\x18\x03 \x03(\t\x12\x30\n\x05\x65rror\x18\x04 \x01(\x0b\x32!.agentstaking.v1.TransactionError\x12\x0c\n\x04slot\x18\x05 \x01(\x04\"e\n\rBalanceChange\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cpre_lamports\x18\x02 \x01(\x04\x12\x15\n\rpost_lamports\x18\x03 \x01(\x04\x12\x16\n\x0e\x64\x65lta_lamports\x18\x04 \x01(\x03\"\xc6\x02\n\x11TransactionStatus\x12\x11\n\tsignature\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.agentstaking.v1.TransactionState\x12\x0c\n\x04slot\x18\x03 \x01(\x04\x12\x15\n\rconfirmations\x18\x04 \x01(\x04\x12\x30\n\x05\x65rror\x18\x05 \x01(\x0b\x32!.agentstaking.v1.TransactionError\x12\x1f\n\x17last_valid_block_height\x18\x06 \x01(\x04\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsend_count\x18\t \x01(\r\"\xe2\x01\n\x10TransactionError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x1e\n\x11instruction_index\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x0f\n\x07program\x18\x04 \x01(\t\x12\x19\n\x11instruction_error\x18\x05 \x01(\t\x12\x18\n\x0b\x63ustom_code\x18\x06 \x01(\rH\x01\x88\x01\x01\x12\x15\n\rprogram_error\x18\x07 \x01(\t\x12\x0c\n\x04logs\x18\x08 \x03(\tB\x14\n\x12_instruction_indexB\x0e\n\x0c_custom_code*v\n\nCommitment\x12\x1a\n\x16\x43OMMITMENT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43OMMITMENT_PROCESSED\x10\x01\x12\x18\n\x14\x43OMMITMENT_CONFIRMED\x10\x02\x12\x18\n\x14\x43OMMITMENT_FINALIZED\x10\x03*u\n\x12TransactionVersion\x12#\n\x1fTRANSACTION_VERSION_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRANSACTION_VERSION_V0\x10\x01\x12\x1e\n\x1aTRANSACTION_VERSION_LEGACY\x10\x02*\xb2\x01\n\rPriorityLevel\x12\x1e\n\x1aPRIORITY_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13PRIORITY_LEVEL_NONE\x10\x01\x12\x16\n\x12PRIORITY_LEVEL_LOW\x10\x02\x12\x19\n\x15PRIORITY_LEVEL_MEDIUM\x10\x03\x12\x17\n\x13PRIORITY_LEVEL_HIGH\x10\x04\x12\x1c\n\x18PRIORITY_LEVEL_VERY_HIGH\x10\x05*\x91\x02\n\x10TransactionState\x12!\n\x1dTRANSACTION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRANSACTION_STATE_RECEIVED\x10\x01\x12\x1a\n\x16TRANSACTION_STATE_SENT\x10\x02\x12\x1f\n\x1bTRANSACTION_STATE_PROCESSED\x10\x03\x12\x1f\n\x1bTRANSACTION_STATE_CONFIRMED\x10\x04\x12\x1f\n\x1bTRANSACTION_STATE_FINALIZED\x10\x05\x12\x1c\n\x18TRANSACTION_STATE_FAILED\x10\x06\x12\x1d\n\x19TRANSACTION_STATE_EXPIRED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gentstaking/v1/types.proto\x12\x0f\x61gentstaking.v1\x1a\x1e\x61gentstaking/v1/receipts.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x02\n\x12TransactionOptions\x12\x34\n\x07version\x18\x01 \x01(\x0e\x32#.agentstaking.v1.TransactionVersion\x12+\n!compute_unit_price_micro_lamports\x18\x02 \x01(\x04H\x00\x12\x38\n\x0epriority_level\x18\x03 \x01(\x0e\x32\x1e.agentstaking.v1.PriorityLevelH\x00\x12\x1a\n\x12\x63ompute_unit_limit\x18\x04 \x01(\r\x12\x34\n\rdurable_nonce\x18\x05 \x01(\x0b\x32\x1d.agentstaking.v1.DurableNonce\x12\x10\n\x08simulate\x18\x06 \x01(\x08\x12\x0c\n\x04memo\x18\x07 \x01(\tB\x0e\n\x0cpriority_fee\"O\n\x0c\x44urableNonce\x12\x15\n\rnonce_account\x18\x01 \x01(\t\x12\x17\n\x0fnonce_authority\x18\x02 \x01(\t\x12\x0f\n\x07managed\x18\x03 \x01(\x08\"B\n\x06Lockup\x12\x16\n\x0eunix_timestamp\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x11\n\tcustodian\x18\x03 \x01(\t\"\xff\x03\n\x13PreparedTransaction\x12\x13\n\x0btransaction\x18\x01 \x01(\x0c\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x18\n\x10required_signers\x18\x03 \x03(\t\x12\x18\n\x10recent_blockhash\x18\x04 \x01(\t\x12\x1f\n\x17last_valid_block_height\x18\x05 \x01(\x04\x12+\n\x04\x66\x65\x65s\x18\x06 \x01(\x0b\x32\x1d.agentstaking.v1.FeeBreakdown\x12\x39\n\x0cinstructions\x18\x07 \x03(\x0b\x32#.agentstaking.v1.InstructionSummary\x12/\n\nsimulation\x18\x08 \x01(\x0b\x32\x1b.agentstaking.v1.Simulation\x12\x34\n\x07version\x18\t \x01(\x0e\x32#.agentstaking.v1.TransactionVersion\x12\x1a\n\x12\x63ompute_unit_limit\x18\n \x01(\r\x12)\n!compute_unit_price_micro_lamports\x18\x0b \x01(\x04\x12)\n\x07receipt\x18\x0c \x01(\x0b\x32\x18.agentstaking.v1.Receipt\x12,\n\x06intent\x18\r \x01(\x0b\x32\x1c.agentstaking.v1.BuildIntent\"\xdd\x01\n\x0c\x46\x65\x65\x42reakdown\x12\x1c\n\x14service_fee_lamports\x18\x01 \x01(\x04\x12\x17\n\x0fservice_fee_bps\x18\x02 \x01(\r\x12\x15\n\rfee_recipient\x18\x03 \x01(\t\x12\x1c\n\x14network_fee_lamports\x18\x04 \x01(\x04\x12\x1d\n\x15priority_fee_lamports\x18\x05 \x01(\x04\x12$\n\x1crent_exempt_reserve_lamports\x18\x06 \x01(\x04\x12\x1c\n\x14total_debit_lamports\x18\x07 \x01(\x04\"\x9c\x01\n\x12InstructionSummary\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x14\n\x0cprogram_name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x08\x61\x63\x63ounts\x18\x05 \x03(\x0b\x32\x1c.agentstaking.v1.AccountMeta\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"N\n\x0b\x41\x63\x63ountMeta\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06signer\x18\x02 \x01(\x08\x12\x10\n\x08writable\x18\x03 \x01(\x08\x12\x0c\n\x04role\x18\x04 \x01(\t\"\xaa\x01\n\nSimulation\x12\x15\n\rcompute_units\x18\x01 \x01(\x04\x12\x37\n\x0f\x62\x61lance_changes\x18\x02 \x03(\x0b\x32\x1e.agentstaking.v1.BalanceChange\x12\x0c\n\x04logs\x18\x03 \x03(\t\x12\x30\n\x05\x65rror\x18\x04 \x01(\x0b\x32!.agentstaking.v1.TransactionError\x12\x0c\n\x04slot\x18\x05 \x01(\x04\"e\n\rBalanceChange\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cpre_lamports\x18\x02 \x01(\x04\x12\x15\n\rpost_lamports\x18\x03 \x01(\x04\x12\x16\n\x0e\x64\x65lta_lamports\x18\x04 \x01(\x03\"\xc6\x02\n\x11TransactionStatus\x12\x11\n\tsignature\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.agentstaking.v1.TransactionState\x12\x0c\n\x04slot\x18\x03 \x01(\x04\x12\x15\n\rconfirmations\x18\x04 \x01(\x04\x12\x30\n\x05\x65rror\x18\x05 \x01(\x0b\x32!.agentstaking.v1.TransactionError\x12\x1f\n\x17last_valid_block_height\x18\x06 \x01(\x04\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsend_count\x18\t \x01(\r\"\xe2\x01\n\x10TransactionError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x1e\n\x11instruction_index\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x0f\n\x07program\x18\x04 \x01(\t\x12\x19\n\x11instruction_error\x18\x05 \x01(\t\x12\x18\n\x0b\x63ustom_code\x18\x06 \x01(\rH\x01\x88\x01\x01\x12\x15\n\rprogram_error\x18\x07 \x01(\t\x12\x0c\n\x04logs\x18\x08 \x03(\tB\x14\n\x12_instruction_indexB\x0e\n\x0c_custom_code*v\n\nCommitment\x12\x1a\n\x16\x43OMMITMENT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43OMMITMENT_PROCESSED\x10\x01\x12\x18\n\x14\x43OMMITMENT_CONFIRMED\x10\x02\x12\x18\n\x14\x43OMMITMENT_FINALIZED\x10\x03*u\n\x12TransactionVersion\x12#\n\x1fTRANSACTION_VERSION_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRANSACTION_VERSION_V0\x10\x01\x12\x1e\n\x1aTRANSACTION_VERSION_LEGACY\x10\x02*\xb2\x01\n\rPriorityLevel\x12\x1e\n\x1aPRIORITY_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13PRIORITY_LEVEL_NONE\x10\x01\x12\x16\n\x12PRIORITY_LEVEL_LOW\x10\x02\x12\x19\n\x15PRIORITY_LEVEL_MEDIUM\x10\x03\x12\x17\n\x13PRIORITY_LEVEL_HIGH\x10\x04\x12\x1c\n\x18PRIORITY_LEVEL_VERY_HIGH\x10\x05*\x91\x02\n\x10TransactionState\x12!\n\x1dTRANSACTION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRANSACTION_STATE_RECEIVED\x10\x01\x12\x1a\n\x16TRANSACTION_STATE_SENT\x10\x02\x12\x1f\n\x1bTRANSACTION_STATE_PROCESSED\x10\x03\x12\x1f\n\x1bTRANSACTION_STATE_CONFIRMED\x10\x04\x12\x1f\n\x1bTRANSACTION_STATE_FINALIZED\x10\x05\x12\x1c\n\x18TRANSACTION_STATE_FAILED\x10\x06\x12\x1d\n\x19TRANSACTION_STATE_EXPIRED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentstaking.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMMITMENT']._serialized_start=2245
-  _globals['_COMMITMENT']._serialized_end=2363
-  _globals['_TRANSACTIONVERSION']._serialized_start=2365
-  _globals['_TRANSACTIONVERSION']._serialized_end=2482
-  _globals['_PRIORITYLEVEL']._serialized_start=2485
-  _globals['_PRIORITYLEVEL']._serialized_end=2663
-  _globals['_TRANSACTIONSTATE']._serialized_start=2666
-  _globals['_TRANSACTIONSTATE']._serialized_end=2939
-  _globals['_TRANSACTIONOPTIONS']._serialized_start=82
-  _globals['_TRANSACTIONOPTIONS']._serialized_end=389
-  _globals['_DURABLENONCE']._serialized_start=391
-  _globals['_DURABLENONCE']._serialized_end=453
-  _globals['_LOCKUP']._serialized_start=455
-  _globals['_LOCKUP']._serialized_end=521
-  _globals['_PREPAREDTRANSACTION']._serialized_start=524
-  _globals['_PREPAREDTRANSACTION']._serialized_end=946
-  _globals['_FEEBREAKDOWN']._serialized_start=949
-  _globals['_FEEBREAKDOWN']._serialized_end=1170
-  _globals['_INSTRUCTIONSUMMARY']._serialized_start=1173
-  _globals['_INSTRUCTIONSUMMARY']._serialized_end=1329
-  _globals['_ACCOUNTMETA']._serialized_start=1331
-  _globals['_ACCOUNTMETA']._serialized_end=1409
-  _globals['_SIMULATION']._serialized_start=1412
-  _globals['_SIMULATION']._serialized_end=1582
-  _globals['_BALANCECHANGE']._serialized_start=1584
-  _globals['_BALANCECHANGE']._serialized_end=1685
-  _globals['_TRANSACTIONSTATUS']._serialized_start=1688
-  _globals['_TRANSACTIONSTATUS']._serialized_end=2014
-  _globals['_TRANSACTIONERROR']._serialized_start=2017
-  _globals['_TRANSACTIONERROR']._serialized_end=2243
+  _globals['_COMMITMENT']._serialized_start=2383
+  _globals['_COMMITMENT']._serialized_end=2501
+  _globals['_TRANSACTIONVERSION']._serialized_start=2503
+  _globals['_TRANSACTIONVERSION']._serialized_end=2620
+  _globals['_PRIORITYLEVEL']._serialized_start=2623
+  _globals['_PRIORITYLEVEL']._serialized_end=2801
+  _globals['_TRANSACTIONSTATE']._serialized_start=2804
+  _globals['_TRANSACTIONSTATE']._serialized_end=3077
+  _globals['_TRANSACTIONOPTIONS']._serialized_start=114
+  _globals['_TRANSACTIONOPTIONS']._serialized_end=421
+  _globals['_DURABLENONCE']._serialized_start=423
+  _globals['_DURABLENONCE']._serialized_end=502
+  _globals['_LOCKUP']._serialized_start=504
+  _globals['_LOCKUP']._serialized_end=570
+  _globals['_PREPAREDTRANSACTION']._serialized_start=573
+  _globals['_PREPAREDTRANSACTION']._serialized_end=1084
+  _globals['_FEEBREAKDOWN']._serialized_start=1087
+  _globals['_FEEBREAKDOWN']._serialized_end=1308
+  _globals['_INSTRUCTIONSUMMARY']._serialized_start=1311
+  _globals['_INSTRUCTIONSUMMARY']._serialized_end=1467
+  _globals['_ACCOUNTMETA']._serialized_start=1469
+  _globals['_ACCOUNTMETA']._serialized_end=1547
+  _globals['_SIMULATION']._serialized_start=1550
+  _globals['_SIMULATION']._serialized_end=1720
+  _globals['_BALANCECHANGE']._serialized_start=1722
+  _globals['_BALANCECHANGE']._serialized_end=1823
+  _globals['_TRANSACTIONSTATUS']._serialized_start=1826
+  _globals['_TRANSACTIONSTATUS']._serialized_end=2152
+  _globals['_TRANSACTIONERROR']._serialized_start=2155
+  _globals['_TRANSACTIONERROR']._serialized_end=2381
 # @@protoc_insertion_point(module_scope)

@@ -13,6 +13,7 @@ Conventions used throughout the API:
   JSON show them base64 encoded).
 """
 
+from agentstaking.v1 import receipts_pb2 as _receipts_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -269,28 +270,41 @@ Global___TransactionOptions: _TypeAlias = TransactionOptions  # noqa: Y015
 
 @_typing.final
 class DurableNonce(_message.Message):
-    """A durable nonce account to build the transaction against."""
+    """A durable nonce account to build the transaction against: set
+    nonce_account (and nonce_authority when it is not the wallet), or managed.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NONCE_ACCOUNT_FIELD_NUMBER: _builtins.int
     NONCE_AUTHORITY_FIELD_NUMBER: _builtins.int
+    MANAGED_FIELD_NUMBER: _builtins.int
     nonce_account: _builtins.str
-    """Address of an initialized nonce account (base58). Required."""
+    """Address of an initialized nonce account (base58). Required unless managed."""
     nonce_authority: _builtins.str
     """Authority of the nonce account (base58); it must sign the transaction and
     is listed in PreparedTransaction.required_signers. Empty (default): the
     wallet of the request.
+    """
+    managed: _builtins.bool
+    """Use the wallet's managed nonce account: the one
+    BuildNonceAccountTransaction creates (address
+    create_with_seed(wallet, "agent-staking:nonce", System program),
+    authority the wallet). nonce_account and nonce_authority must then be
+    empty. Missing account: FAILED_PRECONDITION, reason
+    MANAGED_NONCE_MISSING. Every transaction built with it stays valid until
+    one of them lands (which advances the nonce): sign once, submit later.
     """
     def __init__(
         self,
         *,
         nonce_account: _builtins.str = ...,
         nonce_authority: _builtins.str = ...,
+        managed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nonce_account", b"nonce_account", "nonce_authority", b"nonce_authority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["managed", b"managed", "nonce_account", b"nonce_account", "nonce_authority", b"nonce_authority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -354,6 +368,8 @@ class PreparedTransaction(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     COMPUTE_UNIT_LIMIT_FIELD_NUMBER: _builtins.int
     COMPUTE_UNIT_PRICE_MICRO_LAMPORTS_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    INTENT_FIELD_NUMBER: _builtins.int
     transaction: _builtins.bytes
     """The unsigned transaction in wire format: every signature slot is zeroed
     (64 zero bytes). Replace the slots of `required_signers` with their
@@ -399,6 +415,17 @@ class PreparedTransaction(_message.Message):
         TransactionOptions.simulate was true.
         """
 
+    @_builtins.property
+    def receipt(self) -> _receipts_pb2.Receipt:
+        """The service's signed receipt of this build: what it offered (the SHA-256
+        of `message`, every fee and lamport movement, the lifetime, who asked),
+        signed with its receipt key. Set on every build.
+        """
+
+    @_builtins.property
+    def intent(self) -> _receipts_pb2.BuildIntent:
+        """The intent this build belongs to; set when the request had a request_id."""
+
     def __init__(
         self,
         *,
@@ -413,10 +440,12 @@ class PreparedTransaction(_message.Message):
         version: Global___TransactionVersion.ValueType = ...,
         compute_unit_limit: _builtins.int = ...,
         compute_unit_price_micro_lamports: _builtins.int = ...,
+        receipt: _receipts_pb2.Receipt | None = ...,
+        intent: _receipts_pb2.BuildIntent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fees", b"fees", "simulation", b"simulation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fees", b"fees", "intent", b"intent", "receipt", b"receipt", "simulation", b"simulation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_unit_limit", b"compute_unit_limit", "compute_unit_price_micro_lamports", b"compute_unit_price_micro_lamports", "fees", b"fees", "instructions", b"instructions", "last_valid_block_height", b"last_valid_block_height", "message", b"message", "recent_blockhash", b"recent_blockhash", "required_signers", b"required_signers", "simulation", b"simulation", "transaction", b"transaction", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_unit_limit", b"compute_unit_limit", "compute_unit_price_micro_lamports", b"compute_unit_price_micro_lamports", "fees", b"fees", "instructions", b"instructions", "intent", b"intent", "last_valid_block_height", b"last_valid_block_height", "message", b"message", "receipt", b"receipt", "recent_blockhash", b"recent_blockhash", "required_signers", b"required_signers", "simulation", b"simulation", "transaction", b"transaction", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,6 +23,12 @@ import {
 import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 import {
+  BuildNonceAccountTransactionRequest,
+  BuildNonceAccountTransactionResponse,
+  GetIntentRequest,
+  GetIntentResponse,
+} from "./intents.js";
+import {
   BuildLiquidStakeTransactionRequest,
   BuildLiquidStakeTransactionResponse,
   BuildLiquidUnstakeTransactionRequest,
@@ -32,6 +38,7 @@ import {
   ListStakePoolsRequest,
   ListStakePoolsResponse,
 } from "./liquid_staking.js";
+import { ReceiptKey } from "./receipts.js";
 import { EstimateRewardsRequest, EstimateRewardsResponse, GetRewardsRequest, GetRewardsResponse } from "./rewards.js";
 import {
   BuildAuthorizeTransactionRequest,
@@ -803,6 +810,12 @@ export interface GetNetworkInfoResponse {
     | undefined;
   /** Fraction of the current epoch elapsed: slot_index / slots_in_epoch, 0..1. */
   epochProgress: number;
+  /**
+   * The public keys that verify PreparedTransaction.receipt: the active key
+   * (signs new receipts), a next key ahead of a rotation, and retired keys
+   * (their receipts stay verifiable).
+   */
+  receiptKeys: ReceiptKey[];
 }
 
 function createBaseBuildStakeTransactionRequest(): BuildStakeTransactionRequest {
@@ -4683,6 +4696,7 @@ function createBaseGetNetworkInfoResponse(): GetNetworkInfoResponse {
     epochRewardsActive: false,
     readTime: undefined,
     epochProgress: 0,
+    receiptKeys: [],
   };
 }
 
@@ -4738,6 +4752,9 @@ export const GetNetworkInfoResponse: MessageFns<GetNetworkInfoResponse> = {
     }
     if (message.epochProgress !== 0) {
       writer.uint32(137).double(message.epochProgress);
+    }
+    for (const v of message.receiptKeys) {
+      ReceiptKey.encode(v!, writer.uint32(146).fork()).join();
     }
     return writer;
   },
@@ -4891,6 +4908,14 @@ export const GetNetworkInfoResponse: MessageFns<GetNetworkInfoResponse> = {
             message.epochProgress = reader.double();
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.receiptKeys.push(ReceiptKey.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4982,6 +5007,11 @@ export const GetNetworkInfoResponse: MessageFns<GetNetworkInfoResponse> = {
         : isSet(object.epoch_progress)
         ? globalThis.Number(object.epoch_progress)
         : 0,
+      receiptKeys: globalThis.Array.isArray(object?.receiptKeys)
+        ? object.receiptKeys.map((e: any) => ReceiptKey.fromJSON(e))
+        : globalThis.Array.isArray(object?.receipt_keys)
+        ? object.receipt_keys.map((e: any) => ReceiptKey.fromJSON(e))
+        : [],
     };
   },
 
@@ -5038,6 +5068,9 @@ export const GetNetworkInfoResponse: MessageFns<GetNetworkInfoResponse> = {
     if (message.epochProgress !== 0) {
       obj.epochProgress = floatToJson(message.epochProgress);
     }
+    if (message.receiptKeys?.length) {
+      obj.receiptKeys = message.receiptKeys.map((e) => ReceiptKey.toJSON(e));
+    }
     return obj;
   },
 
@@ -5073,6 +5106,7 @@ export const GetNetworkInfoResponse: MessageFns<GetNetworkInfoResponse> = {
       ? Timestamp.fromPartial(object.readTime)
       : undefined;
     message.epochProgress = object.epochProgress ?? 0;
+    message.receiptKeys = object.receiptKeys?.map((e) => ReceiptKey.fromPartial(e)) || [];
     return message;
   },
 };
@@ -5501,6 +5535,42 @@ export const StakingServiceService = {
       Buffer.from(EstimateRewardsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): EstimateRewardsResponse => EstimateRewardsResponse.decode(value),
   },
+  /**
+   * Returns the intent of a request_id made with the caller's API key: what it
+   * asked for, every transaction built for it, and what became of them
+   * (BUILT, SUBMITTED, LANDED, FAILED, EXPIRED), read from the relay and the
+   * chain now. Fails with NOT_FOUND, reason INTENT_NOT_FOUND, for an unknown
+   * (or forgotten) request_id.
+   */
+  getIntent: {
+    path: "/agentstaking.v1.StakingService/GetIntent" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetIntentRequest): Buffer => Buffer.from(GetIntentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetIntentRequest => GetIntentRequest.decode(value),
+    responseSerialize: (value: GetIntentResponse): Buffer => Buffer.from(GetIntentResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetIntentResponse => GetIntentResponse.decode(value),
+  },
+  /**
+   * Builds one transaction that creates the wallet's managed durable nonce
+   * account (funded by the wallet with its rent-exempt minimum, the wallet as
+   * nonce authority), or closes it (close). Transactions built with
+   * TransactionOptions.durable_nonce.managed then never expire by block
+   * height: sign once, submit later.
+   */
+  buildNonceAccountTransaction: {
+    path: "/agentstaking.v1.StakingService/BuildNonceAccountTransaction" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BuildNonceAccountTransactionRequest): Buffer =>
+      Buffer.from(BuildNonceAccountTransactionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildNonceAccountTransactionRequest =>
+      BuildNonceAccountTransactionRequest.decode(value),
+    responseSerialize: (value: BuildNonceAccountTransactionResponse): Buffer =>
+      Buffer.from(BuildNonceAccountTransactionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildNonceAccountTransactionResponse =>
+      BuildNonceAccountTransactionResponse.decode(value),
+  },
 } as const;
 
 export interface StakingServiceServer extends UntypedServiceImplementation {
@@ -5672,6 +5742,25 @@ export interface StakingServiceServer extends UntypedServiceImplementation {
    * commission, vote credits, compounding).
    */
   estimateRewards: handleUnaryCall<EstimateRewardsRequest, EstimateRewardsResponse>;
+  /**
+   * Returns the intent of a request_id made with the caller's API key: what it
+   * asked for, every transaction built for it, and what became of them
+   * (BUILT, SUBMITTED, LANDED, FAILED, EXPIRED), read from the relay and the
+   * chain now. Fails with NOT_FOUND, reason INTENT_NOT_FOUND, for an unknown
+   * (or forgotten) request_id.
+   */
+  getIntent: handleUnaryCall<GetIntentRequest, GetIntentResponse>;
+  /**
+   * Builds one transaction that creates the wallet's managed durable nonce
+   * account (funded by the wallet with its rent-exempt minimum, the wallet as
+   * nonce authority), or closes it (close). Transactions built with
+   * TransactionOptions.durable_nonce.managed then never expire by block
+   * height: sign once, submit later.
+   */
+  buildNonceAccountTransaction: handleUnaryCall<
+    BuildNonceAccountTransactionRequest,
+    BuildNonceAccountTransactionResponse
+  >;
 }
 
 export interface StakingServiceClient extends Client {
@@ -6127,6 +6216,50 @@ export interface StakingServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: EstimateRewardsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Returns the intent of a request_id made with the caller's API key: what it
+   * asked for, every transaction built for it, and what became of them
+   * (BUILT, SUBMITTED, LANDED, FAILED, EXPIRED), read from the relay and the
+   * chain now. Fails with NOT_FOUND, reason INTENT_NOT_FOUND, for an unknown
+   * (or forgotten) request_id.
+   */
+  getIntent(
+    request: GetIntentRequest,
+    callback: (error: ServiceError | null, response: GetIntentResponse) => void,
+  ): ClientUnaryCall;
+  getIntent(
+    request: GetIntentRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetIntentResponse) => void,
+  ): ClientUnaryCall;
+  getIntent(
+    request: GetIntentRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetIntentResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Builds one transaction that creates the wallet's managed durable nonce
+   * account (funded by the wallet with its rent-exempt minimum, the wallet as
+   * nonce authority), or closes it (close). Transactions built with
+   * TransactionOptions.durable_nonce.managed then never expire by block
+   * height: sign once, submit later.
+   */
+  buildNonceAccountTransaction(
+    request: BuildNonceAccountTransactionRequest,
+    callback: (error: ServiceError | null, response: BuildNonceAccountTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildNonceAccountTransaction(
+    request: BuildNonceAccountTransactionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BuildNonceAccountTransactionResponse) => void,
+  ): ClientUnaryCall;
+  buildNonceAccountTransaction(
+    request: BuildNonceAccountTransactionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BuildNonceAccountTransactionResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -7,6 +7,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
+import { BuildIntent, Receipt } from "./receipts.js";
 
 export const protobufPackage = "agentstaking.v1";
 
@@ -340,9 +341,12 @@ export interface TransactionOptions {
   memo: string;
 }
 
-/** A durable nonce account to build the transaction against. */
+/**
+ * A durable nonce account to build the transaction against: set
+ * nonce_account (and nonce_authority when it is not the wallet), or managed.
+ */
 export interface DurableNonce {
-  /** Address of an initialized nonce account (base58). Required. */
+  /** Address of an initialized nonce account (base58). Required unless managed. */
   nonceAccount: string;
   /**
    * Authority of the nonce account (base58); it must sign the transaction and
@@ -350,6 +354,16 @@ export interface DurableNonce {
    * wallet of the request.
    */
   nonceAuthority: string;
+  /**
+   * Use the wallet's managed nonce account: the one
+   * BuildNonceAccountTransaction creates (address
+   * create_with_seed(wallet, "agent-staking:nonce", System program),
+   * authority the wallet). nonce_account and nonce_authority must then be
+   * empty. Missing account: FAILED_PRECONDITION, reason
+   * MANAGED_NONCE_MISSING. Every transaction built with it stays valid until
+   * one of them lands (which advances the nonce): sign once, submit later.
+   */
+  managed: boolean;
 }
 
 /**
@@ -426,6 +440,16 @@ export interface PreparedTransaction {
    * unit; 0 when no priority fee is paid.
    */
   computeUnitPriceMicroLamports: string;
+  /**
+   * The service's signed receipt of this build: what it offered (the SHA-256
+   * of `message`, every fee and lamport movement, the lifetime, who asked),
+   * signed with its receipt key. Set on every build.
+   */
+  receipt:
+    | Receipt
+    | undefined;
+  /** The intent this build belongs to; set when the request had a request_id. */
+  intent: BuildIntent | undefined;
 }
 
 /**
@@ -820,7 +844,7 @@ export const TransactionOptions: MessageFns<TransactionOptions> = {
 };
 
 function createBaseDurableNonce(): DurableNonce {
-  return { nonceAccount: "", nonceAuthority: "" };
+  return { nonceAccount: "", nonceAuthority: "", managed: false };
 }
 
 export const DurableNonce: MessageFns<DurableNonce> = {
@@ -830,6 +854,9 @@ export const DurableNonce: MessageFns<DurableNonce> = {
     }
     if (message.nonceAuthority !== "") {
       writer.uint32(18).string(message.nonceAuthority);
+    }
+    if (message.managed !== false) {
+      writer.uint32(24).bool(message.managed);
     }
     return writer;
   },
@@ -863,6 +890,14 @@ export const DurableNonce: MessageFns<DurableNonce> = {
             message.nonceAuthority = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.managed = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -887,6 +922,7 @@ export const DurableNonce: MessageFns<DurableNonce> = {
         : isSet(object.nonce_authority)
         ? globalThis.String(object.nonce_authority)
         : "",
+      managed: isSet(object.managed) ? globalThis.Boolean(object.managed) : false,
     };
   },
 
@@ -898,6 +934,9 @@ export const DurableNonce: MessageFns<DurableNonce> = {
     if (message.nonceAuthority !== "") {
       obj.nonceAuthority = message.nonceAuthority;
     }
+    if (message.managed !== false) {
+      obj.managed = message.managed;
+    }
     return obj;
   },
 
@@ -908,6 +947,7 @@ export const DurableNonce: MessageFns<DurableNonce> = {
     const message = createBaseDurableNonce();
     message.nonceAccount = object.nonceAccount ?? "";
     message.nonceAuthority = object.nonceAuthority ?? "";
+    message.managed = object.managed ?? false;
     return message;
   },
 };
@@ -1030,6 +1070,8 @@ function createBasePreparedTransaction(): PreparedTransaction {
     version: 0,
     computeUnitLimit: 0,
     computeUnitPriceMicroLamports: "0",
+    receipt: undefined,
+    intent: undefined,
   };
 }
 
@@ -1067,6 +1109,12 @@ export const PreparedTransaction: MessageFns<PreparedTransaction> = {
     }
     if (message.computeUnitPriceMicroLamports !== "0") {
       writer.uint32(88).uint64(message.computeUnitPriceMicroLamports);
+    }
+    if (message.receipt !== undefined) {
+      Receipt.encode(message.receipt, writer.uint32(98).fork()).join();
+    }
+    if (message.intent !== undefined) {
+      BuildIntent.encode(message.intent, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -1172,6 +1220,22 @@ export const PreparedTransaction: MessageFns<PreparedTransaction> = {
             message.computeUnitPriceMicroLamports = reader.uint64().toString();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.receipt = Receipt.decode(reader, reader.uint32());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.intent = BuildIntent.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1219,6 +1283,8 @@ export const PreparedTransaction: MessageFns<PreparedTransaction> = {
         : isSet(object.compute_unit_price_micro_lamports)
         ? globalThis.String(object.compute_unit_price_micro_lamports)
         : "0",
+      receipt: isSet(object.receipt) ? Receipt.fromJSON(object.receipt) : undefined,
+      intent: isSet(object.intent) ? BuildIntent.fromJSON(object.intent) : undefined,
     };
   },
 
@@ -1257,6 +1323,12 @@ export const PreparedTransaction: MessageFns<PreparedTransaction> = {
     if (message.computeUnitPriceMicroLamports !== "0") {
       obj.computeUnitPriceMicroLamports = message.computeUnitPriceMicroLamports;
     }
+    if (message.receipt !== undefined) {
+      obj.receipt = Receipt.toJSON(message.receipt);
+    }
+    if (message.intent !== undefined) {
+      obj.intent = BuildIntent.toJSON(message.intent);
+    }
     return obj;
   },
 
@@ -1280,6 +1352,12 @@ export const PreparedTransaction: MessageFns<PreparedTransaction> = {
     message.version = object.version ?? 0;
     message.computeUnitLimit = object.computeUnitLimit ?? 0;
     message.computeUnitPriceMicroLamports = object.computeUnitPriceMicroLamports ?? "0";
+    message.receipt = (object.receipt !== undefined && object.receipt !== null)
+      ? Receipt.fromPartial(object.receipt)
+      : undefined;
+    message.intent = (object.intent !== undefined && object.intent !== null)
+      ? BuildIntent.fromPartial(object.intent)
+      : undefined;
     return message;
   },
 };
