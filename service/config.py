@@ -311,6 +311,18 @@ class Settings(BaseSettings):
     """Relay: how long the database keeps finished submissions (finalized, failed,
     expired) for status lookups by any replica; later lookups ask the chain."""
 
+    # Receipts and server-held intents (docs/intents.md).
+    receipt_key_file: Path | None = None
+    """The Ed25519 keys that sign every build's receipt (JSON; create or rotate one with
+    `agent-staking receipt-key`). Re-read within 5 s when the file changes (a rotation,
+    an updated Secret). Unset: `data_dir/receipt-keys.json`, generated on the first
+    start; several replicas must share one file (a Secret), else each signs with keys
+    the others do not publish."""
+    intent_retention_seconds: float = Field(default=30 * 86_400.0, gt=0)
+    """How long an intent (what a request_id asked for, its transactions, their
+    outcome) is kept after its last change; then it is forgotten and the same
+    request_id starts a new intent."""
+
     # Rate limits (service/ratelimit): GCRA buckets, each with a rate per minute and a
     # burst; a rate of 0 turns that dimension off.
     ratelimit_key_per_minute: int = Field(default=6000, ge=0)
@@ -440,6 +452,11 @@ class Settings(BaseSettings):
         """The service's database: `database_url`, else the SQLite file
         `data_dir/keys.db` (named when it held only keys; it holds all the state)."""
         return self.database_url or f"sqlite:///{self.data_dir / 'keys.db'}"
+
+    @property
+    def receipt_key_path(self) -> Path:
+        """The receipt key file: `receipt_key_file`, else `data_dir/receipt-keys.json`."""
+        return self.receipt_key_file or self.data_dir / "receipt-keys.json"
 
     @property
     def store_location(self) -> str:

@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from agentstaking.v1 import keys_pb2, keys_pb2_grpc, staking_pb2, staking_pb2_grpc
@@ -15,19 +15,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from solders.keypair import Keypair
 
 from service._startup import Startup, StartupPolicy
-from service.api import KeyServicer, StakingServicer, add_reflection
+from service.api import BuildGate, KeyServicer, StakingServicer, add_reflection
 from service.chain import (
     ChainContext,
     ChainUnavailable,
     FailoverPolicy,
     FailoverRpc,
     FeePolicy,
+    IntentBook,
     LiquidStakingOperations,
+    NonceAccounts,
     Relay,
     RelayConfig,
     RewardOperations,
     RewardsCache,
     Routing,
+    SqlIntentStore,
     SqlRewardsStore,
     SqlSubmissionLog,
     StakeManagement,
@@ -54,6 +57,7 @@ from service.interceptors import (
 from service.keys import ApiKey, KeyManager, Scope, SqlKeyStore, now_utc
 from service.localnet import LocalnetConfig, LocalnetServer
 from service.ratelimit import BackendUnavailableError, RateLimiter, open_limiter
+from service.receipts import ReceiptSigner
 from service.store import Database, StoreUnavailableError
 from service.telemetry import MetricsListener, Telemetry
 from service.tls import CertificateFiles
@@ -198,6 +202,8 @@ class AgentStakingServer:
         self._rpc: FailoverRpc | None = None
         self.chain: ChainContext | None = None
         self.relay: Relay | None = None
+        self.intents: IntentBook | None = None
+        self.receipts: ReceiptSigner | None = None
         self.database: Database | None = None
         self.rewards: RewardOperations | None = None
         self.keys: KeyManager | None = None
@@ -238,6 +244,7 @@ class AgentStakingServer:
             self.certificates = CertificateFiles(
                 settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
             )
+        self.receipts = self._receipt_signer()
         tracer = self.telemetry.tracer
         metrics = self.telemetry.metrics
         self.database = Database(
@@ -390,6 +397,14 @@ class AgentStakingServer:
             submissions=SqlSubmissionLog(self.database),
         )
         metrics.watch_relay(self.relay)
+        self.intents = IntentBook(
+            SqlIntentStore(self.database),
+            rpc=self._rpc,
+            relay=self.relay,
+            retention=settings.intent_retention_seconds,
+            rpc_timeout=settings.rpc_timeout_seconds,
+        )
+        self.relay.on_accepted(self.intents.submitted)
         liquid = LiquidStakingOperations(
             operations=operations,
             rpc=self._rpc,
@@ -409,6 +424,13 @@ class AgentStakingServer:
                     rpc_timeout=settings.rpc_timeout_seconds,
                 ),
                 self.rewards,
+                gate=BuildGate(signer=self.receipts, chain=self.chain, book=self.intents),
+                nonces=NonceAccounts(
+                    operations=operations,
+                    rpc=self._rpc,
+                    context=self.chain,
+                    rpc_timeout=settings.rpc_timeout_seconds,
+                ),
             ),
             server,
         )
@@ -494,6 +516,36 @@ class AgentStakingServer:
             (ChainUnavailable,),
         )
         await self.relay.start()
+        if self.intents is not None:
+            self.intents.start()
+
+    def _receipt_signer(self) -> ReceiptSigner:
+        """The receipt keys: the configured file, else the data directory's (generated
+        on the first start).
+
+        Raises:
+            ReceiptKeyFileError: The file is missing (when configured) or unusable.
+        """
+        settings = self.settings
+        signer = ReceiptSigner(
+            settings.receipt_key_path,
+            create=settings.receipt_key_file is None,
+            now=datetime.now(UTC),
+        )
+        if signer.created:
+            log.warning(
+                "generated receipt keys at %s (key %s): keep the file, receipts are "
+                "verified with its keys",
+                signer.path.resolve(),
+                signer.signing_key().key_id,
+            )
+        if settings.receipt_key_file is None and not settings.store_url.startswith("sqlite"):
+            log.warning(
+                "receipt keys come from this replica's data directory (%s): with several "
+                "replicas set AGENT_STAKING_RECEIPT_KEY_FILE to one file (a Secret) for all",
+                signer.path.resolve(),
+            )
+        return signer
 
     def _check_addresses_free(self) -> None:
         """Fail with one clear line, before anything starts, when an address this
@@ -617,6 +669,8 @@ class AgentStakingServer:
             await self._server.stop(
                 self.settings.shutdown_grace_seconds if grace is None else grace
             )
+        if self.intents is not None:
+            await self.intents.stop()
         if self.relay is not None:
             await self.relay.stop()  # hands transactions in flight back to the database
         if self.chain is not None:

@@ -40,8 +40,9 @@ class UnaryStreamKey(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(_with_key(details, self.key), request)
 
 
-def keyed_channel(address: str, key: str) -> grpc.aio.Channel:
-    """A channel whose every call carries `authorization: Bearer <key>`."""
+def keyed_channel(address: str, key: str, *extra: grpc.aio.ClientInterceptor) -> grpc.aio.Channel:
+    """A channel whose every call carries `authorization: Bearer <key>` (and goes
+    through the ``extra`` interceptors, e.g. a receipt check)."""
     return grpc.aio.insecure_channel(
-        address, interceptors=[UnaryUnaryKey(key), UnaryStreamKey(key)]
+        address, interceptors=[UnaryUnaryKey(key), UnaryStreamKey(key), *extra]
     )

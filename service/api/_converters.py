@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from agentstaking.v1 import staking_pb2, types_pb2
+from collections.abc import Sequence
+
+from agentstaking.v1 import receipts_pb2, staking_pb2, types_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from service.chain import (
@@ -22,9 +24,10 @@ from service.chain import (
     ValidatorPage,
     WithdrawParams,
 )
+from service.core._validate import parse_address
 from service.core.accounts import Lockup
 from service.core.errors import InvalidArgumentError
-from service.core.plans import PreparedTransaction, TransactionVersion
+from service.core.plans import PreparedTransaction, TransactionVersion, managed_nonce_address
 from service.core.positions import AccountState, StakeTotals, StakeView, seconds_until_epoch
 from service.core.txerrors import DecodedTransactionError
 from service.core.txstatus import Commitment, TxState, TxStatus
@@ -49,7 +52,9 @@ _VERSION_TO_PROTO = {
 }
 
 
-def options_to_domain(options: types_pb2.TransactionOptions) -> BuildOptions:
+def options_to_domain(options: types_pb2.TransactionOptions, *, wallet: str = "") -> BuildOptions:
+    """The options as plain values; ``durable_nonce.managed`` names the wallet's managed
+    nonce account (derived from ``wallet``)."""
     if options.version not in _VERSIONS:
         raise InvalidArgumentError(
             f"unknown transaction version {options.version}", field="options.version"
@@ -61,13 +66,23 @@ def options_to_domain(options: types_pb2.TransactionOptions) -> BuildOptions:
     price = None
     if options.WhichOneof("priority_fee") == "compute_unit_price_micro_lamports":
         price = options.compute_unit_price_micro_lamports
+    nonce = options.durable_nonce
+    nonce_account, nonce_authority = nonce.nonce_account, nonce.nonce_authority
+    if nonce.managed:
+        if nonce_account or nonce_authority:
+            raise InvalidArgumentError(
+                "options.durable_nonce.managed names the nonce account and its authority: "
+                "leave nonce_account and nonce_authority empty",
+                field="options.durable_nonce.managed",
+            )
+        nonce_account = str(managed_nonce_address(parse_address(wallet, field="wallet")))
     return BuildOptions(
         version=_VERSIONS[options.version],
         compute_unit_price_micro_lamports=price,
         priority_level=_PRIORITY_LEVELS[options.priority_level],
         compute_unit_limit=options.compute_unit_limit,
-        nonce_account=options.durable_nonce.nonce_account,
-        nonce_authority=options.durable_nonce.nonce_authority,
+        nonce_account=nonce_account,
+        nonce_authority=nonce_authority,
         simulate=options.simulate,
         memo=options.memo,
     )
@@ -88,7 +103,7 @@ def stake_request_to_domain(request: staking_pb2.BuildStakeTransactionRequest) -
         stake_authority=request.stake_authority,
         request_id=request.request_id,
         lockup=lockup,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 
@@ -211,7 +226,11 @@ def epoch_start_unix(
 
 
 def network_info_to_proto(
-    info: NetworkInfo, *, now_unix: float, now_monotonic: float
+    info: NetworkInfo,
+    *,
+    now_unix: float,
+    now_monotonic: float,
+    receipt_keys: Sequence[receipts_pb2.ReceiptKey] = (),
 ) -> staking_pb2.GetNetworkInfoResponse:
     snapshot = info.snapshot
     end = epoch_end_unix(info, now_unix=now_unix, now_monotonic=now_monotonic)
@@ -239,6 +258,7 @@ def network_info_to_proto(
             if snapshot.slots_in_epoch
             else 0.0
         ),
+        receipt_keys=receipt_keys,
     )
 
 
@@ -254,7 +274,7 @@ def unstake_request_to_domain(
         stake_account=request.stake_account,
         vote_account=request.vote_account,
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 
@@ -299,7 +319,7 @@ def withdraw_request_to_domain(
         stake_account=request.stake_account,
         destination=request.destination,
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 
@@ -329,7 +349,7 @@ def merge_request_to_domain(request: staking_pb2.BuildMergeTransactionRequest) -
         destination_stake_account=request.destination_stake_account,
         source_stake_accounts=tuple(request.source_stake_accounts),
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 

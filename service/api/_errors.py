@@ -29,6 +29,10 @@ MAX_MESSAGE_CHARS = 1024
 MAX_DETAIL_CHARS = 256
 MAX_METADATA_ENTRIES = 32
 MAX_VIOLATIONS = 50
+# Most bytes of a whole status with the messages an error carries (an intent's
+# original response): the status travels in a trailer, and gRPC clients refuse
+# trailers over 8 KiB (their default metadata limit) with RESOURCE_EXHAUSTED.
+MAX_STATUS_BYTES = 7 * 1024
 
 
 def _bounded(text: str, limit: int) -> str:
@@ -83,6 +87,25 @@ def status_for(error: DomainError, *, retry_after: float | None = None) -> statu
         holder = any_pb2.Any()
         holder.Pack(detail)
         packed.append(holder)
+    # Messages the error carries (full proto name, then the encodings to try, the most
+    # complete first, each with a note of what it leaves out), as long as they fit.
+    size = sum(len(p.SerializeToString()) for p in packed) + len(error.message) + 16
+    for type_name, variants in getattr(error, "attachments", ()):
+        info = error_details_pb2.ErrorInfo()
+        packed[0].Unpack(info)
+        for value, note in variants:
+            holder = any_pb2.Any(type_url=f"type.googleapis.com/{type_name}", value=value)
+            if size + len(holder.SerializeToString()) + 256 <= MAX_STATUS_BYTES:
+                packed.append(holder)
+                size += len(holder.SerializeToString())
+                if note:
+                    info.metadata["attachment"] = _bounded(note, MAX_DETAIL_CHARS)
+                break
+        else:
+            info.metadata["attachment"] = _bounded(
+                f"{type_name} left out: too large for a status", MAX_DETAIL_CHARS
+            )
+        packed[0].Pack(info)
     return status_pb2.Status(
         code=code.value[0], message=_bounded(error.message, MAX_MESSAGE_CHARS), details=packed
     )

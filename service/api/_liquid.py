@@ -9,6 +9,7 @@ from service.chain import LiquidStakingOperations
 from service.core.errors import DomainError, ErrorKind
 
 from ._errors import handle_errors
+from ._intents import BuildGate, build_rpc
 from ._liquid_converters import (
     liquid_stake_request_to_domain,
     liquid_stake_response_to_proto,
@@ -35,6 +36,7 @@ class LiquidStakingServicer:
     BuildLiquidUnstakeTransaction (mixed into the StakingService servicer)."""
 
     _liquid: LiquidStakingOperations | None = None
+    build_gate: BuildGate
 
     def _pools(self) -> LiquidStakingOperations:
         if self._liquid is None:
@@ -62,6 +64,7 @@ class LiquidStakingServicer:
         return pb.GetStakePoolResponse(stake_pool=stake_pool_to_proto(info, validators=True))
 
     @handle_errors
+    @build_rpc
     async def BuildLiquidStakeTransaction(
         self,
         request: pb.BuildLiquidStakeTransactionRequest,
@@ -75,6 +78,7 @@ class LiquidStakingServicer:
         return liquid_stake_response_to_proto(built)
 
     @handle_errors
+    @build_rpc
     async def BuildLiquidUnstakeTransaction(
         self,
         request: pb.BuildLiquidUnstakeTransactionRequest,

@@ -135,7 +135,7 @@ def liquid_stake_request_to_domain(
         stake_account=request.stake_account,
         min_pool_tokens=(request.min_pool_tokens if request.HasField("min_pool_tokens") else None),
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 
@@ -179,7 +179,7 @@ def liquid_unstake_request_to_domain(
         method=method,
         min_lamports=request.min_lamports if request.HasField("min_lamports") else None,
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 

@@ -87,7 +87,7 @@ def split_request_to_domain(request: pb.BuildSplitTransactionRequest) -> SplitPa
         stake_account=request.stake_account,
         amount_lamports=request.amount_lamports,
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 
@@ -116,7 +116,7 @@ def move_request_to_domain(request: pb.BuildMoveStakeTransactionRequest) -> Move
         amount_lamports=request.amount_lamports,
         move_type=_enum(_MOVE_TYPES, request.move_type, "move_type"),
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 
@@ -146,7 +146,7 @@ def authorize_request_to_domain(request: pb.BuildAuthorizeTransactionRequest) ->
         unchecked=request.unchecked,
         custodian=request.custodian,
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 
@@ -177,7 +177,7 @@ def set_lockup_request_to_domain(request: pb.BuildSetLockupTransactionRequest) -
         custodian=change.custodian,
         custodian_signs=request.custodian_signs,
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 
@@ -203,7 +203,7 @@ def redelegate_request_to_domain(
         vote_account=request.vote_account,
         strategy=_enum(_STRATEGIES, request.strategy, "strategy"),
         request_id=request.request_id,
-        options=options_to_domain(request.options),
+        options=options_to_domain(request.options, wallet=request.wallet),
     )
 
 

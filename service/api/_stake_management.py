@@ -11,6 +11,7 @@ from agentstaking.v1 import stake_management_pb2 as pb
 from service.chain import StakeManagement
 
 from ._errors import handle_errors
+from ._intents import BuildGate, build_rpc
 from ._management_converters import (
     authorize_request_to_domain,
     authorize_response_to_proto,
@@ -34,6 +35,7 @@ class StakeManagementServicer:
     StakingService servicer)."""
 
     _management: StakeManagement | None = None
+    build_gate: BuildGate
 
     def _builds(self) -> StakeManagement:
         if self._management is None:  # the server always assembles it
@@ -41,6 +43,7 @@ class StakeManagementServicer:
         return self._management
 
     @handle_errors
+    @build_rpc
     async def BuildSplitTransaction(
         self,
         request: pb.BuildSplitTransactionRequest,
@@ -55,6 +58,7 @@ class StakeManagementServicer:
         return split_response_to_proto(built)
 
     @handle_errors
+    @build_rpc
     async def BuildMoveStakeTransaction(
         self,
         request: pb.BuildMoveStakeTransactionRequest,
@@ -69,6 +73,7 @@ class StakeManagementServicer:
         return move_response_to_proto(built)
 
     @handle_errors
+    @build_rpc
     async def BuildAuthorizeTransaction(
         self,
         request: pb.BuildAuthorizeTransactionRequest,
@@ -83,6 +88,7 @@ class StakeManagementServicer:
         return authorize_response_to_proto(built)
 
     @handle_errors
+    @build_rpc
     async def BuildSetLockupTransaction(
         self,
         request: pb.BuildSetLockupTransactionRequest,
@@ -97,6 +103,7 @@ class StakeManagementServicer:
         return set_lockup_response_to_proto(built)
 
     @handle_errors
+    @build_rpc
     async def BuildRedelegateTransaction(
         self,
         request: pb.BuildRedelegateTransactionRequest,

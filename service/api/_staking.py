@@ -11,6 +11,7 @@ from agentstaking.v1 import staking_pb2, staking_pb2_grpc
 
 from service.chain import (
     LiquidStakingOperations,
+    NonceAccounts,
     Relay,
     RewardOperations,
     StakeManagement,
@@ -37,6 +38,8 @@ from ._converters import (
     withdraw_response_to_proto,
 )
 from ._errors import handle_errors, handle_stream_errors
+from ._intent_servicer import IntentServicer
+from ._intents import BuildGate, build_rpc
 from ._liquid import LiquidStakingServicer
 from ._principal import current_caller_policy as _caller_policy
 from ._rewards import RewardsServicer
@@ -54,12 +57,14 @@ class RelayDisabledError(DomainError):
 
 
 class StakingServicer(
+    IntentServicer,
     LiquidStakingServicer,
     RewardsServicer,
     StakeManagementServicer,
     staking_pb2_grpc.StakingServiceServicer,
 ):
-    """Every StakingService RPC: convert, make one call into chain/, convert back."""
+    """Every StakingService RPC: convert, make one call into chain/, convert back.
+    Every Build* RPC goes through the gate (receipts, intents)."""
 
     def __init__(
         self,
@@ -68,12 +73,17 @@ class StakingServicer(
         liquid: LiquidStakingOperations | None = None,
         management: StakeManagement | None = None,
         rewards: RewardOperations | None = None,
+        *,
+        gate: BuildGate,
+        nonces: NonceAccounts | None = None,
     ) -> None:
         self._operations = operations
         self._relay = relay
         self._liquid = liquid
         self._management = management
         self._rewards = rewards
+        self.build_gate = gate
+        self._nonces = nonces
 
     def _relay_or_fail(self) -> Relay:
         if self._relay is None:
@@ -81,6 +91,7 @@ class StakingServicer(
         return self._relay
 
     @handle_errors
+    @build_rpc
     async def BuildStakeTransaction(
         self,
         request: staking_pb2.BuildStakeTransactionRequest,
@@ -99,6 +110,7 @@ class StakingServicer(
         )
 
     @handle_errors
+    @build_rpc
     async def BuildUnstakeTransaction(
         self,
         request: staking_pb2.BuildUnstakeTransactionRequest,
@@ -115,6 +127,7 @@ class StakingServicer(
         )
 
     @handle_errors
+    @build_rpc
     async def BuildWithdrawTransaction(
         self,
         request: staking_pb2.BuildWithdrawTransactionRequest,
@@ -129,6 +142,7 @@ class StakingServicer(
         return withdraw_response_to_proto(built)
 
     @handle_errors
+    @build_rpc
     async def BuildMergeTransaction(
         self,
         request: staking_pb2.BuildMergeTransactionRequest,
@@ -190,6 +204,7 @@ class StakingServicer(
             self._operations.network_info(_caller_policy()),
             now_unix=time.time(),
             now_monotonic=time.monotonic(),
+            receipt_keys=self.build_gate.receipt_keys(),
         )
 
     @handle_errors

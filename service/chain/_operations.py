@@ -45,6 +45,7 @@ from service.core.paging import (
 )
 from service.core.plans import (
     DurableNonce,
+    ManagedNonceMissingError,
     MergeContext,
     MergeRequest,
     PreparedMergeTransaction,
@@ -67,6 +68,7 @@ from service.core.plans import (
     build_unstake_transaction,
     build_withdraw_transaction,
     compute_units_with_margin,
+    managed_nonce_address,
 )
 from service.core.policy import UNRESTRICTED, CallerPolicy
 from service.core.positions import (
@@ -864,6 +866,8 @@ class StakingOperations:
             timeout=self._timeout,
         )
         value = answer.get("value") if isinstance(answer, dict) else None
+        if value is None and nonce_account == managed_nonce_address(nonce_authority):
+            raise ManagedNonceMissingError(nonce_account=nonce_account, wallet=nonce_authority)
         if value is None:
             raise core_errors.InvalidNonceAccountError(
                 f"nonce account {nonce_account} does not exist",

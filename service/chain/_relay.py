@@ -54,11 +54,11 @@ import secrets
 import socket
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from solders.message import Message, MessageV0
+from solders.message import Message, MessageV0, to_bytes_versioned
 from solders.transaction import VersionedTransaction
 
 from service.core.accounts import decode_nonce_account
@@ -371,6 +371,13 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._genesis_hash = ""
         self._failures = 0
+        self._accepted: list[Callable[[bytes, str], Awaitable[None]]] = []
+
+    def on_accepted(self, listener: Callable[[bytes, str], Awaitable[None]]) -> None:
+        """Await ``listener(message, signature)`` for every transaction this relay
+        accepts and sends (the server-held intents learn their signatures so). A
+        listener's failure is logged, never the submitter's error."""
+        self._accepted.append(listener)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -474,10 +481,25 @@ class Relay:
             self._counters["rejected"] += 1
             self._rejections[exc.reason] += 1
             raise
+        await self._tell_accepted(verified)
         status = entry.status
         if commitment is not None and not reached(status.state, commitment):
             status = await self.wait(entry.signature, commitment)
         return SubmitOutcome(status=status, already_submitted=already)
+
+    async def _tell_accepted(self, verified: VerifiedTransaction) -> None:
+        if not self._accepted:
+            return
+        message = to_bytes_versioned(verified.transaction.message)
+        for listener in self._accepted:
+            try:
+                await listener(message, verified.signature)
+            except StoreUnavailableError as exc:
+                log.warning(
+                    "relay: %s accepted but not noted for its intent: %s", verified.signature, exc
+                )
+            except Exception:
+                log.exception("relay: a listener of accepted transactions failed")
 
     async def status(self, signature: str, *, timeout: float | None = None) -> TxStatus:
         """The tracked status of a signature, else the recorded one (any replica's

@@ -389,3 +389,28 @@ def system_assign_with_seed(
     return sp.assign_with_seed(
         sp.AssignWithSeedParams(address=address, base=base, seed=seed, owner=owner)
     )
+
+
+def system_initialize_nonce(*, nonce_account: Pubkey, authority: Pubkey) -> Instruction:
+    """``InitializeNonceAccount``: store a durable nonce in a System account of
+    ``NONCE_ACCOUNT_SIZE`` bytes (created in the same transaction), ``authority``
+    advancing it."""
+    return sp.initialize_nonce_account(
+        sp.InitializeNonceAccountParams(nonce_pubkey=nonce_account, authority=authority)
+    )
+
+
+def system_withdraw_nonce(
+    *, nonce_account: Pubkey, authority: Pubkey, destination: Pubkey, lamports: int
+) -> Instruction:
+    """``WithdrawNonceAccount``: move lamports out of a nonce account (all of them close
+    it); the nonce authority signs."""
+    check_lamports(lamports, field="lamports")
+    return sp.withdraw_nonce_account(
+        sp.WithdrawNonceAccountParams(
+            nonce_pubkey=nonce_account,
+            authorized_pubkey=authority,
+            to_pubkey=destination,
+            lamports=lamports,
+        )
+    )

@@ -1,6 +1,6 @@
 """The service's one migration history: every table of every owner, in order.
 
-Owners (keys, relay submissions, the rewards cache, and later intents, events) add
+Owners (keys, relay submissions, the rewards cache, intents, and later events) add
 their tables by appending a migration here, with the same version in both dialects;
 a migration is never edited once released. ``schema_migrations(version,
 applied_at)`` records what a database has applied. A migration only adds (tables,
@@ -139,6 +139,50 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                 )""",
             ),
         ),
+        Migration(
+            version=4,
+            owner="intents",
+            description="intents and intent_attempts",
+            statements=(
+                # An intent per (API key, request_id); times are unix seconds.
+                """
+                CREATE TABLE intents (
+                    scope TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    wallet TEXT NOT NULL,
+                    request BLOB NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    signature TEXT NOT NULL,
+                    error TEXT,
+                    create_time REAL NOT NULL,
+                    update_time REAL NOT NULL,
+                    expire_time REAL NOT NULL,
+                    PRIMARY KEY (scope, request_id)
+                )""",
+                "CREATE INDEX intents_expire ON intents (expire_time)",
+                """
+                CREATE TABLE intent_attempts (
+                    scope TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    message_sha256 TEXT NOT NULL,
+                    message BLOB NOT NULL,
+                    response BLOB NOT NULL,
+                    recent_blockhash TEXT NOT NULL,
+                    last_valid_block_height INTEGER NOT NULL,
+                    nonce_account TEXT NOT NULL,
+                    build_slot INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    signature TEXT NOT NULL,
+                    create_time REAL NOT NULL,
+                    PRIMARY KEY (scope, request_id, attempt)
+                )""",
+                # The relay finds the attempt a submitted transaction belongs to.
+                "CREATE INDEX intent_attempts_message ON intent_attempts (message_sha256)",
+            ),
+        ),
     ),
     "postgresql": (
         Migration(
@@ -227,6 +271,49 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                     CHECK ((amount IS NULL) = (post_balance IS NULL)),
                     CHECK ((amount IS NULL) = (effective_slot IS NULL))
                 )""",
+            ),
+        ),
+        Migration(
+            version=4,
+            owner="intents",
+            description="intents and intent_attempts",
+            statements=(
+                """
+                CREATE TABLE intents (
+                    scope TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    wallet TEXT NOT NULL,
+                    request BYTEA NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    signature TEXT NOT NULL,
+                    error TEXT,
+                    create_time DOUBLE PRECISION NOT NULL,
+                    update_time DOUBLE PRECISION NOT NULL,
+                    expire_time DOUBLE PRECISION NOT NULL,
+                    PRIMARY KEY (scope, request_id)
+                )""",
+                "CREATE INDEX intents_expire ON intents (expire_time)",
+                """
+                CREATE TABLE intent_attempts (
+                    scope TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    message_sha256 TEXT NOT NULL,
+                    message BYTEA NOT NULL,
+                    response BYTEA NOT NULL,
+                    recent_blockhash TEXT NOT NULL,
+                    last_valid_block_height BIGINT NOT NULL,
+                    nonce_account TEXT NOT NULL,
+                    build_slot BIGINT NOT NULL,
+                    state TEXT NOT NULL,
+                    signature TEXT NOT NULL,
+                    create_time DOUBLE PRECISION NOT NULL,
+                    PRIMARY KEY (scope, request_id, attempt)
+                )""",
+                # The relay finds the attempt a submitted transaction belongs to.
+                "CREATE INDEX intent_attempts_message ON intent_attempts (message_sha256)",
             ),
         ),
     ),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from agentstaking.v1 import types_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from solana.rpc.async_api import AsyncClient
@@ -17,6 +19,8 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.system_program import create_nonce_account
 from solders.transaction import VersionedTransaction
+
+Message_ = TypeVar("Message_", bound=Message)
 
 
 def sign(prepared: types_pb2.PreparedTransaction, *signers: Keypair) -> VersionedTransaction:
@@ -82,3 +86,31 @@ def rich_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
                 detail.Unpack(message)
                 found[kind.DESCRIPTOR.name] = message
     return found
+
+
+def attached(error: grpc.aio.AioRpcError, kind: type[Message_]) -> Message_:
+    """The message of type ``kind`` an error carries in its details (an intent's
+    original response); AssertionError when it has none."""
+    status: status_pb2.Status | None = rpc_status.from_call(error)
+    assert status is not None, "no grpc-status-details-bin trailer"
+    for detail in status.details:
+        if detail.Is(kind.DESCRIPTOR):
+            message = kind()
+            detail.Unpack(message)
+            return message
+    raise AssertionError(f"no {kind.DESCRIPTOR.full_name} in the error's details")
+
+
+async def refused_once_landed(
+    build: Callable[[], Awaitable[Any]], *, attempts: int = 100
+) -> grpc.aio.AioRpcError:
+    """Repeat a build with the request_id of a transaction just sent until the
+    service refuses it: it answers with the same transaction while the landing is not
+    confirmed yet, then ALREADY_EXISTS (or the error the test expects)."""
+    for _ in range(attempts):
+        try:
+            await build()
+        except grpc.aio.AioRpcError as error:
+            return error
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"still built after {attempts} tries")

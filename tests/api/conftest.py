@@ -16,6 +16,7 @@ from service.config import Settings
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
+from tests._receipts import ReceiptCheck, published_keys
 
 SOL = 1_000_000_000
 FEE_BPS = 25
@@ -66,7 +67,7 @@ async def service(
     _, staking_secret = await server.keys.create(display_name="agent", scopes=["staking"])
     _, admin_secret = await server.keys.create(display_name="operator", scopes=["admin"])
     address = f"127.0.0.1:{server.port}"
-    channel = keyed_channel(address, staking_secret)
+    channel = keyed_channel(address, staking_secret, ReceiptCheck(published_keys(server)))
     admin_channel = keyed_channel(address, admin_secret)
     yield Service(
         server=server,

@@ -39,6 +39,7 @@ from service.keys import KeyPolicy
 from service.localnet import LocalnetChain, LocalnetConfig, LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
+from tests._receipts import ReceiptCheck, published_keys
 from tests.api._helpers import balance, confirm
 
 SOL = 1_000_000_000
@@ -56,6 +57,8 @@ class Lifecycle:
     http: aiohttp.ClientSession
     fee_wallet: Keypair
     featured: str
+    receipts: ReceiptCheck
+    """Checks every build's receipt (libsodium) and counts them by RPC."""
     overridden: dict[int, StakeHistoryEntry] = field(default_factory=dict)
     """Entries replaced by `override_stake_history`, as they were."""
     channels: list[grpc.aio.Channel] = field(default_factory=list)
@@ -67,7 +70,7 @@ class Lifecycle:
         _, secret = await self.server.keys.create(
             display_name="restricted agent", scopes=["staking"], policy=policy
         )
-        channel = keyed_channel(f"127.0.0.1:{self.server.port}", secret)
+        channel = keyed_channel(f"127.0.0.1:{self.server.port}", secret, self.receipts)
         self.channels.append(channel)
         return staking_pb2_grpc.StakingServiceStub(channel)
 
@@ -286,7 +289,8 @@ async def open_lifecycle(
     await server.start()
     assert server.keys is not None
     _, secret = await server.keys.create(display_name="lifecycle agent", scopes=["staking"])
-    channel: grpc.aio.Channel = keyed_channel(f"127.0.0.1:{server.port}", secret)
+    receipts = ReceiptCheck(published_keys(server))
+    channel: grpc.aio.Channel = keyed_channel(f"127.0.0.1:{server.port}", secret, receipts)
     lifecycle: Lifecycle | None = None
     try:
         async with aiohttp.ClientSession() as http:
@@ -298,6 +302,7 @@ async def open_lifecycle(
                 http=http,
                 fee_wallet=fee_wallet,
                 featured=featured,
+                receipts=receipts,
             )
             yield lifecycle
     finally:

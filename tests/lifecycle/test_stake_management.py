@@ -19,7 +19,7 @@ from solders.transaction import VersionedTransaction
 
 from service.core import system_transfer
 from service.core.programs import STAKE_PROGRAM
-from tests.api._helpers import confirm, rich_details
+from tests.api._helpers import attached, confirm, refused_once_landed, rich_details
 
 from .conftest import SOL, Lifecycle
 
@@ -88,15 +88,20 @@ async def test_split_move_and_redelegate_across_epochs(lifecycle: Lifecycle) -> 
     assert (listed[b].state, listed[b].activating_lamports) == (ACTIVATING, 2 * SOL)
     assert listed[b].voter == first and listed[b].activation_epoch == start
 
-    # The same request_id names the same account: once it exists, a retry is refused.
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await lc.staking.BuildSplitTransaction(
-            sm.BuildSplitTransactionRequest(
-                wallet=owner, stake_account=a, amount_lamports=2 * SOL, request_id="split-a"
-            )
-        )
-    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert rich_details(caught.value)["ErrorInfo"].metadata["stake_account"] == b
+    # The same request_id is the same intent: once its split has landed (confirmed), a
+    # retry (even without the simulation) is refused with the landed signature and the
+    # original response; until then it gets the same transaction again.
+    retry = sm.BuildSplitTransactionRequest(
+        wallet=owner, stake_account=a, amount_lamports=2 * SOL, request_id="split-a"
+    )
+    caught = await refused_once_landed(lambda: lc.staking.BuildSplitTransaction(retry))
+    assert caught.code() == grpc.StatusCode.ALREADY_EXISTS
+    info = rich_details(caught)["ErrorInfo"]
+    assert info.reason == "INTENT_ALREADY_LANDED" and info.metadata["request_id"] == "split-a"
+    original = attached(caught, sm.BuildSplitTransactionResponse)
+    assert original.new_stake_account == b
+    assert original.transaction.message == split.transaction.message
+    assert len(info.metadata["signature"]) >= 86
 
     # --- epoch E+1: both active; move 1 SOL of stake from A to B -----------------------
     await lc.advance_epochs(1)

@@ -44,6 +44,7 @@ from service.localnet import (
 )
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
+from tests._receipts import ReceiptCheck, published_keys
 from tests.liquid import _cases
 from tests.liquid._sdk import oracle
 
@@ -196,7 +197,9 @@ async def pools(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pools
     await server.start()
     assert server.keys is not None
     _, secret = await server.keys.create(display_name="liquid agent", scopes=["staking"])
-    channel: grpc.aio.Channel = keyed_channel(f"127.0.0.1:{server.port}", secret)
+    channel: grpc.aio.Channel = keyed_channel(
+        f"127.0.0.1:{server.port}", secret, ReceiptCheck(published_keys(server))
+    )
     yield Pools(
         server=server,
         localnet=localnet,
