@@ -94,11 +94,11 @@ async def test_split_move_and_redelegate_across_epochs(lifecycle: Lifecycle) -> 
     retry = sm.BuildSplitTransactionRequest(
         wallet=owner, stake_account=a, amount_lamports=2 * SOL, request_id="split-a"
     )
-    caught = await refused_once_landed(lambda: lc.staking.BuildSplitTransaction(retry))
-    assert caught.code() == grpc.StatusCode.ALREADY_EXISTS
-    info = rich_details(caught)["ErrorInfo"]
+    refusal = await refused_once_landed(lambda: lc.staking.BuildSplitTransaction(retry))
+    assert refusal.code() == grpc.StatusCode.ALREADY_EXISTS
+    info = rich_details(refusal)["ErrorInfo"]
     assert info.reason == "INTENT_ALREADY_LANDED" and info.metadata["request_id"] == "split-a"
-    original = attached(caught, sm.BuildSplitTransactionResponse)
+    original = attached(refusal, sm.BuildSplitTransactionResponse)
     assert original.new_stake_account == b
     assert original.transaction.message == split.transaction.message
     assert len(info.metadata["signature"]) >= 86
