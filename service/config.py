@@ -314,7 +314,7 @@ class Settings(BaseSettings):
     # Receipts and server-held intents (docs/intents.md).
     receipt_key_file: Path | None = None
     """The Ed25519 keys that sign every build's receipt (JSON; create or rotate one with
-    `agent-staking receipt-key`). Re-read within 5 s when the file changes (a rotation,
+    `agent-staking receipt-key`). Re-read within a second when the file changes (a rotation,
     an updated Secret). Unset: `data_dir/receipt-keys.json`, generated on the first
     start; several replicas must share one file (a Secret), else each signs with keys
     the others do not publish."""

@@ -7,7 +7,6 @@ import grpc
 from agentstaking.v1 import intents_pb2 as pb
 
 from service.chain import NonceAccounts
-from service.core.errors import DomainError, ErrorKind
 
 from ._errors import handle_errors
 from ._intent_converters import (
@@ -20,14 +19,6 @@ from ._intents import BuildGate, build_rpc, caller_scope
 from ._principal import current_caller_policy
 
 Context = grpc.aio.ServicerContext
-
-
-class IntentsDisabledError(DomainError):
-    """The server was assembled without server-held intents."""
-
-    kind = ErrorKind.FAILED_PRECONDITION
-    default_reason = "INTENTS_DISABLED"
-    default_hint = "This server keeps no intents: request_id only derives seeds here."
 
 
 class IntentServicer:
@@ -48,10 +39,9 @@ class IntentServicer:
         request: pb.GetIntentRequest,
         context: Context[pb.GetIntentRequest, pb.GetIntentResponse],
     ) -> pb.GetIntentResponse:
-        book = self.build_gate.book
-        if book is None:
-            raise IntentsDisabledError("this server keeps no intents")
-        intent = await book.get(intent_key(request.request_id, scope=caller_scope()))
+        intent = await self.build_gate.book.get(
+            intent_key(request.request_id, scope=caller_scope())
+        )
         return pb.GetIntentResponse(intent=intent_to_proto(intent))
 
     @handle_errors

@@ -131,7 +131,7 @@ class BuildGate:
         signer: The receipt keys.
         chain: The cached chain context (the cluster's genesis hash, the slot of a
             build).
-        book: The server-held intents; None: request_id only derives seeds.
+        book: The server-held intents.
         wall_clock: Unix seconds (the receipts' issue time).
     """
 
@@ -140,7 +140,7 @@ class BuildGate:
         *,
         signer: ReceiptSigner,
         chain: ChainContext,
-        book: IntentBook | None = None,
+        book: IntentBook,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.signer = signer
@@ -193,7 +193,7 @@ class BuildGate:
         """
         scope = caller_scope()
         request_id: str = getattr(request, "request_id", "")
-        if not request_id or self.book is None:
+        if not request_id:
             response = await build(request)
             self.sign(_prepared(response), kind=kind, request_id=request_id, attempt=0, scope=scope)
             return response
@@ -219,18 +219,26 @@ class BuildGate:
                 make=make,
             )
         except IntentLandedError as exc:
-            # Should the whole response not fit in the status, its simulation goes first.
-            trimmed = response_class.FromString(exc.response)
-            _prepared(trimmed).ClearField("simulation")
+            # Should the whole response not fit in the status, the simulation goes
+            # first, then the instruction summaries (GetIntent returns it whole).
+            lighter = response_class.FromString(exc.response)
+            _prepared(lighter).ClearField("simulation")
+            lightest = response_class.FromString(lighter.SerializeToString())
+            _prepared(lightest).ClearField("instructions")
             exc.attachments = (
                 (
                     _response_type(kind),
                     (
                         (exc.response, ""),
                         (
-                            trimmed.SerializeToString(),
+                            lighter.SerializeToString(),
                             "the original response without its simulation (GetIntent "
                             "returns it whole)",
+                        ),
+                        (
+                            lightest.SerializeToString(),
+                            "the original response without its simulation and instruction "
+                            "summaries (GetIntent returns it whole)",
                         ),
                     ),
                 ),

@@ -27,7 +27,7 @@ from service.receipts._keyfile import (
 
 log = logging.getLogger(__name__)
 
-CHECK_INTERVAL = 5.0
+CHECK_INTERVAL = 1.0
 """Seconds between two looks at the file's modification time."""
 
 _Stamp = tuple[int, int, int] | None
