@@ -1,4 +1,5 @@
-"""The `agent-staking` command line: serve, localnet, keys, mcp."""
+"""The `agent-staking` command line: serve, localnet, keys, mcp, receipt-key,
+verify-receipt."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from service.core.errors import DomainError
 from service.core.programs import LAMPORTS_PER_SOL
 from service.keys import ApiKey, KeyManager, KeyState, Scope, SqlKeyStore, open_store
 from service.localnet import LocalnetConfig, LocalnetServer
+from service.receipts import write_key_file
 from service.store import Database, StoreUnavailableError, migrate
 from service.telemetry import capture_stderr, configure_logging
 
@@ -550,6 +552,112 @@ async def _run_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_receipt_key(args: argparse.Namespace) -> int:
+    """Print the receipt keys (creating the embedded default's file like `serve`
+    would); --stage adds the next key, --rotate makes it (or a new one) active."""
+    from service.receipts import KeyRing, ensure_key_file, public_view, read_key_file
+
+    settings = load_settings({}, args.config)
+    path = args.key_file or settings.receipt_key_path
+    now = datetime.now(UTC)
+    created = False
+    if args.stage or args.rotate:
+        ring = read_key_file(path) if path.exists() else None
+        if ring is None:
+            ring, created = KeyRing.generate(now), True
+        ring = ring.stage(now) if args.stage else ring.rotate(now)
+        write_key_file(path, ring)
+    elif args.key_file is None and settings.receipt_key_file is None:
+        ring, created = ensure_key_file(path, now=now)
+    else:
+        ring = read_key_file(path)
+    print(
+        json.dumps(
+            {
+                "key_file": str(path.resolve()),
+                "created": created,
+                "receipt_keys": public_view(ring.keys),
+            }
+        )
+    )
+    return 0
+
+
+def _find_receipt(value: Any) -> tuple[dict[str, Any], str | None] | None:
+    """The receipt in a saved response (JSON as grpcurl prints it, or snake_case) and
+    the base64 message next to it, if any."""
+    if not isinstance(value, dict):
+        return None
+    if "payload" in value and "signature" in value:
+        return value, None
+    if isinstance(value.get("receipt"), dict):
+        return value["receipt"], value.get("message")
+    for child in value.values():
+        found = _find_receipt(child)
+        if found is not None:
+            return found
+    return None
+
+
+def _published_keys(text: str) -> dict[str, bytes]:
+    """Key id -> public key from `receipt-key` output or a GetNetworkInfo response."""
+    import base64
+
+    value = json.loads(text)
+    if isinstance(value, dict):
+        value = value.get("receipt_keys", value.get("receiptKeys", []))
+    keys: dict[str, bytes] = {}
+    for key in value if isinstance(value, list) else []:
+        key_id = key.get("key_id") or key.get("keyId")
+        public = key.get("public_key") or key.get("publicKey")
+        if isinstance(key_id, str) and isinstance(public, str):
+            keys[key_id] = base64.b64decode(public)
+    return keys
+
+
+def _run_verify_receipt(args: argparse.Namespace) -> int:
+    """Check a saved receipt: published key, Ed25519 signature, the message's hash."""
+    import base64
+    import hashlib
+
+    from service.core.receipts import parse_receipt_payload, signature_valid
+    from service.receipts import read_key_file
+
+    text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+    found = _find_receipt(json.loads(text))
+    if found is None:
+        raise ValueError(f"{args.file} holds no receipt (payload, signature, key id)")
+    receipt, message = found
+    if args.keys is not None:
+        keys = _published_keys(args.keys.read_text())
+    else:
+        settings = load_settings({}, args.config)
+        ring = read_key_file(args.key_file or settings.receipt_key_path)
+        keys = {key.key_id: key.public_key for key in ring.keys}
+    key_id = str(receipt.get("key_id") or receipt.get("keyId") or "")
+    payload = str(receipt.get("payload", ""))
+    signature = base64.b64decode(str(receipt.get("signature", "")))
+    checks: dict[str, bool | None] = {"key_published": key_id in keys}
+    checks["signature"] = checks["key_published"] and signature_valid(
+        payload=payload, signature=signature, public_key=keys[key_id]
+    )
+    body: dict[str, Any] = {"key_id": key_id}
+    try:
+        parsed = parse_receipt_payload(payload)
+        checks["payload"] = parsed.key_id == key_id
+        body["payload"] = json.loads(payload)
+    except ValueError:
+        checks["payload"] = False
+        parsed = None
+    checks["message_sha256"] = None
+    if message is not None and parsed is not None:
+        digest = hashlib.sha256(base64.b64decode(message)).hexdigest()
+        checks["message_sha256"] = digest == parsed.message_sha256
+    valid = all(check is not False for check in checks.values())
+    print(json.dumps({"valid": valid, **body, "checks": checks}))
+    return 0 if valid else 1
+
+
 DEFAULT_API_KEY_ENV = "AGENT_STAKING_API_KEY"
 FIRST_MIGRATION = 1
 """Applied when a store is created (an empty database)."""
@@ -698,6 +806,50 @@ def build_parser() -> argparse.ArgumentParser:
             "serve` starts, http://127.0.0.1:8899 or AGENT_STAKING_LOCALNET_LISTEN)",
         )
 
+    receipt_key = commands.add_parser(
+        "receipt-key",
+        help="print the public receipt keys as JSON (--stage, --rotate: change the key file)",
+    )
+    receipt_key.add_argument("--config", type=Path, help="TOML settings file")
+    receipt_key.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="the receipt key file (default: AGENT_STAKING_RECEIPT_KEY_FILE, else "
+        "DATA_DIR/receipt-keys.json, created there like `serve` does)",
+    )
+    change = receipt_key.add_mutually_exclusive_group()
+    change.add_argument(
+        "--stage",
+        action="store_true",
+        help="add the next key: published now, signing after --rotate (several replicas: "
+        "stage, let every replica load it, then rotate)",
+    )
+    change.add_argument(
+        "--rotate",
+        action="store_true",
+        help="make the next key (or a new one) active; the old one is retired, still "
+        "published (creates the file when it does not exist)",
+    )
+    verify = commands.add_parser(
+        "verify-receipt",
+        help="verify a receipt saved as JSON (a Build* response, its transaction, or the "
+        "receipt itself); exit 0 when valid",
+    )
+    verify.add_argument("file", type=Path, metavar="FILE", help="the JSON file; - for stdin")
+    verify.add_argument("--config", type=Path, help="TOML settings file")
+    keys_from = verify.add_mutually_exclusive_group()
+    keys_from.add_argument(
+        "--key-file", type=Path, metavar="FILE", help="verify with this receipt key file's keys"
+    )
+    keys_from.add_argument(
+        "--keys",
+        type=Path,
+        metavar="FILE",
+        help="verify with the published keys in FILE: `agent-staking receipt-key` output or "
+        "a GetNetworkInfo response (default: the configured receipt key file)",
+    )
+
     mcp = commands.add_parser(
         "mcp",
         help="run an MCP server whose tools call agent-staking's gRPC API "
@@ -743,6 +895,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_keys(args))
         elif args.command == "mcp":
             return asyncio.run(_run_mcp(args))
+        elif args.command == "receipt-key":
+            return _run_receipt_key(args)
+        elif args.command == "verify-receipt":
+            return _run_verify_receipt(args)
     except (ValueError, OSError, StartupError) as exc:
         print(f"agent-staking: {exc}", file=sys.stderr)
         return 1

@@ -425,11 +425,44 @@ def test_production_without_autoscaling_runs_three_replicas() -> None:
             ["replicaCount=3", "solana.existingSecret=rpc", f"solana.feeRecipient={FEE_WALLET}"],
             "PostgreSQL",
         ),
+        (
+            [
+                "replicaCount=3",
+                "solana.existingSecret=rpc",
+                f"solana.feeRecipient={FEE_WALLET}",
+                "database.existingSecret=db",
+            ],
+            "receiptKeys.existingSecret",
+        ),
         (["solana.existingSecret=rpc"], "solana.feeRecipient"),
     ],
 )
 def test_scale_out_guards(sets: list[str], message: str) -> None:
     assert message in render_error(sets=sets)
+
+
+def test_receipt_keys_come_from_a_secret_every_replica_mounts(
+    production_render: Rendered, default_render: Rendered
+) -> None:
+    """One key file for all replicas: the Secret as a directory (updates reach the pod,
+    a subPath would not), read-only, readable by the server's group only."""
+    values = yaml.safe_load((CHART / "values-production.yaml").read_text())
+    server = _server(production_render)
+    path = _settings(production_render)["AGENT_STAKING_RECEIPT_KEY_FILE"]
+    (mount,) = [m for m in server["volumeMounts"] if m["name"] == "receipt-keys"]
+    assert mount["readOnly"] is True and "subPath" not in mount
+    assert path == f"{mount['mountPath']}/receipt-keys.json"
+    spec = production_render.one("Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "receipt-keys"]
+    secret = volume["secret"]
+    assert secret["secretName"] == values["receiptKeys"]["existingSecret"]
+    assert secret["items"] == [
+        {"key": values["receiptKeys"]["secretKey"], "path": "receipt-keys.json"}
+    ]
+    assert secret["defaultMode"] == 0o440
+    assert spec["securityContext"]["fsGroup"] == server["securityContext"]["runAsGroup"]
+    # One embedded replica generates its own in its data directory.
+    assert "AGENT_STAKING_RECEIPT_KEY_FILE" not in _settings(default_render)
 
 
 def test_network_policy(production_render: Rendered) -> None:

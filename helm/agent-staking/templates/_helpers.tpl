@@ -97,6 +97,9 @@ these rules span several. Included by the Deployment, so every install runs them
 {{- if not .Values.database.existingSecret }}
 {{- fail "several replicas need PostgreSQL (database.existingSecret): the SQLite key store lives in each pod's emptyDir" }}
 {{- end }}
+{{- if not .Values.receiptKeys.existingSecret }}
+{{- fail "several replicas need one receipt key file (receiptKeys.existingSecret): each pod would sign receipts with keys the others do not publish" }}
+{{- end }}
 {{- end }}
 {{- if and (not (include "agent-staking.embeddedLocalnet" .)) (gt (int .Values.solana.serviceFeeBps) 0) (not .Values.solana.feeRecipient) }}
 {{- fail "solana.feeRecipient is required with real Solana endpoints while solana.serviceFeeBps > 0" }}
@@ -133,6 +136,7 @@ these rules span several. Included by the Deployment, so every install runs them
   "tracing_endpoint" "opentelemetry.endpoint"
   "tracing_sample_ratio" "opentelemetry.sampleRatio"
   "bootstrap_keys" "bootstrapKeys"
+  "receipt_key_file" "receiptKeys.existingSecret"
   "config_file" "config (the ConfigMap)" }}
 {{- range $key, $_ := .Values.config }}
 {{- if hasKey $reserved (lower $key) }}
