@@ -60,6 +60,8 @@ EXPOSED: tuple[Exposure, ...] = (
     Exposure(rpc="GetStakePool", read_only=True),
     Exposure(rpc="BuildLiquidStakeTransaction", read_only=True),
     Exposure(rpc="BuildLiquidUnstakeTransaction", read_only=True),
+    Exposure(rpc="BuildNonceAccountTransaction", read_only=True),
+    Exposure(rpc="GetIntent", read_only=True),
     # Sends a signed transaction to the cluster: irreversible once it lands; the same
     # signed transaction again is answered from the relay (idempotent by signature).
     Exposure(

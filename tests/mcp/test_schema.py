@@ -99,12 +99,20 @@ def test_required_fields_follow_the_comments() -> None:
         "get_stake_pool": ["stake_pool"],
         "build_liquid_stake_transaction": ["wallet", "stake_pool"],
         "build_liquid_unstake_transaction": ["wallet", "stake_pool", "pool_tokens"],
+        "build_nonce_account_transaction": ["wallet"],
+        "get_intent": ["request_id"],
         "submit_transaction": ["transaction"],
         "get_transaction_status": ["signature"],
         "watch_transaction": ["signature"],
     }
     nonce = TOOLS["build_stake_transaction"].input_schema["properties"]["options"]["properties"]
-    assert nonce["durable_nonce"]["required"] == ["nonce_account"]
+    # nonce_account, or managed: neither is required on its own.
+    assert "required" not in nonce["durable_nonce"]
+    assert set(nonce["durable_nonce"]["properties"]) == {
+        "nonce_account",
+        "nonce_authority",
+        "managed",
+    }
 
 
 @pytest.mark.parametrize(
