@@ -28,7 +28,6 @@ from service.chain import (
     BuiltAttempt,
     ChainContext,
     IntentBook,
-    IntentKey,
     IntentLandedError,
     IntentState,
 )
@@ -42,7 +41,7 @@ from service.core.receipts import (
 )
 from service.receipts import ReceiptSigner
 
-from ._intent_converters import intent_state_to_proto, receipt_key_to_proto
+from ._intent_converters import intent_key, intent_state_to_proto, receipt_key_to_proto
 from ._principal import current_principal
 
 BUILD_RPC_MARK: Final = "__build_rpc__"
@@ -209,7 +208,7 @@ class BuildGate:
 
         try:
             outcome = await self.book.build(
-                IntentKey(scope=scope, request_id=request_id),
+                intent_key(request_id, scope=scope),
                 kind=kind,
                 request=recorded_request(request),
                 response_type=_response_type(kind),

@@ -561,8 +561,8 @@ class BuildLiquidStakeTransactionRequest(_message.Message):
     pool token fails with INVALID_ARGUMENT, reason BELOW_MINIMUM_DEPOSIT.
     """
     request_id: _builtins.str
-    """Optional idempotency key: the same request_id with the same request
-    returns the same instructions. At most 256 bytes of UTF-8.
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
     """
     stake_pool: _builtins.str
     """The pool (base58), one listed by ListStakePools. Required."""
@@ -721,8 +721,8 @@ class BuildLiquidUnstakeTransactionRequest(_message.Message):
     Required.
     """
     request_id: _builtins.str
-    """Optional idempotency key: the same request_id with the same request
-    returns the same new stake account (seed and address) and instructions.
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same new stake account (seed and address) and instructions.
     At most 256 bytes of UTF-8.
     """
     stake_pool: _builtins.str

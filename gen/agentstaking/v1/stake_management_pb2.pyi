@@ -218,10 +218,10 @@ class BuildSplitTransactionRequest(_message.Message):
     FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS).
     """
     request_id: _builtins.str
-    """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same seed, new account address and
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same seed, new account address and
     instructions; once the split has landed, the same request_id fails with
-    ALREADY_EXISTS, reason STAKE_ACCOUNT_EXISTS. At most 256 bytes of UTF-8.
+    ALREADY_EXISTS, reason INTENT_ALREADY_LANDED. At most 256 bytes of UTF-8.
     """
     stake_account: _builtins.str
     """Stake account (base58) to split. Required; its withdraw authority must be
@@ -359,8 +359,8 @@ class BuildMoveStakeTransactionRequest(_message.Message):
     FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS.
     """
     request_id: _builtins.str
-    """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same instructions. At most 256 bytes of UTF-8.
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
     """
     source_stake_account: _builtins.str
     """Stake account (base58) the stake or lamports leave. Required."""
@@ -483,8 +483,8 @@ class BuildAuthorizeTransactionRequest(_message.Message):
     either authority). Required.
     """
     request_id: _builtins.str
-    """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same instructions. At most 256 bytes of UTF-8.
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
     """
     stake_account: _builtins.str
     """Stake account (base58) whose authority changes. Required; its withdraw
@@ -671,8 +671,8 @@ class BuildSetLockupTransactionRequest(_message.Message):
     stake_account. Required.
     """
     request_id: _builtins.str
-    """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same instructions. At most 256 bytes of UTF-8.
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
     """
     stake_account: _builtins.str
     """Stake account (base58) whose lockup changes. Required; its withdraw
@@ -791,8 +791,8 @@ class BuildRedelegateTransactionRequest(_message.Message):
     stake_account and base of the seed of a new account. Required.
     """
     request_id: _builtins.str
-    """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same new account seed, address and
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same new account seed, address and
     instructions. At most 256 bytes of UTF-8.
     """
     stake_account: _builtins.str

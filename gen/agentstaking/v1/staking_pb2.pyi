@@ -95,10 +95,14 @@ class BuildStakeTransactionRequest(_message.Message):
     reserve and fees are paid on top of it.
     """
     request_id: _builtins.str
-    """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same seed, stake account address and
-    instructions. Reuse it only to retry the same request. At most 256
-    bytes of UTF-8. Empty: a fresh seed is chosen.
+    """Optional idempotency key (at most 256 bytes of UTF-8) naming an intent of
+    the calling API key: the same request_id again returns the same response
+    (seed, stake account, transaction, receipt) while that transaction can
+    still land; ALREADY_EXISTS, reason INTENT_ALREADY_LANDED (with its
+    signature and the original response), once it landed; a new transaction
+    for the same intent once it expired or failed on chain; INVALID_ARGUMENT,
+    reason IDEMPOTENCY_KEY_REUSED, for a request that differs (only
+    options.simulate may). See GetIntent. Empty: a fresh seed is chosen.
     """
     vote_account: _builtins.str
     """Vote account (base58) to delegate to. Empty (default): the operator's
@@ -246,8 +250,8 @@ class BuildUnstakeTransactionRequest(_message.Message):
     stake_account is required).
     """
     request_id: _builtins.str
-    """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same split account seeds, addresses and
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same split account seeds, addresses and
     instructions. At most 256 bytes of UTF-8.
     """
     stake_account: _builtins.str
@@ -412,8 +416,8 @@ class BuildWithdrawTransactionRequest(_message.Message):
     reason INSUFFICIENT_FUNDS, otherwise).
     """
     request_id: _builtins.str
-    """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same instructions. At most 256 bytes of UTF-8.
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
     """
     stake_account: _builtins.str
     """Stake account (base58) to withdraw from. Optional when amount_lamports
@@ -540,8 +544,8 @@ class BuildMergeTransactionRequest(_message.Message):
     stake accounts. Required.
     """
     request_id: _builtins.str
-    """Optional idempotency key, unique per wallet: the same request_id with the
-    same request returns the same instructions. At most 256 bytes of UTF-8.
+    """Optional idempotency key of an intent (see
+    BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
     """
     destination_stake_account: _builtins.str
     """Stake account (base58) that receives the merged stake and remains.

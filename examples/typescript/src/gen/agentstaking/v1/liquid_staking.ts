@@ -396,8 +396,8 @@ export interface BuildLiquidStakeTransactionRequest {
    */
   amountLamports: string;
   /**
-   * Optional idempotency key: the same request_id with the same request
-   * returns the same instructions. At most 256 bytes of UTF-8.
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
    */
   requestId: string;
   /** How to build the transaction; unset for the defaults. */
@@ -490,8 +490,8 @@ export interface BuildLiquidUnstakeTransactionRequest {
    */
   wallet: string;
   /**
-   * Optional idempotency key: the same request_id with the same request
-   * returns the same new stake account (seed and address) and instructions.
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same new stake account (seed and address) and instructions.
    * At most 256 bytes of UTF-8.
    */
   requestId: string;

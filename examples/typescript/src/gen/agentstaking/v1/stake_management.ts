@@ -273,10 +273,10 @@ export interface BuildSplitTransactionRequest {
    */
   amountLamports: string;
   /**
-   * Optional idempotency key, unique per wallet: the same request_id with the
-   * same request returns the same seed, new account address and
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same seed, new account address and
    * instructions; once the split has landed, the same request_id fails with
-   * ALREADY_EXISTS, reason STAKE_ACCOUNT_EXISTS. At most 256 bytes of UTF-8.
+   * ALREADY_EXISTS, reason INTENT_ALREADY_LANDED. At most 256 bytes of UTF-8.
    */
   requestId: string;
   /** How to build the transaction; unset for the defaults. */
@@ -361,8 +361,8 @@ export interface BuildMoveStakeTransactionRequest {
    */
   amountLamports: string;
   /**
-   * Optional idempotency key, unique per wallet: the same request_id with the
-   * same request returns the same instructions. At most 256 bytes of UTF-8.
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
    */
   requestId: string;
   /** How to build the transaction; unset for the defaults. */
@@ -426,8 +426,8 @@ export interface BuildAuthorizeTransactionRequest {
    */
   wallet: string;
   /**
-   * Optional idempotency key, unique per wallet: the same request_id with the
-   * same request returns the same instructions. At most 256 bytes of UTF-8.
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
    */
   requestId: string;
   /** How to build the transaction; unset for the defaults. */
@@ -537,8 +537,8 @@ export interface BuildSetLockupTransactionRequest {
    */
   wallet: string;
   /**
-   * Optional idempotency key, unique per wallet: the same request_id with the
-   * same request returns the same instructions. At most 256 bytes of UTF-8.
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
    */
   requestId: string;
   /** How to build the transaction; unset for the defaults. */
@@ -611,8 +611,8 @@ export interface BuildRedelegateTransactionRequest {
    */
   wallet: string;
   /**
-   * Optional idempotency key, unique per wallet: the same request_id with the
-   * same request returns the same new account seed, address and
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same new account seed, address and
    * instructions. At most 256 bytes of UTF-8.
    */
   requestId: string;

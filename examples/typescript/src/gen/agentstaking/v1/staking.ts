@@ -159,10 +159,14 @@ export interface BuildStakeTransactionRequest {
    */
   amountLamports: string;
   /**
-   * Optional idempotency key, unique per wallet: the same request_id with the
-   * same request returns the same seed, stake account address and
-   * instructions. Reuse it only to retry the same request. At most 256
-   * bytes of UTF-8. Empty: a fresh seed is chosen.
+   * Optional idempotency key (at most 256 bytes of UTF-8) naming an intent of
+   * the calling API key: the same request_id again returns the same response
+   * (seed, stake account, transaction, receipt) while that transaction can
+   * still land; ALREADY_EXISTS, reason INTENT_ALREADY_LANDED (with its
+   * signature and the original response), once it landed; a new transaction
+   * for the same intent once it expired or failed on chain; INVALID_ARGUMENT,
+   * reason IDEMPOTENCY_KEY_REUSED, for a request that differs (only
+   * options.simulate may). See GetIntent. Empty: a fresh seed is chosen.
    */
   requestId: string;
   /** How to build the transaction; unset for the defaults. */
@@ -256,8 +260,8 @@ export interface BuildUnstakeTransactionRequest {
    */
   amountLamports: string;
   /**
-   * Optional idempotency key, unique per wallet: the same request_id with the
-   * same request returns the same split account seeds, addresses and
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same split account seeds, addresses and
    * instructions. At most 256 bytes of UTF-8.
    */
   requestId: string;
@@ -346,8 +350,8 @@ export interface BuildWithdrawTransactionRequest {
    */
   amountLamports: string;
   /**
-   * Optional idempotency key, unique per wallet: the same request_id with the
-   * same request returns the same instructions. At most 256 bytes of UTF-8.
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
    */
   requestId: string;
   /** How to build the transaction; unset for the defaults. */
@@ -407,8 +411,8 @@ export interface BuildMergeTransactionRequest {
    */
   wallet: string;
   /**
-   * Optional idempotency key, unique per wallet: the same request_id with the
-   * same request returns the same instructions. At most 256 bytes of UTF-8.
+   * Optional idempotency key of an intent (see
+   * BuildStakeTransactionRequest.request_id): the same request returns the same instructions. At most 256 bytes of UTF-8.
    */
   requestId: string;
   /** How to build the transaction; unset for the defaults. */
