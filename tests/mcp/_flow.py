@@ -93,10 +93,9 @@ async def stake(session: ClientSession, service: Service, wallet: Keypair) -> No
     assert validators["validators"][0]["rank"] == 1
 
     address = str(wallet.pubkey())
-    built_result = await session.call_tool(
-        "build_stake_transaction",
-        {"wallet": address, "amount_lamports": str(2 * SOL), "request_id": "mcp-stake"},
-    )
+    # A request_id names an intent of the API key: one per decision (this wallet's stake).
+    request = {"wallet": address, "amount_lamports": str(2 * SOL), "request_id": f"mcp-{address}"}
+    built_result = await session.call_tool("build_stake_transaction", request)
     built = structured(built_result)
     prepared = built["transaction"]
     # uint64 are decimal strings; bytes base64; enums by name.
@@ -158,6 +157,17 @@ async def stake(session: ClientSession, service: Service, wallet: Keypair) -> No
     assert str(Pubkey(data[124:156])) == service.vote_account
     assert struct.unpack_from("<Q", data, 156)[0] == 2 * SOL
     assert str(Pubkey(data[44:76])) == address
+
+    # The same decision again: refused with the landed signature; get_intent says so.
+    again = tool_error(await session.call_tool("build_stake_transaction", request))
+    assert (again["code"], again["reason"]) == ("ALREADY_EXISTS", "INTENT_ALREADY_LANDED")
+    assert again["metadata"]["signature"] == signature
+    intent = structured(
+        await session.call_tool("get_intent", {"request_id": request["request_id"]})
+    )
+    assert intent["intent"]["state"] == "INTENT_STATE_LANDED"
+    assert intent["intent"]["signature"] == signature
+    assert prepared["receipt"]["key_id"].startswith("rk_")
 
 
 async def errors_round_trip(session: ClientSession, wallet: Keypair) -> None:
