@@ -166,6 +166,10 @@ def prepared_to_proto(
         compute_unit_limit=prepared.compute_unit_limit,
         compute_unit_price_micro_lamports=prepared.compute_unit_price_micro_lamports,
     )
+    for summary, converted in zip(prepared.instructions, result.instructions, strict=True):
+        amount = dict(summary.params).get("lamports")
+        if isinstance(amount, int):
+            converted.lamports = amount
     if simulation is not None:
         result.simulation.CopyFrom(simulation_to_proto(simulation))
     return result

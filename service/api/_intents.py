@@ -33,6 +33,7 @@ from service.chain import (
 )
 from service.core.errors import DomainError
 from service.core.receipts import (
+    InstructionAmount,
     ReceiptFees,
     ReceiptPayload,
     changes_between,
@@ -76,6 +77,21 @@ def _fees(prepared: types_pb2.PreparedTransaction) -> ReceiptFees:
         priority_fee_lamports=fees.priority_fee_lamports,
         rent_exempt_reserve_lamports=fees.rent_exempt_reserve_lamports,
         total_debit_lamports=fees.total_debit_lamports,
+    )
+
+
+def _amount(instruction: types_pb2.InstructionSummary) -> InstructionAmount:
+    """The build's own decoding of an instruction, as its receipt reads it (the
+    accounts only matter where an amount moves)."""
+    if not instruction.HasField("lamports"):
+        return InstructionAmount(
+            program=instruction.program_name, type=instruction.type, accounts=(), lamports=None
+        )
+    return InstructionAmount(
+        program=instruction.program_name,
+        type=instruction.type,
+        accounts=tuple(a.address for a in instruction.accounts),
+        lamports=instruction.lamports,
     )
 
 
@@ -164,6 +180,7 @@ class BuildGate:
         key = self.signer.signing_key()
         payload = receipt_payload(
             message=prepared.message,
+            instructions=[_amount(i) for i in prepared.instructions],
             fees=_fees(prepared),
             last_valid_block_height=prepared.last_valid_block_height,
             kind=kind,

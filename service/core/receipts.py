@@ -197,30 +197,55 @@ def key_id_for(public_key: bytes) -> str:
     return KEY_ID_PREFIX + hashlib.sha256(public_key).hexdigest()[:16]
 
 
+@dataclass(frozen=True, kw_only=True)
+class InstructionAmount:
+    """One instruction of the message as a receipt reads it: program and type names,
+    its accounts, and the lamports it states (None: none)."""
+
+    program: str
+    type: str
+    accounts: tuple[str, ...]
+    lamports: int | None
+
+
+def instruction_amounts(summaries: Sequence[InstructionSummary]) -> tuple[InstructionAmount, ...]:
+    """The receipt's view of decoded instructions."""
+    found = []
+    for summary in summaries:
+        lamports = dict(summary.params).get("lamports")
+        found.append(
+            InstructionAmount(
+                program=summary.program,
+                type=summary.type,
+                accounts=tuple(str(a.address) for a in summary.accounts),
+                lamports=lamports if isinstance(lamports, int) else None,
+            )
+        )
+    return tuple(found)
+
+
 def lamport_movements(
-    summaries: Sequence[InstructionSummary],
+    instructions: Sequence[InstructionAmount],
 ) -> tuple[LamportMovement, ...]:
     """The amounts the instructions move, in instruction order (instructions whose
     amount the message does not state, such as Merge, move nothing here)."""
     found: list[LamportMovement] = []
-    for index, summary in enumerate(summaries):
-        where = _MOVEMENTS.get((summary.program, summary.type))
-        if where is None:
+    for index, instruction in enumerate(instructions):
+        where = _MOVEMENTS.get((instruction.program, instruction.type))
+        if where is None or instruction.lamports is None:
             continue
         source, destination = where
-        accounts = summary.accounts
+        accounts = instruction.accounts
         if max(source, destination) >= len(accounts):
             continue
-        lamports = summary.param("lamports")
-        assert isinstance(lamports, int)
         found.append(
             LamportMovement(
                 instruction=index,
-                program=summary.program,
-                type=summary.type,
-                source=str(accounts[source].address),
-                destination=str(accounts[destination].address),
-                lamports=lamports,
+                program=instruction.program,
+                type=instruction.type,
+                source=accounts[source],
+                destination=accounts[destination],
+                lamports=instruction.lamports,
             )
         )
     return tuple(found)
@@ -243,6 +268,7 @@ def _nonce_account(message: Message | MessageV0) -> str:
 def receipt_payload(
     *,
     message: bytes,
+    instructions: Sequence[InstructionAmount] | None = None,
     fees: ReceiptFees,
     last_valid_block_height: int,
     kind: str,
@@ -255,8 +281,10 @@ def receipt_payload(
 ) -> ReceiptPayload:
     """The payload of a receipt for the message a build returns.
 
-    Everything about the transaction (signers, blockhash or nonce, movements) is read
-    from the message bytes themselves, so the receipt states what the signer signs.
+    Signers, writable accounts, blockhash or nonce are read from the message bytes
+    themselves, so the receipt states what the signer signs; the lamport movements
+    from ``instructions``, the build's own decoding of the same message (None: the
+    message is decoded here, at some cost).
 
     Raises:
         ValueError: The bytes are not a legacy or v0 message.
@@ -291,7 +319,9 @@ def receipt_payload(
         nonce_account=_nonce_account(parsed),
         last_valid_block_height=last_valid_block_height,
         fees=fees,
-        lamport_movements=lamport_movements(summarize_message(parsed)),
+        lamport_movements=lamport_movements(
+            instruction_amounts(summarize_message(parsed)) if instructions is None else instructions
+        ),
     )
 
 

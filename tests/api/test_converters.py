@@ -17,6 +17,7 @@ from service.core.plans import (
     TransactionOptions,
     TransactionVersion,
     build_stake_transaction,
+    managed_nonce_address,
 )
 from service.core.seeds import SeedPurpose, seed_from_request_id
 
@@ -78,3 +79,30 @@ def test_prepared_to_proto_keeps_every_instruction() -> None:
     assert proto.instructions[-1].data == b"hi"
     assert proto.fees.total_debit_lamports == plan.prepared.fees.total_debit_lamports
     assert not proto.HasField("simulation")
+    # The amounts the instructions state, and only theirs.
+    amounts = [(i.type, i.lamports if i.HasField("lamports") else None) for i in proto.instructions]
+    assert amounts == [
+        ("SetComputeUnitLimit", None),
+        ("CreateAccountWithSeed", 2_000_000_000 + 2_282_880),
+        ("Initialize", None),
+        ("DelegateStake", None),
+        ("Transfer", 2_000_000),
+        ("Memo", None),
+    ]
+
+
+def test_managed_nonce_names_the_wallets_account() -> None:
+    wallet = Keypair().pubkey()
+    managed = types_pb2.TransactionOptions(durable_nonce=types_pb2.DurableNonce(managed=True))
+    options = options_to_domain(managed, wallet=str(wallet))
+    assert options.nonce_account == str(managed_nonce_address(wallet))
+    assert options.nonce_authority == ""
+    both = types_pb2.TransactionOptions(
+        durable_nonce=types_pb2.DurableNonce(managed=True, nonce_account=str(wallet))
+    )
+    with pytest.raises(InvalidArgumentError) as caught:
+        options_to_domain(both, wallet=str(wallet))
+    assert caught.value.field == "options.durable_nonce.managed"
+    with pytest.raises(InvalidArgumentError) as caught:
+        options_to_domain(managed, wallet="not-a-wallet")
+    assert caught.value.field == "wallet"

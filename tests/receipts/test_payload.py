@@ -36,6 +36,7 @@ from service.core.receipts import (
     ReceiptPayload,
     changes_between,
     format_issue_time,
+    instruction_amounts,
     key_id_for,
     parse_receipt_payload,
     receipt_payload,
@@ -124,6 +125,45 @@ def test_payload_states_what_the_message_does() -> None:
         ("Transfer", str(WALLET), str(FEE_WALLET), 2_000_000),
     ]
     assert [m.instruction for m in payload.lamport_movements] == [1, 4]
+
+
+def test_the_builds_own_decoding_gives_the_same_payload() -> None:
+    """A build hands its instruction summaries to the receipt (no second decoding):
+    they state the same movements as the message bytes."""
+    plan = build_stake_transaction(
+        StakeRequest(
+            wallet=WALLET,
+            vote_account=VOTE,
+            amount_lamports=2 * SOL,
+            seed=SEED,
+            service_fee=ServiceFee(bps=10, recipient=FEE_WALLET),
+        ),
+        StakeContext(
+            lifetime=RecentBlockhash(blockhash=BLOCKHASH, last_valid_block_height=1_234),
+            rent_exempt_reserve_lamports=RENT,
+            minimum_delegation_lamports=SOL,
+            epoch=7,
+        ),
+    )
+    message, fees, lvbh = _stake()
+    decoded = _payload(message, fees, lvbh)
+    given = dataclasses.replace(
+        decoded,
+        lamport_movements=receipt_payload(
+            message=plan.prepared.message,
+            instructions=instruction_amounts(plan.prepared.instructions),
+            fees=fees,
+            last_valid_block_height=lvbh,
+            kind="BuildStakeTransaction",
+            request_id="order-1",
+            attempt=1,
+            api_key_id="k1",
+            cluster="GENESIS",
+            key_id=KEY_ID,
+            issue_time_millis=1_893_456_000_123,
+        ).lamport_movements,
+    )
+    assert given == decoded and len(given.lamport_movements) == 2
 
 
 def test_canonical_form_is_sorted_compact_ascii_strings_only() -> None:

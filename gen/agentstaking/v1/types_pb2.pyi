@@ -521,6 +521,7 @@ class InstructionSummary(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     ACCOUNTS_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    LAMPORTS_FIELD_NUMBER: _builtins.int
     program: _builtins.str
     """Program id (base58), e.g. Stake11111111111111111111111111111111111111."""
     program_name: _builtins.str
@@ -539,6 +540,12 @@ class InstructionSummary(_message.Message):
     """
     data: _builtins.bytes
     """Raw instruction data as placed in the message."""
+    lamports: _builtins.int
+    """Lamports the instruction moves from its first account to another
+    (System CreateAccount(WithSeed), Transfer(WithSeed), WithdrawNonceAccount;
+    Stake Split, Withdraw, MoveStake, MoveLamports; stake pool DepositSol);
+    unset when it states no amount (e.g. Merge moves a whole balance).
+    """
     @_builtins.property
     def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountMeta]:
         """Accounts the instruction references, in instruction order."""
@@ -552,12 +559,15 @@ class InstructionSummary(_message.Message):
         description: _builtins.str = ...,
         accounts: _abc.Iterable[Global___AccountMeta] | None = ...,
         data: _builtins.bytes = ...,
+        lamports: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_lamports", b"_lamports", "lamports", b"lamports"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "data", b"data", "description", b"description", "program", b"program", "program_name", b"program_name", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lamports", b"_lamports", "accounts", b"accounts", "data", b"data", "description", b"description", "lamports", b"lamports", "program", b"program", "program_name", b"program_name", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__lamports: _TypeAlias = _typing.Literal["lamports"]  # noqa: Y015
+    _WhichOneofArgType__lamports: _TypeAlias = _typing.Literal["_lamports", b"_lamports"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lamports) -> _WhichOneofReturnType__lamports | None: ...
 
 Global___InstructionSummary: _TypeAlias = InstructionSummary  # noqa: Y015
 

@@ -512,6 +512,13 @@ export interface InstructionSummary {
   accounts: AccountMeta[];
   /** Raw instruction data as placed in the message. */
   data: Buffer;
+  /**
+   * Lamports the instruction moves from its first account to another
+   * (System CreateAccount(WithSeed), Transfer(WithSeed), WithdrawNonceAccount;
+   * Stake Split, Withdraw, MoveStake, MoveLamports; stake pool DepositSol);
+   * unset when it states no amount (e.g. Merge moves a whole balance).
+   */
+  lamports?: string | undefined;
 }
 
 /** One account reference of an instruction. */
@@ -1564,7 +1571,15 @@ export const FeeBreakdown: MessageFns<FeeBreakdown> = {
 };
 
 function createBaseInstructionSummary(): InstructionSummary {
-  return { program: "", programName: "", type: "", description: "", accounts: [], data: Buffer.alloc(0) };
+  return {
+    program: "",
+    programName: "",
+    type: "",
+    description: "",
+    accounts: [],
+    data: Buffer.alloc(0),
+    lamports: undefined,
+  };
 }
 
 export const InstructionSummary: MessageFns<InstructionSummary> = {
@@ -1586,6 +1601,9 @@ export const InstructionSummary: MessageFns<InstructionSummary> = {
     }
     if (message.data.length !== 0) {
       writer.uint32(50).bytes(message.data);
+    }
+    if (message.lamports !== undefined) {
+      writer.uint32(56).uint64(message.lamports);
     }
     return writer;
   },
@@ -1651,6 +1669,14 @@ export const InstructionSummary: MessageFns<InstructionSummary> = {
             message.data = Buffer.from(reader.bytes());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.lamports = reader.uint64().toString();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1677,6 +1703,7 @@ export const InstructionSummary: MessageFns<InstructionSummary> = {
         ? object.accounts.map((e: any) => AccountMeta.fromJSON(e))
         : [],
       data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      lamports: isSet(object.lamports) ? globalThis.String(object.lamports) : undefined,
     };
   },
 
@@ -1700,6 +1727,9 @@ export const InstructionSummary: MessageFns<InstructionSummary> = {
     if (message.data.length !== 0) {
       obj.data = base64FromBytes(message.data);
     }
+    if (message.lamports !== undefined) {
+      obj.lamports = message.lamports;
+    }
     return obj;
   },
 
@@ -1714,6 +1744,7 @@ export const InstructionSummary: MessageFns<InstructionSummary> = {
     message.description = object.description ?? "";
     message.accounts = object.accounts?.map((e) => AccountMeta.fromPartial(e)) || [];
     message.data = object.data ?? Buffer.alloc(0);
+    message.lamports = object.lamports ?? undefined;
     return message;
   },
 };
