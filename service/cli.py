@@ -688,6 +688,10 @@ async def _run_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_key_file(parser: argparse.ArgumentParser | argparse._ActionsContainer, text: str) -> None:
+    parser.add_argument("--key-file", type=Path, metavar="FILE", help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent-staking", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -811,11 +815,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the public receipt keys as JSON (--stage, --rotate: change the key file)",
     )
     receipt_key.add_argument("--config", type=Path, help="TOML settings file")
-    receipt_key.add_argument(
-        "--key-file",
-        type=Path,
-        metavar="FILE",
-        help="the receipt key file (default: AGENT_STAKING_RECEIPT_KEY_FILE, else "
+    _add_key_file(
+        receipt_key,
+        "the receipt key file (default: AGENT_STAKING_RECEIPT_KEY_FILE, else "
         "DATA_DIR/receipt-keys.json, created there like `serve` does)",
     )
     change = receipt_key.add_mutually_exclusive_group()
@@ -839,9 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("file", type=Path, metavar="FILE", help="the JSON file; - for stdin")
     verify.add_argument("--config", type=Path, help="TOML settings file")
     keys_from = verify.add_mutually_exclusive_group()
-    keys_from.add_argument(
-        "--key-file", type=Path, metavar="FILE", help="verify with this receipt key file's keys"
-    )
+    _add_key_file(keys_from, "verify with this receipt key file's keys")
     keys_from.add_argument(
         "--keys",
         type=Path,

@@ -34,10 +34,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import enum
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -60,6 +58,7 @@ from service.store import Database, Row, StoreUnavailableError
 
 from ._relay import MAX_PROCESSING_AGE, Relay, TransactionNotFoundError
 from ._rpc import ChainUnavailable, RpcError, SolanaRpc
+from ._submissions import _error_from_json, _error_json
 
 log = logging.getLogger(__name__)
 
@@ -268,18 +267,6 @@ _ATTEMPT_COLUMNS: Final = (
 _INTENT_COLUMNS: Final = (
     "kind, wallet, request, attempt, state, signature, error, create_time, update_time, expire_time"
 )
-
-
-def _error_json(error: DecodedTransactionError | None) -> str | None:
-    return None if error is None else json.dumps(dataclasses.asdict(error), sort_keys=True)
-
-
-def _error_from_json(text: str | None) -> DecodedTransactionError | None:
-    if text is None:
-        return None
-    fields: dict[str, Any] = json.loads(text)
-    fields["logs"] = tuple(fields.get("logs") or ())
-    return DecodedTransactionError(**fields)
 
 
 def _attempt(row: Row) -> Attempt:

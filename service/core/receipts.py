@@ -436,63 +436,30 @@ def changes_between(
     """What a rebuild changed besides its lifetime (blockhash or nonce value, which
     always changes): fees, signers, format, the accounts and amounts moved, and the
     wallet's balance when both builds know it (from a simulation)."""
-    found: list[Change] = []
-    for f in fields(ReceiptFees):
-        before, after = getattr(previous.fees, f.name), getattr(current.fees, f.name)
-        if before != after:
-            found.append(Change(field=f"fees.{f.name}", previous=str(before), current=str(after)))
-    if previous.required_signers != current.required_signers:
-        found.append(
-            Change(
-                field="required_signers",
-                previous=",".join(previous.required_signers),
-                current=",".join(current.required_signers),
-            )
+    pairs: list[tuple[str, object, object]] = [
+        (f"fees.{f.name}", getattr(previous.fees, f.name), getattr(current.fees, f.name))
+        for f in fields(ReceiptFees)
+    ]
+    pairs += [
+        (name, ",".join(getattr(previous, name)), ",".join(getattr(current, name)))
+        for name in ("required_signers", "writable_accounts")
+    ]
+    pairs += [
+        (name, getattr(previous, name), getattr(current, name))
+        for name in ("transaction_version", "nonce_account")
+    ]
+    pairs.append(
+        (
+            "lamport_movements",
+            "; ".join(_movement_text(m) for m in previous.lamport_movements),
+            "; ".join(_movement_text(m) for m in current.lamport_movements),
         )
-    if previous.writable_accounts != current.writable_accounts:
-        found.append(
-            Change(
-                field="writable_accounts",
-                previous=",".join(previous.writable_accounts),
-                current=",".join(current.writable_accounts),
-            )
-        )
-    if previous.transaction_version != current.transaction_version:
-        found.append(
-            Change(
-                field="transaction_version",
-                previous=previous.transaction_version,
-                current=current.transaction_version,
-            )
-        )
-    if previous.nonce_account != current.nonce_account:
-        found.append(
-            Change(
-                field="nonce_account",
-                previous=previous.nonce_account,
-                current=current.nonce_account,
-            )
-        )
-    before_moves = [_movement_text(m) for m in previous.lamport_movements]
-    after_moves = [_movement_text(m) for m in current.lamport_movements]
-    if before_moves != after_moves:
-        found.append(
-            Change(
-                field="lamport_movements",
-                previous="; ".join(before_moves),
-                current="; ".join(after_moves),
-            )
-        )
-    if (
-        previous_wallet_balance is not None
-        and current_wallet_balance is not None
-        and previous_wallet_balance != current_wallet_balance
-    ):
-        found.append(
-            Change(
-                field="wallet_balance_lamports",
-                previous=str(previous_wallet_balance),
-                current=str(current_wallet_balance),
-            )
-        )
+    )
+    if previous_wallet_balance is not None and current_wallet_balance is not None:
+        pairs.append(("wallet_balance_lamports", previous_wallet_balance, current_wallet_balance))
+    found = [
+        Change(field=name, previous=str(before), current=str(after))
+        for name, before, after in pairs
+        if before != after
+    ]
     return tuple(found)

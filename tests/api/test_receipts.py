@@ -25,13 +25,13 @@ from service.config import Settings
 from service.localnet import LocalnetServer
 from service.receipts import ReceiptKeyFileError
 from service.server import AgentStakingServer
+from tests.lifecycle.test_stake_management_grpcurl import _grpcurl as grpcurl
 
 from .conftest import Service
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "intents.md").read_text()
 SERVICE = staking_pb2.DESCRIPTOR.services_by_name["StakingService"]
-GRPCURL = Path(sys.executable).parent / "grpcurl"
 TYPESCRIPT = ROOT / "examples" / "typescript"
 EXAMPLE = re.compile(
     r"grpcurl -plaintext -H \"authorization: Bearer \$KEY\" -d '(\{.*?\})' "
@@ -70,24 +70,15 @@ def test_the_guides_grpcurl_examples_are_valid_requests() -> None:
         json_format.Parse(body.replace("<your wallet address>", "W"), request)
 
 
-def _grpcurl(address: str, key: str, method: str, body: str) -> str:
-    done = subprocess.run(
-        [
-            str(GRPCURL),
-            "-max-time",
-            "20",
-            "-plaintext",
-            "-H",
-            f"authorization: Bearer {key}",
-            "-d",
-            body,
-            address,
-            f"agentstaking.v1.StakingService/{method}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def _call(address: str, key: str, method: str, body: str) -> str:
+    done = grpcurl(
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {key}",
+        "-d",
+        body,
+        address,
+        f"agentstaking.v1.StakingService/{method}",
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -101,9 +92,7 @@ async def _saved(service: Service, wallet: Keypair, tmp_path: Path) -> tuple[Pat
         for placeholder, value in values.items():
             body = body.replace(placeholder, value)
         body = body.replace('"order-42"', f'"{wallet.pubkey()}-42"')
-        text = await asyncio.to_thread(
-            _grpcurl, service.address, service.staking_secret, method, body
-        )
+        text = await asyncio.to_thread(_call, service.address, service.staking_secret, method, body)
         saved[method] = tmp_path / f"{method}.json"
         saved[method].write_text(text)
     return saved["BuildStakeTransaction"], saved["GetNetworkInfo"]

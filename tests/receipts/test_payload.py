@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 from solders.hash import Hash
-from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from service.core import (
     DurableNonce,
+    PreparedStakeTransaction,
     RecentBlockhash,
     SeedPurpose,
     ServiceFee,
@@ -32,6 +32,7 @@ from service.core import (
 from service.core.receipts import (
     RECEIPT_TYPE,
     Change,
+    InstructionAmount,
     ReceiptFees,
     ReceiptPayload,
     changes_between,
@@ -42,13 +43,8 @@ from service.core.receipts import (
     receipt_payload,
     signature_valid,
 )
+from tests.core.test_plan_stake import BLOCKHASH, FEE_WALLET, RENT, SOL, VOTE, WALLET
 
-SOL = 10**9
-RENT = 2_282_880
-WALLET = Keypair.from_seed(bytes(range(32))).pubkey()
-VOTE = Pubkey.from_string("Vote111111111111111111111111111111111111112")
-FEE_WALLET = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
-BLOCKHASH = Hash(bytes(range(1, 33)))
 SEED = seed_from_request_id(purpose=SeedPurpose.STAKE, wallet=WALLET, request_id="order-1")
 NONCE_ACCOUNT = Pubkey.from_string("7Np41oeYqPefeNQEHSv1UDhYrehxin3NStELsSKCT4K2")
 NONCE = Hash(bytes(range(100, 132)))
@@ -56,13 +52,13 @@ SIGNING = SigningKey(bytes(range(50, 82)))
 KEY_ID = key_id_for(bytes(SIGNING.verify_key))
 
 
-def _stake(
+def _plan(
     *,
     lifetime: RecentBlockhash | DurableNonce | None = None,
     amount: int = 2 * SOL,
     **options: object,
-) -> tuple[bytes, ReceiptFees, int]:
-    plan = build_stake_transaction(
+) -> PreparedStakeTransaction:
+    return build_stake_transaction(
         StakeRequest(
             wallet=WALLET,
             vote_account=VOTE,
@@ -79,7 +75,15 @@ def _stake(
             epoch=7,
         ),
     )
-    p = plan.prepared
+
+
+def _stake(
+    *,
+    lifetime: RecentBlockhash | DurableNonce | None = None,
+    amount: int = 2 * SOL,
+    **options: object,
+) -> tuple[bytes, ReceiptFees, int]:
+    p = _plan(lifetime=lifetime, amount=amount, **options).prepared
     fees = ReceiptFees(
         service_fee_lamports=p.fees.service_fee_lamports,
         service_fee_bps=p.fees.service_fee_bps,
@@ -92,9 +96,16 @@ def _stake(
     return p.message, fees, p.last_valid_block_height
 
 
-def _payload(message: bytes, fees: ReceiptFees, lvbh: int, **changes: object) -> ReceiptPayload:
+def _payload(
+    message: bytes,
+    fees: ReceiptFees,
+    lvbh: int,
+    instructions: tuple[InstructionAmount, ...] | None = None,
+    **changes: object,
+) -> ReceiptPayload:
     base = receipt_payload(
         message=message,
+        instructions=instructions,
         fees=fees,
         last_valid_block_height=lvbh,
         kind="BuildStakeTransaction",
@@ -130,39 +141,10 @@ def test_payload_states_what_the_message_does() -> None:
 def test_the_builds_own_decoding_gives_the_same_payload() -> None:
     """A build hands its instruction summaries to the receipt (no second decoding):
     they state the same movements as the message bytes."""
-    plan = build_stake_transaction(
-        StakeRequest(
-            wallet=WALLET,
-            vote_account=VOTE,
-            amount_lamports=2 * SOL,
-            seed=SEED,
-            service_fee=ServiceFee(bps=10, recipient=FEE_WALLET),
-        ),
-        StakeContext(
-            lifetime=RecentBlockhash(blockhash=BLOCKHASH, last_valid_block_height=1_234),
-            rent_exempt_reserve_lamports=RENT,
-            minimum_delegation_lamports=SOL,
-            epoch=7,
-        ),
-    )
+    plan = _plan()
     message, fees, lvbh = _stake()
     decoded = _payload(message, fees, lvbh)
-    given = dataclasses.replace(
-        decoded,
-        lamport_movements=receipt_payload(
-            message=plan.prepared.message,
-            instructions=instruction_amounts(plan.prepared.instructions),
-            fees=fees,
-            last_valid_block_height=lvbh,
-            kind="BuildStakeTransaction",
-            request_id="order-1",
-            attempt=1,
-            api_key_id="k1",
-            cluster="GENESIS",
-            key_id=KEY_ID,
-            issue_time_millis=1_893_456_000_123,
-        ).lamport_movements,
-    )
+    given = _payload(message, fees, lvbh, instruction_amounts(plan.prepared.instructions))
     assert given == decoded and len(given.lamport_movements) == 2
 
 

@@ -20,26 +20,13 @@ from service.chain import (
     SqlIntentStore,
 )
 from service.localnet import LocalnetServer
-from service.store import Database, open_database
-from tests.conftest import Backend
+from service.store import Database
+from tests.relay.test_durable import WallClock, database
+
+__all__ = ["database"]  # the fixture, shared with the relay's durable record tests
 
 KEY = IntentKey(scope="key-1", request_id="order-7")
 WALLET = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_900_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def database(backend: Backend) -> AsyncIterator[Database]:
-    opened = await open_database(backend.url)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
@@ -104,7 +91,7 @@ async def test_two_calls_racing_make_one_intent(database: Database, rpc: HttpSol
 
 async def test_a_rebuild_only_replaces_the_attempt_it_read(database: Database) -> None:
     store = SqlIntentStore(database)
-    clock = Clock()
+    clock = WallClock()
     book = IntentBook(store, rpc=HttpSolanaRpc("http://127.0.0.1:9"), wall_clock=clock)
 
     async def first(number: int, previous: Attempt | None, state: object) -> BuiltAttempt:
@@ -151,7 +138,7 @@ async def test_the_relay_note_marks_the_attempt_submitted(database: Database) ->
 
 async def test_intents_are_forgotten_after_the_retention(database: Database) -> None:
     store = SqlIntentStore(database)
-    clock = Clock()
+    clock = WallClock()
     book = IntentBook(
         store, rpc=HttpSolanaRpc("http://127.0.0.1:9"), retention=3600.0, wall_clock=clock
     )
