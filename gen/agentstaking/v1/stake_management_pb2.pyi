@@ -849,9 +849,11 @@ class RedelegateFollowUp(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     method: _builtins.str
-    """The call to make: "BuildRedelegateTransaction" (the same request again:
-    it then delegates the cooled-down account) or "BuildWithdrawTransaction"
-    (optional: withdraw the old account's lamports to the wallet).
+    """The call to make: "BuildRedelegateTransaction" (the same request again,
+    with a new request_id if the first had one, since that intent has
+    landed: it then delegates the cooled-down account) or
+    "BuildWithdrawTransaction" (optional: withdraw the old account's lamports
+    to the wallet).
     """
     stake_account: _builtins.str
     """Stake account (base58) the call is about."""

@@ -649,9 +649,11 @@ export interface BuildRedelegateTransactionRequest {
  */
 export interface RedelegateFollowUp {
   /**
-   * The call to make: "BuildRedelegateTransaction" (the same request again:
-   * it then delegates the cooled-down account) or "BuildWithdrawTransaction"
-   * (optional: withdraw the old account's lamports to the wallet).
+   * The call to make: "BuildRedelegateTransaction" (the same request again,
+   * with a new request_id if the first had one, since that intent has
+   * landed: it then delegates the cooled-down account) or
+   * "BuildWithdrawTransaction" (optional: withdraw the old account's lamports
+   * to the wallet).
    */
   method: string;
   /** Stake account (base58) the call is about. */
