@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     database_timeout_seconds: float = Field(default=2.0, gt=0)
     """Upper bound of every database call (one transaction, waiting for a connection
     included): a hung or blackholed database answers in this time, never the caller's
-    deadline. A call that fails or runs out of time starts an outage."""
+    deadline. Three calls in a row that fail or run out of time start an outage."""
     database_recheck_seconds: float = Field(default=1.0, gt=0)
     """During a database outage, how often a probe tries it again; until one answers,
     calls that need the database fail at once (UNAVAILABLE, RetryInfo) instead of each

@@ -9,6 +9,7 @@ and later intents, events, the rewards cache) writes its own SQL against the
 """
 
 from service.store._database import (
+    FAILURES_TO_OPEN,
     Database,
     DatabaseStats,
     describe_url,
@@ -20,6 +21,7 @@ from service.store._errors import StoreConflictError, StoreUnavailableError
 from service.store._migrations import MIGRATIONS, Migration
 
 __all__ = [
+    "FAILURES_TO_OPEN",
     "MIGRATIONS",
     "Connection",
     "Database",

@@ -67,6 +67,12 @@ class DatabaseStats:
     outages: int
 
 
+FAILURES_TO_OPEN = 3
+"""Failed transactions in a row that make an outage: calls then fail at once until a
+probe succeeds (a refused or unreachable database fails three calls in milliseconds;
+a slow transaction on a busy machine alone does not stop the service)."""
+
+
 def describe_url(url: str) -> str:
     """The URL without credentials or query (for logs): ``postgresql://host:port/db``."""
     if url.startswith(_SQLITE_PREFIX):
@@ -136,6 +142,8 @@ class Database:
         self._timeouts = 0
         self._rejected = 0
         self._outages = 0
+        # One slow transaction on a busy machine is not an outage; several in a row are.
+        self._failures_in_a_row = 0
 
     @property
     def dialect(self) -> Dialect:
@@ -276,17 +284,25 @@ class Database:
             ) as conn:
                 yield conn
         except StoreConflictError:
+            self._failures_in_a_row = 0
             raise
         except self._engine.driver_errors as exc:
-            raise self._unavailable(operation, exc) from exc
+            raise self._unavailable(operation, exc, counted=breaker) from exc
+        self._failures_in_a_row = 0
 
-    def _unavailable(self, operation: str, exc: BaseException) -> StoreUnavailableError:
+    def _unavailable(
+        self, operation: str, exc: BaseException, *, counted: bool = True
+    ) -> StoreUnavailableError:
         self._errors += 1
         timed_out = isinstance(exc, TimeoutError)
         if timed_out:
             self._timeouts += 1
         what = f"no answer within {self.timeout:g} s" if timed_out else _describe(exc)
-        if self._down_since is None:
+        if counted:
+            self._failures_in_a_row += 1
+        if self._down_since is None and self._failures_in_a_row < FAILURES_TO_OPEN:
+            log.warning("database %s failed during %s: %s", self.url, operation, what)
+        elif self._down_since is None:
             self._outages += 1
             self._down_since = self._clock()
             self._next_probe = self._down_since + self._recheck
