@@ -322,6 +322,52 @@ class Settings(BaseSettings):
     """How long an intent (what a request_id asked for, its transactions, their
     outcome) is kept after its last change; then it is forgotten and the same
     request_id starts a new intent."""
+    # Events (service/events): the outbox, webhooks, streams and the producers.
+    webhook_allow_private: bool = False
+    """Let webhooks reach loopback, private, link-local and other non-public addresses,
+    and use plain http (tests, private deployments). Refused otherwise, when a webhook
+    is created or changed and again at connect time (DNS rebinding). Cloud metadata
+    and multicast addresses are refused even then."""
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Upper bound of one webhook delivery attempt (connect, send, answer); slower is a
+    failed attempt, retried."""
+    webhook_retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
+        max_length=30,
+    )
+    """Delays between the attempts of a webhook delivery, one after each failed attempt
+    (each varied by +-10 % jitter; a longer `Retry-After` is honoured). When they run
+    out the delivery fails and its webhook is disabled until UpdateWebhook enables it.
+    The default retries for about 27.6 hours."""
+    webhook_lease_seconds: float = Field(default=60.0, gt=0)
+    """A replica owns a webhook delivery it sends for this long; if it dies before
+    recording the outcome, another replica sends it again after this. Must exceed
+    `webhook_timeout_seconds`."""
+    webhook_max_in_flight: int = Field(default=32, ge=1)
+    """Most webhook delivery attempts in flight at once, per replica."""
+    webhook_max_response_bytes: int = Field(default=65_536, ge=0)
+    """Most bytes of a webhook receiver's answer read (the rest is not read)."""
+    webhooks_max_per_key: int = Field(default=25, ge=1)
+    """Most webhooks one API key may have (RESOURCE_EXHAUSTED, WEBHOOK_LIMIT_REACHED)."""
+    events_retention_seconds: float = Field(default=604_800.0, gt=0)
+    """How long events are kept (7 days): WatchEvents resumes from them, and deliveries
+    not made within it fail. Finished deliveries are kept as long."""
+    events_poll_seconds: float = Field(default=0.5, gt=0)
+    """How often each replica reads events recorded by the others (streams) and looks
+    for due webhook deliveries."""
+    events_producer_interval_seconds: float = Field(default=15.0, gt=0)
+    """How often the producing replica reads the watched wallets' stake accounts, their
+    validators and the keys due for rotation (also at once when the epoch changes):
+    two Solana calls per watched wallet per round."""
+    events_leader_lease_seconds: float = Field(default=15.0, gt=0)
+    """One replica produces events, under a lease of this many seconds in the database
+    renewed every third of it; when it dies another takes over within this time."""
+    events_rotation_notice_days: float = Field(default=7.0, ge=0)
+    """An `api_key.rotation_due` event is sent this many days before a key's rotation
+    time."""
+    events_max_watched_wallets: int = Field(default=10_000, ge=1)
+    """Most wallets the producer follows (the first by address); more is logged."""
 
     # Rate limits (service/ratelimit): GCRA buckets, each with a rate per minute and a
     # burst; a rate of 0 turns that dimension off.
@@ -429,6 +475,19 @@ class Settings(BaseSettings):
         if len(value) > MAX_STAKE_POOLS:
             raise ValueError(f"at most {MAX_STAKE_POOLS} stake pools")
         return value
+
+    @field_validator("webhook_retry_schedule_seconds")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("every retry delay must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_lease(self) -> Settings:
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError("webhook_lease_seconds must exceed webhook_timeout_seconds")
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

@@ -5,17 +5,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from agentstaking.v1 import keys_pb2, keys_pb2_grpc, staking_pb2, staking_pb2_grpc
+from agentstaking.v1 import (
+    events_pb2,
+    events_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    staking_pb2,
+    staking_pb2_grpc,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from solders.keypair import Keypair
 
 from service._startup import Startup, StartupPolicy
-from service.api import BuildGate, KeyServicer, StakingServicer, add_reflection
+from service.api import (
+    BuildGate,
+    EventServicer,
+    KeyServicer,
+    StakingServicer,
+    add_reflection,
+    event_json,
+)
 from service.chain import (
     ChainContext,
     ChainUnavailable,
@@ -40,6 +55,7 @@ from service.chain import (
 )
 from service.config import SERVE_FLAGS, Settings, parse_host_port
 from service.core.programs import LAMPORTS_PER_SOL
+from service.events import DeliveryConfig, Events, EventsConfig, ProducerConfig
 from service.health import Health, HealthEndpoint
 from service.interceptors import (
     AccessLogInterceptor,
@@ -66,6 +82,7 @@ log = logging.getLogger(__name__)
 
 STAKING_SERVICE = staking_pb2.DESCRIPTOR.services_by_name["StakingService"].full_name
 KEY_SERVICE = keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
+EVENT_SERVICE = events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -204,6 +221,7 @@ class AgentStakingServer:
         self.relay: Relay | None = None
         self.intents: IntentBook | None = None
         self.receipts: ReceiptSigner | None = None
+        self.events: Events | None = None
         self.database: Database | None = None
         self.rewards: RewardOperations | None = None
         self.keys: KeyManager | None = None
@@ -343,7 +361,11 @@ class AgentStakingServer:
                         AccessLogInterceptor(),
                         AuthInterceptor(
                             self.keys,
-                            {STAKING_SERVICE: Scope.STAKING.value, KEY_SERVICE: None},
+                            {
+                                STAKING_SERVICE: Scope.STAKING.value,
+                                KEY_SERVICE: None,
+                                EVENT_SERVICE: (Scope.STAKING.value, Scope.ADMIN.value),
+                            },
                             failures=PeerAuthFailures(self.limiter),
                         ),
                         RateLimitInterceptor(
@@ -380,6 +402,9 @@ class AgentStakingServer:
             rpc_timeout=settings.rpc_timeout_seconds,
             stake_accounts_cache_seconds=settings.stake_accounts_cache_seconds,
         )
+        # This replica's name on its leases (relay submissions, deliveries, the lead).
+        owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.events = self._events(operations, owner)
         self.relay = Relay(
             self._rpc,
             RelayConfig(
@@ -394,7 +419,8 @@ class AgentStakingServer:
                 lease_seconds=settings.relay_lease_seconds,
                 record_retain_seconds=settings.relay_record_retain_seconds,
             ),
-            submissions=SqlSubmissionLog(self.database),
+            submissions=SqlSubmissionLog(self.database, listener=self.events),
+            owner=owner,
         )
         metrics.watch_relay(self.relay)
         self.intents = IntentBook(
@@ -405,6 +431,7 @@ class AgentStakingServer:
             rpc_timeout=settings.rpc_timeout_seconds,
         )
         self.relay.on_accepted(self.intents.submitted)
+        metrics.watch_events(self.events)
         liquid = LiquidStakingOperations(
             operations=operations,
             rpc=self._rpc,
@@ -435,8 +462,9 @@ class AgentStakingServer:
             server,
         )
         keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(self.keys), server)
+        events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(self.events), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        add_reflection(server, [STAKING_SERVICE, KEY_SERVICE, HEALTH_SERVICE])
+        add_reflection(server, [STAKING_SERVICE, KEY_SERVICE, EVENT_SERVICE, HEALTH_SERVICE])
         host, port = parse_host_port(settings.listen)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
@@ -457,6 +485,7 @@ class AgentStakingServer:
             [
                 staking_pb2.DESCRIPTOR.services_by_name["StakingService"],
                 keys_pb2.DESCRIPTOR.services_by_name["KeyService"],
+                events_pb2.DESCRIPTOR.services_by_name["EventService"],
                 health_pb2.DESCRIPTOR.services_by_name["Health"],
             ]
         )
@@ -465,7 +494,7 @@ class AgentStakingServer:
         await metrics.start()  # several workers: publishes this one's share
         # Listening from here on: alive (the liveness name), not ready until the
         # dependencies answer.
-        for name in ("", STAKING_SERVICE, KEY_SERVICE):
+        for name in ("", STAKING_SERVICE, KEY_SERVICE, EVENT_SERVICE):
             await self._report(name, NOT_SERVING)
         await self._report(HEALTH_SERVICE, SERVING)
         await server.start()
@@ -481,7 +510,7 @@ class AgentStakingServer:
         settings = self.settings
         assert self.database is not None and self.keys is not None
         assert self.limiter is not None and self._rpc is not None
-        assert self.chain is not None and self.relay is not None
+        assert self.chain is not None and self.relay is not None and self.events is not None
         database, chain = self.database, self.chain
         applied: list[int] = []
 
@@ -518,6 +547,8 @@ class AgentStakingServer:
         await self.relay.start()
         if self.intents is not None:
             self.intents.start()
+        await self.events.start()
+        await self._report(EVENT_SERVICE, SERVING if database.up else NOT_SERVING)
 
     def _receipt_signer(self) -> ReceiptSigner:
         """The receipt keys: the configured file, else the data directory's (generated
@@ -546,6 +577,41 @@ class AgentStakingServer:
                 signer.path.resolve(),
             )
         return signer
+
+    def _events(self, operations: StakingOperations, owner: str) -> Events:
+        """The events service (webhooks, streams, producers), from the settings."""
+        settings = self.settings
+        assert self.database is not None and self.keys is not None and self.chain is not None
+        return Events(
+            self.database,
+            keys=self.keys,
+            wallets=operations,
+            context=self.chain,
+            render=event_json,
+            config=EventsConfig(
+                allow_private=settings.webhook_allow_private,
+                poll_interval=settings.events_poll_seconds,
+                key_recheck=max(settings.key_cache_ttl_seconds, 1.0),
+                max_webhooks_per_key=settings.webhooks_max_per_key,
+                producer=ProducerConfig(
+                    interval=settings.events_producer_interval_seconds,
+                    lease=settings.events_leader_lease_seconds,
+                    rotation_notice=timedelta(days=settings.events_rotation_notice_days),
+                    max_wallets=settings.events_max_watched_wallets,
+                    retention=settings.events_retention_seconds,
+                ),
+                delivery=DeliveryConfig(
+                    timeout=settings.webhook_timeout_seconds,
+                    retry_schedule=tuple(settings.webhook_retry_schedule_seconds),
+                    lease=settings.webhook_lease_seconds,
+                    max_in_flight=settings.webhook_max_in_flight,
+                    max_response_bytes=settings.webhook_max_response_bytes,
+                    poll_interval=settings.events_poll_seconds,
+                ),
+            ),
+            owner=owner,
+            tracer=self.telemetry.tracer,
+        )
 
     def _check_addresses_free(self) -> None:
         """Fail with one clear line, before anything starts, when an address this
@@ -630,8 +696,13 @@ class AgentStakingServer:
     def _on_database_health(self, up: bool) -> None:
         # Only once started: until then start-up reports the database itself.
         if self._server is not None and not self._stopping and self.relay is not None:
-            status = SERVING if up else NOT_SERVING
-            asyncio.get_running_loop().create_task(self._report(KEY_SERVICE, status))
+            asyncio.get_running_loop().create_task(self._report_database(up))
+
+    async def _report_database(self, up: bool) -> None:
+        """Key management and events need the database (not Solana)."""
+        status = SERVING if up else NOT_SERVING
+        await self._report(KEY_SERVICE, status)
+        await self._report(EVENT_SERVICE, status)
 
     async def _set_health(self, chain_healthy: bool) -> None:
         if self._stopping:
@@ -641,8 +712,7 @@ class AgentStakingServer:
         await self._report(STAKING_SERVICE, status)
         # Key management does not need Solana; it needs the database. Builds and
         # cached authentication go on without the database (SubmitTransaction does not).
-        up = self.database is not None and self.database.up
-        await self._report(KEY_SERVICE, SERVING if up else NOT_SERVING)
+        await self._report_database(self.database is not None and self.database.up)
         if not chain_healthy:
             log.warning("Solana RPC unreachable: health is NOT_SERVING")
 
@@ -671,6 +741,8 @@ class AgentStakingServer:
             )
         if self.intents is not None:
             await self.intents.stop()
+        if self.events is not None:
+            await self.events.stop()  # hands the producers' lead to another replica
         if self.relay is not None:
             await self.relay.stop()  # hands transactions in flight back to the database
         if self.chain is not None:

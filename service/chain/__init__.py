@@ -104,7 +104,14 @@ from ._stake_pools import (
     epochs_per_year,
 )
 from ._stake_reads import StakeReader, StakeReadError, StakeReads, StakeSysvars
-from ._submissions import SqlSubmissionLog, StoredSubmission, SubmissionLog
+from ._submissions import (
+    SqlSubmissionLog,
+    StoredSubmission,
+    SubmissionChange,
+    SubmissionListener,
+    SubmissionLog,
+    current_traceparent,
+)
 
 __all__ = [
     "READ_METHODS",
@@ -198,6 +205,8 @@ __all__ = [
     "StakeSysvars",
     "StakingOperations",
     "StoredSubmission",
+    "SubmissionChange",
+    "SubmissionListener",
     "SubmissionLog",
     "SubmitOutcome",
     "TransactionNotFoundError",
@@ -206,6 +215,7 @@ __all__ = [
     "VoteAccountInfo",
     "WithdrawParams",
     "call_deadline",
+    "current_traceparent",
     "epochs_per_year",
     "parse_endpoint",
     "parse_endpoints",

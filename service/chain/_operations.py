@@ -466,9 +466,7 @@ class StakingOperations:
         policy.check(wallet=str(owner), amount_lamports=0, vote_account=None)
         bound = fingerprint(owner)
         token = decode_page_token(page_token, kind="stake_accounts", fingerprint=bound)
-        snapshot = self._context.snapshot()
-        reads = await self._reader.cached_wallet_read(owner)
-        views = self._views(owner, reads, snapshot)
+        epoch, views, snapshot = await self._wallet_views(owner, fresh=False)
         after = token.position if token is not None else ""
         remaining = [v for v in views if str(v.address) > after] if after else list(views)
         page = remaining[:size]
@@ -482,9 +480,29 @@ class StakingOperations:
             next_page_token=next_token,
             total_size=len(views),
             totals=stake_totals(views),
-            epoch=reads.sysvars.clock.epoch,
+            epoch=epoch,
             snapshot=snapshot,
         )
+
+    async def wallet_views(self, wallet: Pubkey) -> tuple[int, tuple[StakeView, ...]]:
+        """The wallet's stake accounts as ListStakeAccounts classifies them, read now
+        (not from the per-wallet cache), with the epoch of the read.
+
+        Raises:
+            ChainUnavailable, StakeReadError: The chain did not answer.
+        """
+        epoch, views, _ = await self._wallet_views(wallet, fresh=True)
+        return epoch, views
+
+    async def _wallet_views(
+        self, wallet: Pubkey, *, fresh: bool
+    ) -> tuple[int, tuple[StakeView, ...], ChainSnapshot]:
+        snapshot = self._context.snapshot()
+        if fresh:
+            reads = await self._reader.read(wallet, wallet_accounts=True)
+        else:
+            reads = await self._reader.cached_wallet_read(wallet)
+        return reads.sysvars.clock.epoch, self._views(wallet, reads, snapshot), snapshot
 
     def _views(
         self, wallet: Pubkey, reads: StakeReads, snapshot: ChainSnapshot

@@ -5,6 +5,12 @@ replica that relays it owns it under a lease it renews; when a replica dies (a
 crash, ``kill -9``) its leases run out and another replica (or its own restart)
 claims the submissions and carries on. Finished ones (finalized, failed, expired)
 stay for status lookups until they are purged.
+
+A :class:`SubmissionListener` (the events' outbox) hears every change of state that
+``save`` writes, inside the same database transaction: what it records is committed
+with the change, or neither is. Each submission keeps the W3C trace context of the
+call that submitted it, so that what follows from it (events, their deliveries) can
+link back to that call.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 from service.core.txerrors import DecodedTransactionError
 from service.core.txstatus import TxState, TxStatus
-from service.store import Database, Row
+from service.store import Connection, Database, Row
 
 # Most signatures per statement (a bound on the size of one IN list).
 _BATCH: Final = 256
@@ -33,6 +41,35 @@ class StoredSubmission:
 
     status: TxStatus
     wire: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmissionChange:
+    """A submission's state as ``save`` writes it, with what it was before."""
+
+    status: TxStatus
+    previous: TxState
+    wire: bytes
+    trace_context: str
+    """W3C ``traceparent`` of the call that submitted it ("" when none was traced)."""
+
+
+class SubmissionListener(Protocol):
+    """Hears the changes of state of submissions, inside the transaction saving them."""
+
+    async def submissions_changed(
+        self, conn: Connection, changes: Sequence[SubmissionChange]
+    ) -> None:
+        """Write what follows from ``changes`` with ``conn`` (raising rolls the save
+        back: the relay keeps the statuses and saves them again next tick)."""
+        ...
+
+
+def current_traceparent() -> str:
+    """The W3C ``traceparent`` of the current span ("" outside a traced call)."""
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent", "")
 
 
 class SubmissionLog(Protocol):
@@ -116,8 +153,10 @@ def _in_list(count: int, start: int = 1) -> str:
 class SqlSubmissionLog:
     """``relay_submissions`` in the service's :class:`~service.store.Database`."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, listener: SubmissionListener | None = None) -> None:
+        """``listener`` hears every change of state ``save`` writes (same transaction)."""
         self._db = database
+        self.listener = listener
         # PostgreSQL: replicas claiming at once skip each other's rows instead of
         # waiting for them. SQLite: one writer at a time already.
         self._skip_locked = " FOR UPDATE SKIP LOCKED" if database.dialect == "postgresql" else ""
@@ -129,8 +168,8 @@ class SqlSubmissionLog:
             return (
                 await conn.execute(
                     f"INSERT INTO relay_submissions ({_COLUMNS}, cluster, owner, "
-                    "lease_expire_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-                    "$12, $13) ON CONFLICT (signature) DO NOTHING",
+                    "lease_expire_time, trace_context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                    "$9, $10, $11, $12, $13, $14) ON CONFLICT (signature) DO NOTHING",
                     status.signature,
                     wire,
                     status.state.name,
@@ -144,6 +183,7 @@ class SqlSubmissionLog:
                     cluster,
                     owner,
                     lease_until,
+                    current_traceparent(),
                 )
                 == 1
             )
@@ -166,12 +206,44 @@ class SqlSubmissionLog:
             for s in statuses
         ]
         async with self._db.transaction("relay.save") as conn:
+            before = await self._before(conn, statuses, owner) if self.listener else {}
             await conn.executemany(
                 "UPDATE relay_submissions SET state = $2, slot = $3, confirmations = $4, "
                 "error = $5, send_count = $6, update_time = $7, done_time = $8 "
                 "WHERE signature = $1 AND owner = $9 AND done_time IS NULL",
                 rows,
             )
+            if self.listener is not None:
+                changes = [
+                    SubmissionChange(
+                        status=s,
+                        previous=TxState[str(row["state"])],
+                        wire=bytes(row["wire"]),
+                        trace_context=str(row["trace_context"] or ""),
+                    )
+                    for s in statuses
+                    if (row := before.get(s.signature)) is not None
+                    and str(row["state"]) != s.state.name
+                ]
+                if changes:
+                    await self.listener.submissions_changed(conn, changes)
+
+    @staticmethod
+    async def _before(conn: Connection, statuses: Sequence[TxStatus], owner: str) -> dict[str, Row]:
+        """The recorded rows that ``save`` is about to change (owned, unfinished)."""
+        found: dict[str, Row] = {}
+        signatures = [s.signature for s in statuses]
+        for start in range(0, len(signatures), _BATCH):
+            chunk = signatures[start : start + _BATCH]
+            for row in await conn.fetch(
+                "SELECT signature, state, wire, trace_context FROM relay_submissions "
+                f"WHERE signature IN ({_in_list(len(chunk))}) AND owner = ${len(chunk) + 1} "
+                "AND done_time IS NULL",
+                *chunk,
+                owner,
+            ):
+                found[str(row["signature"])] = row
+        return found
 
     async def renew(self, *, owner: str, lease_until: float) -> set[str]:
         async with self._db.transaction("relay.renew") as conn:

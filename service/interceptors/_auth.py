@@ -63,13 +63,14 @@ class AuthInterceptor(Stage):
     """Authenticates calls to the services in `required_scopes` (service -> scope).
 
     A scope of None means any valid key (the servicer decides more, e.g. a key may
-    read and rotate itself). Services not listed (health, reflection) are open.
+    read and rotate itself); a tuple of scopes, a key with any one of them. Services
+    not listed (health, reflection) are open.
     """
 
     def __init__(
         self,
         keys: KeyManager,
-        required_scopes: Mapping[str, str | None],
+        required_scopes: Mapping[str, str | tuple[str, ...] | None],
         *,
         failures: FailedAuthLimit | None = None,
     ) -> None:
@@ -83,7 +84,8 @@ class AuthInterceptor(Stage):
     ) -> grpc.RpcMethodHandler[Any, Any]:
         if service not in self._required:
             return handler
-        scope = self._required[service]
+        required = self._required[service]
+        scopes = (required,) if isinstance(required, str) else required
         keys = self._keys
         failures = self._failures
 
@@ -95,10 +97,11 @@ class AuthInterceptor(Stage):
                 )
             principal = await keys.authenticate(token)
             note_principal(principal.key_id)
-            if scope is not None and not principal.has_scope(scope):
+            if scopes is not None and not any(principal.has_scope(s) for s in scopes):
+                wanted = " or ".join(f"`{s}`" for s in scopes)
                 raise PermissionDeniedError(
-                    f"API key {principal.key_id} lacks the `{scope}` scope",
-                    metadata={"key_id": principal.key_id, "required_scope": scope},
+                    f"API key {principal.key_id} lacks the {wanted} scope",
+                    metadata={"key_id": principal.key_id, "required_scope": "|".join(scopes)},
                 )
             allowed = principal.policy.allowed_methods
             if allowed and method not in allowed:

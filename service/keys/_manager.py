@@ -940,6 +940,13 @@ class KeyManager:
         self._scanned = True
         return overdue
 
+    async def rotation_due(self, within: timedelta) -> builtins.list[ApiKey]:
+        """Active keys whose rotate_time is at most ``within`` from now (overdue ones
+        included): the same store query as the overdue scan, looking ahead."""
+        now = self._now()
+        keys = [_to_api(record, now) for record in await self._store.list_overdue(now + within)]
+        return [key for key in keys if key.state is KeyState.ACTIVE]
+
     async def _learn_active_ids(self, now: datetime) -> None:
         """Remember every active key's id (``may_be_valid``): a key created on another
         replica is heard from a blocked peer at most one scan later."""

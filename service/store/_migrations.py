@@ -183,6 +183,146 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                 "CREATE INDEX intent_attempts_message ON intent_attempts (message_sha256)",
             ),
         ),
+        Migration(
+            version=5,
+            owner="events",
+            description="events, webhooks and their deliveries, the producers' state; "
+            "relay_submissions.trace_context",
+            statements=(
+                # The trace of the call that submitted a transaction: its events' deliveries
+                # link to it.
+                "ALTER TABLE relay_submissions ADD COLUMN trace_context TEXT",
+                # One row: the last event sequence number handed out (its row lock orders
+                # the writers, so sequence order is commit order) and the highest purged.
+                """
+                CREATE TABLE event_sequence (
+                    name TEXT PRIMARY KEY,
+                    value INTEGER NOT NULL,
+                    purged_through INTEGER NOT NULL
+                )""",
+                "INSERT INTO event_sequence (name, value, purged_through) VALUES ('events', 0, 0)",
+                # Times are unix seconds.
+                """
+                CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY,
+                    event_type TEXT NOT NULL,
+                    wallet TEXT NOT NULL,
+                    key_id TEXT NOT NULL,
+                    webhook_id TEXT NOT NULL,
+                    occurred_time REAL NOT NULL,
+                    create_time REAL NOT NULL,
+                    payload TEXT NOT NULL,
+                    dedupe_key TEXT UNIQUE,
+                    trace_context TEXT NOT NULL
+                )""",
+                "CREATE INDEX events_wallet ON events (wallet, seq)",
+                "CREATE INDEX events_key ON events (key_id, seq) WHERE key_id <> ''",
+                "CREATE INDEX events_create_time ON events (create_time)",
+                """
+                CREATE TABLE webhooks (
+                    webhook_id TEXT PRIMARY KEY,
+                    key_id TEXT NOT NULL,
+                    url TEXT NOT NULL,
+                    description TEXT NOT NULL,
+                    event_types TEXT NOT NULL,
+                    wallets TEXT NOT NULL,
+                    all_wallets INTEGER NOT NULL,
+                    secret TEXT NOT NULL,
+                    previous_secret TEXT,
+                    previous_secret_expire_time REAL,
+                    state TEXT NOT NULL,
+                    disabled_reason TEXT NOT NULL,
+                    create_time REAL NOT NULL,
+                    update_time REAL NOT NULL,
+                    disable_time REAL
+                )""",
+                "CREATE INDEX webhooks_key ON webhooks (key_id, webhook_id)",
+                """
+                CREATE TABLE webhook_wallets (
+                    wallet TEXT NOT NULL,
+                    webhook_id TEXT NOT NULL REFERENCES webhooks (webhook_id) ON DELETE CASCADE,
+                    PRIMARY KEY (wallet, webhook_id)
+                )""",
+                "CREATE INDEX webhook_wallets_webhook ON webhook_wallets (webhook_id)",
+                """
+                CREATE TABLE webhook_deliveries (
+                    delivery_id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    webhook_id TEXT NOT NULL REFERENCES webhooks (webhook_id) ON DELETE CASCADE,
+                    event_seq INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    attempts INTEGER NOT NULL,
+                    create_time REAL NOT NULL,
+                    next_attempt_time REAL NOT NULL,
+                    done_time REAL,
+                    owner TEXT,
+                    lease_expire_time REAL NOT NULL,
+                    last_response_code INTEGER NOT NULL,
+                    last_latency REAL NOT NULL,
+                    last_error TEXT NOT NULL,
+                    UNIQUE (webhook_id, event_seq)
+                )""",
+                # Claims scan pending deliveries by due time; lists go by webhook; the
+                # purge takes finished ones by age.
+                "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_time)"
+                " WHERE state = 'pending'",
+                "CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries"
+                " (webhook_id, delivery_id)",
+                "CREATE INDEX webhook_deliveries_done ON webhook_deliveries (done_time)"
+                " WHERE done_time IS NOT NULL",
+                """
+                CREATE TABLE webhook_attempts (
+                    delivery_id INTEGER NOT NULL
+                        REFERENCES webhook_deliveries (delivery_id) ON DELETE CASCADE,
+                    attempt INTEGER NOT NULL,
+                    replica TEXT NOT NULL,
+                    start_time REAL NOT NULL,
+                    latency REAL NOT NULL,
+                    response_code INTEGER NOT NULL,
+                    succeeded INTEGER NOT NULL,
+                    error TEXT NOT NULL,
+                    PRIMARY KEY (delivery_id, attempt)
+                )""",
+                # The producers' leader (one row per role) and what they remember.
+                """
+                CREATE TABLE event_leases (
+                    name TEXT PRIMARY KEY,
+                    owner TEXT NOT NULL,
+                    lease_expire_time REAL NOT NULL
+                )""",
+                """
+                CREATE TABLE event_watches (
+                    wallet TEXT NOT NULL,
+                    holder TEXT NOT NULL,
+                    expire_time REAL NOT NULL,
+                    PRIMARY KEY (wallet, holder)
+                )""",
+                """
+                CREATE TABLE event_wallets (
+                    wallet TEXT PRIMARY KEY,
+                    registered_epoch INTEGER,
+                    baselined INTEGER NOT NULL
+                )""",
+                """
+                CREATE TABLE event_stake_states (
+                    stake_account TEXT PRIMARY KEY,
+                    wallet TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    vote_account TEXT NOT NULL,
+                    activation_epoch INTEGER,
+                    deactivation_epoch INTEGER,
+                    update_time REAL NOT NULL
+                )""",
+                "CREATE INDEX event_stake_states_wallet ON event_stake_states (wallet)",
+                """
+                CREATE TABLE event_validator_states (
+                    vote_account TEXT PRIMARY KEY,
+                    delinquent INTEGER NOT NULL,
+                    commission INTEGER NOT NULL,
+                    changes INTEGER NOT NULL,
+                    update_time REAL NOT NULL
+                )""",
+            ),
+        ),
     ),
     "postgresql": (
         Migration(
@@ -314,6 +454,138 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                 )""",
                 # The relay finds the attempt a submitted transaction belongs to.
                 "CREATE INDEX intent_attempts_message ON intent_attempts (message_sha256)",
+            ),
+        ),
+        Migration(
+            version=5,
+            owner="events",
+            description="events, webhooks and their deliveries, the producers' state; "
+            "relay_submissions.trace_context",
+            statements=(
+                "ALTER TABLE relay_submissions ADD COLUMN trace_context TEXT",
+                """
+                CREATE TABLE event_sequence (
+                    name TEXT PRIMARY KEY,
+                    value BIGINT NOT NULL,
+                    purged_through BIGINT NOT NULL
+                )""",
+                "INSERT INTO event_sequence (name, value, purged_through) VALUES ('events', 0, 0)",
+                """
+                CREATE TABLE events (
+                    seq BIGINT PRIMARY KEY,
+                    event_type TEXT NOT NULL,
+                    wallet TEXT NOT NULL,
+                    key_id TEXT NOT NULL,
+                    webhook_id TEXT NOT NULL,
+                    occurred_time DOUBLE PRECISION NOT NULL,
+                    create_time DOUBLE PRECISION NOT NULL,
+                    payload TEXT NOT NULL,
+                    dedupe_key TEXT UNIQUE,
+                    trace_context TEXT NOT NULL
+                )""",
+                "CREATE INDEX events_wallet ON events (wallet, seq)",
+                "CREATE INDEX events_key ON events (key_id, seq) WHERE key_id <> ''",
+                "CREATE INDEX events_create_time ON events (create_time)",
+                """
+                CREATE TABLE webhooks (
+                    webhook_id TEXT PRIMARY KEY,
+                    key_id TEXT NOT NULL,
+                    url TEXT NOT NULL,
+                    description TEXT NOT NULL,
+                    event_types TEXT NOT NULL,
+                    wallets TEXT NOT NULL,
+                    all_wallets BOOLEAN NOT NULL,
+                    secret TEXT NOT NULL,
+                    previous_secret TEXT,
+                    previous_secret_expire_time DOUBLE PRECISION,
+                    state TEXT NOT NULL,
+                    disabled_reason TEXT NOT NULL,
+                    create_time DOUBLE PRECISION NOT NULL,
+                    update_time DOUBLE PRECISION NOT NULL,
+                    disable_time DOUBLE PRECISION
+                )""",
+                "CREATE INDEX webhooks_key ON webhooks (key_id, webhook_id)",
+                """
+                CREATE TABLE webhook_wallets (
+                    wallet TEXT NOT NULL,
+                    webhook_id TEXT NOT NULL REFERENCES webhooks (webhook_id) ON DELETE CASCADE,
+                    PRIMARY KEY (wallet, webhook_id)
+                )""",
+                "CREATE INDEX webhook_wallets_webhook ON webhook_wallets (webhook_id)",
+                """
+                CREATE TABLE webhook_deliveries (
+                    delivery_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    webhook_id TEXT NOT NULL REFERENCES webhooks (webhook_id) ON DELETE CASCADE,
+                    event_seq BIGINT NOT NULL,
+                    state TEXT NOT NULL,
+                    attempts INTEGER NOT NULL,
+                    create_time DOUBLE PRECISION NOT NULL,
+                    next_attempt_time DOUBLE PRECISION NOT NULL,
+                    done_time DOUBLE PRECISION,
+                    owner TEXT,
+                    lease_expire_time DOUBLE PRECISION NOT NULL,
+                    last_response_code INTEGER NOT NULL,
+                    last_latency DOUBLE PRECISION NOT NULL,
+                    last_error TEXT NOT NULL,
+                    UNIQUE (webhook_id, event_seq)
+                )""",
+                "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_time)"
+                " WHERE state = 'pending'",
+                "CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries"
+                " (webhook_id, delivery_id)",
+                "CREATE INDEX webhook_deliveries_done ON webhook_deliveries (done_time)"
+                " WHERE done_time IS NOT NULL",
+                """
+                CREATE TABLE webhook_attempts (
+                    delivery_id BIGINT NOT NULL
+                        REFERENCES webhook_deliveries (delivery_id) ON DELETE CASCADE,
+                    attempt INTEGER NOT NULL,
+                    replica TEXT NOT NULL,
+                    start_time DOUBLE PRECISION NOT NULL,
+                    latency DOUBLE PRECISION NOT NULL,
+                    response_code INTEGER NOT NULL,
+                    succeeded BOOLEAN NOT NULL,
+                    error TEXT NOT NULL,
+                    PRIMARY KEY (delivery_id, attempt)
+                )""",
+                """
+                CREATE TABLE event_leases (
+                    name TEXT PRIMARY KEY,
+                    owner TEXT NOT NULL,
+                    lease_expire_time DOUBLE PRECISION NOT NULL
+                )""",
+                """
+                CREATE TABLE event_watches (
+                    wallet TEXT NOT NULL,
+                    holder TEXT NOT NULL,
+                    expire_time DOUBLE PRECISION NOT NULL,
+                    PRIMARY KEY (wallet, holder)
+                )""",
+                """
+                CREATE TABLE event_wallets (
+                    wallet TEXT PRIMARY KEY,
+                    registered_epoch BIGINT,
+                    baselined BOOLEAN NOT NULL
+                )""",
+                """
+                CREATE TABLE event_stake_states (
+                    stake_account TEXT PRIMARY KEY,
+                    wallet TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    vote_account TEXT NOT NULL,
+                    activation_epoch BIGINT,
+                    deactivation_epoch BIGINT,
+                    update_time DOUBLE PRECISION NOT NULL
+                )""",
+                "CREATE INDEX event_stake_states_wallet ON event_stake_states (wallet)",
+                """
+                CREATE TABLE event_validator_states (
+                    vote_account TEXT PRIMARY KEY,
+                    delinquent BOOLEAN NOT NULL,
+                    commission INTEGER NOT NULL,
+                    changes INTEGER NOT NULL,
+                    update_time DOUBLE PRECISION NOT NULL
+                )""",
             ),
         ),
     ),

@@ -20,6 +20,7 @@ from prometheus_client.core import (
 if TYPE_CHECKING:
     from service.chain import FailoverStats, RelayStats
     from service.chain._context import ChainContextStats
+    from service.events import EventStats
     from service.keys._manager import KeyStats
     from service.ratelimit import LimiterStats
     from service.store import DatabaseStats
@@ -379,3 +380,99 @@ def database_families(stats: DatabaseStats) -> list[Metric]:
             )
         ),
     ]
+
+
+def event_families(stats: EventStats) -> list[Metric]:
+    """Events produced, webhook deliveries by outcome, the delivery queue, the lead."""
+    produced = _counter(
+        "events_produced",
+        "Events recorded by this replica, by type (relayed transaction outcomes where the "
+        "replica relays; stake, validator and key events where it leads; test events).",
+        ["type"],
+    )
+    for event_type, count in sorted(stats.produced.items()):
+        produced.add_metric([event_type], count)
+    deliveries = _counter(
+        "webhook_deliveries",
+        "Webhook delivery attempts by outcome (succeeded, http_error, timeout, unreachable, "
+        "forbidden_address); cancelled: deliveries stopped because the owner key may no "
+        "longer see the event; gave_up: deliveries whose retries ran out.",
+        ["outcome"],
+    )
+    for outcome, count in stats.deliveries.outcomes.items():
+        deliveries.add_metric([outcome], count)
+    latency = HistogramMetricFamily(
+        PREFIX + "webhook_delivery_duration_seconds",
+        "Time of a webhook delivery attempt, to the end of the answer (or the failure).",
+    )
+    latency.add_metric(
+        [],
+        [(_bound(bound), count) for bound, count in stats.deliveries.latency_buckets],
+        stats.deliveries.latency_sum,
+    )
+    families: list[Metric] = [produced, deliveries, latency]
+    queue = stats.queue
+    for name, value, doc, mode in (
+        (
+            "webhook_deliveries_pending",
+            queue.pending,
+            "Webhook deliveries not yet made (the retry queue), of enabled webhooks, "
+            "deployment-wide.",
+            "max",
+        ),
+        (
+            "webhook_deliveries_due",
+            queue.due,
+            "Of which an attempt is due now and not yet made.",
+            "max",
+        ),
+        (
+            "webhook_oldest_pending_seconds",
+            queue.oldest_pending_age,
+            "Age of the oldest undelivered event of an enabled webhook (retries included).",
+            "max",
+        ),
+        (
+            "webhook_oldest_due_seconds",
+            queue.oldest_due_lag,
+            "How late the most overdue delivery attempt is (deliveries fall behind).",
+            "max",
+        ),
+        (
+            "webhook_deliveries_in_flight",
+            stats.deliveries.in_flight,
+            "Webhook delivery attempts running on this replica.",
+            "sum",
+        ),
+        (
+            "event_streams",
+            stats.streams,
+            "Open WatchEvents streams.",
+            "sum",
+        ),
+        (
+            "event_producer_leader",
+            int(stats.leader),
+            "1 on the replica that produces stake, validator and key events (exactly one should).",
+            "sum",
+        ),
+    ):
+        gauge = _gauge(name, doc, mode=mode)
+        gauge.add_metric([], value)
+        families.append(gauge)
+    webhooks = _gauge("webhooks", "Webhooks by state, deployment-wide.", ["state"], mode="max")
+    for state, count in sorted((queue.webhooks or {}).items()):
+        webhooks.add_metric([state], count)
+    families.append(webhooks)
+    families.extend(
+        _counters(
+            (
+                (
+                    "event_producer_takeovers",
+                    stats.takeovers,
+                    "Times this replica took the lead of the producers.",
+                ),
+            )
+        )
+    )
+    return families

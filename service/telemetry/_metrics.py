@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from google.protobuf.descriptor import ServiceDescriptor
 
     from service.chain import ChainContext, FailoverRpc, Relay
+    from service.events import Events
     from service.keys import KeyManager
     from service.ratelimit import RateLimiter
     from service.store import Database
@@ -352,6 +353,9 @@ class Metrics:
 
     def watch_keys(self, keys: KeyManager) -> None:
         self._scrape_time.sources.append(lambda: _collectors.key_families(keys.stats()))
+
+    def watch_events(self, events: Events) -> None:
+        self._scrape_time.sources.append(lambda: _collectors.event_families(events.stats()))
 
     def watch_database(self, database: Database) -> None:
         self._scrape_time.sources.append(lambda: _collectors.database_families(database.stats()))

@@ -1,0 +1,144 @@
+"""EventService: convert, delegate to the events service, convert back."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from agentstaking.v1 import events_pb2, events_pb2_grpc
+
+from service.events import Events
+from service.keys import Principal
+
+from ._errors import handle_errors, handle_stream_errors
+from ._event_converters import (
+    delivery_state_to_domain,
+    delivery_to_proto,
+    event_to_proto,
+    webhook_spec_to_domain,
+    webhook_state_to_domain,
+    webhook_to_proto,
+    webhook_update_paths,
+)
+from ._key_converters import duration_to_timedelta
+from ._principal import PermissionDeniedError, current_principal
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _caller() -> Principal:
+    principal = current_principal.get()
+    if principal is None:  # the auth interceptor guards this service
+        raise PermissionDeniedError("no authenticated caller")
+    return principal
+
+
+class EventServicer(events_pb2_grpc.EventServiceServicer):
+    """Every EventService RPC: one call into :class:`service.events.Events`."""
+
+    def __init__(self, events: Events) -> None:
+        self._events = events
+
+    @handle_stream_errors
+    async def WatchEvents(
+        self, request: events_pb2.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[events_pb2.WatchEventsResponse]:
+        watch = self._events.watch(
+            _caller(),
+            wallets=list(request.wallets),
+            types=list(request.types),
+            since_event_id=request.since_event_id,
+        )
+        # Closed explicitly so the subscription ends with the call, however it ends.
+        async with contextlib.aclosing(watch) as events:
+            async for event in events:
+                yield events_pb2.WatchEventsResponse(event=event_to_proto(event))
+
+    @handle_errors
+    async def CreateWebhook(
+        self, request: events_pb2.CreateWebhookRequest, context: Context
+    ) -> events_pb2.CreateWebhookResponse:
+        webhook, secret = await self._events.create_webhook(
+            _caller(), webhook_spec_to_domain(request.webhook)
+        )
+        return events_pb2.CreateWebhookResponse(webhook=webhook_to_proto(webhook), secret=secret)
+
+    @handle_errors
+    async def GetWebhook(
+        self, request: events_pb2.GetWebhookRequest, context: Context
+    ) -> events_pb2.GetWebhookResponse:
+        webhook = await self._events.get_webhook(_caller(), request.name)
+        return events_pb2.GetWebhookResponse(webhook=webhook_to_proto(webhook))
+
+    @handle_errors
+    async def ListWebhooks(
+        self, request: events_pb2.ListWebhooksRequest, context: Context
+    ) -> events_pb2.ListWebhooksResponse:
+        webhooks, next_token = await self._events.list_webhooks(
+            _caller(), page_size_value=request.page_size, page_token=request.page_token
+        )
+        return events_pb2.ListWebhooksResponse(
+            webhooks=[webhook_to_proto(w) for w in webhooks], next_page_token=next_token
+        )
+
+    @handle_errors
+    async def UpdateWebhook(
+        self, request: events_pb2.UpdateWebhookRequest, context: Context
+    ) -> events_pb2.UpdateWebhookResponse:
+        paths = webhook_update_paths(request)
+        webhook = await self._events.update_webhook(
+            _caller(),
+            request.webhook.name,
+            webhook_spec_to_domain(request.webhook),
+            paths=paths,
+            state=webhook_state_to_domain(request.webhook.state),
+        )
+        return events_pb2.UpdateWebhookResponse(webhook=webhook_to_proto(webhook))
+
+    @handle_errors
+    async def DeleteWebhook(
+        self, request: events_pb2.DeleteWebhookRequest, context: Context
+    ) -> events_pb2.DeleteWebhookResponse:
+        await self._events.delete_webhook(_caller(), request.name)
+        return events_pb2.DeleteWebhookResponse()
+
+    @handle_errors
+    async def RotateWebhookSecret(
+        self, request: events_pb2.RotateWebhookSecretRequest, context: Context
+    ) -> events_pb2.RotateWebhookSecretResponse:
+        webhook, secret = await self._events.rotate_secret(
+            _caller(),
+            request.name,
+            grace=(
+                duration_to_timedelta(request.grace_period, field="grace_period")
+                if request.HasField("grace_period")
+                else None
+            ),
+        )
+        return events_pb2.RotateWebhookSecretResponse(
+            webhook=webhook_to_proto(webhook), secret=secret
+        )
+
+    @handle_errors
+    async def SendTestEvent(
+        self, request: events_pb2.SendTestEventRequest, context: Context
+    ) -> events_pb2.SendTestEventResponse:
+        event = await self._events.send_test(_caller(), request.name)
+        return events_pb2.SendTestEventResponse(event=event_to_proto(event))
+
+    @handle_errors
+    async def ListWebhookDeliveries(
+        self, request: events_pb2.ListWebhookDeliveriesRequest, context: Context
+    ) -> events_pb2.ListWebhookDeliveriesResponse:
+        deliveries, next_token = await self._events.list_deliveries(
+            _caller(),
+            request.name,
+            state=delivery_state_to_domain(request.state),
+            page_size_value=request.page_size,
+            page_token=request.page_token,
+        )
+        return events_pb2.ListWebhookDeliveriesResponse(
+            deliveries=[delivery_to_proto(d) for d in deliveries], next_page_token=next_token
+        )

@@ -1,0 +1,219 @@
+"""WatchEvents: every replica follows the event table and serves its streams from it.
+
+One poller per replica reads the events committed since the last read (every
+``poll_interval``, and at once when this replica records one) into a bounded buffer
+of the most recent events. A stream keeps its own cursor (the last event number it
+has passed): it replays from the database what lies before the buffer (a resumed
+stream, or one that fell behind), then follows the buffer. Events commit in
+sequence order (see :mod:`service.events._store`), so a cursor never skips one that
+commits later: resuming with the last event id received misses nothing retained.
+
+The wallets of this replica's streams are recorded in the database (renewed under a
+lease) so that the producers, on whichever replica leads, watch them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import AsyncGenerator, Callable
+from typing import Final
+
+from service.events._errors import EventHistoryExpiredError, InvalidEventIdError
+from service.events._model import Audience, Event, event_id
+from service.events._store import EventStore
+from service.store import StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+READ_BATCH: Final = 500
+
+
+class EventFeed:
+    """This replica's view of the event table, for its streams."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        holder: str,
+        poll_interval: float = 0.5,
+        buffer_size: int = 10_000,
+        watch_lease: float = 30.0,
+        epoch: Callable[[], int | None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Args:
+        holder: This replica's name on the stream wallets it records.
+        poll_interval: Seconds between reads of new events.
+        buffer_size: Recent events kept in memory for the streams.
+        watch_lease: Seconds a recorded stream wallet stays watched unless renewed.
+        epoch: The current epoch, if known (recorded with a new wallet).
+        """
+        self._store = store
+        self.holder = holder
+        self._poll_interval = poll_interval
+        self._buffer: deque[Event] = deque()
+        self._buffer_size = buffer_size
+        self._base = 0
+        """The buffer holds every event numbered in (base, head]."""
+        self.head = 0
+        self._changed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._watch_lease = watch_lease
+        self._epoch = epoch
+        self._clock = clock
+        self._wallets: Counter[str] = Counter()
+        self._registered: frozenset[str] = frozenset()
+        self._registering = asyncio.Lock()
+        self._streams = 0
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+
+    @property
+    def streams(self) -> int:
+        """Open streams on this replica."""
+        return self._streams
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        """Read new events now (one was just recorded here)."""
+        self._wake.set()
+
+    # --- streams --------------------------------------------------------------------------
+
+    async def follow(
+        self,
+        audience: Audience,
+        *,
+        since: int | None,
+        watch: frozenset[str],
+        heartbeat: float | None = None,
+    ) -> AsyncGenerator[Event | None, None]:
+        """The events ``audience`` receives after event number ``since`` (None: from
+        now), for as long as the caller iterates; ``watch``: wallets the producers
+        must follow while it does. With ``heartbeat``, None is yielded after that many
+        seconds without an event (the caller's turn to check something).
+
+        Raises:
+            InvalidEventIdError: ``since`` is beyond the last event.
+            EventHistoryExpiredError: ``since`` is older than the retained history.
+        """
+        head, purged = await self._store.head()
+        if since is not None:
+            if since > head:
+                raise InvalidEventIdError(
+                    f"since_event_id {event_id(since)} is not an event of this service",
+                    field="since_event_id",
+                )
+            if since < purged:
+                raise EventHistoryExpiredError(
+                    f"events after {event_id(since)} left the retained history",
+                    metadata={"oldest_event_id": event_id(purged + 1)},
+                )
+        cursor = head if since is None else since
+        self._streams += 1
+        self._wallets.update(watch)
+        try:
+            if watch - self._registered:
+                await self._register()
+            self._wake.set()
+            while True:
+                changed = self._changed
+                batch, cursor = await self._next(audience, cursor)
+                for event in batch:
+                    if audience.receives(event):
+                        yield event
+                if not batch and cursor >= self.head:
+                    try:
+                        await asyncio.wait_for(changed.wait(), heartbeat)
+                    except TimeoutError:
+                        yield None
+        finally:
+            self._streams -= 1
+            self._wallets.subtract(watch)
+            self._wallets += Counter()  # drop the zero counts
+
+    async def _next(self, audience: Audience, cursor: int) -> tuple[list[Event], int]:
+        """The next events after ``cursor`` (from the buffer when it has them) and the
+        cursor after them."""
+        if cursor >= self._base:
+            start = bisect.bisect_right(self._buffer, cursor, key=lambda e: e.seq)
+            batch = list(itertools.islice(self._buffer, start, start + READ_BATCH))
+            if batch:
+                return batch, batch[-1].seq
+            return [], max(cursor, self.head)
+        # Before the buffer: from the database, up to where the buffer starts.
+        found = await self._store.read(
+            after=cursor, upto=self._base, audience=audience, limit=READ_BATCH
+        )
+        if len(found) < READ_BATCH:
+            return found, self._base
+        return found, found[-1].seq
+
+    async def _register(self) -> None:
+        async with self._registering:
+            wallets = sorted(w for w, n in self._wallets.items() if n > 0)
+            await self._store.watch(
+                self.holder,
+                wallets,
+                until=self._clock() + self._watch_lease,
+                epoch=self._epoch(),
+            )
+            self._registered = frozenset(wallets)
+
+    # --- the poller -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        renew_every = self._watch_lease / 3
+        renewed = float("-inf")
+        while True:
+            try:
+                if not self._started:
+                    self.head, _ = await self._store.head()
+                    self._base = self.head
+                    self._started = True
+                await self._poll()
+                if self._clock() - renewed >= renew_every and (self._wallets or self._registered):
+                    await self._register()
+                    renewed = self._clock()
+            except StoreUnavailableError as exc:
+                log.debug("event feed: database unavailable: %s", exc.message)
+            except Exception:
+                log.exception("event feed: unexpected error")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+
+    async def _poll(self) -> None:
+        if not self._streams:
+            # Nobody reads: skip the reads, and start the buffer afresh later.
+            self._buffer.clear()
+            self.head, _ = await self._store.head()
+            self._base = self.head
+            return
+        head, _ = await self._store.head()
+        while head > self.head:
+            events = await self._store.read(
+                after=self.head, upto=head, audience=None, limit=READ_BATCH
+            )
+            self._buffer.extend(events)
+            self.head = head if len(events) < READ_BATCH else events[-1].seq
+            while len(self._buffer) > self._buffer_size:
+                self._base = self._buffer.popleft().seq
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
