@@ -20,7 +20,7 @@ import struct
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from solders.account import Account
 from solders.clock import Clock
@@ -540,6 +540,47 @@ class LocalnetChain:
                     rent_epoch=account.rent_epoch,
                 ),
             )
+
+    def set_validator(
+        self, vote_account: Pubkey, *, delinquent: bool | None = None, commission: int | None = None
+    ) -> Validator:
+        """Make a validator delinquent (it stops voting) or current again, or change its
+        commission (percent, as its vote account records it).
+
+        Raises:
+            ValueError: Not a validator of this cluster, or a commission above 100.
+        """
+        index = next(
+            (i for i, v in enumerate(self.validators) if v.vote_account == vote_account), None
+        )
+        if index is None:
+            raise ValueError(f"{vote_account} is not a validator of this cluster")
+        validator = self.validators[index]
+        if delinquent is not None:
+            validator = replace(validator, delinquent=delinquent)
+        if commission is not None:
+            if not 0 <= commission <= 100:
+                raise ValueError("commission is a percentage, 0 to 100")
+            account = self.svm.get_account(vote_account)
+            assert account is not None
+            state = replace(
+                decode_vote_state(bytes(account.data)),
+                inflation_rewards_commission_bps=commission * 100,
+            )
+            self.svm.set_account(
+                vote_account,
+                Account(
+                    lamports=account.lamports,
+                    data=encode_vote_state(state, len(account.data)),
+                    owner=VOTE_PROGRAM,
+                    executable=False,
+                    rent_epoch=account.rent_epoch,
+                ),
+            )
+            validator = replace(validator, commission=commission)
+        self.validators[index] = validator
+        self._refresh_votes()
+        return validator
 
     def _read_minimum_delegation(self) -> int:
         message = Message([stake_get_minimum_delegation()], self.faucet)

@@ -871,6 +871,30 @@ def localnet_set_clock(chain: LocalnetChain, params: Params) -> Any:
     return {"slot": chain.slot, "unixTimestamp": chain.unix_time_at(chain.slot)}
 
 
+def localnet_set_validator(chain: LocalnetChain, params: Params) -> Any:
+    """Make a validator delinquent or current again, or change its commission:
+    [votePubkey, {delinquent?: bool, commission?: percent}]."""
+    vote = _pubkey(_param(params, 0, "votePubkey"))
+    config = _config(params, 1)
+    delinquent = config.get("delinquent")
+    commission = config.get("commission")
+    if delinquent is not None and not isinstance(delinquent, bool):
+        raise invalid_params("Invalid params: `delinquent` must be a boolean.")
+    try:
+        validator = chain.set_validator(
+            vote,
+            delinquent=delinquent,
+            commission=None if commission is None else _u64(commission, "commission"),
+        )
+    except ValueError as exc:
+        raise invalid_params(f"Invalid params: {exc}.") from None
+    return {
+        "votePubkey": str(validator.vote_account),
+        "delinquent": validator.delinquent,
+        "commission": validator.commission,
+    }
+
+
 def localnet_set_stake_history(chain: LocalnetChain, params: Params) -> Any:
     """Overwrite StakeHistory entries: [{epoch, effective, activating, deactivating}]."""
     entries = _param(params, 0, "entries")
@@ -947,6 +971,7 @@ METHODS: dict[str, Handler] = {
     "localnet_advanceEpochs": localnet_advance_epochs,
     "localnet_setClock": localnet_set_clock,
     "localnet_setStakeHistory": localnet_set_stake_history,
+    "localnet_setValidator": localnet_set_validator,
     "localnet_getStakeActivation": localnet_get_stake_activation,
 }
 
