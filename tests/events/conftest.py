@@ -36,8 +36,8 @@ from tests._wait import until
 from tests.api._helpers import sign
 
 SOL = 1_000_000_000
-# Short enough for tests, long enough to tell the attempts apart.
-RETRY_SCHEDULE = [0.3, 0.6, 1.2, 2.4]
+# Short enough for tests, long enough to tell the attempts apart: 7 attempts in ~6 s.
+RETRY_SCHEDULE = [0.2, 0.4, 0.8, 1.6, 1.6, 1.6]
 TIMEOUT = 1.0
 
 
@@ -49,6 +49,8 @@ class Request:
     body: bytes
     status: int
     time: float
+    late: bool = False
+    """Answered after the service stopped waiting (``slow``): not received, for it."""
 
     @property
     def event(self) -> dict[str, Any]:
@@ -77,7 +79,13 @@ class Receiver:
         mode = self.mode
         status = {"ok": 204, "error": 500, "slow": 204, "gone": 410}[mode]
         self.requests.append(
-            Request(headers=dict(request.headers), body=body, status=status, time=time.time())
+            Request(
+                headers=dict(request.headers),
+                body=body,
+                status=status,
+                time=time.time(),
+                late=mode == "slow",
+            )
         )
         self._arrived.set()
         if mode == "slow":
@@ -107,9 +115,16 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
+    def by_id(self) -> dict[str, list[Request]]:
+        """The requests per webhook-id (event id), in order."""
+        found: dict[str, list[Request]] = {}
+        for request in self.requests:
+            found.setdefault(request.headers["webhook-id"], []).append(request)
+        return found
+
     def events(self, *, event_type: str | None = None) -> list[dict[str, Any]]:
-        """The bodies of the requests answered 204 (not slowly), oldest first."""
-        found = [r.event for r in self.requests if r.status == 204]
+        """The bodies of the requests answered 204 in time, oldest first."""
+        found = [r.event for r in self.requests if r.status == 204 and not r.late]
         return [e for e in found if event_type is None or e["type"] == event_type]
 
     async def wait_for(
@@ -253,7 +268,7 @@ class EventsHarness:
         )
         return status.signature
 
-    async def transfer(self, caller: Caller, wallet: Keypair, lamports: int = 1000) -> str:
+    async def transfer(self, caller: Caller, wallet: Keypair, lamports: int = 1_000_000) -> str:
         """A plain transfer relayed by the service (its outcome makes events)."""
         latest = (await self.rpc.get_latest_blockhash(Confirmed)).value.blockhash
         message = MessageV0.try_compile(
