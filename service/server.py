@@ -591,7 +591,8 @@ class AgentStakingServer:
             config=EventsConfig(
                 allow_private=settings.webhook_allow_private,
                 poll_interval=settings.events_poll_seconds,
-                key_recheck=max(settings.key_cache_ttl_seconds, 1.0),
+                # As long as authentication trusts a verified key (1 s without a cache).
+                key_recheck=settings.key_cache_ttl_seconds or 1.0,
                 max_webhooks_per_key=settings.webhooks_max_per_key,
                 producer=ProducerConfig(
                     interval=settings.events_producer_interval_seconds,

@@ -397,10 +397,9 @@ class Deliverer:
             next_time = now + max(delay, result.retry_after)
         else:
             state = DeliveryState.FAILED
-            hours = sum(self.config.retry_schedule) / 3600
-            disable = (
-                f"{delivery.attempt} attempts over {hours:.1f} hours failed (last: {result.error})"
-            )
+            span = sum(self.config.retry_schedule)
+            over = f"{span / 3600:.1f} hours" if span >= 3600 else f"{span:.0f} seconds"
+            disable = f"{delivery.attempt} attempts over {over} failed (last: {result.error})"
         if state is DeliveryState.FAILED and not delivery.event.webhook_id:
             self._outcomes["gave_up"] += 1
         elif state is DeliveryState.FAILED:

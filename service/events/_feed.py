@@ -132,17 +132,21 @@ class EventFeed:
             if watch - self._registered:
                 await self._register()
             self._wake.set()
+            beat = time.monotonic()
             while True:
                 changed = self._changed
                 batch, cursor = await self._next(audience, cursor)
                 for event in batch:
                     if audience.receives(event):
+                        beat = time.monotonic()
                         yield event
+                if heartbeat is not None and time.monotonic() - beat >= heartbeat:
+                    beat = time.monotonic()
+                    yield None
                 if not batch and cursor >= self.head:
-                    try:
-                        await asyncio.wait_for(changed.wait(), heartbeat)
-                    except TimeoutError:
-                        yield None
+                    left = None if heartbeat is None else beat + heartbeat - time.monotonic()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), left)
         finally:
             self._streams -= 1
             self._wallets.subtract(watch)
@@ -207,6 +211,8 @@ class EventFeed:
             self._base = self.head
             return
         head, _ = await self._store.head()
+        if head <= self.head:
+            return
         while head > self.head:
             events = await self._store.read(
                 after=self.head, upto=head, audience=None, limit=READ_BATCH
@@ -215,5 +221,6 @@ class EventFeed:
             self.head = head if len(events) < READ_BATCH else events[-1].seq
             while len(self._buffer) > self._buffer_size:
                 self._base = self._buffer.popleft().seq
+        # Wake the streams (each waits on the event of its time).
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

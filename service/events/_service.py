@@ -402,8 +402,9 @@ class Events:
             types=frozenset(chosen),
         )
 
-    async def _key(self, key_id: str) -> ApiKey | None:
-        """The key as of at most ``key_recheck`` seconds ago (None: no such key)."""
+    async def key(self, key_id: str) -> ApiKey | None:
+        """The key as this service sees it: as of at most ``key_recheck`` seconds ago
+        (None: no such key). Deliveries and streams are checked against it."""
         now = time.monotonic()
         cached = self._key_cache.get(key_id)
         if cached is not None and now - cached[0] < self.config.key_recheck:
@@ -419,7 +420,7 @@ class Events:
         return key
 
     async def _may_receive(self, webhook: Webhook, event: Event) -> str | None:
-        key = await self._key(webhook.key_id)
+        key = await self.key(webhook.key_id)
         if key is None or key.state is not KeyState.ACTIVE:
             return "the webhook's API key is no longer active"
         if webhook.all_wallets and Scope.ADMIN.value not in key.scopes:
@@ -439,7 +440,7 @@ class Events:
         owner's (an admin may change another key's webhook)."""
         if webhook.key_id == caller.key_id:
             return caller
-        key = await self._key(webhook.key_id)
+        key = await self.key(webhook.key_id)
         if key is None:
             raise WebhookNotFoundError(webhook.name)
         return Principal(key_id=key.key_id, scopes=key.scopes, policy=key.policy)
@@ -693,7 +694,7 @@ class Events:
     async def _recheck(
         self, principal: Principal, wallets: Sequence[str], types: Sequence[str]
     ) -> Audience:
-        key = await self._key(principal.key_id)
+        key = await self.key(principal.key_id)
         if key is None or key.state is not KeyState.ACTIVE:
             expired = key is not None and key.state is KeyState.EXPIRED
             raise AuthenticationError(

@@ -10,14 +10,15 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
-from aiohttp import web
 from agentstaking.v1 import events_pb2, events_pb2_grpc, staking_pb2, staking_pb2_grpc, types_pb2
+from aiohttp import web
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solders.hash import Hash
@@ -189,6 +190,8 @@ class EventsHarness:
     agent: Caller
     admin: Caller
     channels: list[grpc.aio.Channel] = field(default_factory=list)
+    webhooks: list[tuple[Caller, str]] = field(default_factory=list)
+    """Created by the test running: deleted when it ends (their receivers stop)."""
 
     @property
     def address(self) -> str:
@@ -276,7 +279,9 @@ class EventsHarness:
             [
                 transfer(
                     TransferParams(
-                        from_pubkey=wallet.pubkey(), to_pubkey=Pubkey.new_unique(), lamports=lamports
+                        from_pubkey=wallet.pubkey(),
+                        to_pubkey=Pubkey.new_unique(),
+                        lamports=lamports,
                     )
                 )
             ],
@@ -294,15 +299,21 @@ class EventsHarness:
         wallets: tuple[str, ...] = (),
         types: tuple[str, ...] = (),
     ) -> events_pb2.CreateWebhookResponse:
-        return await caller.events.CreateWebhook(
+        created = await caller.events.CreateWebhook(
             events_pb2.CreateWebhookRequest(
                 webhook=events_pb2.Webhook(url=url, wallets=wallets, event_types=types)
             )
         )
+        self.webhooks.append((caller, created.webhook.name))
+        return created
 
-    async def deliveries(
-        self, caller: Caller, name: str
-    ) -> list[events_pb2.WebhookDelivery]:
+    async def delete_webhooks(self) -> None:
+        while self.webhooks:
+            _, name = self.webhooks.pop()
+            with suppress(grpc.aio.AioRpcError):
+                await self.admin.events.DeleteWebhook(events_pb2.DeleteWebhookRequest(name=name))
+
+    async def deliveries(self, caller: Caller, name: str) -> list[events_pb2.WebhookDelivery]:
         answer = await caller.events.ListWebhookDeliveries(
             events_pb2.ListWebhookDeliveriesRequest(name=name, page_size=500)
         )
@@ -341,3 +352,12 @@ async def harness(
             await channel.close()
     await server.stop(0)
     await rpc.close()
+
+
+@pytest.fixture(autouse=True)
+async def _delete_webhooks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """A test's webhooks go with it (their receivers stop with the test)."""
+    yield
+    if "harness" in request.fixturenames:
+        harness: EventsHarness = request.getfixturevalue("harness")
+        await harness.delete_webhooks()

@@ -49,8 +49,7 @@ async def test_a_receiver_refusing_then_failing_then_slow_gets_every_event_when_
     receiver.mode = "error"
     await receiver.accept()
     await receiver.wait_for(
-        lambda: {i for i, rs in receiver.by_id().items() if any(r.status == 500 for r in rs)}
-        == ids
+        lambda: {i for i, rs in receiver.by_id().items() if any(r.status == 500 for r in rs)} == ids
     )
     receiver.mode = "slow"
     await receiver.wait_for(

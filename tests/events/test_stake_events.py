@@ -94,9 +94,7 @@ async def test_stake_activates_then_deactivates_then_is_withdrawable_each_delive
 
     deliveries = await harness.deliveries(harness.agent, created.webhook.name)
     assert {d.state for d in deliveries} == {events_pb2.WebhookDelivery.STATE_SUCCEEDED}
-    assert all(
-        d.attempt_count == 1 and d.attempts[0].response_code == 204 for d in deliveries
-    )
+    assert all(d.attempt_count == 1 and d.attempts[0].response_code == 204 for d in deliveries)
 
 
 async def test_a_tampered_or_foreign_signature_does_not_verify(
