@@ -17,12 +17,12 @@ from service.events import (
     DeliveryState,
     Event,
     StakePayload,
-    TestPayload,
     TransactionPayload,
     ValidatorPayload,
     Webhook,
     WebhookSpec,
     WebhookState,
+    WebhookTestPayload,
 )
 
 from ._converters import _STATES, _TX_STATES, _duration, _timestamp, transaction_error_to_proto
@@ -100,7 +100,7 @@ def event_to_proto(event: Event) -> events_pb2.Event:
                 api_key=_key_name(payload.key_id), rotate_time=_timestamp(payload.rotate_time)
             )
         )
-    elif isinstance(payload, TestPayload):
+    elif isinstance(payload, WebhookTestPayload):
         proto.test.CopyFrom(
             events_pb2.TestEventPayload(
                 webhook=f"webhooks/{payload.webhook_id}", message=payload.message

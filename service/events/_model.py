@@ -121,21 +121,21 @@ class ApiKeyPayload:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TestPayload:
+class WebhookTestPayload:
     """A test event for one webhook."""
 
     webhook_id: str
     message: str
 
 
-Payload = TransactionPayload | StakePayload | ValidatorPayload | ApiKeyPayload | TestPayload
+Payload = TransactionPayload | StakePayload | ValidatorPayload | ApiKeyPayload | WebhookTestPayload
 
 _PAYLOAD_CLASS: Final[dict[str, type[Any]]] = {
     "transaction": TransactionPayload,
     "stake": StakePayload,
     "validator": ValidatorPayload,
     "api_key": ApiKeyPayload,
-    "webhook": TestPayload,
+    "webhook": WebhookTestPayload,
 }
 
 

@@ -61,11 +61,11 @@ from service.events._model import (
     Event,
     EventType,
     NewEvent,
-    TestPayload,
     TransactionPayload,
     Webhook,
     WebhookSpec,
     WebhookState,
+    WebhookTestPayload,
     event_seq,
 )
 from service.events._producer import Producer, ProducerConfig, WalletReader
@@ -609,7 +609,7 @@ class Events:
             webhook,
             NewEvent(
                 type=EventType.WEBHOOK_TEST,
-                payload=TestPayload(webhook_id=webhook.webhook_id, message=TEST_MESSAGE),
+                payload=WebhookTestPayload(webhook_id=webhook.webhook_id, message=TEST_MESSAGE),
                 occurred_time=self._clock(),
                 key_id=webhook.key_id,
                 webhook_id=webhook.webhook_id,

@@ -4,6 +4,8 @@ delivery whose retries run out disables its webhook until UpdateWebhook enables 
 
 from __future__ import annotations
 
+import itertools
+
 import grpc
 import pytest
 from agentstaking.v1 import events_pb2
@@ -68,7 +70,7 @@ async def test_a_receiver_refusing_then_failing_then_slow_gets_every_event_when_
         assert codes[:2] == [0, 0] and 500 in codes and codes[-1] == 204
         assert any("no answer within" in a.error for a in attempts)
         # Each retry waited at least its delay of the schedule (less the jitter).
-        for i, (before, after) in enumerate(zip(attempts, attempts[1:], strict=False)):
+        for i, (before, after) in enumerate(itertools.pairwise(attempts)):
             gap = (after.attempt_time.ToNanoseconds() - before.attempt_time.ToNanoseconds()) / 1e9
             assert gap >= RETRY_SCHEDULE[i] * 0.9 - 0.01, (i, gap)
     # At least once: an event arrives again only after an attempt that failed for the
