@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -35,6 +36,7 @@ from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
 from tests._wait import until
 from tests.api._helpers import sign
+from tests.conftest import FakeClock
 
 SOL = 1_000_000_000
 # Short enough for tests, long enough to tell the attempts apart: 7 attempts in ~6 s.
@@ -189,6 +191,8 @@ class EventsHarness:
     http: aiohttp.ClientSession
     agent: Caller
     admin: Caller
+    clock: FakeClock
+    """The keys' clock (rotation times, expiry): moves only when told."""
     channels: list[grpc.aio.Channel] = field(default_factory=list)
     webhooks: list[tuple[Caller, str]] = field(default_factory=list)
     """Created by the test running: deleted when it ends (their receivers stop)."""
@@ -333,7 +337,8 @@ async def harness(
     events_localnet: LocalnetServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[EventsHarness]:
     settings = event_settings(events_localnet.url, tmp_path_factory.mktemp("events"))
-    server = AgentStakingServer(settings)
+    clock = FakeClock(datetime.now(UTC))
+    server = AgentStakingServer(settings, clock=clock)
     await server.start()
     rpc = AsyncClient(events_localnet.url, commitment=Confirmed)
     async with aiohttp.ClientSession() as http:
@@ -344,6 +349,7 @@ async def harness(
             http=http,
             agent=None,  # type: ignore[arg-type]
             admin=None,  # type: ignore[arg-type]
+            clock=clock,
         )
         found.agent = await found.caller()
         found.admin = await found.caller(scopes=("staking", "admin"))
