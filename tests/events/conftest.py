@@ -20,6 +20,7 @@ import grpc
 import pytest
 from agentstaking.v1 import events_pb2, events_pb2_grpc, staking_pb2, staking_pb2_grpc, types_pb2
 from aiohttp import web
+from google.protobuf import json_format
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solders.hash import Hash
@@ -28,6 +29,7 @@ from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
+from standardwebhooks import Webhook as StandardWebhook
 
 from service.config import Settings
 from service.keys import KeyPolicy
@@ -134,6 +136,15 @@ class Receiver:
         self, check: Callable[[], bool], *, timeout: float = 30.0, what: str = "the deliveries"
     ) -> None:
         await until(check, timeout=timeout, what=what)
+
+
+def verified(request: Request, secret: str) -> events_pb2.Event:
+    """The event of a delivery, after the Standard Webhooks reference library
+    (``standardwebhooks``) verified its signature with the webhook's secret."""
+    payload = StandardWebhook(secret).verify(request.body, request.headers)
+    event = json_format.ParseDict(payload, events_pb2.Event())
+    assert request.headers["webhook-id"] == event.event_id
+    return event
 
 
 @pytest.fixture

@@ -9,24 +9,15 @@ import json
 import grpc
 import pytest
 from agentstaking.v1 import events_pb2, staking_pb2, types_pb2
-from google.protobuf import json_format
 from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks import WebhookVerificationError
 
 from tests.api._helpers import rich_details
 
-from .conftest import EventsHarness, Receiver, Request
+from .conftest import EventsHarness, Receiver, verified
 
 STAKE_TYPES = ("stake.activated", "stake.deactivating", "stake.withdrawable")
 TX_TYPES = ("transaction.confirmed", "transaction.finalized")
-
-
-def verified(request: Request, secret: str) -> events_pb2.Event:
-    """The event of a delivery, after the reference library verified its signature."""
-    payload = StandardWebhook(secret).verify(request.body, request.headers)
-    event = json_format.ParseDict(payload, events_pb2.Event())
-    assert request.headers["webhook-id"] == event.event_id
-    return event
 
 
 async def test_stake_activates_then_deactivates_then_is_withdrawable_each_delivered_signed(
