@@ -71,6 +71,8 @@ class Receiver:
     def __init__(self) -> None:
         self.mode = "ok"
         self.slow_seconds = TIMEOUT * 2
+        self.delay = 0.0
+        """Seconds every answer takes (well within the timeout)."""
         self.requests: list[Request] = []
         self.port = 0
         self._arrived = asyncio.Event()
@@ -95,6 +97,8 @@ class Receiver:
         self._arrived.set()
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
+        elif self.delay:
+            await asyncio.sleep(self.delay)
         return web.Response(status=status)
 
     async def start(self) -> None:
