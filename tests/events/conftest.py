@@ -78,7 +78,7 @@ class Receiver:
         self._arrived = asyncio.Event()
         app = web.Application()
         app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._site: web.TCPSite | None = None
 
     async def _hook(self, request: web.Request) -> web.Response:
@@ -109,8 +109,8 @@ class Receiver:
         self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await self._site.start()
         server = self._site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.base_events.Server)
+        self.port = server.sockets[0].getsockname()[1]
 
     async def refuse(self) -> None:
         if self._site is not None:
@@ -186,6 +186,21 @@ def event_settings(rpc_url: str, tmp: Any, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+async def transfer_from(
+    rpc: AsyncClient, wallet: Keypair, lamports: int = 1_000_000
+) -> VersionedTransaction:
+    """A signed transfer of ``lamports`` from ``wallet`` to a new account."""
+    latest = (await rpc.get_latest_blockhash(Confirmed)).value.blockhash
+    to = Pubkey.new_unique()
+    message = MessageV0.try_compile(
+        wallet.pubkey(),
+        [transfer(TransferParams(from_pubkey=wallet.pubkey(), to_pubkey=to, lamports=lamports))],
+        [],
+        Hash.from_string(str(latest)),
+    )
+    return VersionedTransaction(message, [wallet])
 
 
 @dataclass
@@ -292,22 +307,7 @@ class EventsHarness:
 
     async def transfer(self, caller: Caller, wallet: Keypair, lamports: int = 1_000_000) -> str:
         """A plain transfer relayed by the service (its outcome makes events)."""
-        latest = (await self.rpc.get_latest_blockhash(Confirmed)).value.blockhash
-        message = MessageV0.try_compile(
-            wallet.pubkey(),
-            [
-                transfer(
-                    TransferParams(
-                        from_pubkey=wallet.pubkey(),
-                        to_pubkey=Pubkey.new_unique(),
-                        lamports=lamports,
-                    )
-                )
-            ],
-            [],
-            Hash.from_string(str(latest)),
-        )
-        status = await self.submit(caller, VersionedTransaction(message, [wallet]))
+        status = await self.submit(caller, await transfer_from(self.rpc, wallet, lamports))
         return status.signature
 
     async def webhook(

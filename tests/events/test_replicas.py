@@ -10,12 +10,6 @@ from pathlib import Path
 
 import asyncpg
 from agentstaking.v1 import events_pb2, events_pb2_grpc, staking_pb2, staking_pb2_grpc, types_pb2
-from solana.rpc.commitment import Confirmed
-from solders.hash import Hash
-from solders.message import MessageV0
-from solders.pubkey import Pubkey
-from solders.system_program import TransferParams, transfer
-from solders.transaction import VersionedTransaction
 
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
@@ -23,7 +17,7 @@ from tests._process import serve_env, server_process
 from tests._wait import until
 from tests.api._helpers import sign
 
-from .conftest import EventsHarness, Receiver, event_settings
+from .conftest import EventsHarness, Receiver, event_settings, transfer_from
 
 EVENTS = 30
 
@@ -76,24 +70,9 @@ async def test_two_replicas_deliver_every_event_each_attempt_by_one_of_them(
         # Relayed transactions, half through each replica: their outcomes are events too.
         signatures = []
         for i in range(4):
-            latest = (await harness.rpc.get_latest_blockhash(Confirmed)).value.blockhash
-            message = MessageV0.try_compile(
-                wallet.pubkey(),
-                [
-                    transfer(
-                        TransferParams(
-                            from_pubkey=wallet.pubkey(),
-                            to_pubkey=Pubkey.new_unique(),
-                            lamports=1_000_000,
-                        )
-                    )
-                ],
-                [],
-                Hash.from_string(str(latest)),
-            )
             answer = await staking[i % 2].SubmitTransaction(
                 staking_pb2.SubmitTransactionRequest(
-                    transaction=bytes(VersionedTransaction(message, [wallet]))
+                    transaction=bytes(await transfer_from(harness.rpc, wallet))
                 )
             )
             signatures.append(answer.signature)

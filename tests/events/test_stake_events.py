@@ -33,7 +33,10 @@ async def test_stake_activates_then_deactivates_then_is_withdrawable_each_delive
 
     stake_account, signature = await harness.stake(harness.agent, wallet)
     # The relayed transaction's outcome, then the stake's activation at the next epoch.
-    await receiver.wait_for(lambda: bool(receiver.events(event_type="transaction.finalized")))
+    # (Two deliveries, made concurrently: not necessarily received in event order.)
+    await receiver.wait_for(
+        lambda: {e["type"] for e in receiver.events()} == set(TX_TYPES),
+    )
     await harness.advance_epochs(1)
     await receiver.wait_for(lambda: bool(receiver.events(event_type="stake.activated")))
 

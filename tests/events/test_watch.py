@@ -22,7 +22,7 @@ FINALIZED = ["transaction.finalized"]
 
 
 async def _read(stream: Any, count: int) -> list[events_pb2.Event]:
-    events = []
+    events: list[events_pb2.Event] = []
     while len(events) < count:
         answer = await asyncio.wait_for(stream.read(), 60)
         assert answer is not grpc.aio.EOF
