@@ -191,6 +191,7 @@ class EventFeed:
                     self.head, _ = await self._store.head()
                     self._base = self.head
                     self._started = True
+                    self._notify()  # streams opened before this read it again
                 await self._poll()
                 if self._clock() - renewed >= renew_every and (self._wallets or self._registered):
                     await self._register()
@@ -221,6 +222,9 @@ class EventFeed:
             self.head = head if len(events) < READ_BATCH else events[-1].seq
             while len(self._buffer) > self._buffer_size:
                 self._base = self._buffer.popleft().seq
-        # Wake the streams (each waits on the event of its time).
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake the streams (each waits on the event of its time)."""
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
