@@ -668,7 +668,9 @@ async def _run_mcp(args: argparse.Namespace) -> int:
 
     api_key = os.environ.get(args.api_key_env, "").strip()
     tls_ca = args.tls_ca.read_bytes() if args.tls_ca is not None else None
-    config = McpConfig(target=args.target, api_key=api_key, tls_ca=tls_ca)
+    config = McpConfig(
+        target=args.target, api_key=api_key, tls_ca=tls_ca, stream_window=args.stream_window
+    )
     if not api_key:
         log.warning(
             "no API key in $%s: calls carry none%s",
@@ -877,7 +879,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve MCP over streamable HTTP at http://HOST:PORT/mcp instead of stdio; "
         "clients may send their own API key (Authorization: Bearer)",
     )
+    mcp.add_argument(
+        "--stream-window",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a streaming tool (watch_transaction, watch_events) collects "
+        "messages before it answers with what it has (default 30)",
+    )
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 3600, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The MCP adapter: StakingService RPCs as Model Context Protocol tools.
+"""The MCP adapter: StakingService and EventService RPCs as Model Context Protocol tools.
 
 A gRPC client of our own API (`agent-staking mcp --target HOST:PORT`), over stdio
 or streamable HTTP. It implements no staking logic: each tool is one RPC, described
@@ -12,6 +12,7 @@ from service.mcp._tools import (
     EXPOSED,
     HIDDEN,
     SERVICE,
+    SERVICES,
     Exposure,
     StakingTool,
     staking_tools,
@@ -24,6 +25,7 @@ __all__ = [
     "INVALID_TOOL_ARGUMENTS",
     "PRIVATE_KEY_REFUSED",
     "SERVICE",
+    "SERVICES",
     "Exposure",
     "McpConfig",
     "StakingMcp",

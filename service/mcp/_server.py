@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import mcp.types as mcp_types
 import uvicorn
-from agentstaking.v1 import staking_pb2_grpc
+from agentstaking.v1 import events_pb2_grpc, staking_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from jsonschema import Draft202012Validator
@@ -74,7 +74,11 @@ class StakingMcp:
 
     def __init__(self, config: McpConfig, channel: grpc.aio.Channel) -> None:
         self.config = config
-        self._stub = staking_pb2_grpc.StakingServiceStub(channel)
+        # One stub per service, by its full name.
+        self._stubs: dict[str, Any] = {
+            "agentstaking.v1.StakingService": staking_pb2_grpc.StakingServiceStub(channel),
+            "agentstaking.v1.EventService": events_pb2_grpc.EventServiceStub(channel),
+        }
         self.tools = staking_tools()
         self._validators = {
             name: Draft202012Validator(tool.input_schema) for name, tool in self.tools.items()
@@ -122,7 +126,8 @@ class StakingMcp:
         return _result(summarize(tool.method.name, response), _json(response))
 
     def _rpc(self, tool: StakingTool) -> Callable[..., Any]:
-        rpc: Callable[..., Any] = getattr(self._stub, tool.method.name)
+        stub = self._stubs[tool.method.containing_service.full_name]
+        rpc: Callable[..., Any] = getattr(stub, tool.method.name)
         return rpc
 
     async def _collect(

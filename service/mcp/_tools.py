@@ -1,9 +1,10 @@
-"""The MCP tools: one per exposed StakingService RPC, derived from its descriptor.
+"""The MCP tools: one per exposed StakingService or EventService RPC, derived from its
+descriptor.
 
-`EXPOSED` is the one list to extend when StakingService gains an RPC that agents
-use: its name and annotations. Everything else (tool name, description, input and
-output schemas, how it is called) follows from the descriptor; `HIDDEN` names the
-RPCs deliberately not offered (a test fails on an RPC that is in neither).
+`EXPOSED` is the one list to extend when a service gains an RPC that agents use: its
+name and annotations. Everything else (tool name, description, input and output
+schemas, how it is called) follows from the descriptor; `HIDDEN` names the RPCs
+deliberately not offered (a test fails on an RPC that is in neither).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 import mcp.types as mcp_types
-from agentstaking.v1 import staking_pb2
+from agentstaking.v1 import events_pb2, staking_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
@@ -22,6 +23,11 @@ from google.protobuf.message import Message
 from service.mcp._schema import doc, message_doc, message_schema
 
 SERVICE: ServiceDescriptor = staking_pb2.DESCRIPTOR.services_by_name["StakingService"]
+SERVICES: tuple[ServiceDescriptor, ...] = (
+    SERVICE,
+    events_pb2.DESCRIPTOR.services_by_name["EventService"],
+)
+"""The services whose RPCs may be tools (RPC names are unique across them)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,11 +75,23 @@ EXPOSED: tuple[Exposure, ...] = (
     ),
     Exposure(rpc="GetTransactionStatus", read_only=True),
     Exposure(rpc="WatchTransaction", read_only=True),
+    # Events: a stream collected for a while (resumed with since_event_id), the
+    # webhooks the key has and their deliveries.
+    Exposure(rpc="WatchEvents", read_only=True),
+    Exposure(rpc="ListWebhooks", read_only=True),
+    Exposure(rpc="GetWebhook", read_only=True),
+    Exposure(rpc="ListWebhookDeliveries", read_only=True),
+    # Makes the service POST a test event to the webhook's endpoint.
+    Exposure(rpc="SendTestEvent", read_only=False, open_world=True),
+    Exposure(rpc="UpdateWebhook", read_only=False, idempotent=True),
+    Exposure(rpc="DeleteWebhook", read_only=False, destructive=True, idempotent=True),
 )
-"""Every StakingService RPC an agent uses, in the order tools are listed."""
+"""Every RPC an agent uses, in the order tools are listed."""
 
-HIDDEN: frozenset[str] = frozenset()
-"""StakingService RPCs deliberately not offered as tools."""
+HIDDEN: frozenset[str] = frozenset({"CreateWebhook", "RotateWebhookSecret"})
+"""RPCs deliberately not offered as tools: CreateWebhook and RotateWebhookSecret
+return a webhook's signing secret, which belongs in the receiver's configuration, not
+in a model's context (nor in a host's transcript of tool results)."""
 
 
 def tool_name(rpc: str) -> str:
@@ -161,17 +179,26 @@ class StakingTool:
         )
 
 
+def _method(rpc: str) -> MethodDescriptor | None:
+    for service in SERVICES:
+        method = service.methods_by_name.get(rpc)
+        if method is not None:
+            return method
+    return None
+
+
 def staking_tools(exposed: tuple[Exposure, ...] = EXPOSED) -> dict[str, StakingTool]:
     """The tools by name, in `exposed` order.
 
     Raises:
-        ValueError: an exposed RPC that StakingService does not have.
+        ValueError: an exposed RPC that no service of :data:`SERVICES` has.
     """
     tools: dict[str, StakingTool] = {}
     for exposure in exposed:
-        method = SERVICE.methods_by_name.get(exposure.rpc)
+        method = _method(exposure.rpc)
         if method is None:
-            raise ValueError(f"StakingService has no RPC {exposure.rpc!r} to expose as a tool")
+            names = " or ".join(s.name for s in SERVICES)
+            raise ValueError(f"{names} has no RPC {exposure.rpc!r} to expose as a tool")
         if method.client_streaming:
             raise ValueError(f"{exposure.rpc} streams requests: it cannot be one tool call")
         tool = StakingTool(exposure, method)

@@ -16,6 +16,7 @@ from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from service.events import event_id
 from service.mcp import EXPOSED, tool_name
 from tests.api.conftest import SOL, Service
 
@@ -168,6 +169,25 @@ async def stake(session: ClientSession, service: Service, wallet: Keypair) -> No
     assert intent["intent"]["state"] == "INTENT_STATE_LANDED"
     assert intent["intent"]["signature"] == signature
     assert prepared["receipt"]["key_id"].startswith("rk_")
+
+
+async def watch_events(session: ClientSession, wallet: Keypair) -> None:
+    """After the stake: the agent reads its events, from the start of the history, then
+    resumes after the last one (collected for the adapter's --stream-window)."""
+    address = str(wallet.pubkey())
+    arguments = {"wallets": [address], "types": ["transaction.confirmed"]}
+    result = structured(
+        await session.call_tool("watch_events", {**arguments, "since_event_id": event_id(0)})
+    )
+    assert result["complete"] is False  # a stream of events never ends by itself
+    [message] = result["messages"]
+    event = message["event"]
+    assert event["type"] == "transaction.confirmed" and event["wallet"] == address
+    assert event["transaction"]["state"] == "TRANSACTION_STATE_CONFIRMED"
+    resumed = structured(
+        await session.call_tool("watch_events", {**arguments, "since_event_id": event["event_id"]})
+    )
+    assert resumed["messages"] == []
 
 
 async def errors_round_trip(session: ClientSession, wallet: Keypair) -> None:

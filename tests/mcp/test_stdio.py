@@ -6,14 +6,17 @@ import pytest
 from mcp import MCPError
 from solders.keypair import Keypair
 
-from ._flow import check_tools, errors_round_trip, stake, tool_error
+from ._flow import check_tools, errors_round_trip, stake, tool_error, watch_events
 from .conftest import Service, stdio_session
 
 
 async def test_an_agent_stakes_through_mcp_over_stdio(service: Service, wallet: Keypair) -> None:
-    async with stdio_session(service.address, api_key=service.staking_secret) as session:
+    async with stdio_session(
+        service.address, "--stream-window", "3", api_key=service.staking_secret
+    ) as session:
         await check_tools(session)
         await stake(session, service, wallet)
+        await watch_events(session, wallet)
 
 
 async def test_errors_come_back_as_tool_errors(service: Service, wallet: Keypair) -> None:
