@@ -216,5 +216,10 @@ async def test_alerts_and_dashboard_name_only_exported_metrics(
         "agent_staking_relay_time_to_confirm_seconds_bucket",
         "agent_staking_tls_certificate_expiry_timestamp_seconds",
         "agent_staking_calls_refused_total",
+        "agent_staking_events_produced_total",
+        "agent_staking_webhook_deliveries_total",
+        "agent_staking_webhook_deliveries_pending",
+        "agent_staking_webhook_oldest_due_seconds",
+        "agent_staking_event_producer_leader",
     ):
         assert name in used, name
