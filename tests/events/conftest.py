@@ -39,6 +39,7 @@ from tests._grpc_auth import keyed_channel
 from tests._wait import until
 from tests.api._helpers import sign
 from tests.conftest import FakeClock
+from tests.liquid._sdk import JS, _node
 
 SOL = 1_000_000_000
 # Short enough for tests, long enough to tell the attempts apart: 7 attempts in ~6 s.
@@ -149,6 +150,22 @@ def verified(request: Request, secret: str) -> events_pb2.Event:
     event = json_format.ParseDict(payload, events_pb2.Event())
     assert request.headers["webhook-id"] == event.event_id
     return event
+
+
+async def verify_in_node(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What npm's ``standardwebhooks`` says of deliveries (``tests/js/verify_webhook.cjs``
+    run by node): ``{event}`` when verified, else ``{error}``."""
+    process = await asyncio.create_subprocess_exec(
+        _node(),
+        str(JS / "verify_webhook.cjs"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(json.dumps(checks).encode()), 60)
+    assert process.returncode == 0, err.decode(errors="replace")
+    answers: list[dict[str, Any]] = json.loads(out)
+    return answers
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ Standard Webhooks reference library (``standardwebhooks``) verifies it."""
 
 from __future__ import annotations
 
+import base64
 import json
+from typing import Any
 
 import grpc
 import pytest
@@ -14,7 +16,7 @@ from standardwebhooks import WebhookVerificationError
 
 from tests.api._helpers import rich_details
 
-from .conftest import EventsHarness, Receiver, verified
+from .conftest import EventsHarness, Receiver, verified, verify_in_node
 
 STAKE_TYPES = ("stake.activated", "stake.deactivating", "stake.withdrawable")
 TX_TYPES = ("transaction.confirmed", "transaction.finalized")
@@ -109,6 +111,24 @@ async def test_a_tampered_or_foreign_signature_does_not_verify(
     tampered = request.body.replace(b"a test event", b"a best event")
     with pytest.raises(WebhookVerificationError):
         StandardWebhook(created.secret).verify(tampered, request.headers)
+
+    # A TypeScript/JavaScript receiver: npm's standardwebhooks, run by node.
+    def check(secret: str, body: bytes) -> dict[str, Any]:
+        return {
+            "secret": secret,
+            "body": base64.b64encode(body).decode(),
+            "headers": request.headers,
+        }
+
+    good, foreign, changed = await verify_in_node(
+        [
+            check(created.secret, request.body),
+            check(other.secret, request.body),
+            check(created.secret, tampered),
+        ]
+    )
+    assert good["event"]["test"]["message"] == "a test event from agent-staking"
+    assert "error" in foreign and "error" in changed
 
 
 async def test_unstake_of_stake_in_its_activation_epoch_is_withdrawable_at_once(
