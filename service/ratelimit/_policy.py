@@ -23,7 +23,8 @@ class RpcClass(enum.Enum):
     BUILDS = "builds"
     """Build*Transaction."""
     SUBMITS = "submits"
-    """SubmitTransaction."""
+    """SubmitTransaction, and the calls that change a webhook or make the service send
+    one (Create*, Update*, Delete*, Rotate*, SendTestEvent)."""
     READS = "reads"
     """Get*, List*, Watch* and the open services (reflection)."""
     ADMIN = "admin"
@@ -32,13 +33,18 @@ class RpcClass(enum.Enum):
     """Failed authentications (peer dimension only; never scaled)."""
 
 
+# Calls of the events API that write, or make the service send (a test event): as
+# costly for the service as a submission.
+_WRITES = ("Create", "Update", "Delete", "Rotate", "Send")
+
+
 def classify(method: str, *, admin: bool = False) -> RpcClass:
     """The class of an RPC by its method name (``admin``: a KeyService method)."""
     if admin:
         return RpcClass.ADMIN
     if method.startswith("Build"):
         return RpcClass.BUILDS
-    if method == "SubmitTransaction":
+    if method == "SubmitTransaction" or method.startswith(_WRITES):
         return RpcClass.SUBMITS
     return RpcClass.READS
 
