@@ -611,6 +611,7 @@ class AgentStakingServer:
                 ),
             ),
             owner=owner,
+            rewards=self.rewards,
             tracer=self.telemetry.tracer,
         )
 

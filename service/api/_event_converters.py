@@ -16,6 +16,7 @@ from service.events import (
     Delivery,
     DeliveryState,
     Event,
+    RewardsPayload,
     StakePayload,
     TransactionPayload,
     ValidatorPayload,
@@ -83,6 +84,17 @@ def event_to_proto(event: Event) -> events_pb2.Event:
         if payload.deactivation_epoch is not None:
             stake.deactivation_epoch = payload.deactivation_epoch
         proto.stake.CopyFrom(stake)
+    elif isinstance(payload, RewardsPayload):
+        rewards = events_pb2.StakeRewardsEventPayload(
+            stake_account=payload.stake_account,
+            epoch=payload.epoch,
+            amount_lamports=payload.amount_lamports,
+            post_balance_lamports=payload.post_balance_lamports,
+            effective_slot=payload.effective_slot,
+        )
+        if payload.commission_percent is not None:
+            rewards.commission_percent = payload.commission_percent
+        proto.rewards.CopyFrom(rewards)
     elif isinstance(payload, ValidatorPayload):
         proto.validator.CopyFrom(
             events_pb2.ValidatorEventPayload(

@@ -404,6 +404,21 @@ class RewardOperations:
                     metadata={"policy": "allowed_wallets", "stake_account": str(address)},
                 )
 
+    async def epoch_rewards(
+        self, epoch: int, accounts: Sequence[str]
+    ) -> dict[str, InflationReward | None] | None:
+        """Every account's reward for a completed epoch (None for an account paid
+        nothing), through the cache; None while the node has not finalized them.
+
+        Raises:
+            RewardsUnavailableError: The node no longer has that epoch.
+            ChainUnavailable / RewardsReadError: The chain did not answer.
+        """
+        snapshot = self._context.snapshot()
+        return await self._epoch(
+            snapshot.genesis_hash, epoch, accounts, context_only=False, snapshot=snapshot
+        )
+
     async def _known(
         self, snapshot: ChainSnapshot, accounts: Sequence[str], epochs: range
     ) -> dict[int, dict[str, InflationReward | None]]:

@@ -35,6 +35,7 @@ from service.events._model import (
     EventType,
     NewEvent,
     Payload,
+    RewardsPayload,
     StakePayload,
     TransactionPayload,
     ValidatorPayload,
@@ -60,6 +61,7 @@ from service.events._store import EventStore, QueueStats
 from service.events._transitions import (
     StakeRecord,
     ValidatorRecord,
+    rewards_events,
     stake_changes,
     validator_changes,
 )
@@ -92,6 +94,7 @@ __all__ = [
     "Producer",
     "ProducerConfig",
     "QueueStats",
+    "RewardsPayload",
     "StakePayload",
     "StakeRecord",
     "TransactionPayload",
@@ -111,6 +114,7 @@ __all__ = [
     "fee_payer",
     "forbidden_reason",
     "new_secret",
+    "rewards_events",
     "sign",
     "signature_headers",
     "stake_changes",

@@ -32,6 +32,7 @@ class EventType(enum.StrEnum):
     STAKE_ACTIVATED = "stake.activated"
     STAKE_DEACTIVATING = "stake.deactivating"
     STAKE_WITHDRAWABLE = "stake.withdrawable"
+    STAKE_REWARDS_CREDITED = "stake.rewards_credited"
     VALIDATOR_DELINQUENT = "validator.delinquent"
     VALIDATOR_RECOVERED = "validator.recovered"
     VALIDATOR_COMMISSION_CHANGED = "validator.commission_changed"
@@ -100,6 +101,18 @@ class StakePayload:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RewardsPayload:
+    """An epoch's inflation reward paid to a stake account."""
+
+    stake_account: str
+    epoch: int
+    amount_lamports: int
+    post_balance_lamports: int
+    commission_percent: int | None
+    effective_slot: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class ValidatorPayload:
     """A validator a wallet is delegated to became delinquent, recovered, or changed
     its commission."""
@@ -128,7 +141,14 @@ class WebhookTestPayload:
     message: str
 
 
-Payload = TransactionPayload | StakePayload | ValidatorPayload | ApiKeyPayload | WebhookTestPayload
+Payload = (
+    TransactionPayload
+    | StakePayload
+    | RewardsPayload
+    | ValidatorPayload
+    | ApiKeyPayload
+    | WebhookTestPayload
+)
 
 _PAYLOAD_CLASS: Final[dict[str, type[Any]]] = {
     "transaction": TransactionPayload,
@@ -141,6 +161,8 @@ _PAYLOAD_CLASS: Final[dict[str, type[Any]]] = {
 
 def payload_class(event_type: EventType) -> type[Any]:
     """The payload dataclass of an event type."""
+    if event_type is EventType.STAKE_REWARDS_CREDITED:
+        return RewardsPayload
     return _PAYLOAD_CLASS[event_type.value.partition(".")[0]]
 
 

@@ -17,8 +17,11 @@ A round, every ``interval`` seconds and at once when the epoch changes:
    recorded with the new states, one transaction per wallet;
 3. the validators those accounts are delegated to, from the chain context's vote
    accounts: delinquency and commission changes;
-4. API keys whose rotation time is within ``rotation_notice``;
-5. every ``purge_interval``: events past the retention, finished deliveries, and
+4. once the last completed epoch's inflation rewards are final, the rewards paid to
+   the watched stake accounts (one epoch: the last completed one; if the producers
+   were down for longer, earlier epochs are not reported);
+5. API keys whose rotation time is within ``rotation_notice``;
+6. every ``purge_interval``: events past the retention, finished deliveries, and
    what is remembered of wallets nobody watches any more.
 """
 
@@ -40,6 +43,7 @@ from solders.pubkey import Pubkey
 from service.chain import (
     ChainContext,
     ChainUnavailable,
+    RewardsUnavailableError,
     RpcError,
     StakeReadError,
     VoteAccountInfo,
@@ -47,21 +51,35 @@ from service.chain import (
 )
 from service.core.errors import DomainError
 from service.core.positions import StakeView
+from service.core.yields import InflationReward
 from service.events._model import ApiKeyPayload, Event, EventType, NewEvent
 from service.events._store import EventStore, NotLeaderError, WatchedWallet
-from service.events._transitions import StakeRecord, stake_changes, validator_changes
+from service.events._transitions import (
+    StakeRecord,
+    rewards_events,
+    stake_changes,
+    validator_changes,
+)
 from service.keys import ApiKey
 from service.store import Connection, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME: Final = "producer"
+REWARDS_MARK: Final = "rewards_epoch"
+"""The last epoch whose rewards were reported."""
 READ_CONCURRENCY: Final = 8
 PURGE_BATCH: Final = 5000
 
 
 class WalletReader(Protocol):
     async def wallet_views(self, wallet: Pubkey) -> tuple[int, tuple[StakeView, ...]]: ...
+
+
+class RewardReader(Protocol):
+    async def epoch_rewards(
+        self, epoch: int, accounts: Sequence[str]
+    ) -> Mapping[str, InflationReward | None] | None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,10 +111,13 @@ class Producer:
         config: ProducerConfig,
         owner: str,
         on_recorded: Callable[[Sequence[Event]], None],
+        rewards: RewardReader | None = None,
         tracer: trace.Tracer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``rewards``: where inflation rewards are read (None: no rewards events)."""
         self._store = store
+        self._rewards = rewards
         self._wallets = wallets
         self._context = context
         self._rotation_due = rotation_due
@@ -214,6 +235,7 @@ class Producer:
             results = await asyncio.gather(*(one(w) for w in watched))
             delegations = [record for records in results for record in records]
             await self._validator_round(delegations, snapshot.vote_accounts, traceparent)
+            await self._rewards_round(watched, delegations, snapshot.epoch, traceparent)
             await self._key_round(traceparent)
             self._epoch = snapshot.epoch
             self.rounds += 1
@@ -275,6 +297,40 @@ class Producer:
                 changes.events,
                 lambda conn: self._store.save_validator_records(conn, changes.records),
             )
+
+    async def _rewards_round(
+        self,
+        watched: Sequence[WatchedWallet],
+        records: Sequence[StakeRecord],
+        current_epoch: int,
+        traceparent: str,
+    ) -> None:
+        epoch = current_epoch - 1
+        if self._rewards is None or epoch < 0:
+            return
+        done = await self._store.mark(REWARDS_MARK)
+        if done is not None and done >= epoch:
+            return
+        accounts = sorted({r.stake_account for r in records})
+        try:
+            rewards = await self._rewards.epoch_rewards(epoch, accounts) if accounts else {}
+        except RewardsUnavailableError as exc:
+            log.warning("event producer: rewards of epoch %d not reported: %s", epoch, exc)
+            rewards = {}
+        except (ChainUnavailable, RpcError, DomainError) as exc:
+            log.debug("event producer: reading the rewards of epoch %d failed: %s", epoch, exc)
+            return  # the next round tries again
+        if rewards is None:
+            return  # not final at the node yet
+        events = rewards_events(
+            records,
+            rewards,
+            {w.wallet: w.registered_epoch for w in watched},
+            epoch=epoch,
+            now=self._clock(),
+            trace_context=traceparent,
+        )
+        await self._write(events, lambda conn: self._store.set_mark(conn, REWARDS_MARK, epoch))
 
     async def _key_round(self, traceparent: str) -> None:
         due = await self._rotation_due(self.config.rotation_notice)

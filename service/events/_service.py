@@ -68,7 +68,7 @@ from service.events._model import (
     WebhookTestPayload,
     event_seq,
 )
-from service.events._producer import Producer, ProducerConfig, WalletReader
+from service.events._producer import Producer, ProducerConfig, RewardReader, WalletReader
 from service.events._signing import new_secret
 from service.events._ssrf import AddressPolicy, Resolve, system_resolve
 from service.events._store import EventStore, QueueStats
@@ -209,6 +209,7 @@ class Events:
         render: Render,
         config: EventsConfig,
         owner: str,
+        rewards: RewardReader | None = None,
         tracer: trace.Tracer | None = None,
         resolve: Resolve = system_resolve,
         resolver: aiohttp.abc.AbstractResolver | None = None,
@@ -220,6 +221,7 @@ class Events:
         context: The chain context (epoch, vote accounts).
         render: The body of a webhook delivery (the event's proto JSON).
         owner: This replica's name (leases, attempts, stream wallets).
+        rewards: Reads inflation rewards (stake.rewards_credited); None: no such events.
         resolve: DNS of the URL check at create/update time; resolver: the HTTP
             client's (connect time). Both the system's by default.
         """
@@ -262,6 +264,7 @@ class Events:
             config=config.producer,
             owner=owner,
             on_recorded=self._recorded,
+            rewards=rewards,
             tracer=tracer,
             clock=clock,
         )

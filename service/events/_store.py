@@ -826,6 +826,21 @@ class EventStore:
             [(r.vote_account, r.delinquent, r.commission, r.changes, now) for r in records],
         )
 
+    async def mark(self, name: str) -> int | None:
+        """A producer's progress mark, or None when never set."""
+        async with self.database.transaction("events.mark", write=False) as conn:
+            value = await conn.fetchval("SELECT value FROM event_marks WHERE name = $1", name)
+        return None if value is None else int(value)
+
+    async def set_mark(self, conn: Connection, name: str, value: int) -> None:
+        """Inside a producer's transaction: move a progress mark."""
+        await conn.execute(
+            "INSERT INTO event_marks (name, value) VALUES ($1, $2) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            name,
+            value,
+        )
+
     async def forget_unwatched(self, *, now: float) -> None:
         """Drop what the producer remembers of wallets nobody watches any more (a wallet
         watched again later is baselined again)."""

@@ -23,6 +23,10 @@ the StakeHistory sysvar):
 Each event's dedupe key names the account, its delegation (activation and
 deactivation epochs) and the type: the same change is recorded once, however many
 producers (a takeover) or rounds see it.
+
+Rewards: once an epoch's inflation rewards are final, ``stake.rewards_credited`` for
+every watched stake account paid a reward, if its wallet was watched when it was
+paid (registered in that epoch or before); keyed by account and epoch.
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ from typing import Final
 
 from service.chain import VoteAccountInfo
 from service.core.positions import AccountState, StakeView
-from service.events._model import EventType, NewEvent, StakePayload, ValidatorPayload
+from service.core.yields import InflationReward
+from service.events._model import (
+    EventType,
+    NewEvent,
+    RewardsPayload,
+    StakePayload,
+    ValidatorPayload,
+)
 
 _DELEGATED: Final = (AccountState.ACTIVATING, AccountState.ACTIVE, AccountState.DEACTIVATING)
 
@@ -276,3 +287,45 @@ def validator_changes(
                     )
                 )
     return ValidatorChanges(events=tuple(events), records=tuple(records))
+
+
+def rewards_events(
+    records: Iterable[StakeRecord],
+    rewards: Mapping[str, InflationReward | None],
+    registered: Mapping[str, int | None],
+    *,
+    epoch: int,
+    now: float,
+    trace_context: str = "",
+) -> list[NewEvent]:
+    """``stake.rewards_credited`` for the accounts paid a reward for ``epoch``.
+
+    Args:
+        records: The watched stake accounts.
+        rewards: getInflationReward's answer for ``epoch``, by account (None: none).
+        registered: Each wallet's registration epoch (None: unknown, not reported).
+    """
+    events: list[NewEvent] = []
+    for record in sorted(records, key=lambda r: r.stake_account):
+        reward = rewards.get(record.stake_account)
+        since = registered.get(record.wallet)
+        if reward is None or reward.amount <= 0 or since is None or since > epoch:
+            continue
+        events.append(
+            NewEvent(
+                type=EventType.STAKE_REWARDS_CREDITED,
+                payload=RewardsPayload(
+                    stake_account=record.stake_account,
+                    epoch=epoch,
+                    amount_lamports=reward.amount,
+                    post_balance_lamports=reward.post_balance,
+                    commission_percent=reward.commission,
+                    effective_slot=reward.effective_slot,
+                ),
+                occurred_time=now,
+                wallet=record.wallet,
+                dedupe_key=f"{EventType.STAKE_REWARDS_CREDITED}:{record.stake_account}:{epoch}",
+                trace_context=trace_context,
+            )
+        )
+    return events

@@ -321,6 +321,13 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                     changes INTEGER NOT NULL,
                     update_time REAL NOT NULL
                 )""",
+                # Progress marks of the producers (the last epoch whose rewards were
+                # reported).
+                """
+                CREATE TABLE event_marks (
+                    name TEXT PRIMARY KEY,
+                    value INTEGER NOT NULL
+                )""",
             ),
         ),
     ),
@@ -585,6 +592,11 @@ MIGRATIONS: Final[dict[Dialect, tuple[Migration, ...]]] = {
                     commission INTEGER NOT NULL,
                     changes INTEGER NOT NULL,
                     update_time DOUBLE PRECISION NOT NULL
+                )""",
+                """
+                CREATE TABLE event_marks (
+                    name TEXT PRIMARY KEY,
+                    value BIGINT NOT NULL
                 )""",
             ),
         ),

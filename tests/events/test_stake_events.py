@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from agentstaking.v1 import events_pb2, staking_pb2, types_pb2
+from agentstaking.v1 import events_pb2, rewards_pb2, staking_pb2, types_pb2
 from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks import WebhookVerificationError
 
@@ -152,3 +152,33 @@ async def test_webhook_wallets_must_be_named_by_an_unrestricted_key(
     details = rich_details(raised.value)
     assert details["ErrorInfo"].reason == "WALLETS_REQUIRED"
     assert details["BadRequest"].field_violations[0].field == "webhook.wallets"
+
+
+async def test_rewards_credited_to_the_stake_are_delivered(
+    harness: EventsHarness, receiver: Receiver
+) -> None:
+    """The localnet pays inflation rewards at every epoch boundary: once active stake
+    has earned an epoch's reward, the wallet hears of it (what GetRewards reports)."""
+    wallet = await harness.wallet()
+    address = str(wallet.pubkey())
+    created = await harness.webhook(
+        harness.agent, receiver.url, wallets=(address,), types=("stake.rewards_credited",)
+    )
+    stake_account, _ = await harness.stake(harness.agent, wallet)
+    await harness.advance_epochs(1)  # active from here on
+    earned = await harness.advance_epochs(1) - 1  # the epoch it earned in
+    await receiver.wait_for(lambda: bool(receiver.events()))
+    [event] = [verified(r, created.secret) for r in receiver.requests]
+    assert event.type == "stake.rewards_credited" and event.wallet == address
+    reward = event.rewards
+    assert reward.stake_account == stake_account and reward.epoch == earned
+    assert reward.amount_lamports > 0
+    reported = await harness.agent.staking.GetRewards(
+        rewards_pb2.GetRewardsRequest(wallet=address, start_epoch=earned, end_epoch=earned)
+    )
+    [paid] = reported.rewards
+    assert (paid.stake_account, paid.amount_lamports, paid.post_balance_lamports) == (
+        reward.stake_account,
+        reward.amount_lamports,
+        reward.post_balance_lamports,
+    )

@@ -18,7 +18,16 @@ from service.core import (
 )
 from service.core.positions import AccountState
 from service.core.programs import U64_MAX
-from service.events import EventType, StakeRecord, ValidatorRecord, stake_changes, validator_changes
+from service.core.yields import InflationReward
+from service.events import (
+    EventType,
+    RewardsPayload,
+    StakeRecord,
+    ValidatorRecord,
+    rewards_events,
+    stake_changes,
+    validator_changes,
+)
 
 WALLET = str(Pubkey.new_unique())
 VOTE = Pubkey.new_unique()
@@ -258,3 +267,35 @@ def test_validator_changes_go_to_each_delegated_wallet_once() -> None:
     assert not {e.dedupe_key for e in recovered.events} & {e.dedupe_key for e in changed.events}
     # Unknown to getVoteAccounts: nothing can be said.
     assert not validator_changes(delegations, {}, _known(), epoch=13, now=2.0).events
+
+
+def test_rewards_are_reported_for_wallets_watched_when_they_were_paid() -> None:
+    watched_since_before = record(ACTIVE)
+    newcomer = StakeRecord(
+        stake_account=str(Pubkey.new_unique()),
+        wallet=str(Pubkey.new_unique()),
+        state=ACTIVE,
+        vote_account=str(VOTE),
+        activation_epoch=1,
+        deactivation_epoch=None,
+    )
+    unpaid = StakeRecord(
+        stake_account=str(Pubkey.new_unique()),
+        wallet=WALLET,
+        state=ACTIVATING,
+        vote_account=str(VOTE),
+        activation_epoch=12,
+        deactivation_epoch=None,
+    )
+    paid = InflationReward(epoch=11, amount=5000, post_balance=SOL + 5000, effective_slot=99)
+    events = rewards_events(
+        [watched_since_before, newcomer, unpaid],
+        {watched_since_before.stake_account: paid, newcomer.stake_account: paid},
+        {WALLET: 9, newcomer.wallet: 12},
+        epoch=11,
+        now=1.0,
+    )
+    [event] = events
+    assert event.type is EventType.STAKE_REWARDS_CREDITED and event.wallet == WALLET
+    assert isinstance(event.payload, RewardsPayload) and event.payload.amount_lamports == 5000
+    assert event.dedupe_key == f"stake.rewards_credited:{ACCOUNT}:11"

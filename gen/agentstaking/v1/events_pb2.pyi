@@ -44,6 +44,7 @@ class Event(_message.Message):
     VALIDATOR_FIELD_NUMBER: _builtins.int
     API_KEY_ROTATION_FIELD_NUMBER: _builtins.int
     TEST_FIELD_NUMBER: _builtins.int
+    REWARDS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique, sortable identifier (`evt_` and 20 digits): later events have
     greater ids. The webhook-id header of its deliveries; since_event_id of a
@@ -83,6 +84,10 @@ class Event(_message.Message):
     def test(self) -> Global___TestEventPayload:
         """webhook.test events."""
 
+    @_builtins.property
+    def rewards(self) -> Global___StakeRewardsEventPayload:
+        """stake.rewards_credited events."""
+
     def __init__(
         self,
         *,
@@ -96,12 +101,13 @@ class Event(_message.Message):
         validator: Global___ValidatorEventPayload | None = ...,
         api_key_rotation: Global___ApiKeyEventPayload | None = ...,
         test: Global___TestEventPayload | None = ...,
+        rewards: Global___StakeRewardsEventPayload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["api_key_rotation", b"api_key_rotation", "occurred_time", b"occurred_time", "payload", b"payload", "stake", b"stake", "test", b"test", "transaction", b"transaction", "validator", b"validator"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_key_rotation", b"api_key_rotation", "occurred_time", b"occurred_time", "payload", b"payload", "rewards", b"rewards", "stake", b"stake", "test", b"test", "transaction", b"transaction", "validator", b"validator"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "api_key_rotation", b"api_key_rotation", "event_id", b"event_id", "occurred_time", b"occurred_time", "payload", b"payload", "stake", b"stake", "test", b"test", "transaction", b"transaction", "type", b"type", "validator", b"validator", "wallet", b"wallet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "api_key_rotation", b"api_key_rotation", "event_id", b"event_id", "occurred_time", b"occurred_time", "payload", b"payload", "rewards", b"rewards", "stake", b"stake", "test", b"test", "transaction", b"transaction", "type", b"type", "validator", b"validator", "wallet", b"wallet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["transaction", "stake", "validator", "api_key_rotation", "test"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["transaction", "stake", "validator", "api_key_rotation", "test", "rewards"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -221,6 +227,54 @@ class StakeEventPayload(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__deactivation_epoch) -> _WhichOneofReturnType__deactivation_epoch | None: ...
 
 Global___StakeEventPayload: _TypeAlias = StakeEventPayload  # noqa: Y015
+
+@_typing.final
+class StakeRewardsEventPayload(_message.Message):
+    """An epoch's inflation reward was paid to a stake account of the wallet (as
+    getInflationReward and GetRewards report it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAKE_ACCOUNT_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    AMOUNT_LAMPORTS_FIELD_NUMBER: _builtins.int
+    POST_BALANCE_LAMPORTS_FIELD_NUMBER: _builtins.int
+    COMMISSION_PERCENT_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_SLOT_FIELD_NUMBER: _builtins.int
+    stake_account: _builtins.str
+    """The stake account (base58)."""
+    epoch: _builtins.int
+    """The epoch the reward was earned in (paid at the start of the next one)."""
+    amount_lamports: _builtins.int
+    """The reward, lamports (added to the account's stake)."""
+    post_balance_lamports: _builtins.int
+    """The account's balance after the reward, lamports."""
+    commission_percent: _builtins.int
+    """The validator's commission when the reward was paid, percent; unset when the
+    node did not say.
+    """
+    effective_slot: _builtins.int
+    """The slot in which the reward was paid."""
+    def __init__(
+        self,
+        *,
+        stake_account: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        amount_lamports: _builtins.int = ...,
+        post_balance_lamports: _builtins.int = ...,
+        commission_percent: _builtins.int | None = ...,
+        effective_slot: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_commission_percent", b"_commission_percent", "commission_percent", b"commission_percent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_commission_percent", b"_commission_percent", "amount_lamports", b"amount_lamports", "commission_percent", b"commission_percent", "effective_slot", b"effective_slot", "epoch", b"epoch", "post_balance_lamports", b"post_balance_lamports", "stake_account", b"stake_account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__commission_percent: _TypeAlias = _typing.Literal["commission_percent"]  # noqa: Y015
+    _WhichOneofArgType__commission_percent: _TypeAlias = _typing.Literal["_commission_percent", b"_commission_percent"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__commission_percent) -> _WhichOneofReturnType__commission_percent | None: ...
+
+Global___StakeRewardsEventPayload: _TypeAlias = StakeRewardsEventPayload  # noqa: Y015
 
 @_typing.final
 class ValidatorEventPayload(_message.Message):

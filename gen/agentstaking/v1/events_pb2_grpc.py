@@ -52,7 +52,8 @@ class EventServiceStub:
     transaction.failed, transaction.expired (transactions relayed by
     SubmitTransaction; the wallet is the fee payer); stake.activated (fully
     active), stake.deactivating, stake.withdrawable (fully inactive after a
-    delegation); validator.delinquent, validator.recovered,
+    delegation), stake.rewards_credited (an epoch's inflation reward paid to a
+    stake account); validator.delinquent, validator.recovered,
     validator.commission_changed (validators a watched wallet is delegated
     to); api_key.rotation_due (the key's rotation time is near);
     webhook.test (SendTestEvent, to one webhook only).
@@ -138,7 +139,8 @@ class EventServiceServicer:
     transaction.failed, transaction.expired (transactions relayed by
     SubmitTransaction; the wallet is the fee payer); stake.activated (fully
     active), stake.deactivating, stake.withdrawable (fully inactive after a
-    delegation); validator.delinquent, validator.recovered,
+    delegation), stake.rewards_credited (an epoch's inflation reward paid to a
+    stake account); validator.delinquent, validator.recovered,
     validator.commission_changed (validators a watched wallet is delegated
     to); api_key.rotation_due (the key's rotation time is near);
     webhook.test (SendTestEvent, to one webhook only).
@@ -308,7 +310,8 @@ class EventService:
     transaction.failed, transaction.expired (transactions relayed by
     SubmitTransaction; the wallet is the fee payer); stake.activated (fully
     active), stake.deactivating, stake.withdrawable (fully inactive after a
-    delegation); validator.delinquent, validator.recovered,
+    delegation), stake.rewards_credited (an epoch's inflation reward paid to a
+    stake account); validator.delinquent, validator.recovered,
     validator.commission_changed (validators a watched wallet is delegated
     to); api_key.rotation_due (the key's rotation time is near);
     webhook.test (SendTestEvent, to one webhook only).

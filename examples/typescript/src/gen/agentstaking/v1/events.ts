@@ -79,7 +79,11 @@ export interface Event {
     | ApiKeyEventPayload
     | undefined;
   /** webhook.test events. */
-  test?: TestEventPayload | undefined;
+  test?:
+    | TestEventPayload
+    | undefined;
+  /** stake.rewards_credited events. */
+  rewards?: StakeRewardsEventPayload | undefined;
 }
 
 /** A transaction relayed by SubmitTransaction reached a state. */
@@ -127,6 +131,30 @@ export interface StakeEventPayload {
     | undefined;
   /** Epoch the delegation was deactivated; unset when it was not. */
   deactivationEpoch?: string | undefined;
+}
+
+/**
+ * An epoch's inflation reward was paid to a stake account of the wallet (as
+ * getInflationReward and GetRewards report it).
+ */
+export interface StakeRewardsEventPayload {
+  /** The stake account (base58). */
+  stakeAccount: string;
+  /** The epoch the reward was earned in (paid at the start of the next one). */
+  epoch: string;
+  /** The reward, lamports (added to the account's stake). */
+  amountLamports: string;
+  /** The account's balance after the reward, lamports. */
+  postBalanceLamports: string;
+  /**
+   * The validator's commission when the reward was paid, percent; unset when the
+   * node did not say.
+   */
+  commissionPercent?:
+    | number
+    | undefined;
+  /** The slot in which the reward was paid. */
+  effectiveSlot: string;
 }
 
 /** A validator that a wallet's stake is delegated to changed. */
@@ -549,6 +577,7 @@ function createBaseEvent(): Event {
     validator: undefined,
     apiKeyRotation: undefined,
     test: undefined,
+    rewards: undefined,
   };
 }
 
@@ -583,6 +612,9 @@ export const Event: MessageFns<Event> = {
     }
     if (message.test !== undefined) {
       TestEventPayload.encode(message.test, writer.uint32(114).fork()).join();
+    }
+    if (message.rewards !== undefined) {
+      StakeRewardsEventPayload.encode(message.rewards, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -680,6 +712,14 @@ export const Event: MessageFns<Event> = {
             message.test = TestEventPayload.decode(reader, reader.uint32());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.rewards = StakeRewardsEventPayload.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -720,6 +760,7 @@ export const Event: MessageFns<Event> = {
         ? ApiKeyEventPayload.fromJSON(object.api_key_rotation)
         : undefined,
       test: isSet(object.test) ? TestEventPayload.fromJSON(object.test) : undefined,
+      rewards: isSet(object.rewards) ? StakeRewardsEventPayload.fromJSON(object.rewards) : undefined,
     };
   },
 
@@ -755,6 +796,9 @@ export const Event: MessageFns<Event> = {
     if (message.test !== undefined) {
       obj.test = TestEventPayload.toJSON(message.test);
     }
+    if (message.rewards !== undefined) {
+      obj.rewards = StakeRewardsEventPayload.toJSON(message.rewards);
+    }
     return obj;
   },
 
@@ -784,6 +828,9 @@ export const Event: MessageFns<Event> = {
       : undefined;
     message.test = (object.test !== undefined && object.test !== null)
       ? TestEventPayload.fromPartial(object.test)
+      : undefined;
+    message.rewards = (object.rewards !== undefined && object.rewards !== null)
+      ? StakeRewardsEventPayload.fromPartial(object.rewards)
       : undefined;
     return message;
   },
@@ -1219,6 +1266,182 @@ export const StakeEventPayload: MessageFns<StakeEventPayload> = {
     message.withdrawableLamports = object.withdrawableLamports ?? "0";
     message.activationEpoch = object.activationEpoch ?? undefined;
     message.deactivationEpoch = object.deactivationEpoch ?? undefined;
+    return message;
+  },
+};
+
+function createBaseStakeRewardsEventPayload(): StakeRewardsEventPayload {
+  return {
+    stakeAccount: "",
+    epoch: "0",
+    amountLamports: "0",
+    postBalanceLamports: "0",
+    commissionPercent: undefined,
+    effectiveSlot: "0",
+  };
+}
+
+export const StakeRewardsEventPayload: MessageFns<StakeRewardsEventPayload> = {
+  encode(message: StakeRewardsEventPayload, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.stakeAccount !== "") {
+      writer.uint32(10).string(message.stakeAccount);
+    }
+    if (message.epoch !== "0") {
+      writer.uint32(16).uint64(message.epoch);
+    }
+    if (message.amountLamports !== "0") {
+      writer.uint32(24).uint64(message.amountLamports);
+    }
+    if (message.postBalanceLamports !== "0") {
+      writer.uint32(32).uint64(message.postBalanceLamports);
+    }
+    if (message.commissionPercent !== undefined) {
+      writer.uint32(40).uint32(message.commissionPercent);
+    }
+    if (message.effectiveSlot !== "0") {
+      writer.uint32(48).uint64(message.effectiveSlot);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StakeRewardsEventPayload {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStakeRewardsEventPayload();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.stakeAccount = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = reader.uint64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.amountLamports = reader.uint64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.postBalanceLamports = reader.uint64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.commissionPercent = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.effectiveSlot = reader.uint64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StakeRewardsEventPayload {
+    return {
+      stakeAccount: isSet(object.stakeAccount)
+        ? globalThis.String(object.stakeAccount)
+        : isSet(object.stake_account)
+        ? globalThis.String(object.stake_account)
+        : "",
+      epoch: isSet(object.epoch) ? globalThis.String(object.epoch) : "0",
+      amountLamports: isSet(object.amountLamports)
+        ? globalThis.String(object.amountLamports)
+        : isSet(object.amount_lamports)
+        ? globalThis.String(object.amount_lamports)
+        : "0",
+      postBalanceLamports: isSet(object.postBalanceLamports)
+        ? globalThis.String(object.postBalanceLamports)
+        : isSet(object.post_balance_lamports)
+        ? globalThis.String(object.post_balance_lamports)
+        : "0",
+      commissionPercent: isSet(object.commissionPercent)
+        ? globalThis.Number(object.commissionPercent)
+        : isSet(object.commission_percent)
+        ? globalThis.Number(object.commission_percent)
+        : undefined,
+      effectiveSlot: isSet(object.effectiveSlot)
+        ? globalThis.String(object.effectiveSlot)
+        : isSet(object.effective_slot)
+        ? globalThis.String(object.effective_slot)
+        : "0",
+    };
+  },
+
+  toJSON(message: StakeRewardsEventPayload): unknown {
+    const obj: any = {};
+    if (message.stakeAccount !== "") {
+      obj.stakeAccount = message.stakeAccount;
+    }
+    if (message.epoch !== "0") {
+      obj.epoch = message.epoch;
+    }
+    if (message.amountLamports !== "0") {
+      obj.amountLamports = message.amountLamports;
+    }
+    if (message.postBalanceLamports !== "0") {
+      obj.postBalanceLamports = message.postBalanceLamports;
+    }
+    if (message.commissionPercent !== undefined) {
+      obj.commissionPercent = Math.round(message.commissionPercent);
+    }
+    if (message.effectiveSlot !== "0") {
+      obj.effectiveSlot = message.effectiveSlot;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StakeRewardsEventPayload>, I>>(base?: I): StakeRewardsEventPayload {
+    return StakeRewardsEventPayload.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StakeRewardsEventPayload>, I>>(object: I): StakeRewardsEventPayload {
+    const message = createBaseStakeRewardsEventPayload();
+    message.stakeAccount = object.stakeAccount ?? "";
+    message.epoch = object.epoch ?? "0";
+    message.amountLamports = object.amountLamports ?? "0";
+    message.postBalanceLamports = object.postBalanceLamports ?? "0";
+    message.commissionPercent = object.commissionPercent ?? undefined;
+    message.effectiveSlot = object.effectiveSlot ?? "0";
     return message;
   },
 };
@@ -3777,7 +4000,8 @@ export const ListWebhookDeliveriesResponse: MessageFns<ListWebhookDeliveriesResp
  * transaction.failed, transaction.expired (transactions relayed by
  * SubmitTransaction; the wallet is the fee payer); stake.activated (fully
  * active), stake.deactivating, stake.withdrawable (fully inactive after a
- * delegation); validator.delinquent, validator.recovered,
+ * delegation), stake.rewards_credited (an epoch's inflation reward paid to a
+ * stake account); validator.delinquent, validator.recovered,
  * validator.commission_changed (validators a watched wallet is delegated
  * to); api_key.rotation_due (the key's rotation time is near);
  * webhook.test (SendTestEvent, to one webhook only).
