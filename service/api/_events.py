@@ -10,7 +10,6 @@ import grpc
 from agentstaking.v1 import events_pb2, events_pb2_grpc
 
 from service.events import Events
-from service.keys import Principal
 
 from ._errors import handle_errors, handle_stream_errors
 from ._event_converters import (
@@ -23,16 +22,9 @@ from ._event_converters import (
     webhook_update_paths,
 )
 from ._key_converters import duration_to_timedelta
-from ._principal import PermissionDeniedError, current_principal
+from ._principal import required_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def _caller() -> Principal:
-    principal = current_principal.get()
-    if principal is None:  # the auth interceptor guards this service
-        raise PermissionDeniedError("no authenticated caller")
-    return principal
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
@@ -46,7 +38,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         self, request: events_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[events_pb2.WatchEventsResponse]:
         watch = self._events.watch(
-            _caller(),
+            required_principal(),
             wallets=list(request.wallets),
             types=list(request.types),
             since_event_id=request.since_event_id,
@@ -61,7 +53,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         self, request: events_pb2.CreateWebhookRequest, context: Context
     ) -> events_pb2.CreateWebhookResponse:
         webhook, secret = await self._events.create_webhook(
-            _caller(), webhook_spec_to_domain(request.webhook)
+            required_principal(), webhook_spec_to_domain(request.webhook)
         )
         return events_pb2.CreateWebhookResponse(webhook=webhook_to_proto(webhook), secret=secret)
 
@@ -69,7 +61,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     async def GetWebhook(
         self, request: events_pb2.GetWebhookRequest, context: Context
     ) -> events_pb2.GetWebhookResponse:
-        webhook = await self._events.get_webhook(_caller(), request.name)
+        webhook = await self._events.get_webhook(required_principal(), request.name)
         return events_pb2.GetWebhookResponse(webhook=webhook_to_proto(webhook))
 
     @handle_errors
@@ -77,7 +69,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         self, request: events_pb2.ListWebhooksRequest, context: Context
     ) -> events_pb2.ListWebhooksResponse:
         webhooks, next_token = await self._events.list_webhooks(
-            _caller(), page_size_value=request.page_size, page_token=request.page_token
+            required_principal(), page_size_value=request.page_size, page_token=request.page_token
         )
         return events_pb2.ListWebhooksResponse(
             webhooks=[webhook_to_proto(w) for w in webhooks], next_page_token=next_token
@@ -89,7 +81,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     ) -> events_pb2.UpdateWebhookResponse:
         paths = webhook_update_paths(request)
         webhook = await self._events.update_webhook(
-            _caller(),
+            required_principal(),
             request.webhook.name,
             webhook_spec_to_domain(request.webhook),
             paths=paths,
@@ -101,7 +93,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     async def DeleteWebhook(
         self, request: events_pb2.DeleteWebhookRequest, context: Context
     ) -> events_pb2.DeleteWebhookResponse:
-        await self._events.delete_webhook(_caller(), request.name)
+        await self._events.delete_webhook(required_principal(), request.name)
         return events_pb2.DeleteWebhookResponse()
 
     @handle_errors
@@ -109,7 +101,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         self, request: events_pb2.RotateWebhookSecretRequest, context: Context
     ) -> events_pb2.RotateWebhookSecretResponse:
         webhook, secret = await self._events.rotate_secret(
-            _caller(),
+            required_principal(),
             request.name,
             grace=(
                 duration_to_timedelta(request.grace_period, field="grace_period")
@@ -125,7 +117,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     async def SendTestEvent(
         self, request: events_pb2.SendTestEventRequest, context: Context
     ) -> events_pb2.SendTestEventResponse:
-        event = await self._events.send_test(_caller(), request.name)
+        event = await self._events.send_test(required_principal(), request.name)
         return events_pb2.SendTestEventResponse(event=event_to_proto(event))
 
     @handle_errors
@@ -133,7 +125,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         self, request: events_pb2.ListWebhookDeliveriesRequest, context: Context
     ) -> events_pb2.ListWebhookDeliveriesResponse:
         deliveries, next_token = await self._events.list_deliveries(
-            _caller(),
+            required_principal(),
             request.name,
             state=delivery_state_to_domain(request.state),
             page_size_value=request.page_size,

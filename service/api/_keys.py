@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 from agentstaking.v1 import keys_pb2, keys_pb2_grpc
 
-from service.keys import UNSET, KeyManager, Principal, Scope
+from service.keys import UNSET, KeyManager, Scope
 
 from ._errors import handle_errors
 from ._key_converters import (
@@ -20,20 +20,13 @@ from ._key_converters import (
     timestamp_to_datetime,
     update_paths,
 )
-from ._principal import PermissionDeniedError, current_principal
+from ._principal import PermissionDeniedError, required_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _caller() -> Principal:
-    principal = current_principal.get()
-    if principal is None:  # the auth interceptor guards this service
-        raise PermissionDeniedError("no authenticated caller")
-    return principal
-
-
 def _require_admin(*, unless_self: str | None = None) -> None:
-    caller = _caller()
+    caller = required_principal()
     if caller.has_scope(Scope.ADMIN) or (unless_self is not None and unless_self == caller.key_id):
         return
     raise PermissionDeniedError(

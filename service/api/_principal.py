@@ -25,3 +25,11 @@ class PermissionDeniedError(DomainError):
     kind = ErrorKind.PERMISSION_DENIED
     default_reason = "API_KEY_SCOPE_MISSING"
     default_hint = "Use a key with the needed scope, or ask an admin to grant it."
+
+
+def required_principal() -> Principal:
+    """The caller of a service the auth interceptor guards (always set there)."""
+    principal = current_principal.get()
+    if principal is None:
+        raise PermissionDeniedError("no authenticated caller")
+    return principal

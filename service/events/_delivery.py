@@ -20,7 +20,6 @@ event, and its ``traceparent`` travels to the receiver.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -37,6 +36,7 @@ from service.events._model import Attempt, DeliveryState, Event, Webhook
 from service.events._signing import signature_headers
 from service.events._ssrf import AddressPolicy, ForbiddenAddressError
 from service.events._store import ClaimedDelivery, EventStore
+from service.events._tasks import cancel
 from service.store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -196,11 +196,8 @@ class Deliverer:
 
     async def stop(self) -> None:
         """Stop claiming, let attempts in flight finish (up to the timeout), close."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=self.config.timeout + 1)
         for task in self._in_flight:

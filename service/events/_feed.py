@@ -27,6 +27,7 @@ from typing import Final
 from service.events._errors import EventHistoryExpiredError, InvalidEventIdError
 from service.events._model import Audience, Event, event_id
 from service.events._store import EventStore
+from service.events._tasks import cancel
 from service.store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,8 @@ class EventFeed:
         self._task = asyncio.create_task(self._run(), name="event-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def wake(self) -> None:
         """Read new events now (one was just recorded here)."""
@@ -146,11 +144,14 @@ class EventFeed:
                 if not batch and cursor >= self.head:
                     left = None if heartbeat is None else beat + heartbeat - time.monotonic()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), left)
+                        async with asyncio.timeout(left):
+                            await changed.wait()
         finally:
             self._streams -= 1
             self._wallets.subtract(watch)
             self._wallets += Counter()  # drop the zero counts
+            if not self._streams:
+                self._wake.set()  # the poller tidies up
 
     async def _next(self, audience: Audience, cursor: int) -> tuple[list[Event], int]:
         """The next events after ``cursor`` (from the buffer when it has them) and the
@@ -161,12 +162,12 @@ class EventFeed:
             if batch:
                 return batch, batch[-1].seq
             return [], max(cursor, self.head)
-        # Before the buffer: from the database, up to where the buffer starts.
-        found = await self._store.read(
-            after=cursor, upto=self._base, audience=audience, limit=READ_BATCH
-        )
+        # Before the buffer: from the database, up to where the buffer starts (as it
+        # was asked: the poller may move it meanwhile).
+        upto = self._base
+        found = await self._store.read(after=cursor, upto=upto, audience=audience, limit=READ_BATCH)
         if len(found) < READ_BATCH:
-            return found, self._base
+            return found, upto
         return found, found[-1].seq
 
     async def _register(self) -> None:
@@ -187,30 +188,38 @@ class EventFeed:
         renewed = float("-inf")
         while True:
             try:
-                if not self._started:
-                    self.head, _ = await self._store.head()
-                    self._base = self.head
-                    self._started = True
-                    self._notify()  # streams opened before this read it again
-                await self._poll()
-                if self._clock() - renewed >= renew_every and (self._wallets or self._registered):
-                    await self._register()
-                    renewed = self._clock()
+                if self._streams:
+                    if not self._started:
+                        self.head, _ = await self._store.head()
+                        self._base = self.head
+                        self._started = True
+                        self._notify()  # streams opened before this read it again
+                    await self._poll()
+                    if self._clock() - renewed >= renew_every:
+                        await self._register()
+                        renewed = self._clock()
+                elif self._started or self._registered:
+                    # The last stream ended: forget the buffer (started afresh with the
+                    # next stream) and the wallets recorded for the producers.
+                    self._buffer.clear()
+                    self._base = self.head  # an empty buffer holds (head, head]
+                    self._started = False
+                    if self._registered:
+                        await self._register()
             except StoreUnavailableError as exc:
                 log.debug("event feed: database unavailable: %s", exc.message)
             except Exception:
                 log.exception("event feed: unexpected error")
+            # Idle (no stream): nothing to read until a stream opens (it wakes this).
+            # NOTE: asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+            # cancellation that stop() sends when the wait ends at the same moment.
+            timeout = self._poll_interval if self._streams or self._registered else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _poll(self) -> None:
-        if not self._streams:
-            # Nobody reads: skip the reads, and start the buffer afresh later.
-            self._buffer.clear()
-            self.head, _ = await self._store.head()
-            self._base = self.head
-            return
         head, _ = await self._store.head()
         if head <= self.head:
             return

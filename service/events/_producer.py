@@ -54,6 +54,7 @@ from service.core.positions import StakeView
 from service.core.yields import InflationReward
 from service.events._model import ApiKeyPayload, Event, EventType, NewEvent
 from service.events._store import EventStore, NotLeaderError, WatchedWallet
+from service.events._tasks import cancel
 from service.events._transitions import (
     StakeRecord,
     rewards_events,
@@ -141,11 +142,8 @@ class Producer:
 
     async def stop(self) -> None:
         """Stop and hand the lead back (another replica takes over at once)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self.leader:
             self.leader = False
             with contextlib.suppress(StoreUnavailableError):
@@ -178,7 +176,8 @@ class Producer:
             except Exception:
                 log.exception("event producer: unexpected error")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), tick)
+                async with asyncio.timeout(tick):
+                    await self._wake.wait()
 
     async def _lead(self, now: float) -> None:
         held = await self._store.acquire(

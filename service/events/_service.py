@@ -72,6 +72,7 @@ from service.events._producer import Producer, ProducerConfig, RewardReader, Wal
 from service.events._signing import new_secret
 from service.events._ssrf import AddressPolicy, Resolve, system_resolve
 from service.events._store import EventStore, QueueStats
+from service.events._tasks import cancel
 from service.keys import (
     API_KEY_EXPIRED,
     API_KEY_REVOKED,
@@ -278,11 +279,8 @@ class Events:
         self._stats_task = asyncio.create_task(self._watch_queue(), name="event-queue-stats")
 
     async def stop(self) -> None:
-        if self._stats_task is not None:
-            self._stats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stats_task
-            self._stats_task = None
+        await cancel(self._stats_task)
+        self._stats_task = None
         await self.producer.stop()
         await self.deliverer.stop()
         await self.feed.stop()

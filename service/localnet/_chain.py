@@ -530,16 +530,20 @@ class LocalnetChain:
                 last_vote=last_vote,
                 timestamp=self.unix_time_at(last_vote),
             )
-            self.svm.set_account(
-                validator.vote_account,
-                Account(
-                    lamports=account.lamports,
-                    data=encode_vote_state(updated, len(account.data)),
-                    owner=VOTE_PROGRAM,
-                    executable=False,
-                    rent_epoch=account.rent_epoch,
-                ),
-            )
+            self._write_vote_state(validator.vote_account, account, updated)
+
+    def _write_vote_state(self, vote_account: Pubkey, account: Account, state: VoteState) -> None:
+        """Replace the data of a vote account (same size, lamports and owner)."""
+        self.svm.set_account(
+            vote_account,
+            Account(
+                lamports=account.lamports,
+                data=encode_vote_state(state, len(account.data)),
+                owner=VOTE_PROGRAM,
+                executable=False,
+                rent_epoch=account.rent_epoch,
+            ),
+        )
 
     def set_validator(
         self, vote_account: Pubkey, *, delinquent: bool | None = None, commission: int | None = None
@@ -567,16 +571,7 @@ class LocalnetChain:
                 decode_vote_state(bytes(account.data)),
                 inflation_rewards_commission_bps=commission * 100,
             )
-            self.svm.set_account(
-                vote_account,
-                Account(
-                    lamports=account.lamports,
-                    data=encode_vote_state(state, len(account.data)),
-                    owner=VOTE_PROGRAM,
-                    executable=False,
-                    rent_epoch=account.rent_epoch,
-                ),
-            )
+            self._write_vote_state(vote_account, account, state)
             validator = replace(validator, commission=commission)
         self.validators[index] = validator
         self._refresh_votes()
