@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 import pytest
 from standardwebhooks import Webhook as StandardWebhook
 
+from service.core.txstatus import TxState
 from service.events import (
     ApiKeyPayload,
     EventHistoryExpiredError,
     EventStore,
     EventType,
     NewEvent,
+    TransactionPayload,
     Webhook,
     WebhookState,
     new_secret,
@@ -107,9 +109,24 @@ async def test_sequence_dedupe_and_fan_out(database: Database) -> None:
 
     assert await targets(1) == {mine.webhook_id, admin.webhook_id}
     assert await targets(2) == {other.webhook_id, admin.webhook_id}
+    # Wallet events: the webhooks of that wallet (of that type), and the admin's.
+    confirmed = [
+        NewEvent(
+            type=EventType.TRANSACTION_CONFIRMED,
+            payload=TransactionPayload(signature="s", state=TxState.CONFIRMED, slot=1),
+            occurred_time=1.0,
+            wallet=wallet,
+        )
+        for wallet in (WALLET, OTHER)
+    ]
+    assert await _append(store, *confirmed) == [5, 6]
+    assert await targets(5) == {wallet_hook.webhook_id, admin.webhook_id}
+    assert await targets(6) == {admin.webhook_id}
     # An audience reads only its own.
     audience = Audience(key_id="k2")
-    assert [e.seq for e in await store.read(after=0, upto=head, audience=audience, limit=10)] == [2]
+    assert [e.seq for e in await store.read(after=0, upto=6, audience=audience, limit=10)] == [2]
+    watcher = Audience(key_id="k9", wallets=frozenset({WALLET}))
+    assert [e.seq for e in await store.read(after=0, upto=6, audience=watcher, limit=10)] == [5]
 
 
 async def test_a_webhook_limit_per_key(database: Database) -> None:
