@@ -49,6 +49,10 @@ def test_promtool_check_rules(rules_file: Path) -> None:
 def test_promtool_unit_tests_on_the_rendered_rules(rules_file: Path, tmp_path: Path) -> None:
     """files/alerts.test.yml, run against the rules as rendered (not the source file)."""
     tests = yaml.safe_load(UNIT_TESTS.read_text())
+    for test in tests["tests"]:
+        for series in test.get("input_series", []):
+            # promtool's "0x12" (0, twelve times) unquoted is YAML's hexadecimal 18.
+            assert isinstance(series["values"], str), (test["name"], series)
     tests["rule_files"] = [str(rules_file)]
     path = tmp_path / "alerts.test.yml"
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
