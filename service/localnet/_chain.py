@@ -79,6 +79,8 @@ from ._vote_state import VoteState, decode_vote_state, encode_vote_state
 
 # Agave's MAX_PROCESSING_AGE: a blockhash is usable for this many blocks.
 MAX_PROCESSING_AGE = 150
+# Agave's PrioritizationFeeCache keeps the fees of this many recent blocks.
+PRIORITIZATION_FEE_BLOCKS = 150
 # Slots a vote may lag before the validator counts as delinquent (Agave's default).
 DELINQUENT_SLOT_DISTANCE = 128
 # How far back getSignatureStatuses looks without searchTransactionHistory
@@ -201,6 +203,16 @@ def _error_json(failed: FailedTransactionMetadata) -> object:
     return json.loads(failed.to_json())["err"]
 
 
+@dataclass(kw_only=True)
+class BlockFees:
+    """The compute-unit prices (micro-lamports) paid in one block: the lowest of all its
+    transactions, and the lowest per account among those that write-locked it."""
+
+    slot: int
+    minimum: int
+    accounts: dict[Pubkey, int] = field(default_factory=dict)
+
+
 class LocalnetChain:
     """LiteSVM with slots, blockhashes, epochs, stake history and a ledger."""
 
@@ -235,10 +247,9 @@ class LocalnetChain:
         self._ledger: OrderedDict[str, TxRecord] = OrderedDict()
         # address -> signatures of the ledger's transactions that reference it, oldest first
         self._by_address: dict[Pubkey, deque[str]] = {}
-        # slot -> list of (compute unit price, writable accounts) of landed transactions
-        self._slot_fees: deque[tuple[int, list[tuple[int, frozenset[Pubkey]]]]] = deque(
-            maxlen=MAX_PROCESSING_AGE
-        )
+        # The prioritization fees of the newest blocks with transactions (the tip's too,
+        # still filling: it does not count among the blocks a query sees).
+        self._block_fees: deque[BlockFees] = deque(maxlen=PRIORITIZATION_FEE_BLOCKS + 1)
         self._txs_in_slot = 0
         self.faucet = self.svm.airdrop_pubkey()
         self.validators: list[Validator] = []
@@ -714,7 +725,9 @@ class LocalnetChain:
         )
         self._remember(record)
         self.rewards.burn(record.fee)
-        self._record_priority_fee(tx)
+        price, limit = _compute_budget(tx.message)
+        if limit:  # as a validator: a zero limit says nothing about the price paid
+            self._record_fee(price, _writable_keys(tx.message))
         if self.config.slot_duration <= 0:
             # Frozen wall time: every transaction makes a block of its own.
             self.advance_slots(1)
@@ -742,6 +755,8 @@ class LocalnetChain:
         )
         self._remember(record)
         self.rewards.burn(record.fee)
+        # The faucet's transfer, as a real node's faucet sends it: no compute-unit price.
+        self._record_fee(0, frozenset((self.faucet, to)))
         if self.config.slot_duration <= 0:
             self.advance_slots(1)
         return record
@@ -787,36 +802,29 @@ class LocalnetChain:
     def is_recent(self, record: TxRecord) -> bool:
         return self.slot - record.slot <= STATUS_CACHE_SLOTS
 
-    def _record_priority_fee(self, tx: VersionedTransaction) -> None:
-        message = tx.message
-        keys = message.account_keys
-        price = 0
-        for ix in message.instructions:
-            data = bytes(ix.data)
-            if keys[ix.program_id_index] == COMPUTE_BUDGET_PROGRAM and data[:1] == b"\x03":
-                price = int.from_bytes(data[1:9], "little")
-        writable = _writable_keys(message)
-        if not self._slot_fees or self._slot_fees[-1][0] != self.slot:
-            self._slot_fees.append((self.slot, []))
-        self._slot_fees[-1][1].append((price, writable))
+    def _record_fee(self, price: int, writable: frozenset[Pubkey]) -> None:
+        """Count a landed transaction's compute-unit price in its block."""
+        if self._block_fees and self._block_fees[-1].slot == self.slot:
+            block = self._block_fees[-1]
+            block.minimum = min(block.minimum, price)
+        else:
+            block = BlockFees(slot=self.slot, minimum=price)
+            self._block_fees.append(block)
+        for key in writable:
+            block.accounts[key] = min(block.accounts.get(key, price), price)
 
     def prioritization_fees(self, accounts: Sequence[Pubkey]) -> list[tuple[int, int]]:
-        """(slot, fee) for the recent slots: the lowest price that landed in each.
-
-        With accounts, only transactions write-locking one of them count, as on a
-        real node.
-        """
-        wanted = set(accounts)
-        by_slot = dict(self._slot_fees)
-        result = []
-        for slot in range(max(0, self.slot - MAX_PROCESSING_AGE + 1), self.slot + 1):
-            prices = [
-                price
-                for price, writable in by_slot.get(slot, [])
-                if not wanted or writable & wanted
-            ]
-            result.append((slot, min(prices) if prices else 0))
-        return result
+        """(slot, fee) for each of the newest confirmed blocks that had transactions
+        (at most 150, oldest first), as a validator's prioritization fee cache answers:
+        the lowest compute-unit price that landed in the block, raised to the lowest
+        price paid by the transactions that write-locked each of ``accounts`` there
+        (the highest of those). Blocks without transactions are not listed."""
+        confirmed = self.slot_at("confirmed")
+        blocks = [b for b in self._block_fees if b.slot <= confirmed][-PRIORITIZATION_FEE_BLOCKS:]
+        return [
+            (b.slot, max([b.minimum, *(b.accounts.get(key, 0) for key in accounts)]))
+            for b in blocks
+        ]
 
     # ----- reads ---------------------------------------------------------------------------
 
@@ -829,6 +837,23 @@ class LocalnetChain:
             state = decode_vote_state(bytes(account.data))
             result.append((validator, self.activated_stake.get(validator.vote_account, 0), state))
         return result
+
+
+def _compute_budget(message: Message | MessageV0 | MessageV1) -> tuple[int, int]:
+    """(compute-unit price, compute-unit limit) a message asks for: its
+    SetComputeUnitPrice (0 without) and SetComputeUnitLimit (-1 without: the default
+    limit, which is not 0)."""
+    keys = message.account_keys
+    price, limit = 0, -1
+    for ix in message.instructions:
+        if keys[ix.program_id_index] != COMPUTE_BUDGET_PROGRAM:
+            continue
+        data = bytes(ix.data)
+        if data[:1] == b"\x02" and len(data) >= 5:
+            limit = int.from_bytes(data[1:5], "little")
+        elif data[:1] == b"\x03" and len(data) >= 9:
+            price = int.from_bytes(data[1:9], "little")
+    return price, limit
 
 
 def _writable_keys(message: Message | MessageV0 | MessageV1) -> frozenset[Pubkey]:

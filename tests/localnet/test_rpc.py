@@ -19,6 +19,7 @@ from solders.transaction import Transaction, VersionedTransaction
 
 from service.core.programs import STAKE_PROGRAM, SYSTEM_PROGRAM, VOTE_PROGRAM
 from service.localnet import LocalnetServer
+from tests._wait import until
 
 from .conftest import RawRpc
 
@@ -170,8 +171,15 @@ async def test_simulate_transaction(client: AsyncClient, funded: Keypair) -> Non
 
 
 async def test_prioritization_fees(client: AsyncClient, funded: Keypair, raw: RawRpc) -> None:
-    fees = await raw.result("getRecentPrioritizationFees", [str(funded.pubkey())])
-    assert fees and all(set(item) == {"slot", "prioritizationFee"} for item in fees)
+    fees: list[dict[str, int]] = []
+
+    async def listed() -> bool:
+        # The faucet's transfer to the wallet is listed once its block is confirmed.
+        fees[:] = await raw.result("getRecentPrioritizationFees", [str(funded.pubkey())])
+        return bool(fees)
+
+    await until(listed, what="the airdrop's block in getRecentPrioritizationFees")
+    assert all(set(item) == {"slot", "prioritizationFee"} for item in fees)
     assert len(fees) <= 150
     resp = await client.get_recent_prioritization_fees()
     assert resp.value is not None
