@@ -13,7 +13,9 @@ service's ``grpc_server_handled_total``.
 
 Scenarios: ``echo`` (baseline), ``health`` (grpc.health.v1 Check), ``network_info``
 (GetNetworkInfo), ``build`` (BuildStakeTransaction, full stack, no simulation),
-``build_simulate`` (the same with ``options.simulate``: funded wallets),
+``build_new_wallets`` (the same for a wallet never seen before on every call, so
+nothing cached per wallet helps), ``build_simulate`` (the same with
+``options.simulate``: funded wallets),
 ``submit`` (SubmitTransaction of distinct signed System transfers, preflight on).
 
 Prints a table; writes the whole report (ghz-style JSON per run) to
@@ -276,6 +278,16 @@ class _TransferSource:
         return _transfers(self.url, self.payers, count, self.offset)
 
 
+def _new_wallet_builds(count: int) -> list[bytes]:
+    """Stake builds of ``count`` wallets never seen before, one each."""
+    return [
+        staking_pb2.BuildStakeTransactionRequest(
+            wallet=str(Keypair().pubkey()), amount_lamports=2 * SOL
+        ).SerializeToString()
+        for _ in range(count)
+    ]
+
+
 def _p(report: dict[str, Any], percentage: int) -> float:
     for row in report["latencyDistribution"]:
         if row["percentage"] == percentage:
@@ -300,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument(
         "--scenarios",
-        default="echo,health,network_info,build,build_simulate,submit",
+        default="echo,health,network_info,build,build_new_wallets,build_simulate,submit",
         help="comma-separated",
     )
     parser.add_argument(
@@ -346,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         report["workers"] = workers
         runs.append(report)
         print(
-            f"{scenario:15} w={workers} {report['tool']:9} {report['mode']:10} "
+            f"{scenario:17} w={workers} {report['tool']:9} {report['mode']:10} "
             f"{report['rps']:8.0f}/s p50 {_p(report, 50):7.2f} ms "
             f"p99 {_p(report, 99):7.2f} ms errors {_errors(report)}",
             file=sys.stderr,
@@ -466,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if h2load_binary is not None:
                     raw("build", workers, build, pids, service_process.metrics)
                     paced("build", workers, build, pids, service_process.metrics)
+            if "build_new_wallets" in wanted:
+                both("build_new_wallets", workers, build, pids, _new_wallet_builds)
             if "build_simulate" in wanted:
                 simulated = [
                     staking_pb2.BuildStakeTransactionRequest(
