@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     featured_vote_accounts: list[str] = Field(default_factory=list)
     """Vote accounts the operator features: flagged (and said so in the reasons) in
     ListValidators; the ranking itself does not change."""
+    priority_fees_cache_seconds: float = Field(default=2.0, ge=0)
+    """How long the recent prioritization fees of a set of write-locked accounts
+    (getRecentPrioritizationFees, for builds with a priority level) are reused; 0 asks
+    on every build. At most 4,096 sets are kept."""
     stake_accounts_cache_seconds: float = Field(default=3.0, ge=0)
     """How long a wallet's ListStakeAccounts read (its stake accounts, Clock and
     StakeHistory) is reused; 0 reads the chain on every call. Builds always read fresh."""

@@ -390,6 +390,7 @@ class AgentStakingServer:
             stake_accounts_cache_seconds=settings.stake_accounts_cache_seconds,
             rpc_timeout=settings.rpc_timeout_seconds,
             max_priority_fee_lamports=settings.max_priority_fee_lamports,
+            priority_fees_cache_seconds=settings.priority_fees_cache_seconds,
         )
         self.rewards = RewardOperations(
             rpc=self._rpc,

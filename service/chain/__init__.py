@@ -53,6 +53,7 @@ from ._operations import (
     ValidatorPage,
     WithdrawParams,
 )
+from ._priority_fees import RecentPriorityFees
 from ._relay import (
     BlockhashExpiredError,
     NonceAdvancedError,
@@ -168,6 +169,7 @@ __all__ = [
     "NonceAccountParams",
     "NonceAccounts",
     "NonceAdvancedError",
+    "RecentPriorityFees",
     "RedelegateParams",
     "Relay",
     "RelayBusyError",

@@ -1,6 +1,7 @@
 """The cached chain context: what a build needs from Solana, refreshed in the background.
 
-A build reads `ChainContext.snapshot()` and does no network I/O. One refresher
+A build reads `ChainContext.snapshot()` and does no network I/O for it (recent
+prioritization fees depend on each build's accounts: `_priority_fees`). One refresher
 task owns every RPC read, so an expiring cache never causes a stampede; a
 blockhash is handed out only while enough of its validity remains for the agent
 to sign and submit.
@@ -88,7 +89,6 @@ class ChainSnapshot:
     version: str = ""
     genesis_hash: str = ""
     epoch_rewards_active: bool = False
-    recent_priority_fees: tuple[int, ...] = ()
     fetched_at: float = 0.0
     validator_inflation_rate: float | None = None
     """Annual inflation paid to stakers (getInflationRate.validator); None: unknown."""
@@ -212,14 +212,13 @@ class ChainContext:
         """Refresh now: the blockhash always, the slow-moving parts when due."""
         now = self._clock()
         previous = self._snapshot
-        blockhash, epoch_info, rewards, fees = await asyncio.gather(
+        blockhash, epoch_info, rewards = await asyncio.gather(
             self._call("getLatestBlockhash", [{"commitment": "confirmed"}]),
             self._call("getEpochInfo", [{"commitment": "confirmed"}]),
             self._call(
                 "getAccountInfo",
                 [SYSVAR_EPOCH_REWARDS, {"commitment": "confirmed", "encoding": "base64"}],
             ),
-            self._call("getRecentPrioritizationFees", [[]]),
         )
         slot_seconds = DEFAULT_SLOT_SECONDS
         if previous is not None:
@@ -239,7 +238,6 @@ class ChainContext:
             "slots_in_epoch": int(epoch_info["slotsInEpoch"]),
             "slot_seconds": slot_seconds,
             "epoch_rewards_active": _epoch_rewards_active(rewards),
-            "recent_priority_fees": tuple(int(f["prioritizationFee"]) for f in fees),
             "fetched_at": now,
         }
         slow_due = (

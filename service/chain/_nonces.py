@@ -131,7 +131,7 @@ class NonceAccounts:
         plan, simulation = await self._ops.prepare(
             build,
             lambda p: p.prepared,
-            self._ops.transaction_options(snapshot, options, policy),
+            self._ops.transaction_options(options, policy),
             options,
         )
         return BuiltNonceAccount(plan=plan, simulation=simulation)

@@ -1,12 +1,14 @@
 """The async shell around the pure core: build (and optionally simulate) transactions,
 list positions and validators.
 
-BuildStakeTransaction reads the cached chain context (no network I/O on the default
-path). Unstake, withdraw, merge and ListStakeAccounts depend on state that every
-transaction changes, so they read the wallet's stake accounts and the Clock and
-StakeHistory sysvars per request (``_stake_reads``). Every build turns plain request
-values into core values, calls the core plan, and talks to Solana again only when the
-caller asks for it (durable nonce, simulation).
+BuildStakeTransaction reads the cached chain context. Unstake, withdraw, merge and
+ListStakeAccounts depend on state that every transaction changes, so they read the
+wallet's stake accounts and the Clock and StakeHistory sysvars per request
+(``_stake_reads``). Every build turns plain request values into core values, calls the
+core plan, prices it from the recent prioritization fees of the accounts it
+write-locks when the caller chose a priority level (``_priority_fees``: one read per
+set of accounts every few seconds), and talks to Solana again only when the caller
+asks for it (durable nonce, simulation).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from service.core.errors import (
     VoteAccountNotFoundError,
     combine_violations,
 )
-from service.core.fees import ServiceFee, priority_fee_percentile
+from service.core.fees import PRIORITY_PERCENTILES, ServiceFee
 from service.core.paging import (
     PageToken,
     decode_page_token,
@@ -68,6 +70,7 @@ from service.core.plans import (
     build_unstake_transaction,
     build_withdraw_transaction,
     compute_units_with_margin,
+    fee_market_accounts,
     managed_nonce_address,
 )
 from service.core.policy import UNRESTRICTED, CallerPolicy
@@ -88,6 +91,7 @@ from service.core.txerrors import decode_transaction_error, instruction_refs
 from service.core.validators import RankedValidator, filter_validators, rank_validators
 
 from ._context import ChainContext, ChainSnapshot
+from ._priority_fees import RecentPriorityFees
 from ._rpc import SolanaRpc
 from ._stake_reads import StakeReader, StakeReads
 
@@ -95,9 +99,6 @@ from ._stake_reads import StakeReader, StakeReads
 DEFAULT_EPOCH_REWARDS_RETRY_SECONDS = 4.0
 # Bounds of the computed delay.
 _RETRY_BOUNDS = (1.0, 600.0)
-
-# Percentile of recent prioritization fees per priority level.
-PRIORITY_PERCENTILES = {"none": None, "low": 25, "medium": 50, "high": 75, "very_high": 95}
 
 
 class EpochRewardsActiveError(DomainError):
@@ -319,6 +320,7 @@ class StakingOperations:
         entropy: Callable[[int], bytes] = os.urandom,
         rpc_timeout: float = 5.0,
         max_priority_fee_lamports: int = 10_000_000,
+        priority_fees_cache_seconds: float = 2.0,
     ) -> None:
         """Create the operations.
 
@@ -330,6 +332,8 @@ class StakingOperations:
                 is reused (0: never).
             max_priority_fee_lamports: The operator's cap on the priority fee of any
                 built transaction (a key's policy may lower it).
+            priority_fees_cache_seconds: How long the recent prioritization fees of
+                a set of write-locked accounts are reused (0: asked on every build).
         """
         self._rpc = rpc
         self._context = context
@@ -339,6 +343,9 @@ class StakingOperations:
         self._entropy = entropy
         self._timeout = rpc_timeout
         self._max_priority_fee = max_priority_fee_lamports
+        self._priority_fees = RecentPriorityFees(
+            rpc, cache_seconds=priority_fees_cache_seconds, rpc_timeout=rpc_timeout
+        )
         self._reader = StakeReader(
             rpc, timeout=rpc_timeout, cache_seconds=stake_accounts_cache_seconds
         )
@@ -593,7 +600,7 @@ class StakingOperations:
             return build_stake_transaction(request, context)
 
         plan, simulation = await self._prepare(
-            build, lambda p: p.prepared, self._tx_options(snapshot, options, policy), options
+            build, lambda p: p.prepared, self._tx_options(options, policy), options
         )
         return BuiltStake(
             plan=plan, simulation=simulation, expected_active_epoch=snapshot.epoch + 1
@@ -659,7 +666,7 @@ class StakingOperations:
             )
             return build_unstake_transaction(request, context)
 
-        plan = build(self._tx_options(snapshot, options, policy))
+        plan = build(self._tx_options(options, policy))
         if plan.splits and reads.balances.get(split_address) is not None:
             raise core_errors.StakeAccountExistsError(stake_account=str(split_address), seed=seed)
         policy.check(
@@ -668,7 +675,7 @@ class StakingOperations:
         plan, simulation = await self._prepare(
             build,
             lambda p: p.prepared,
-            self._tx_options(snapshot, options, policy),
+            self._tx_options(options, policy),
             options,
             first=plan,
         )
@@ -726,12 +733,12 @@ class StakingOperations:
             )
             return build_withdraw_transaction(request, context)
 
-        plan = build(self._tx_options(snapshot, options, policy))
+        plan = build(self._tx_options(options, policy))
         policy.check(wallet=str(wallet), amount_lamports=plan.withdraw_lamports, vote_account=None)
         plan, simulation = await self._prepare(
             build,
             lambda p: p.prepared,
-            self._tx_options(snapshot, options, policy),
+            self._tx_options(options, policy),
             options,
             first=plan,
         )
@@ -792,7 +799,7 @@ class StakingOperations:
             return build_merge_transaction(replace(request_template, options=tx_options), context)
 
         plan, simulation = await self._prepare(
-            build, lambda p: p.prepared, self._tx_options(snapshot, options, policy), options
+            build, lambda p: p.prepared, self._tx_options(options, policy), options
         )
         return BuiltMerge(plan=plan, simulation=simulation)
 
@@ -822,15 +829,14 @@ class StakingOperations:
             },
         )
 
-    def _tx_options(
-        self, snapshot: ChainSnapshot, options: BuildOptions, policy: CallerPolicy
-    ) -> TransactionOptions:
+    def _tx_options(self, options: BuildOptions, policy: CallerPolicy) -> TransactionOptions:
         cap = PriorityFeeCap(lamports=self._max_priority_fee)
         if 0 < policy.max_priority_fee_lamports < cap.lamports:
             cap = PriorityFeeCap(lamports=policy.max_priority_fee_lamports, by_policy=True)
         return TransactionOptions(
             version=options.version,
-            compute_unit_price_micro_lamports=self._unit_price(snapshot, options),
+            # An automatic price is set by ``_prepare``, once the accounts are known.
+            compute_unit_price_micro_lamports=options.compute_unit_price_micro_lamports or 0,
             compute_unit_limit=options.compute_unit_limit,
             memo=options.memo,
             priority_fee_cap=cap,
@@ -846,10 +852,20 @@ class StakingOperations:
         *,
         first: Plan | None = None,
     ) -> tuple[Plan, Simulation | None]:
-        """Build; when asked, simulate, size the compute unit limit from the simulation
-        (unless the caller set one) and simulate the final transaction again, so that
-        the receipt describes exactly the bytes returned."""
+        """Build; price it from recent fees when the caller chose a priority level;
+        when asked, simulate, size the compute unit limit from the simulation (unless
+        the caller set one) and simulate the final transaction again, so that the
+        receipt describes exactly the bytes returned."""
         plan = first if first is not None else build(tx_options)
+        percentile = PRIORITY_PERCENTILES.get(options.priority_level)
+        if options.compute_unit_price_micro_lamports is None and percentile is not None:
+            # The price adds an instruction without accounts: the accounts of the
+            # unpriced plan are those of the priced one.
+            accounts = fee_market_accounts(prepared_of(plan))
+            price = await self._priority_fees.price(accounts, percentile)
+            if price:
+                tx_options = replace(tx_options, compute_unit_price_micro_lamports=price)
+                plan = build(tx_options)
         if not options.simulate:
             return plan, None
         simulation = await self.simulate(prepared_of(plan))
@@ -860,14 +876,6 @@ class StakingOperations:
                 plan = build(replace(tx_options, compute_unit_limit=sized))
                 simulation = await self.simulate(prepared_of(plan))
         return plan, simulation
-
-    def _unit_price(self, snapshot: ChainSnapshot, options: BuildOptions) -> int:
-        if options.compute_unit_price_micro_lamports is not None:
-            return options.compute_unit_price_micro_lamports
-        percentile = PRIORITY_PERCENTILES[options.priority_level]
-        if percentile is None:
-            return 0
-        return priority_fee_percentile(snapshot.recent_priority_fees, percentile)
 
     async def _lifetime(
         self, snapshot: ChainSnapshot, nonce_account: Pubkey | None, nonce_authority: Pubkey

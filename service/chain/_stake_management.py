@@ -288,7 +288,7 @@ class StakeManagement:
         )
 
     def _tx_options(self, call: _Call) -> TransactionOptions:
-        return self._ops.transaction_options(call.snapshot, call.options, call.policy)
+        return self._ops.transaction_options(call.options, call.policy)
 
     # --- builds ---------------------------------------------------------------------
 

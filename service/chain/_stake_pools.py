@@ -448,7 +448,7 @@ class LiquidStakingOperations:
         def build(tx_options: TransactionOptions) -> PreparedLiquidStakeTransaction:
             return build_liquid_stake_transaction(replace(template, options=tx_options), context)
 
-        tx_options = self._operations.transaction_options(snapshot, options, policy)
+        tx_options = self._operations.transaction_options(options, policy)
         plan = build(tx_options)
         policy.check(wallet=str(wallet), amount_lamports=plan.deposit_lamports, vote_account=None)
         plan, simulation = await self._operations.prepare(
@@ -520,7 +520,7 @@ class LiquidStakingOperations:
         def build(tx_options: TransactionOptions) -> PreparedLiquidUnstakeTransaction:
             return build_liquid_unstake_transaction(replace(template, options=tx_options), context)
 
-        tx_options = self._operations.transaction_options(snapshot, options, policy)
+        tx_options = self._operations.transaction_options(options, policy)
         plan = build(tx_options)
         policy.check(wallet=str(wallet), amount_lamports=plan.quote.lamports, vote_account=None)
         plan, simulation = await self._operations.prepare(

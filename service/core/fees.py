@@ -5,7 +5,7 @@ All amounts are integer lamports; rounding is stated per function.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,6 +19,15 @@ BPS_DENOMINATOR: Final = 10_000
 MICRO_LAMPORTS_PER_LAMPORT: Final = 1_000_000
 # A transaction carries at most this many signatures (fits in 1232 bytes).
 MAX_SIGNATURES: Final = 19
+
+PRIORITY_PERCENTILES: Final[Mapping[str, int]] = {
+    "low": 25,
+    "medium": 50,
+    "high": 75,
+    "very_high": 95,
+}
+"""The percentile of recent prioritization fees each automatic priority level pays
+(``PriorityLevel`` in types.proto; ``none`` pays nothing)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,8 +104,11 @@ class FeeBreakdown:
 
 
 def priority_fee_percentile(recent_fees: Sequence[int], percentile: int) -> int:
-    """Nearest-rank ``percentile`` of recent per-slot prioritization fees
-    (micro-lamports per compute unit); 0 when there are none."""
+    """Nearest-rank ``percentile`` of recent per-block prioritization fees
+    (micro-lamports per compute unit): the smallest fee that at least ``percentile``
+    percent of them do not exceed (of n fees in order, the ceil(percentile x n /
+    100)-th; the median of an even count is the lower middle one). 0 when there are
+    none."""
     check_range(percentile, field="percentile", low=0, high=100)
     if not recent_fees:
         return 0

@@ -108,7 +108,9 @@ class _PriorityLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priorit
     PRIORITY_LEVEL_LOW: _PriorityLevel.ValueType  # 2
     """The 25th percentile of recent prioritization fees."""
     PRIORITY_LEVEL_MEDIUM: _PriorityLevel.ValueType  # 3
-    """The median (50th percentile) of recent prioritization fees."""
+    """The median (50th percentile) of recent prioritization fees; of an even
+    number of fees, the lower of the two middle ones.
+    """
     PRIORITY_LEVEL_HIGH: _PriorityLevel.ValueType  # 4
     """The 75th percentile of recent prioritization fees."""
     PRIORITY_LEVEL_VERY_HIGH: _PriorityLevel.ValueType  # 5
@@ -117,7 +119,14 @@ class _PriorityLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priorit
 class PriorityLevel(_PriorityLevel, metaclass=_PriorityLevelEnumTypeWrapper):
     """Priority fee level, resolved by the service into a compute unit price from
     the recent prioritization fees paid for transactions that write the same
-    accounts (getRecentPrioritizationFees).
+    accounts: getRecentPrioritizationFees asked with every account the
+    transaction write-locks except those it creates (a new account has no
+    history), which reports one fee per recent block (up to 150): the lowest
+    compute unit price that landed in the block, raised to the lowest paid by
+    the transactions that write-locked each of those accounts. The answer for a
+    set of accounts is reused for a few seconds. Percentiles are nearest-rank:
+    of n fees in ascending order, the ceil(percentile * n / 100)-th; 0 when the
+    node reports none. The price is lowered to fit the maximum priority fee.
     """
 
 PRIORITY_LEVEL_UNSPECIFIED: PriorityLevel.ValueType  # 0
@@ -127,7 +136,9 @@ PRIORITY_LEVEL_NONE: PriorityLevel.ValueType  # 1
 PRIORITY_LEVEL_LOW: PriorityLevel.ValueType  # 2
 """The 25th percentile of recent prioritization fees."""
 PRIORITY_LEVEL_MEDIUM: PriorityLevel.ValueType  # 3
-"""The median (50th percentile) of recent prioritization fees."""
+"""The median (50th percentile) of recent prioritization fees; of an even
+number of fees, the lower of the two middle ones.
+"""
 PRIORITY_LEVEL_HIGH: PriorityLevel.ValueType  # 4
 """The 75th percentile of recent prioritization fees."""
 PRIORITY_LEVEL_VERY_HIGH: PriorityLevel.ValueType  # 5

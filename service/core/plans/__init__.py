@@ -113,6 +113,7 @@ from service.core.plans._transaction import (
     TransactionVersion,
     check_distinct,
     compute_units_with_margin,
+    fee_market_accounts,
     prepare_transaction,
 )
 from service.core.plans._unstake import (
@@ -244,6 +245,7 @@ __all__ = [
     "default_stake_compute_unit_limit",
     "default_unstake_compute_unit_limit",
     "default_withdraw_compute_unit_limit",
+    "fee_market_accounts",
     "holds_stake",
     "lockup_error",
     "managed_nonce_address",

@@ -231,6 +231,27 @@ class PreparedTransaction:
     durable_nonce: DurableNonce | None = None
 
 
+# System instructions that create their second account.
+_CREATING: Final = frozenset({"CreateAccount", "CreateAccountWithSeed"})
+
+
+def fee_market_accounts(prepared: PreparedTransaction) -> tuple[Pubkey, ...]:
+    """The accounts whose recent prioritization fees price ``prepared``: every account
+    it write-locks, the fee payer first, but the accounts it creates (a new address has
+    no fee history: the creation would fail had anything funded it)."""
+    created = {
+        ix.accounts[1].address
+        for ix in prepared.instructions
+        if ix.program == "System" and ix.type in _CREATING and len(ix.accounts) > 1
+    }
+    found = dict.fromkeys(prepared.required_signers[:1])
+    for ix in prepared.instructions:
+        for account in ix.accounts:
+            if account.is_writable and account.address not in created:
+                found[account.address] = None
+    return tuple(found)
+
+
 def check_distinct(
     named: Sequence[tuple[str, Pubkey | None]], *, reason: str = "must differ from"
 ) -> list[InvalidArgumentError]:

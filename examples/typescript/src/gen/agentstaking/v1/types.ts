@@ -131,7 +131,14 @@ export function transactionVersionToJSON(object: TransactionVersion): string {
 /**
  * Priority fee level, resolved by the service into a compute unit price from
  * the recent prioritization fees paid for transactions that write the same
- * accounts (getRecentPrioritizationFees).
+ * accounts: getRecentPrioritizationFees asked with every account the
+ * transaction write-locks except those it creates (a new account has no
+ * history), which reports one fee per recent block (up to 150): the lowest
+ * compute unit price that landed in the block, raised to the lowest paid by
+ * the transactions that write-locked each of those accounts. The answer for a
+ * set of accounts is reused for a few seconds. Percentiles are nearest-rank:
+ * of n fees in ascending order, the ceil(percentile * n / 100)-th; 0 when the
+ * node reports none. The price is lowered to fit the maximum priority fee.
  */
 export enum PriorityLevel {
   /** PRIORITY_LEVEL_UNSPECIFIED - Not set: treated as PRIORITY_LEVEL_MEDIUM. */
@@ -140,7 +147,10 @@ export enum PriorityLevel {
   PRIORITY_LEVEL_NONE = 1,
   /** PRIORITY_LEVEL_LOW - The 25th percentile of recent prioritization fees. */
   PRIORITY_LEVEL_LOW = 2,
-  /** PRIORITY_LEVEL_MEDIUM - The median (50th percentile) of recent prioritization fees. */
+  /**
+   * PRIORITY_LEVEL_MEDIUM - The median (50th percentile) of recent prioritization fees; of an even
+   * number of fees, the lower of the two middle ones.
+   */
   PRIORITY_LEVEL_MEDIUM = 3,
   /** PRIORITY_LEVEL_HIGH - The 75th percentile of recent prioritization fees. */
   PRIORITY_LEVEL_HIGH = 4,
