@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from agentstaking.v1 import staking_pb2, types_pb2
 from solana.rpc.commitment import Processed
@@ -9,6 +11,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from service.core.accounts import decode_stake_account
+from service.core.plans import compute_units_with_margin
 from service.core.programs import STAKE_PROGRAM
 
 from ._helpers import balance, make_nonce_account, send, sign
@@ -141,6 +144,44 @@ async def test_simulation_reports_balance_changes(service: Service, wallet: Keyp
         2 * SOL + response.transaction.fees.rent_exempt_reserve_lamports
     )
     assert simulation.logs
+
+
+async def test_the_simulation_is_of_the_resized_transaction(
+    service: Service, wallet: Keypair
+) -> None:
+    """With simulate and no compute_unit_limit the limit is sized from a first
+    simulation, which changes the priority fee; the simulation returned is of the
+    resized bytes: the wallet's balance change is the receipt's total debit, which is
+    what the signed transaction then takes."""
+    price = 1_000_000  # a lamport per unit: every thousand units of limit is visible
+    request = staking_pb2.BuildStakeTransactionRequest(
+        wallet=str(wallet.pubkey()),
+        amount_lamports=2 * SOL,
+        options=types_pb2.TransactionOptions(compute_unit_price_micro_lamports=price),
+    )
+    measured = (await service.staking.BuildStakeTransaction(request)).transaction
+    request.options.simulate = True
+    response = await service.staking.BuildStakeTransaction(request)
+    prepared = response.transaction
+    simulation = prepared.simulation
+    assert prepared.compute_unit_limit == compute_units_with_margin(simulation.compute_units)
+    assert prepared.compute_unit_limit < measured.compute_unit_limit
+    fees = prepared.fees
+    assert fees.priority_fee_lamports == prepared.compute_unit_limit  # 1 lamport per unit
+    assert fees.priority_fee_lamports < measured.fees.priority_fee_lamports
+
+    receipt = json.loads(prepared.receipt.payload)
+    changes = {c.address: c for c in simulation.balance_changes}
+    wallet_change = changes[str(wallet.pubkey())]
+    assert -wallet_change.delta_lamports == int(receipt["fees"]["total_debit_lamports"])
+    assert -wallet_change.delta_lamports == fees.total_debit_lamports
+    assert changes[str(service.fee_wallet.pubkey())].delta_lamports == fees.service_fee_lamports
+    assert changes[response.stake_account].post_lamports == (
+        2 * SOL + fees.rent_exempt_reserve_lamports
+    )
+
+    await send(service.rpc, sign(prepared, wallet))
+    assert await balance(service.rpc, wallet.pubkey()) == wallet_change.post_lamports
 
 
 async def test_network_info(service: Service) -> None:
