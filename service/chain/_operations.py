@@ -353,10 +353,10 @@ class StakingOperations:
         self._ranking: tuple[Mapping[str, Any], int, tuple[RankedValidator, ...]] | None = None
 
     def fee_for(self, policy: CallerPolicy) -> FeePolicy:
-        """The service fee that applies to a caller: its key's override, else the operator's."""
-        if policy.service_fee_bps is None:
-            return self._fee
-        return FeePolicy(bps=policy.service_fee_bps, recipient=self._fee.recipient)
+        """The service fee that applies to a caller: its key's override, else the
+        operator's; no recipient when it is 0 (nothing is paid to anyone)."""
+        bps = self._fee.bps if policy.service_fee_bps is None else policy.service_fee_bps
+        return FeePolicy(bps=bps, recipient=self._fee.recipient if bps else "")
 
     def network_info(self, policy: CallerPolicy = UNRESTRICTED) -> NetworkInfo:
         return NetworkInfo(

@@ -228,6 +228,27 @@ async def test_deposit_sol_is_the_sdks_deposit_with_the_wallet_funding_it(pools:
     )
 
 
+async def test_a_deposit_whose_service_fee_rounds_to_nothing_names_no_recipient(
+    pools: Pools,
+) -> None:
+    """FeeBreakdown.fee_recipient is empty when no fee is charged, though the rate is
+    not 0: 25 bps of 399 lamports is 0 (floor), so no transfer and no recipient."""
+    wallet = await pools.wallet()
+    amount = 10_000 // FEE_BPS - 1
+    built = await pools.staking.BuildLiquidStakeTransaction(
+        pb.BuildLiquidStakeTransactionRequest(
+            wallet=str(wallet.pubkey()),
+            stake_pool=str(pools.pools["open"].address),
+            amount_lamports=amount,
+            options=NO_PRIORITY,
+        )
+    )
+    fees = built.transaction.fees
+    assert (fees.service_fee_bps, fees.service_fee_lamports) == (FEE_BPS, 0)
+    assert fees.fee_recipient == ""
+    assert "Transfer" not in [i.type for i in built.transaction.instructions]
+
+
 async def test_deposit_stake_is_the_sdks_deposit(pools: Pools) -> None:
     pool = pools.pools["open"]
     wallet = await pools.wallet()

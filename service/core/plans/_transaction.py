@@ -427,7 +427,7 @@ def prepare_transaction(
     fees = FeeBreakdown(
         service_fee_lamports=service_fee_lamports,
         service_fee_bps=service_fee.bps,
-        fee_recipient=service_fee.recipient if service_fee.bps else None,
+        fee_recipient=service_fee.recipient if service_fee_lamports else None,
         network_fee_lamports=network,
         priority_fee_lamports=priority,
         rent_exempt_reserve_lamports=rent_exempt_reserve_lamports,
