@@ -91,7 +91,8 @@ async def _open(
 
 
 async def _settle(held: HeldService) -> None:
-    await eventually(lambda: held.relay.watcher_count() == 0, timeout=10)
+    # Generous: 500 cancellations on a busy machine.
+    await eventually(lambda: held.relay.watcher_count() == 0, timeout=30)
     for _ in range(5):
         await asyncio.sleep(0.05)
         gc.collect()
