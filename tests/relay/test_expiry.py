@@ -108,11 +108,15 @@ async def test_a_landing_only_the_history_remembers_is_not_called_expired(
         recent = await chain.rpc.get_signature_statuses([tx.signatures[0]])
         assert recent.value[0] is None
         assert (await _heights(frozen))[1] > bound
-        assert await _state(frozen, signature) == "SENT"
+        call = frozen.staking.WatchTransaction(
+            staking_pb2.WatchTransactionRequest(signature=signature), timeout=30
+        )
+        first = await call.read()
+        assert isinstance(first, staking_pb2.WatchTransactionResponse)
     finally:
         faults.method_errors.clear()
 
-    seen = await watch_all(frozen.staking, signature, timeout=30)
+    seen = [first.status] + [message.status async for message in call]
     # Each step it went through is reported, up to where the history found it.
     assert states(seen) == ["SENT", "PROCESSED", "CONFIRMED", "FINALIZED"]
     assert seen[-1].slot > 0
