@@ -91,7 +91,9 @@ async def start_service(
             "default_vote_account": str(localnet.chain.validators[0].vote_account),
             "database_url": f"sqlite:///{tmp_path / 'keys.db'}",
             "blockhash_refresh_seconds": 0.1,
-            "rpc_timeout_seconds": 1.0,
+            # The default RPC timeout: a killed endpoint fails at once (refused, reset),
+            # so failing over never waits for it, while a busy machine's slow answers
+            # are not taken for a dead backup.
             "rpc_probe_interval_seconds": 0.05,
             "rpc_max_slot_lag": 20,
             "rpc_breaker_cooldown_seconds": 0.3,
