@@ -33,6 +33,13 @@ from tests.relay._helpers import transfer
 from .conftest import MakeProxies, eventually, named
 
 SOL = 1_000_000_000
+# What unstake and withdraw builds, ListStakeAccounts and SubmitTransaction ask a node.
+PER_REQUEST_METHODS = (
+    "getMultipleAccounts",
+    "getProgramAccounts",
+    "isBlockhashValid",
+    "sendTransaction",
+)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -216,6 +223,8 @@ async def test_calls_that_read_the_chain_per_request_while_the_primary_dies(
     # No cached stake-account lists: every ListStakeAccounts reads the chain. One wallet
     # makes hundreds of calls: no per-wallet limit.
     service = await start_service(stake_accounts_cache_seconds=0, ratelimit_wallet_per_minute=0)
+    # A node's latency: calls of every kind are in flight on the primary when it dies.
+    service.primary.faults.delay_methods.update(dict.fromkeys(PER_REQUEST_METHODS, 0.05))
     wallet, payer = Keypair(), Keypair()
     owner = str(wallet.pubkey())
     async with AsyncClient(localnet.url) as chain:  # the agent's own view of the chain
@@ -287,14 +296,12 @@ async def test_calls_that_read_the_chain_per_request_while_the_primary_dies(
     assert len(done) == total
     after = Counter(kind for kind, late in done if late)
     assert all(after[kind] >= 25 for kind in kinds), after
-    # What those calls read and sent went to the backup.
-    for method in (
-        "getMultipleAccounts",
-        "getProgramAccounts",
-        "isBlockhashValid",
-        "sendTransaction",
-    ):
+    # What those calls read and sent went to the backup, those cut off by the kill too.
+    for method in PER_REQUEST_METHODS:
         assert service.backup.methods.get(method, 0) > 0, method
+    stats = service.rpc.stats()
+    retried = {e.method for e in stats.recent_failovers if e.answered_by == "backup"}
+    assert retried & set(PER_REQUEST_METHODS), retried
     # Every transaction submitted lands, those sent before the kill too.
     landed = await asyncio.gather(*(_confirmed(service, signature) for signature in submitted))
     assert set(landed) <= {
