@@ -284,7 +284,8 @@ class Settings(BaseSettings):
     context_refresh_seconds: float = 30.0
     """How often rent, minimum delegation, epoch schedule and vote accounts are refreshed."""
     blockhash_min_remaining_blocks: int = 60
-    """A cached blockhash is handed out only while at least this many blocks of validity remain."""
+    """A cached blockhash is handed out only while at least this many blocks of validity remain;
+    one with fewer left is refreshed at once (calls meanwhile answer UNAVAILABLE)."""
 
     relay_max_pending: int = Field(default=10_000, ge=1)
     """Relay: most transactions in flight (submitted, not yet finalized, failed or expired);

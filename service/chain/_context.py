@@ -4,7 +4,8 @@ A build reads `ChainContext.snapshot()` and does no network I/O for it (recent
 prioritization fees depend on each build's accounts: `_priority_fees`). One refresher
 task owns every RPC read, so an expiring cache never causes a stampede; a
 blockhash is handed out only while enough of its validity remains for the agent
-to sign and submit.
+to sign and submit, and one with less left wakes the refresher at once (instead
+of waiting for the next timed refresh).
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ class ChainContext:
         self._last_error = "not yet refreshed"
         self._task: asyncio.Task[None] | None = None
         self._refreshed = asyncio.Event()
+        self._wake = asyncio.Event()
 
     @property
     def healthy(self) -> bool:
@@ -186,12 +188,18 @@ class ChainContext:
 
         Raises:
             ChainUnavailable: never refreshed, the chain stopped answering, or the
-                cached blockhash has fewer than the configured minimum of blocks left.
+                cached blockhash has fewer than the configured minimum of blocks left
+                (the refresher then runs at once).
         """
         snapshot = self._snapshot
         if snapshot is None or self._healthy is False:
             raise ChainUnavailable(self._last_error)
-        if snapshot.remaining_blocks(self._clock()) < self._min_remaining:
+        now = self._clock()
+        if snapshot.remaining_blocks(now) < self._min_remaining:
+            # NOTE: not for a snapshot fetched within the last slot: the node handed out
+            # that blockhash as its newest, and asking again at once would only hammer it.
+            if now - snapshot.fetched_at >= snapshot.slot_seconds:
+                self._wake.set()
             raise ChainUnavailable(f"cached blockhash too old to hand out ({self._last_error})")
         return snapshot
 
@@ -304,6 +312,7 @@ class ChainContext:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()
             try:
                 await self.refresh()
             except (ChainUnavailable, RpcError, KeyError, TypeError, ValueError) as exc:
@@ -318,7 +327,8 @@ class ChainContext:
                     log.info("chain context refresh recovered after %d failures", self._failures)
                 self._failures = 0
                 self._set_health(True)
-            await asyncio.sleep(self._blockhash_refresh)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._blockhash_refresh)
 
     def _set_health(self, healthy: bool) -> None:
         if healthy != self._healthy:

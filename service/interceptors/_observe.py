@@ -14,7 +14,9 @@ servicer inside then use. The observed context
   with, aborts included.
 
 Each observing interceptor sees every message that passes through it and the call's
-final status, computed the same way at every level.
+final status, computed the same way at every level. Server streams are written
+through the observed context (never handed to gRPC as a generator), so a stream that
+ends in any way closes the servicer's generator in its own call.
 """
 
 from __future__ import annotations
@@ -417,7 +419,7 @@ def _streaming(
     rpc_type: str,
     client_streaming: bool,
 ) -> Any:
-    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+    async def stream(request: Any, context: Any) -> None:
         with _watch(observers, service, method, rpc_type, context) as observed:
             if client_streaming:
                 request = _counted(request, observers, observed)
@@ -426,11 +428,13 @@ def _streaming(
                     observer.received(observed.call)
             result = inner(request, observed)
             if hasattr(result, "__aiter__"):
-                async for item in result:
-                    await observed.flush_headers()
-                    for observer in observers:
-                        observer.sent(observed.call)
-                    yield item
+                # NOTE: written here, not yielded to gRPC: gRPC never closes a generator
+                # it iterates, so a call cancelled while sending would leave the
+                # servicer's (its subscriptions, its `finally`) to the garbage collector,
+                # whose finalizer runs it later and in another context.
+                async with contextlib.aclosing(result) as items:
+                    async for item in items:
+                        await observed.write(item)
             else:  # a servicer that writes with context.write() and returns None
                 await result
             await observed.flush_headers()

@@ -118,12 +118,19 @@ class _SqliteConnection:
         pass  # BEGIN IMMEDIATE: one writer at a time already
 
 
+def _busy_ms(timeout: float) -> int:
+    """The busy timeout that ends a wait for another process's lock inside ``timeout``
+    (with time left to report it: aiosqlite's thread cannot be interrupted)."""
+    return max(1, int(timeout * 800))
+
+
 class SqliteEngine:
     """One SQLite file (WAL mode, so other processes may read while one writes).
 
     One connection; an asyncio lock keeps each transaction's statements together.
     Writes use ``BEGIN IMMEDIATE`` so that concurrent writers from other processes
-    wait for the file lock (busy timeout) instead of failing mid-transaction.
+    wait for the file lock (busy timeout, fitted to each transaction's timeout) instead
+    of failing mid-transaction.
     """
 
     dialect: Dialect = "sqlite"
@@ -133,6 +140,7 @@ class SqliteEngine:
         self._path = path
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._busy_ms = 0
 
     async def connect(self, timeout: float) -> None:
         path = self._path
@@ -141,18 +149,25 @@ class SqliteEngine:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
         db = await aiosqlite.connect(path, isolation_level=None)
         db.row_factory = sqlite3.Row
+        self._busy_ms = 0  # a new connection starts without one
         try:
             # Waiting for another process's write lock stays inside the call's timeout.
-            await db.execute(f"PRAGMA busy_timeout = {max(1, int(timeout * 800))}")
+            await self._set_busy_timeout(db, timeout)
             await db.execute("PRAGMA foreign_keys = ON")
             if path != ":memory:":
-                await db.execute("PRAGMA journal_mode = WAL")
+                await _switch_to_wal(db, timeout)
                 # WAL + NORMAL: durable across process crashes, faster commits.
                 await db.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             await db.close()
             raise
         self._db = db
+
+    async def _set_busy_timeout(self, db: aiosqlite.Connection, timeout: float) -> None:
+        busy = _busy_ms(timeout)
+        if busy != self._busy_ms:
+            await db.execute(f"PRAGMA busy_timeout = {busy}")
+            self._busy_ms = busy
 
     @asynccontextmanager
     async def transaction(self, *, write: bool, timeout: float) -> AsyncIterator[Connection]:
@@ -161,6 +176,8 @@ class SqliteEngine:
             raise sqlite3.OperationalError("not connected")
         async with asyncio.timeout(timeout), self._lock:
             try:
+                # A migration may wait for another process's lock longer than a call.
+                await self._set_busy_timeout(db, timeout)
                 await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield _SqliteConnection(db)
                 await db.execute("COMMIT")
@@ -180,6 +197,27 @@ class SqliteEngine:
         db, self._db = self._db, None
         if db is not None:
             await db.close()
+
+
+async def _switch_to_wal(db: aiosqlite.Connection, timeout: float) -> None:
+    """Put the file in WAL mode (once per file; a no-op afterwards).
+
+    Two connections switching a new file at once, or one switching while another
+    writes it, is refused at once with "database is locked" (SQLite skips the busy
+    handler where waiting could deadlock): try again until ``timeout`` (minus the
+    margin `_busy_ms` keeps) has passed.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _busy_ms(timeout) / 1000
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(0.01)
 
 
 # --- PostgreSQL -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from agentstaking.v1 import staking_pb2, staking_pb2_grpc, types_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Processed
 from solders.keypair import Keypair
 
 from service.chain import FailoverRpc
@@ -24,10 +27,19 @@ from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
 from tests._proxy import RpcProxy
+from tests.api._helpers import sign
+from tests.relay._helpers import transfer
 
 from .conftest import MakeProxies, eventually, named
 
 SOL = 1_000_000_000
+# What unstake and withdraw builds, ListStakeAccounts and SubmitTransaction ask a node.
+PER_REQUEST_METHODS = (
+    "getMultipleAccounts",
+    "getProgramAccounts",
+    "isBlockhashValid",
+    "sendTransaction",
+)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -46,9 +58,11 @@ class Service:
         assert rpc is not None
         return rpc
 
-    async def build(self, **options: Any) -> staking_pb2.BuildStakeTransactionResponse:
+    async def build(
+        self, *, wallet: Keypair | None = None, **options: Any
+    ) -> staking_pb2.BuildStakeTransactionResponse:
         request = staking_pb2.BuildStakeTransactionRequest(
-            wallet=str(Keypair().pubkey()),
+            wallet=str((wallet or Keypair()).pubkey()),
             amount_lamports=SOL,
             options=types_pb2.TransactionOptions(**options),
         )
@@ -84,7 +98,9 @@ async def start_service(
             "default_vote_account": str(localnet.chain.validators[0].vote_account),
             "database_url": f"sqlite:///{tmp_path / 'keys.db'}",
             "blockhash_refresh_seconds": 0.1,
-            "rpc_timeout_seconds": 1.0,
+            # The default RPC timeout: a killed endpoint fails at once (refused, reset),
+            # so failing over never waits for it, while a busy machine's slow answers
+            # are not taken for a dead backup.
             "rpc_probe_interval_seconds": 0.05,
             "rpc_max_slot_lag": 20,
             "rpc_breaker_cooldown_seconds": 0.3,
@@ -171,6 +187,142 @@ async def test_hundreds_of_builds_while_the_primary_dies(start_service: StartSer
         f" {max(penalties, default=0.0) * 1000:.1f} ms ({len(penalties)} reads failed over);"
         f"\n  builds before the kill: {_ms(before)}; after: {_ms(after)}"
     )
+
+
+async def _staked(service: Service, wallet: Keypair, *, deactivate: bool = False) -> str:
+    """A stake account of `wallet`, built, signed and landed through the service (and
+    deactivated in its activation epoch: then withdrawable at once)."""
+    built = await service.build(wallet=wallet)
+    await _land(service, built.transaction, wallet)
+    if deactivate:
+        unstake = await service.staking.BuildUnstakeTransaction(
+            staking_pb2.BuildUnstakeTransactionRequest(
+                wallet=str(wallet.pubkey()), stake_account=built.stake_account
+            ),
+            timeout=10,
+        )
+        await _land(service, unstake.transaction, wallet)
+    return built.stake_account
+
+
+async def _land(service: Service, prepared: types_pb2.PreparedTransaction, wallet: Keypair) -> None:
+    await service.staking.SubmitTransaction(
+        staking_pb2.SubmitTransactionRequest(
+            transaction=bytes(sign(prepared, wallet)), commitment=types_pb2.COMMITMENT_CONFIRMED
+        ),
+        timeout=20,
+    )
+
+
+async def test_calls_that_read_the_chain_per_request_while_the_primary_dies(
+    start_service: StartService, localnet: LocalnetServer
+) -> None:
+    """Unstake and withdraw builds, ListStakeAccounts and SubmitTransaction: each reads
+    the chain (or sends to it) on every call. Zero failed calls; every submitted
+    transaction lands."""
+    # No cached stake-account lists: every ListStakeAccounts reads the chain. One wallet
+    # makes hundreds of calls: no per-wallet limit.
+    service = await start_service(stake_accounts_cache_seconds=0, ratelimit_wallet_per_minute=0)
+    # A node's latency: calls of every kind are in flight on the primary when it dies.
+    service.primary.faults.delay_methods.update(dict.fromkeys(PER_REQUEST_METHODS, 0.05))
+    wallet, payer = Keypair(), Keypair()
+    owner = str(wallet.pubkey())
+    async with AsyncClient(localnet.url) as chain:  # the agent's own view of the chain
+        for funded in (wallet, payer):
+            await chain.request_airdrop(funded.pubkey(), 100 * SOL)
+        active = await _staked(service, wallet)
+        inactive = await _staked(service, wallet, deactivate=True)
+        submitted: list[str] = []
+
+        async def unstake() -> None:
+            built = await service.staking.BuildUnstakeTransaction(
+                staking_pb2.BuildUnstakeTransactionRequest(wallet=owner, stake_account=active),
+                timeout=10,
+            )
+            assert built.deactivate_lamports == SOL
+
+        async def withdraw() -> None:
+            built = await service.staking.BuildWithdrawTransaction(
+                staking_pb2.BuildWithdrawTransactionRequest(
+                    wallet=owner, stake_account=inactive, withdraw_all=True
+                ),
+                timeout=10,
+            )
+            assert built.withdraw_lamports > SOL
+
+        async def list_accounts() -> None:
+            listed = await service.staking.ListStakeAccounts(
+                staking_pb2.ListStakeAccountsRequest(wallet=owner), timeout=10
+            )
+            assert {a.address for a in listed.stake_accounts} == {active, inactive}
+
+        async def submit() -> None:
+            blockhash = (await chain.get_latest_blockhash(Processed)).value.blockhash
+            tx = transfer(payer, blockhash, note=f"failover {len(submitted)}")
+            submitted.append(str(tx.signatures[0]))
+            await service.staking.SubmitTransaction(
+                staking_pb2.SubmitTransactionRequest(transaction=bytes(tx)), timeout=10
+            )
+
+        calls = {"unstake": unstake, "withdraw": withdraw, "list": list_accounts, "submit": submit}
+        kinds = list(calls)
+        total, kill_after, workers = 400, 100, 8
+        jobs = iter(range(total))
+        done: list[tuple[str, bool]] = []  # (kind, started after the kill)
+        failures: list[str] = []
+        reached = asyncio.Event()
+        killed = False
+
+        async def agent() -> None:
+            for job in jobs:  # one shared queue, the four kinds in turn
+                kind = kinds[job % len(kinds)]
+                late = killed
+                try:
+                    await calls[kind]()
+                except grpc.aio.AioRpcError as exc:
+                    failures.append(f"{kind}: {exc.code().name}: {exc.details()}")
+                done.append((kind, late))
+                if len(done) == kill_after:
+                    reached.set()
+
+        agents = [asyncio.create_task(agent()) for _ in range(workers)]
+        await reached.wait()
+        await service.primary.kill()
+        killed = True
+        await eventually(lambda: service.rpc.stats().preferred == "backup", what="failover")
+        await asyncio.gather(*agents)
+
+    assert failures == []
+    assert len(done) == total
+    after = Counter(kind for kind, late in done if late)
+    assert all(after[kind] >= 25 for kind in kinds), after
+    # What those calls read and sent went to the backup, those cut off by the kill too.
+    for method in PER_REQUEST_METHODS:
+        assert service.backup.methods.get(method, 0) > 0, method
+    stats = service.rpc.stats()
+    retried = {e.method for e in stats.recent_failovers if e.answered_by == "backup"}
+    assert retried & set(PER_REQUEST_METHODS), retried
+    # Every transaction submitted lands, those sent before the kill too.
+    landed = await asyncio.gather(*(_confirmed(service, signature) for signature in submitted))
+    assert set(landed) <= {
+        types_pb2.TRANSACTION_STATE_CONFIRMED,
+        types_pb2.TRANSACTION_STATE_FINALIZED,
+    }
+    print(f"\n{total} calls, primary killed after {kill_after}: 0 failed; after it {dict(after)}")
+
+
+async def _confirmed(service: Service, signature: str) -> types_pb2.TransactionState.ValueType:
+    """The state a watch with commitment CONFIRMED ends in."""
+    call = service.staking.WatchTransaction(
+        staking_pb2.WatchTransactionRequest(
+            signature=signature, commitment=types_pb2.COMMITMENT_CONFIRMED
+        ),
+        timeout=30,
+    )
+    last = types_pb2.TRANSACTION_STATE_UNSPECIFIED
+    async for message in call:
+        last = message.status.state
+    return last
 
 
 async def test_all_endpoints_down_then_one_back(start_service: StartService) -> None:

@@ -5,7 +5,10 @@ transaction and the outage breaker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -95,6 +98,48 @@ def test_urls_in_logs_carry_no_credentials() -> None:
     with pytest.raises(ValueError) as caught:
         Database("mysql://user:hunter2@db/keys")
     assert "hunter2" not in str(caught.value)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, *, wal: bool) -> Iterator[sqlite3.Connection]:
+    """Another process's connection holding the write lock of the SQLite file at `path`
+    (until the block ends or the test commits)."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        if wal:
+            other.execute("PRAGMA journal_mode = WAL")
+        other.execute("BEGIN IMMEDIATE")
+        yield other
+    finally:
+        other.close()
+
+
+async def test_sqlite_first_start_waits_for_a_writer_of_the_new_file(tmp_path: Path) -> None:
+    """Switching a file to WAL while another connection writes it is refused at once
+    ("database is locked"), whatever the busy timeout: the switch is tried again."""
+    path = tmp_path / "keys.db"
+    with _writing(path, wal=False) as other:
+        asyncio.get_running_loop().call_later(TIMEOUT, other.commit)
+        database = Database(f"sqlite:///{path}", timeout=HUNG)
+        try:
+            assert await database.connect() == [m.version for m in MIGRATIONS["sqlite"]]
+        finally:
+            await database.close()
+
+
+async def test_sqlite_migrations_wait_for_another_writer_beyond_the_call_timeout(
+    tmp_path: Path,
+) -> None:
+    """Another replica migrating (or any writer) holds the lock longer than one call may
+    take: a starting replica's migrations wait for it, as long as migrations may take."""
+    path = tmp_path / "keys.db"
+    with _writing(path, wal=True) as other:
+        asyncio.get_running_loop().call_later(3 * TIMEOUT, other.commit)
+        database = Database(f"sqlite:///{path}", timeout=TIMEOUT)
+        try:
+            assert await database.connect() == [m.version for m in MIGRATIONS["sqlite"]]
+        finally:
+            await database.close()
 
 
 async def test_not_connected_fails_at_once_and_connect_says_why(postgres_url: str) -> None:

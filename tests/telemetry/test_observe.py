@@ -5,6 +5,7 @@ runs them)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from service.interceptors import (
     Stage,
     TracingInterceptor,
 )
-from service.telemetry import Metrics, tracer_provider
+from service.telemetry import CallInfo, Metrics, current_call, tracer_provider
 
 from .conftest import Scrape, all_handled, parse_scrape, settled
 
@@ -70,6 +71,21 @@ async def _forever(request: bytes, context: Any) -> AsyncIterator[bytes]:
     await asyncio.Event().wait()
 
 
+# How each Flood stream's generator ended: the call it saw in its `finally` (None: not
+# the call's own context).
+flood_ends: list[CallInfo | None] = []
+
+
+async def _flood(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    """Messages as fast as the client takes them (a client that stops reading leaves the
+    handler waiting to send, the generator suspended at its `yield`)."""
+    try:
+        while True:
+            yield bytes(16 * 1024)
+    finally:
+        flood_ends.append(current_call.get())
+
+
 async def _count(requests: AsyncIterator[bytes], context: Any) -> bytes:
     seen = 0
     async for _ in requests:
@@ -88,6 +104,7 @@ HANDLERS = grpc.method_handlers_generic_handler(
         "Stream": grpc.unary_stream_rpc_method_handler(_stream),
         "Writes": grpc.unary_stream_rpc_method_handler(_writes),
         "Forever": grpc.unary_stream_rpc_method_handler(_forever),
+        "Flood": grpc.unary_stream_rpc_method_handler(_flood),
         "Count": grpc.stream_unary_rpc_method_handler(_count),
     },
 )
@@ -260,6 +277,31 @@ async def test_cancelled_stream_is_counted_as_canceled(bare: Bare) -> None:
     assert (await bare.scrape()).value(
         "grpc_server_handled_total", **labels, grpc_code="Canceled"
     ) == 1
+
+
+async def test_a_cancelled_stream_closes_the_servicers_generator_in_its_own_call(
+    bare: Bare,
+) -> None:
+    """Cancelled while sending (the generator never waits: the handler is always
+    sending), the servicer's generator is closed at once, in the call's context: not
+    left to the garbage collector, whose finalizer would run its `finally` later, in
+    another context."""
+    flood_ends.clear()
+    call = _server_stream(bare, "Flood")(b"x")
+    assert len(await call.read()) == 16 * 1024
+    request_id = _request_id(await call.initial_metadata())
+
+    def ended() -> None:
+        assert flood_ends, "the servicer's generator is still open"
+
+    gc.disable()  # what only the garbage collector would close stays open
+    try:
+        call.cancel()
+        await settled(ended)
+    finally:
+        gc.enable()
+    (seen,) = flood_ends
+    assert seen is not None and seen.request_id == request_id
 
 
 async def test_unsampled_calls_still_get_a_request_id() -> None:

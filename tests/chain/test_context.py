@@ -1,0 +1,72 @@
+"""The cached chain context on the session localnet: what it hands out, and when it refreshes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from service.chain import ChainContext, ChainUnavailable
+from service.config import Settings
+from service.localnet import LocalnetServer
+
+from .conftest import MakeRpc, eventually
+
+MIN_REMAINING_BLOCKS = 60
+
+
+class Clock:
+    """Monotonic seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def clocked(
+    localnet: LocalnetServer, make_rpc: MakeRpc
+) -> AsyncIterator[tuple[ChainContext, Clock]]:
+    """A started context on a clock of the test's, whose next timed refresh is an hour
+    away: only its own judgement of the blockhash's age makes it refresh sooner."""
+    rpc = await make_rpc([localnet.url])
+    clock = Clock()
+    minimum = Settings.model_fields["blockhash_min_remaining_blocks"].default
+    assert minimum == MIN_REMAINING_BLOCKS
+    context = ChainContext(rpc, blockhash_refresh=3600.0, min_remaining_blocks=minimum, clock=clock)
+    await context.start(wait=10.0)
+    yield context, clock
+    await context.stop()
+
+
+async def test_a_blockhash_with_fewer_than_60_blocks_left_is_refreshed_not_handed_out(
+    clocked: tuple[ChainContext, Clock],
+) -> None:
+    context, clock = clocked
+    first = context.snapshot()
+    left = first.remaining_blocks(clock.now)
+    assert left > MIN_REMAINING_BLOCKS
+
+    # Time passes (estimated in slots) until exactly 60 blocks are left: still handed out.
+    clock.now += (left - MIN_REMAINING_BLOCKS + 0.5) * first.slot_seconds
+    assert first.remaining_blocks(clock.now) == MIN_REMAINING_BLOCKS
+    assert context.snapshot().blockhash == first.blockhash
+
+    # One slot later 59 are left: too few to sign and submit in, so it is refused...
+    clock.now += first.slot_seconds
+    assert first.remaining_blocks(clock.now) == MIN_REMAINING_BLOCKS - 1
+    with pytest.raises(ChainUnavailable, match="too old to hand out"):
+        context.snapshot()
+
+    # ...and refreshed at once, not at the next timed refresh.
+    def refreshed() -> bool:
+        try:
+            return context.snapshot().fetched_at == clock.now
+        except ChainUnavailable:
+            return False
+
+    await eventually(refreshed, what="a refresh of the stale blockhash")
+    fresh = context.snapshot()
+    assert fresh.remaining_blocks(clock.now) > MIN_REMAINING_BLOCKS
