@@ -31,7 +31,7 @@ import enum
 import functools
 import hashlib
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from solders.hash import Hash
 from solders.instruction import Instruction
@@ -271,9 +271,9 @@ class _NonceSigner(enum.Enum):
     OTHER = "other"  # a durable nonce with its own authority (a second signer)
 
 
-@dataclass(frozen=True)
-class _StakeShape:
-    """What fixes a stake transaction's layout (see ``_template``)."""
+class _StakeShape(NamedTuple):
+    """What fixes a stake transaction's layout (see ``_template``); a tuple, as it is
+    looked up on every build."""
 
     version: TransactionVersion
     nonce: _NonceSigner

@@ -88,6 +88,8 @@ class TemplateError(ValueError):
 
 def _compact(n: int) -> bytes:
     """Solana's compact-u16 (shortvec) length."""
+    if n < 0x80:
+        return _SHORT[n]
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -98,6 +100,8 @@ def _compact(n: int) -> bytes:
             out.append(byte)
             return bytes(out)
 
+
+_SHORT: Final = tuple(bytes((n,)) for n in range(0x80))
 
 # A slot names an account: a field (str) or a fixed key.
 _Slot: TypeAlias = str | Pubkey
@@ -130,8 +134,9 @@ class _Instruction:
 class _Layout:
     """The parts of a message that follow from its account order."""
 
-    keys: tuple[bytes | str, ...]
-    """The account keys: fixed ones as bytes, fields by name."""
+    keys: list[bytes]
+    """The account keys' bytes, the fields' left empty (filled per call)."""
+    key_fields: tuple[tuple[int, str], ...]
     signers: tuple[_Slot, ...]
     heads: tuple[bytes, ...]
     """Per instruction: program index, account count and indices."""
@@ -208,7 +213,7 @@ class MessageTemplate:
             + _compact(n)
         )
         self._signers = signed
-        self._account_fields = tuple(slot for slot in keys if isinstance(slot, str))
+        self._key_fields = tuple(slot for slot in keys if isinstance(slot, str))
         self._avoid = frozenset(
             {slot for slot in keys if isinstance(slot, Pubkey)} | set(WELL_KNOWN_ACCOUNTS)
         )
@@ -219,8 +224,7 @@ class MessageTemplate:
         )
         self._n_instructions = _compact(len(self._instructions))
         self._suffix = b"\x00" if self._v0 else b""
-        in_data = {s for ix in self._instructions for s in ix.data if isinstance(s, str)}
-        self._data_fields = tuple((name, _ENCODERS[self._fields[name]]) for name in in_data)
+        self._flatten()
         # Per class with fields: its fields and its fixed keys' bytes, sorted.
         self._sorted = tuple((c.fields, c.fixed_bytes) for c in self._classes if c.fields)
         self._layouts: dict[tuple[tuple[str, int], ...], _Layout] = {}
@@ -322,6 +326,44 @@ class MessageTemplate:
                 return (name, _FIELD, field)
         return (name, _FIXED, value)
 
+    def _flatten(self) -> None:
+        """Every instruction's data, summary accounts and parameters as one list each:
+        the fixed parts in place, the fields' positions apart (filled per call), and
+        each instruction's span."""
+        data: list[bytes] = []
+        data_fields: list[tuple[int, str, Callable[[Value], bytes]]] = []
+        accounts: list[AccountSummary | None] = []
+        account_fields: list[tuple[int, str, str, bool, bool]] = []
+        params: list[tuple[str, int | str] | None] = []
+        param_fields: list[tuple[int, str, int, Value]] = []
+        spans: list[tuple[int, int, int, int, int, int]] = []
+        for ix in self._instructions:
+            start = (len(data), len(accounts), len(params))
+            for segment in ix.data:
+                if isinstance(segment, str):
+                    data_fields.append((len(data), segment, _ENCODERS[self._fields[segment]]))
+                    data.append(b"")
+                else:
+                    data.append(segment)
+            for part in ix.summary_accounts:
+                if isinstance(part, AccountSummary):
+                    accounts.append(part)
+                else:
+                    account_fields.append((len(accounts), *part))
+                    accounts.append(None)
+            for name, how, value in ix.params:
+                if how == _FIXED:
+                    assert isinstance(value, int | str)
+                    params.append((name, value))
+                else:
+                    param_fields.append((len(params), name, how, value))
+                    params.append(None)
+            spans.append((start[0], len(data), start[1], len(accounts), start[2], len(params)))
+        self._data_parts, self._data_fields = data, tuple(data_fields)
+        self._account_parts, self._account_fields = accounts, tuple(account_fields)
+        self._param_parts, self._param_fields = params, tuple(param_fields)
+        self._spans = tuple(spans)
+
     def _layout(self, places: tuple[tuple[str, int], ...]) -> _Layout:
         """The account order and instruction heads when each field (in the order of
         its class's keys) goes at its place among its class's fixed keys."""
@@ -341,7 +383,8 @@ class MessageTemplate:
             for ix in self._instructions
         )
         layout = _Layout(
-            keys=tuple(slot if isinstance(slot, str) else bytes(slot) for slot in keys),
+            keys=[b"" if isinstance(slot, str) else bytes(slot) for slot in keys],
+            key_fields=tuple((i, slot) for i, slot in enumerate(keys) if isinstance(slot, str)),
             signers=tuple(keys[: self._signers]),
             heads=heads,
         )
@@ -353,12 +396,12 @@ class MessageTemplate:
     def fill(self, values: Values) -> CompiledTransaction | None:
         """The transaction and its summaries for ``values`` (every field of the shape
         present); None when its accounts coincide (another layout)."""
-        accounts = [values[name] for name in self._account_fields]
-        distinct = set(accounts)
-        if len(distinct) != len(accounts) or not self._avoid.isdisjoint(distinct):
+        keys = [values[name] for name in self._key_fields]
+        distinct = set(keys)
+        if len(distinct) != len(keys) or not self._avoid.isdisjoint(distinct):
             return None
         # Solana's order: the payer, then each class sorted by the keys' bytes.
-        raw = {slot: bytes(values[slot]) for slot in self._account_fields}  # type: ignore[arg-type]
+        raw = {slot: bytes(values[slot]) for slot in self._key_fields}  # type: ignore[arg-type]
         places: list[tuple[str, int]] = []
         for fields, fixed in self._sorted:
             ordered = sorted(fields, key=raw.__getitem__) if len(fields) > 1 else fields
@@ -366,40 +409,47 @@ class MessageTemplate:
         signature = tuple(places)
         layout = self._layouts.get(signature) or self._layout(signature)
 
-        encoded = {name: encode(values[name]) for name, encode in self._data_fields}
         shown = [render(values[name]) for name, render in self._renderings]
+        data = self._data_parts.copy()
+        for i, name, encode in self._data_fields:
+            data[i] = encode(values[name])
+        accounts = self._account_parts.copy()
+        for i, name, role, signer, writable in self._account_fields:
+            accounts[i] = AccountSummary(
+                address=values[name],  # type: ignore[arg-type]
+                role=role,
+                is_signer=signer,
+                is_writable=writable,
+            )
+        params = self._param_parts.copy()
+        for i, name, how, value in self._param_fields:
+            params[i] = (name, values[value] if how == _FIELD else shown[value])  # type: ignore[assignment,index]
+        message_keys = layout.keys.copy()
+        for i, slot in layout.key_fields:
+            message_keys[i] = raw[slot]
+
         compiled: list[bytes] = []
         summaries: list[InstructionSummary] = []
-        for ix, head in zip(self._instructions, layout.heads, strict=True):
-            data = b"".join([s if isinstance(s, bytes) else encoded[s] for s in ix.data])
-            compiled.append(head + _compact(len(data)) + data)
+        for ix, head, (d0, d1, a0, a1, p0, p1) in zip(
+            self._instructions, layout.heads, self._spans, strict=True
+        ):
+            ix_data = b"".join(data[d0:d1])
+            compiled.append(head + _compact(len(ix_data)) + ix_data)
             summaries.append(
                 InstructionSummary(
                     program=ix.program_name,
                     program_id=ix.program_id,
                     type=ix.type,
                     description=ix.description.format(*shown),
-                    accounts=tuple(
-                        [
-                            part
-                            if isinstance(part, AccountSummary)
-                            else AccountSummary(
-                                address=values[part[0]],  # type: ignore[arg-type]
-                                role=part[1],
-                                is_signer=part[2],
-                                is_writable=part[3],
-                            )
-                            for part in ix.summary_accounts
-                        ]
-                    ),
-                    params=tuple([_param(part, values, shown) for part in ix.params]),
-                    data=data,
+                    accounts=tuple(accounts[a0:a1]),  # type: ignore[arg-type]
+                    params=tuple(params[p0:p1]),  # type: ignore[arg-type]
+                    data=ix_data,
                 )
             )
         message = b"".join(
             [
                 self._start,
-                *[key if isinstance(key, bytes) else raw[key] for key in layout.keys],
+                *message_keys,
                 bytes(values[BLOCKHASH]),  # type: ignore[arg-type]
                 self._n_instructions,
                 *compiled,
@@ -415,13 +465,3 @@ class MessageTemplate:
             ),
             instructions=tuple(summaries),
         )
-
-
-def _param(part: _ParamPart, values: Values, shown: Sequence[str]) -> tuple[str, int | str]:
-    name, how, value = part
-    if how == _FIELD:
-        value = values[value]  # type: ignore[index]
-    elif how == _SHOWN:
-        value = shown[value]  # type: ignore[index]
-    assert isinstance(value, int | str)
-    return (name, value)
