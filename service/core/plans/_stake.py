@@ -38,7 +38,7 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from service.core._validate import check_lamports, check_pubkey, check_u64
+from service.core._validate import check_lamports, check_pubkey, check_u64, is_signing_key
 from service.core.accounts import Lockup
 from service.core.encoders import (
     NO_LOCKUP,
@@ -126,7 +126,7 @@ class StakeRequest:
             lambda: check_pubkey(self.wallet, field="wallet"),
             lambda: check_pubkey(self.vote_account, field="vote_account"),
         )
-        if not errors and not self.wallet.is_on_curve():
+        if not errors and not is_signing_key(self.wallet):
             errors.append(
                 InvalidAddressError(
                     field="wallet",

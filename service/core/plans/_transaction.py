@@ -15,7 +15,13 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from service.core._validate import check_lamports, check_pubkey, check_range, check_u64
+from service.core._validate import (
+    check_lamports,
+    check_pubkey,
+    check_range,
+    check_u64,
+    is_signing_key,
+)
 from service.core.accounts import decode_nonce_account
 from service.core.encoders import compute_unit_limit, compute_unit_price, memo, system_advance_nonce
 from service.core.errors import (
@@ -101,7 +107,7 @@ class DurableNonce:
     def __post_init__(self) -> None:
         check_pubkey(self.nonce_account, field="options.durable_nonce.nonce_account")
         check_pubkey(self.nonce_authority, field="options.durable_nonce.nonce_authority")
-        if not self.nonce_authority.is_on_curve():
+        if not is_signing_key(self.nonce_authority):
             raise InvalidAddressError(
                 field="options.durable_nonce.nonce_authority",
                 value=str(self.nonce_authority),
