@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from agentstaking.v1 import receipts_pb2, staking_pb2, types_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -29,6 +30,7 @@ from service.core.accounts import Lockup
 from service.core.errors import InvalidArgumentError
 from service.core.plans import PreparedTransaction, TransactionVersion, managed_nonce_address
 from service.core.positions import AccountState, StakeTotals, StakeView, seconds_until_epoch
+from service.core.summaries import InstructionSummary
 from service.core.txerrors import DecodedTransactionError
 from service.core.txstatus import Commitment, TxState, TxStatus
 from service.core.validators import RankedValidator
@@ -124,55 +126,65 @@ def simulation_to_proto(simulation: Simulation) -> types_pb2.Simulation:
     )
 
 
+def prepared_fields(prepared: PreparedTransaction, simulation: Simulation | None = None) -> Any:
+    """A response's ``transaction`` as a mapping of its fields, for the response's
+    constructor: protobuf builds nested messages in place from mappings, where message
+    objects would each be built and then copied into their parent (the instruction
+    summaries are most of a build's response)."""
+    fees = prepared.fees
+    fields: dict[str, Any] = {
+        "transaction": prepared.transaction,
+        "message": prepared.message,
+        "required_signers": [str(key) for key in prepared.required_signers],
+        "recent_blockhash": str(prepared.recent_blockhash),
+        "last_valid_block_height": prepared.last_valid_block_height,
+        "fees": {
+            "service_fee_lamports": fees.service_fee_lamports,
+            "service_fee_bps": fees.service_fee_bps,
+            "fee_recipient": str(fees.fee_recipient) if fees.fee_recipient else "",
+            "network_fee_lamports": fees.network_fee_lamports,
+            "priority_fee_lamports": fees.priority_fee_lamports,
+            "rent_exempt_reserve_lamports": fees.rent_exempt_reserve_lamports,
+            "total_debit_lamports": fees.total_debit_lamports,
+        },
+        "instructions": [_instruction_fields(summary) for summary in prepared.instructions],
+        "version": _VERSION_TO_PROTO[prepared.version],
+        "compute_unit_limit": prepared.compute_unit_limit,
+        "compute_unit_price_micro_lamports": prepared.compute_unit_price_micro_lamports,
+    }
+    if simulation is not None:
+        fields["simulation"] = simulation_to_proto(simulation)
+    return fields
+
+
+def _instruction_fields(summary: InstructionSummary) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "program": str(summary.program_id),
+        "program_name": summary.program,
+        "type": summary.type,
+        "description": summary.description,
+        "accounts": [
+            {
+                "address": str(account.address),
+                "signer": account.is_signer,
+                "writable": account.is_writable,
+                "role": account.role,
+            }
+            for account in summary.accounts
+        ],
+        "data": summary.data,
+    }
+    for name, value in summary.params:
+        if name == "lamports" and isinstance(value, int):
+            fields["lamports"] = value
+            break
+    return fields
+
+
 def prepared_to_proto(
     prepared: PreparedTransaction, simulation: Simulation | None = None
 ) -> types_pb2.PreparedTransaction:
-    fees = prepared.fees
-    result = types_pb2.PreparedTransaction(
-        transaction=prepared.transaction,
-        message=prepared.message,
-        required_signers=[str(key) for key in prepared.required_signers],
-        recent_blockhash=str(prepared.recent_blockhash),
-        last_valid_block_height=prepared.last_valid_block_height,
-        fees=types_pb2.FeeBreakdown(
-            service_fee_lamports=fees.service_fee_lamports,
-            service_fee_bps=fees.service_fee_bps,
-            fee_recipient=str(fees.fee_recipient) if fees.fee_recipient else "",
-            network_fee_lamports=fees.network_fee_lamports,
-            priority_fee_lamports=fees.priority_fee_lamports,
-            rent_exempt_reserve_lamports=fees.rent_exempt_reserve_lamports,
-            total_debit_lamports=fees.total_debit_lamports,
-        ),
-        instructions=[
-            types_pb2.InstructionSummary(
-                program=str(summary.program_id),
-                program_name=summary.program,
-                type=summary.type,
-                description=summary.description,
-                accounts=[
-                    types_pb2.AccountMeta(
-                        address=str(account.address),
-                        signer=account.is_signer,
-                        writable=account.is_writable,
-                        role=account.role,
-                    )
-                    for account in summary.accounts
-                ],
-                data=summary.data,
-            )
-            for summary in prepared.instructions
-        ],
-        version=_VERSION_TO_PROTO[prepared.version],
-        compute_unit_limit=prepared.compute_unit_limit,
-        compute_unit_price_micro_lamports=prepared.compute_unit_price_micro_lamports,
-    )
-    for summary, converted in zip(prepared.instructions, result.instructions, strict=True):
-        amount = dict(summary.params).get("lamports")
-        if isinstance(amount, int):
-            converted.lamports = amount
-    if simulation is not None:
-        result.simulation.CopyFrom(simulation_to_proto(simulation))
-    return result
+    return types_pb2.PreparedTransaction(**prepared_fields(prepared, simulation))
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -192,7 +204,7 @@ def stake_response_to_proto(
 ) -> staking_pb2.BuildStakeTransactionResponse:
     plan = built.plan
     return staking_pb2.BuildStakeTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         stake_account=str(plan.stake_account),
         seed=plan.seed,
         vote_account=str(plan.vote_account),
@@ -287,7 +299,7 @@ def unstake_response_to_proto(
 ) -> staking_pb2.BuildUnstakeTransactionResponse:
     plan = built.plan
     return staking_pb2.BuildUnstakeTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         stake_accounts=[str(a) for a in plan.stake_accounts],
         split_stake_accounts=[
             staking_pb2.SplitStakeAccount(
@@ -332,7 +344,7 @@ def withdraw_response_to_proto(
 ) -> staking_pb2.BuildWithdrawTransactionResponse:
     plan = built.plan
     return staking_pb2.BuildWithdrawTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         withdraw_lamports=plan.withdraw_lamports,
         destination=str(plan.destination),
         withdrawals=[
@@ -360,7 +372,7 @@ def merge_request_to_domain(request: staking_pb2.BuildMergeTransactionRequest) -
 def merge_response_to_proto(built: BuiltMerge) -> staking_pb2.BuildMergeTransactionResponse:
     plan = built.plan
     return staking_pb2.BuildMergeTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         destination_stake_account=str(plan.destination),
         merged_stake_accounts=[str(a) for a in plan.merged],
         merged_lamports=plan.merged_lamports,

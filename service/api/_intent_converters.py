@@ -13,7 +13,7 @@ from service.receipts import KeyStatus, ReceiptKey
 from ._converters import (
     _timestamp,
     options_to_domain,
-    prepared_to_proto,
+    prepared_fields,
     transaction_error_to_proto,
 )
 
@@ -115,7 +115,7 @@ def nonce_response_to_proto(
 ) -> intents_pb2.BuildNonceAccountTransactionResponse:
     plan = built.plan
     return intents_pb2.BuildNonceAccountTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         nonce_account=str(plan.nonce_account),
         nonce_authority=str(plan.nonce_authority),
         account_lamports=plan.account_lamports,

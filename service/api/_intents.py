@@ -192,11 +192,11 @@ class BuildGate:
             issue_time_millis=int(self._wall() * 1000),
         )
         text = payload.canonical()
-        prepared.receipt.CopyFrom(
-            receipts_pb2.Receipt(
-                payload=text, signature=key.sign(text.encode("ascii")), key_id=key.key_id
-            )
-        )
+        # Set where it lives (every field of Receipt): no message built to be copied in.
+        receipt = prepared.receipt
+        receipt.payload = text
+        receipt.signature = key.sign(text.encode("ascii"))
+        receipt.key_id = key.key_id
         return payload
 
     async def run(self, kind: str, request: Req, build: Callable[[Req], Awaitable[Resp]]) -> Resp:
@@ -215,13 +215,16 @@ class BuildGate:
             return response
 
         response_class = _response_class(kind)
+        made: list[tuple[BuiltAttempt, Resp]] = []
 
         async def make(
             number: int, previous: Attempt | None, previous_state: IntentState | None
         ) -> BuiltAttempt:
-            return await self._attempt(
+            attempt, response = await self._attempt(
                 kind, request, build, response_class, number, previous, previous_state, scope
             )
+            made.append((attempt, response))
+            return attempt
 
         try:
             outcome = await self.book.build(
@@ -260,6 +263,9 @@ class BuildGate:
                 ),
             )
             raise
+        for attempt, response in made:
+            if outcome.response is attempt.response:  # this call's build is the answer
+                return response
         answer: Resp = response_class.FromString(outcome.response)
         return answer
 
@@ -273,7 +279,8 @@ class BuildGate:
         previous: Attempt | None,
         previous_state: IntentState | None,
         scope: str,
-    ) -> BuiltAttempt:
+    ) -> tuple[BuiltAttempt, Resp]:
+        """The attempt to record, and the response it encodes."""
         # Taken before building: the transaction cannot land in an earlier slot.
         slot = self._chain.snapshot().slot
         earlier: types_pb2.PreparedTransaction | None = None
@@ -319,7 +326,7 @@ class BuildGate:
                     current=change.current,
                     description=change.description,
                 )
-        return BuiltAttempt(
+        built = BuiltAttempt(
             response=response.SerializeToString(),
             message=prepared.message,
             wallet=payload.wallet,
@@ -328,6 +335,7 @@ class BuildGate:
             nonce_account=payload.nonce_account,
             build_slot=slot,
         )
+        return built, response
 
 
 def _prepared(response: Message) -> types_pb2.PreparedTransaction:

@@ -21,7 +21,7 @@ from service.core.stake_pools import (
     validator_stake_address,
 )
 
-from ._converters import options_to_domain, prepared_to_proto
+from ._converters import options_to_domain, prepared_fields
 
 _STAKE_METHODS = {
     LiquidStakeMethod.DEPOSIT_SOL: pb.LIQUID_STAKE_METHOD_DEPOSIT_SOL,
@@ -145,7 +145,7 @@ def liquid_stake_response_to_proto(
     plan = built.plan
     state = plan.pool.pool
     return pb.BuildLiquidStakeTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         stake_pool=str(plan.pool.address),
         label=built.label,
         method=_STAKE_METHODS[plan.method],
@@ -205,7 +205,7 @@ def liquid_unstake_response_to_proto(
     plan = built.plan
     source = plan.source
     return pb.BuildLiquidUnstakeTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         stake_pool=str(plan.pool.address),
         label=built.label,
         method=_UNSTAKE_METHODS[plan.method],

@@ -30,7 +30,7 @@ from ._converters import (
     epoch_start_unix,
     lockup_to_proto,
     options_to_domain,
-    prepared_to_proto,
+    prepared_fields,
 )
 
 Domain = TypeVar("Domain")
@@ -94,7 +94,7 @@ def split_request_to_domain(request: pb.BuildSplitTransactionRequest) -> SplitPa
 def split_response_to_proto(built: BuiltSplit) -> pb.BuildSplitTransactionResponse:
     plan = built.plan
     return pb.BuildSplitTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         stake_account=str(plan.stake_account),
         new_stake_account=str(plan.new_stake_account),
         seed=plan.seed,
@@ -123,7 +123,7 @@ def move_request_to_domain(request: pb.BuildMoveStakeTransactionRequest) -> Move
 def move_response_to_proto(built: BuiltMove) -> pb.BuildMoveStakeTransactionResponse:
     plan = built.plan
     return pb.BuildMoveStakeTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         source_stake_account=str(plan.source),
         destination_stake_account=str(plan.destination),
         move_type=_MOVE_TYPES_TO_PROTO[plan.move_type],
@@ -153,7 +153,7 @@ def authorize_request_to_domain(request: pb.BuildAuthorizeTransactionRequest) ->
 def authorize_response_to_proto(built: BuiltAuthorize) -> pb.BuildAuthorizeTransactionResponse:
     plan = built.plan
     return pb.BuildAuthorizeTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         stake_account=str(plan.stake_account),
         authority_type=_AUTHORITY_TYPES_TO_PROTO[plan.role],
         previous_authority=str(plan.previous_authority),
@@ -184,7 +184,7 @@ def set_lockup_request_to_domain(request: pb.BuildSetLockupTransactionRequest) -
 def set_lockup_response_to_proto(built: BuiltSetLockup) -> pb.BuildSetLockupTransactionResponse:
     plan = built.plan
     return pb.BuildSetLockupTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         stake_account=str(plan.stake_account),
         previous_lockup=lockup_to_proto(plan.previous_lockup),
         lockup=lockup_to_proto(plan.lockup),
@@ -219,7 +219,7 @@ def redelegate_response_to_proto(
 
     active = start_of(plan.expected_active_epoch)
     result = pb.BuildRedelegateTransactionResponse(
-        transaction=prepared_to_proto(plan.prepared, built.simulation),
+        transaction=prepared_fields(plan.prepared, built.simulation),
         strategy=_STRATEGIES_TO_PROTO[plan.strategy],
         step=_STEPS_TO_PROTO[plan.step],
         stake_account=str(plan.stake_account),

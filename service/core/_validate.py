@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 from solders.hash import Hash, ParseHashError
 from solders.pubkey import Pubkey
 
 from service.core._bincode import I64_MAX, I64_MIN, U32_MAX, U64_MAX
 from service.core.errors import InvalidAddressError, InvalidAmountError, InvalidArgumentError
+
+
+@functools.lru_cache(maxsize=4096)
+def is_signing_key(key: Pubkey) -> bool:
+    """Whether ``key`` is an ed25519 point, i.e. a key that can sign (a program-derived
+    address cannot). Remembered: a build checks its wallet more than once (the request,
+    then the plan), and the check is a point decompression."""
+    return key.is_on_curve()
 
 
 def parse_address(value: str, *, field: str, require_on_curve: bool = False) -> Pubkey:
@@ -34,7 +44,7 @@ def parse_address(value: str, *, field: str, require_on_curve: bool = False) -> 
         key = Pubkey.from_string(value)
     except ValueError:
         raise InvalidAddressError(field=field, value=value) from None
-    if require_on_curve and not key.is_on_curve():
+    if require_on_curve and not is_signing_key(key):
         raise InvalidAddressError(
             field=field, value=value, detail="not a signing key (off the ed25519 curve)"
         )

@@ -174,9 +174,14 @@ class ReceiptPayload:
         return self.canonical().encode("ascii")
 
 
+# What json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+# builds on every call.
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical_json(value: Mapping[str, Any]) -> str:
     """Sorted keys, no whitespace, ASCII only."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _CANONICAL.encode(value)
 
 
 def format_issue_time(unix_millis: int) -> str:

@@ -69,8 +69,11 @@ def _derive(purpose: SeedPurpose, wallet: Pubkey, source: bytes, material: bytes
         h.update(len(part).to_bytes(4, "little"))
         h.update(part)
     prefix = purpose.value + ":"
-    digest = base64.b32encode(h.digest()).decode().lower().rstrip("=")
-    return prefix + digest[: MAX_SEED_LEN - len(prefix)]
+    need = MAX_SEED_LEN - len(prefix)
+    # Base32 writes each 5 bytes as 8 characters: encode only the groups the seed
+    # keeps (the same characters as the whole digest's, at a fraction of the cost).
+    digest = base64.b32encode(h.digest()[: 5 * -(-need // 8)]).decode().lower()
+    return prefix + digest[:need]
 
 
 def seed_from_request_id(*, purpose: SeedPurpose, wallet: Pubkey, request_id: str) -> str:

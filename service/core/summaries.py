@@ -43,13 +43,14 @@ from service.core.stake_pool_instructions import (
 
 ParamValue: TypeAlias = int | str
 
-_WELL_KNOWN: Final = {
+WELL_KNOWN_ACCOUNTS: Final = {
     SYSVAR_CLOCK: "Clock sysvar",
     SYSVAR_RENT: "Rent sysvar",
     SYSVAR_STAKE_HISTORY: "StakeHistory sysvar",
     SYSVAR_RECENT_BLOCKHASHES: "RecentBlockhashes sysvar",
     STAKE_CONFIG: "stake config (unused)",
 }
+"""Accounts named by what they are, whatever the instruction's account list calls them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -505,7 +506,7 @@ def _summarize(program_id: Pubkey, data: bytes, metas: Sequence[_Meta]) -> Instr
     accounts = tuple(
         AccountSummary(
             address=key,
-            role=_WELL_KNOWN.get(key) or (roles[i] if i < len(roles) else f"account #{i}"),
+            role=WELL_KNOWN_ACCOUNTS.get(key) or (roles[i] if i < len(roles) else f"account #{i}"),
             is_signer=signer,
             is_writable=writable,
         )

@@ -102,6 +102,23 @@ def test_seeds_separate_wallets_keys_and_purposes(
     assert split.startswith("split:") and split[6:] != s[6:]
 
 
+def test_seeds_never_change() -> None:
+    """A request_id's stake account must be the same address in every release (a
+    retry after an upgrade must not stake twice): the derivation pinned."""
+    wallet = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
+    pinned = {
+        (SeedPurpose.STAKE, "order-42"): "stake:k5il3wtpddfudj3j7kc6fjl4b6",
+        (SeedPurpose.SPLIT, "order-42"): "split:6nikgkgowvmpfxqqzdu4fuouyp",
+    }
+    for (purpose, request_id), seed in pinned.items():
+        assert seed_from_request_id(purpose=purpose, wallet=wallet, request_id=request_id) == seed
+    entropy = bytes(range(16))
+    assert (
+        seed_from_entropy(purpose=SeedPurpose.STAKE, wallet=wallet, entropy=entropy)
+        == "stake:p5fgxii2stjjpknvcqjnhina2c"
+    )
+
+
 @given(wallet=pubkeys, entropy=st.binary(min_size=16, max_size=64))
 def test_entropy_seed(wallet: Pubkey, entropy: bytes) -> None:
     seed = seed_from_entropy(purpose=SeedPurpose.STAKE, wallet=wallet, entropy=entropy)

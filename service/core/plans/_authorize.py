@@ -31,7 +31,7 @@ from typing import Final
 from solders.pubkey import Pubkey
 
 from service.core._format import format_amount
-from service.core._validate import check_pubkey
+from service.core._validate import check_pubkey, is_signing_key
 from service.core.encoders import StakeAuthorize, stake_authorize, stake_authorize_checked
 from service.core.errors import (
     DomainError,
@@ -104,7 +104,7 @@ class AuthorizeRequest:
             lambda: check_pubkey(self.stake_account, field="stake_account"),
             lambda: check_pubkey(self.new_authority, field="new_authority"),
         )
-        if not errors and self.checked and not self.new_authority.is_on_curve():
+        if not errors and self.checked and not is_signing_key(self.new_authority):
             errors.append(
                 InvalidAddressError(
                     field="new_authority",
@@ -113,7 +113,7 @@ class AuthorizeRequest:
                     "AuthorizeChecked; set unchecked to hand the role to a program address",
                 )
             )
-        if self.custodian is not None and not self.custodian.is_on_curve():
+        if self.custodian is not None and not is_signing_key(self.custodian):
             errors.append(
                 InvalidAddressError(
                     field="custodian",

@@ -41,7 +41,7 @@ from typing import Final
 from solders.instruction import Instruction
 from solders.pubkey import Pubkey
 
-from service.core._validate import check_lamports, check_pubkey, check_u64
+from service.core._validate import check_lamports, check_pubkey, check_u64, is_signing_key
 from service.core.encoders import (
     StakeAuthorize,
     stake_authorize,
@@ -136,7 +136,7 @@ class LiquidUnstakeMethod(enum.Enum):
 
 
 def _check_wallet(wallet: Pubkey) -> list[InvalidArgumentError]:
-    if not wallet.is_on_curve():
+    if not is_signing_key(wallet):
         return [
             InvalidAddressError(
                 field="wallet",

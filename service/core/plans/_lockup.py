@@ -23,7 +23,7 @@ from typing import Final
 
 from solders.pubkey import Pubkey
 
-from service.core._validate import check_i64, check_pubkey, check_u64
+from service.core._validate import check_i64, check_pubkey, check_u64, is_signing_key
 from service.core.accounts import Lockup
 from service.core.encoders import stake_set_lockup_checked
 from service.core.errors import (
@@ -100,7 +100,7 @@ class SetLockupRequest:
             errors += failed_checks(lambda: check_i64(timestamp, field="lockup.unix_timestamp"))
         if epoch is not None:
             errors += failed_checks(lambda: check_u64(epoch, field="lockup.epoch"))
-        if self.custodian is not None and not self.custodian.is_on_curve():
+        if self.custodian is not None and not is_signing_key(self.custodian):
             errors.append(
                 InvalidAddressError(
                     field="lockup.custodian",

@@ -27,13 +27,18 @@ instruction (~45 bytes, ~11.7k compute units).
 
 from __future__ import annotations
 
+import enum
+import functools
+import hashlib
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
+from solders.hash import Hash
 from solders.instruction import Instruction
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from service.core._validate import check_lamports, check_pubkey, check_u64
+from service.core._validate import check_lamports, check_pubkey, check_u64, is_signing_key
 from service.core.accounts import Lockup
 from service.core.encoders import (
     NO_LOCKUP,
@@ -52,15 +57,22 @@ from service.core.errors import (
     failed_checks,
 )
 from service.core.fees import ServiceFee
+from service.core.plans._template import BLOCKHASH, FieldKind, MessageTemplate, Value, Values
 from service.core.plans._transaction import (
     MEASURED_MEMO_CU,
+    CompiledTransaction,
+    DurableNonce,
     Lifetime,
     PreparedTransaction,
+    RecentBlockhash,
     TransactionOptions,
+    TransactionVersion,
     check_addresses,
     check_distinct,
+    compile_transaction,
+    compute_budget,
     compute_units_with_margin,
-    prepare_transaction,
+    finish_transaction,
 )
 from service.core.programs import (
     LAMPORTS_PER_SIGNATURE,
@@ -114,7 +126,7 @@ class StakeRequest:
             lambda: check_pubkey(self.wallet, field="wallet"),
             lambda: check_pubkey(self.vote_account, field="vote_account"),
         )
-        if not errors and not self.wallet.is_on_curve():
+        if not errors and not is_signing_key(self.wallet):
             errors.append(
                 InvalidAddressError(
                     field="wallet",
@@ -253,13 +265,164 @@ def new_stake_account_instructions(
     return body
 
 
+class _NonceSigner(enum.Enum):
+    NONE = "none"  # a recent blockhash
+    WALLET = "wallet"  # a durable nonce that the wallet advances
+    OTHER = "other"  # a durable nonce with its own authority (a second signer)
+
+
+class _StakeShape(NamedTuple):
+    """What fixes a stake transaction's layout (see ``_template``); a tuple, as it is
+    looked up on every build."""
+
+    version: TransactionVersion
+    nonce: _NonceSigner
+    priority_fee: bool
+    separate_stake_authority: bool
+    service_fee: bool
+    memo: bool
+    lockup: bool
+    """Initialize states a lockup (its summary then names it)."""
+
+
+_STAKE_FIELDS: Final = {
+    "wallet": FieldKind.PUBKEY,
+    "stake_account": FieldKind.PUBKEY,
+    "vote_account": FieldKind.PUBKEY,
+    "fee_recipient": FieldKind.PUBKEY,
+    "nonce_account": FieldKind.PUBKEY,
+    "nonce_authority": FieldKind.PUBKEY,
+    "stake_authority": FieldKind.PUBKEY,
+    "lockup_custodian": FieldKind.PUBKEY,
+    "lamports": FieldKind.U64,
+    "service_fee": FieldKind.U64,
+    "compute_unit_price": FieldKind.U64,
+    "lockup_epoch": FieldKind.U64,
+    "lockup_unix_timestamp": FieldKind.I64,
+    "compute_unit_limit": FieldKind.U32,
+    "seed": FieldKind.STRING,
+    "memo": FieldKind.TEXT,
+}
+
+
+def _compile_stake(shape: _StakeShape, values: Values) -> CompiledTransaction:
+    """The general builder: the shape's instructions from ``values``, compiled."""
+    v: dict[str, Value] = dict(values)
+    wallet = v["wallet"]
+    assert isinstance(wallet, Pubkey)
+    body = new_stake_account_instructions(
+        wallet=wallet,
+        seed=v["seed"],  # type: ignore[arg-type]
+        lamports=v["lamports"],  # type: ignore[arg-type]
+        vote_account=v["vote_account"],  # type: ignore[arg-type]
+        staker=v.get("stake_authority", wallet),  # type: ignore[arg-type]
+        lockup=Lockup(
+            unix_timestamp=v["lockup_unix_timestamp"],  # type: ignore[arg-type]
+            epoch=v.get("lockup_epoch", 0),  # type: ignore[arg-type]
+            custodian=v["lockup_custodian"],  # type: ignore[arg-type]
+        ),
+    )
+    if shape.service_fee:
+        body.append(
+            system_transfer(
+                source=wallet,
+                destination=v["fee_recipient"],  # type: ignore[arg-type]
+                lamports=v["service_fee"],  # type: ignore[arg-type]
+            )
+        )
+    blockhash = v[BLOCKHASH]
+    assert isinstance(blockhash, Hash)
+    lifetime: Lifetime = RecentBlockhash(blockhash=blockhash, last_valid_block_height=0)
+    if shape.nonce is not _NonceSigner.NONE:
+        lifetime = DurableNonce(
+            nonce_account=v["nonce_account"],  # type: ignore[arg-type]
+            nonce_authority=v.get("nonce_authority", wallet),  # type: ignore[arg-type]
+            nonce=blockhash,
+        )
+    return compile_transaction(
+        payer=wallet,
+        body=body,
+        version=shape.version,
+        lifetime=lifetime,
+        limit=v["compute_unit_limit"],  # type: ignore[arg-type]
+        price=v.get("compute_unit_price", 0),  # type: ignore[arg-type]
+        memo_text=v.get("memo", ""),  # type: ignore[arg-type]
+    )
+
+
+def _shape_fields(shape: _StakeShape) -> set[str]:
+    """The values a shape's transaction carries."""
+    names = {
+        "wallet",
+        "stake_account",
+        "vote_account",
+        "lamports",
+        "seed",
+        "compute_unit_limit",
+        "lockup_unix_timestamp",
+        "lockup_custodian",
+        BLOCKHASH,
+    }
+    optional = {
+        "fee_recipient": shape.service_fee,
+        "service_fee": shape.service_fee,
+        "nonce_account": shape.nonce is not _NonceSigner.NONE,
+        "nonce_authority": shape.nonce is _NonceSigner.OTHER,
+        "stake_authority": shape.separate_stake_authority,
+        "compute_unit_price": shape.priority_fee,
+        "memo": shape.memo,
+        "lockup_epoch": shape.lockup,
+    }
+    return names | {name for name, present in optional.items() if present}
+
+
+def _probe(shape: _StakeShape, n: int) -> Values:
+    """Probe values for learning a shape's template: every field distinct, numbers with
+    a 0 digit (never inside a base58 address), both sets of different lengths."""
+
+    def key(name: str) -> Pubkey:
+        # A signing key's address (on the curve), as a wallet or nonce authority must be.
+        seed = hashlib.sha256(f"stake template {name} {n}".encode()).digest()
+        return Keypair.from_seed(seed).pubkey()
+
+    pad = "0" * n
+    lockup_ts = 1_900_000_007 + n if shape.lockup else -1_000_000_007 * n
+    values: dict[str, Value] = {
+        **{name: key(name) for name, kind in _STAKE_FIELDS.items() if kind is FieldKind.PUBKEY},
+        "lamports": 3_000_000_007 * n,
+        "service_fee": 7_000_003 * n,
+        "compute_unit_price": 50_003 * n,
+        "lockup_epoch": 700_001 * n if shape.lockup else 0,
+        "lockup_unix_timestamp": lockup_ts,
+        "compute_unit_limit": 190_007 * n,
+        "seed": f"probe:seed{pad}",
+        "memo": f"probe memo {pad}",
+        BLOCKHASH: Hash(hashlib.sha256(f"stake template blockhash {n}".encode()).digest()),
+    }
+    # The builder derives the stake account from the wallet and the seed.
+    values["stake_account"] = stake_account_address(
+        base=values["wallet"],  # type: ignore[arg-type]
+        seed=values["seed"],  # type: ignore[arg-type]
+    )
+    return {name: values[name] for name in _shape_fields(shape)}
+
+
+@functools.cache
+def _stake_template(shape: _StakeShape) -> MessageTemplate:
+    build = functools.partial(_compile_stake, shape)
+    return MessageTemplate(build, _STAKE_FIELDS, (_probe(shape, 1), _probe(shape, 2)))
+
+
 def build_stake_transaction(
-    request: StakeRequest, context: StakeContext
+    request: StakeRequest, context: StakeContext, *, template: bool = True
 ) -> PreparedStakeTransaction:
     """Plan a stake: one unsigned transaction that only the wallet signs
     (plus the nonce authority, when it is another key).
 
-    Deterministic: the same request and context give the same bytes.
+    Deterministic: the same request and context give the same bytes. The message is
+    filled into the template of its shape (learnt once per shape from the general
+    builder, see ``_template``); ``template=False`` builds it the general way (the
+    same bytes and summaries, slower).
 
     Raises:
         BelowMinimumDelegationError: ``amount_lamports`` below the minimum delegation.
@@ -296,27 +459,66 @@ def build_stake_transaction(
     staker = request.effective_stake_authority
     lockup = request.lockup if request.lockup is not None else NO_LOCKUP
 
-    body = new_stake_account_instructions(
-        wallet=wallet,
-        seed=request.seed,
-        lamports=funded,
-        vote_account=request.vote_account,
-        staker=staker,
-        lockup=lockup,
-    )
     separate = staker != wallet
     recipient = request.service_fee.recipient
-    if fee and recipient is not None:  # ServiceFee guarantees a recipient when bps > 0
-        body.append(system_transfer(source=wallet, destination=recipient, lamports=fee))
+    options = request.options
+    limit, price = compute_budget(
+        options, default_stake_compute_unit_limit(separate_stake_authority=separate)
+    )
+    lifetime = context.lifetime
+    nonce = _NonceSigner.NONE
+    values: dict[str, Value] = {
+        "wallet": wallet,
+        "stake_account": stake_account,
+        "vote_account": request.vote_account,
+        "lamports": funded,
+        "seed": request.seed,
+        "compute_unit_limit": limit,
+        "lockup_unix_timestamp": lockup.unix_timestamp,
+        "lockup_custodian": lockup.custodian,
+    }
+    if isinstance(lifetime, DurableNonce):
+        nonce = _NonceSigner.WALLET
+        values["nonce_account"] = lifetime.nonce_account
+        values[BLOCKHASH] = lifetime.nonce
+        if lifetime.nonce_authority != wallet:
+            nonce = _NonceSigner.OTHER
+            values["nonce_authority"] = lifetime.nonce_authority
+    else:
+        values[BLOCKHASH] = lifetime.blockhash
+    # ServiceFee guarantees a recipient when bps > 0.
+    service_fee = bool(fee and recipient is not None)
+    if service_fee:
+        values["fee_recipient"] = recipient  # type: ignore[assignment]
+        values["service_fee"] = fee
+    if separate:
+        values["stake_authority"] = staker
+    if price:
+        values["compute_unit_price"] = price
+    if options.memo:
+        values["memo"] = options.memo
+    if not lockup.is_none:
+        values["lockup_epoch"] = lockup.epoch
+    shape = _StakeShape(
+        version=options.version,
+        nonce=nonce,
+        priority_fee=bool(price),
+        separate_stake_authority=separate,
+        service_fee=service_fee,
+        memo=bool(options.memo),
+        lockup=not lockup.is_none,
+    )
+    compiled = _stake_template(shape).fill(values) if template else None
+    if compiled is None:
+        compiled = _compile_stake(shape, values)
 
-    prepared = prepare_transaction(
+    prepared = finish_transaction(
+        compiled,
         payer=wallet,
-        body=body,
-        options=request.options,
-        lifetime=context.lifetime,
-        default_compute_unit_limit=default_stake_compute_unit_limit(
-            separate_stake_authority=separate
-        ),
+        version=options.version,
+        lifetime=lifetime,
+        limit=limit,
+        price=price,
         body_debit_lamports=funded + fee,
         service_fee=request.service_fee,
         service_fee_lamports=fee,

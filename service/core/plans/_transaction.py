@@ -15,7 +15,13 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from service.core._validate import check_lamports, check_pubkey, check_range, check_u64
+from service.core._validate import (
+    check_lamports,
+    check_pubkey,
+    check_range,
+    check_u64,
+    is_signing_key,
+)
 from service.core.accounts import decode_nonce_account
 from service.core.encoders import compute_unit_limit, compute_unit_price, memo, system_advance_nonce
 from service.core.errors import (
@@ -101,7 +107,7 @@ class DurableNonce:
     def __post_init__(self) -> None:
         check_pubkey(self.nonce_account, field="options.durable_nonce.nonce_account")
         check_pubkey(self.nonce_authority, field="options.durable_nonce.nonce_authority")
-        if not self.nonce_authority.is_on_curve():
+        if not is_signing_key(self.nonce_authority):
             raise InvalidAddressError(
                 field="options.durable_nonce.nonce_authority",
                 value=str(self.nonce_authority),
@@ -347,6 +353,140 @@ def wallet_account(
     return account
 
 
+@dataclass(frozen=True, kw_only=True)
+class CompiledTransaction:
+    """A plan's instructions as a message: what its shape and values alone decide.
+
+    Attributes:
+        transaction: Wire bytes with zeroed signature slots.
+        message: The exact bytes to sign (for v0, including the version prefix).
+        required_signers: Who signs, in signature-slot order; the first pays fees.
+        instructions: One summary per instruction, in order.
+    """
+
+    transaction: bytes
+    message: bytes
+    required_signers: tuple[Pubkey, ...]
+    instructions: tuple[InstructionSummary, ...]
+
+
+def compute_budget(options: TransactionOptions, default_compute_unit_limit: int) -> tuple[int, int]:
+    """The compute unit limit (the caller's, else the plan's default) and the price under
+    the options' cap.
+
+    Raises:
+        PriorityFeeTooHighError / PolicyViolationError: See :func:`capped_unit_price`.
+    """
+    limit = options.compute_unit_limit or default_compute_unit_limit
+    return limit, capped_unit_price(options, limit)
+
+
+def compile_transaction(
+    *,
+    payer: Pubkey,
+    body: Sequence[Instruction],
+    version: TransactionVersion,
+    lifetime: Lifetime,
+    limit: int,
+    price: int,
+    memo_text: str,
+) -> CompiledTransaction:
+    """Compile ``[AdvanceNonceAccount]`` (must come first) + SetComputeUnitLimit +
+    ``[SetComputeUnitPrice]`` + body + ``[Memo signed by the payer]`` into an unsigned
+    transaction, and decode its instructions for the summaries."""
+    prefix: list[Instruction] = []
+    if isinstance(lifetime, DurableNonce):
+        prefix.append(
+            system_advance_nonce(
+                nonce_account=lifetime.nonce_account, nonce_authority=lifetime.nonce_authority
+            )
+        )
+        blockhash = lifetime.nonce
+    else:
+        blockhash = lifetime.blockhash
+    prefix.append(compute_unit_limit(limit))
+    if price:
+        prefix.append(compute_unit_price(price))
+    suffix = [memo(memo_text, signers=[payer])] if memo_text else []
+    instructions = [*prefix, *body, *suffix]
+
+    msg: Message | MessageV0
+    if version is TransactionVersion.LEGACY:
+        msg = Message.new_with_blockhash(instructions, payer, blockhash)
+    else:
+        msg = MessageV0.try_compile(payer, instructions, [], blockhash)
+    n_signers = msg.header.num_required_signatures
+    tx = VersionedTransaction.populate(msg, [Signature.default()] * n_signers)
+    return CompiledTransaction(
+        transaction=bytes(tx),
+        message=to_bytes_versioned(msg),
+        required_signers=tuple(msg.account_keys[:n_signers]),
+        instructions=summarize_message(msg),
+    )
+
+
+def finish_transaction(
+    compiled: CompiledTransaction,
+    *,
+    payer: Pubkey,
+    version: TransactionVersion,
+    lifetime: Lifetime,
+    limit: int,
+    price: int,
+    body_debit_lamports: int,
+    service_fee: ServiceFee,
+    service_fee_lamports: int,
+    rent_exempt_reserve_lamports: int = 0,
+    lamports_per_signature: int = LAMPORTS_PER_SIGNATURE,
+    payer_balance_lamports: int | None = None,
+) -> PreparedTransaction:
+    """Check a compiled transaction's size and the payer's balance, and itemise its fees
+    (the arguments as in :func:`prepare_transaction`).
+
+    Raises:
+        TransactionTooLargeError: Serialized size over 1232 bytes.
+        InsufficientFundsError: ``payer_balance_lamports`` below the total debit.
+    """
+    wire = compiled.transaction
+    if len(wire) > MAX_TRANSACTION_SIZE:
+        raise TransactionTooLargeError(size=len(wire), maximum=MAX_TRANSACTION_SIZE)
+    network = network_fee_lamports(len(compiled.required_signers), lamports_per_signature)
+    priority = priority_fee_lamports(price, limit)
+    total = body_debit_lamports + network + priority
+    check_lamports(total, field="amount_lamports")
+    if payer_balance_lamports is not None and payer_balance_lamports < total:
+        raise InsufficientFundsError(
+            required_lamports=total, available_lamports=payer_balance_lamports, address=str(payer)
+        )
+    fees = FeeBreakdown(
+        service_fee_lamports=service_fee_lamports,
+        service_fee_bps=service_fee.bps,
+        fee_recipient=service_fee.recipient if service_fee_lamports else None,
+        network_fee_lamports=network,
+        priority_fee_lamports=priority,
+        rent_exempt_reserve_lamports=rent_exempt_reserve_lamports,
+        total_debit_lamports=total,
+    )
+    if isinstance(lifetime, DurableNonce):
+        nonce: DurableNonce | None = lifetime
+        blockhash, last_valid = lifetime.nonce, 0
+    else:
+        nonce, blockhash, last_valid = None, lifetime.blockhash, lifetime.last_valid_block_height
+    return PreparedTransaction(
+        transaction=wire,
+        message=compiled.message,
+        required_signers=compiled.required_signers,
+        recent_blockhash=blockhash,
+        last_valid_block_height=last_valid,
+        version=version,
+        fees=fees,
+        instructions=compiled.instructions,
+        compute_unit_limit=limit,
+        compute_unit_price_micro_lamports=price,
+        durable_nonce=nonce,
+    )
+
+
 def prepare_transaction(
     *,
     payer: Pubkey,
@@ -386,63 +526,27 @@ def prepare_transaction(
         TransactionTooLargeError: Serialized size over 1232 bytes.
         InsufficientFundsError: ``payer_balance_lamports`` below the total debit.
     """
-    limit = options.compute_unit_limit or default_compute_unit_limit
-    price = capped_unit_price(options, limit)
-    prefix: list[Instruction] = []
-    if isinstance(lifetime, DurableNonce):
-        prefix.append(
-            system_advance_nonce(
-                nonce_account=lifetime.nonce_account, nonce_authority=lifetime.nonce_authority
-            )
-        )
-        blockhash, last_valid = lifetime.nonce, 0
-    else:
-        blockhash, last_valid = lifetime.blockhash, lifetime.last_valid_block_height
-    prefix.append(compute_unit_limit(limit))
-    if price:
-        prefix.append(compute_unit_price(price))
-    suffix = [memo(options.memo, signers=[payer])] if options.memo else []
-    instructions = [*prefix, *body, *suffix]
-
-    msg: Message | MessageV0
-    if options.version is TransactionVersion.LEGACY:
-        msg = Message.new_with_blockhash(instructions, payer, blockhash)
-    else:
-        msg = MessageV0.try_compile(payer, instructions, [], blockhash)
-    n_signers = msg.header.num_required_signatures
-    signers = tuple(msg.account_keys[:n_signers])
-    tx = VersionedTransaction.populate(msg, [Signature.default()] * n_signers)
-    wire = bytes(tx)
-    if len(wire) > MAX_TRANSACTION_SIZE:
-        raise TransactionTooLargeError(size=len(wire), maximum=MAX_TRANSACTION_SIZE)
-
-    network = network_fee_lamports(n_signers, lamports_per_signature)
-    priority = priority_fee_lamports(price, limit)
-    total = body_debit_lamports + network + priority
-    check_lamports(total, field="amount_lamports")
-    if payer_balance_lamports is not None and payer_balance_lamports < total:
-        raise InsufficientFundsError(
-            required_lamports=total, available_lamports=payer_balance_lamports, address=str(payer)
-        )
-    fees = FeeBreakdown(
-        service_fee_lamports=service_fee_lamports,
-        service_fee_bps=service_fee.bps,
-        fee_recipient=service_fee.recipient if service_fee_lamports else None,
-        network_fee_lamports=network,
-        priority_fee_lamports=priority,
-        rent_exempt_reserve_lamports=rent_exempt_reserve_lamports,
-        total_debit_lamports=total,
-    )
-    return PreparedTransaction(
-        transaction=wire,
-        message=to_bytes_versioned(msg),
-        required_signers=signers,
-        recent_blockhash=blockhash,
-        last_valid_block_height=last_valid,
+    limit, price = compute_budget(options, default_compute_unit_limit)
+    compiled = compile_transaction(
+        payer=payer,
+        body=body,
         version=options.version,
-        fees=fees,
-        instructions=summarize_message(msg),
-        compute_unit_limit=limit,
-        compute_unit_price_micro_lamports=price,
-        durable_nonce=lifetime if isinstance(lifetime, DurableNonce) else None,
+        lifetime=lifetime,
+        limit=limit,
+        price=price,
+        memo_text=options.memo,
+    )
+    return finish_transaction(
+        compiled,
+        payer=payer,
+        version=options.version,
+        lifetime=lifetime,
+        limit=limit,
+        price=price,
+        body_debit_lamports=body_debit_lamports,
+        service_fee=service_fee,
+        service_fee_lamports=service_fee_lamports,
+        rent_exempt_reserve_lamports=rent_exempt_reserve_lamports,
+        lamports_per_signature=lamports_per_signature,
+        payer_balance_lamports=payer_balance_lamports,
     )

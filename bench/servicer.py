@@ -1,0 +1,223 @@
+"""What BuildStakeTransaction costs the servicer, in process: the servicer method
+(request conversion, the chain shell, the stake plan, the response conversion and
+the receipt) called in a tight loop on a real localnet's cached chain context, with
+no gRPC and no interceptors; and the stake plan alone, filled into its template and
+built the general way (``template=False``), in the same run.
+
+Prints one JSON object: microseconds per call (median of ``--rounds`` rounds of
+``--calls`` calls). With ``--callgrind`` each figure is instead the number of
+instructions per call that valgrind's callgrind counts (a run of ``--callgrind``
+calls less a run of none), which the load of a shared machine does not change.
+
+Run: ``python -m bench.servicer [--calls 2000] [--rounds 5] [--callgrind 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from agentstaking.v1 import staking_pb2
+from solders.hash import Hash
+from solders.keypair import Keypair
+
+from service.api import BuildGate
+from service.api._staking import StakingServicer
+from service.chain import ChainContext, FeePolicy, HttpSolanaRpc, IntentBook, StakingOperations
+from service.core import (
+    RecentBlockhash,
+    SeedPurpose,
+    ServiceFee,
+    StakeContext,
+    StakeRequest,
+    build_stake_transaction,
+    seed_from_request_id,
+)
+from service.localnet import LocalnetServer
+from service.receipts import ReceiptSigner
+
+SOL = 1_000_000_000
+WALLETS = 16
+WARMUP = 50
+MEASURES = ("servicer", "plan (template)", "plan (general)")
+
+
+class _Context:
+    """What the servicer's error handling reads of a call's context."""
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    async def abort(self, code: Any, details: str, trailing_metadata: Any = ()) -> None:
+        raise RuntimeError(f"the build failed: {code} {details}")
+
+
+async def _measures(calls: int, rounds: int, only: str | None) -> dict[str, float]:
+    localnet = LocalnetServer()
+    await localnet.start()
+    rpc = HttpSolanaRpc(localnet.url)
+    try:
+        now = time.monotonic()
+        # A frozen clock: the cached blockhash never ages during the loop.
+        chain = ChainContext(rpc, clock=lambda: now)
+        await chain.refresh()
+        vote = str(localnet.chain.validators[0].vote_account)
+        operations = StakingOperations(
+            rpc=rpc,
+            context=chain,
+            fee=FeePolicy(bps=25, recipient=str(Keypair().pubkey())),
+            default_vote_account=vote,
+        )
+        signer = ReceiptSigner(
+            Path(tempfile.mkdtemp()) / "receipt-keys.json", create=True, now=datetime.now(UTC)
+        )
+        # No request_id: the intent book is never read.
+        gate = BuildGate(signer=signer, chain=chain, book=cast(IntentBook, None))
+        servicer = StakingServicer(operations, gate=gate)
+        context = cast(Any, _Context())
+        # As bench.run sends them: the default validator, no request_id.
+        requests = [
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet=str(Keypair().pubkey()), amount_lamports=2 * SOL
+            )
+            for _ in range(WALLETS)
+        ]
+        wallet = Keypair().pubkey()
+        plan_request = StakeRequest(
+            wallet=wallet,
+            vote_account=Keypair().pubkey(),
+            amount_lamports=2 * SOL,
+            seed=seed_from_request_id(purpose=SeedPurpose.STAKE, wallet=wallet, request_id="b"),
+            service_fee=ServiceFee(bps=25, recipient=Keypair().pubkey()),
+        )
+        snapshot = chain.snapshot()
+        plan_context = StakeContext(
+            lifetime=RecentBlockhash(
+                blockhash=Hash.from_string(snapshot.blockhash),
+                last_valid_block_height=snapshot.last_valid_block_height,
+            ),
+            rent_exempt_reserve_lamports=snapshot.stake_rent_exempt_reserve,
+            minimum_delegation_lamports=snapshot.minimum_delegation,
+            epoch=snapshot.epoch,
+        )
+
+        async def servicer_calls(n: int) -> None:
+            for i in range(n):
+                await servicer.BuildStakeTransaction(requests[i % WALLETS], context)
+
+        def plan_calls(template: bool) -> Callable[[int], Awaitable[None]]:
+            async def run(n: int) -> None:
+                for _ in range(n):
+                    build_stake_transaction(plan_request, plan_context, template=template)
+
+            return run
+
+        loops = {
+            "servicer": servicer_calls,
+            "plan (template)": plan_calls(True),
+            "plan (general)": plan_calls(False),
+        }
+        report: dict[str, float] = {}
+        for name, loop in loops.items():
+            if only is not None and name != only:
+                continue
+            # Warm-up (templates learnt, caches filled): the same for every --calls, so
+            # that two callgrind runs differ by their calls alone.
+            await loop(WARMUP)
+            samples = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                await loop(calls)
+                samples.append((time.perf_counter() - started) / max(calls, 1) * 1e6)
+            report[name] = round(statistics.median(samples), 1)
+        return report
+    finally:
+        await rpc.close()
+        await localnet.stop()
+
+
+def _instructions(measure: str, calls: int) -> int:
+    """Instructions callgrind counts for a run of ``calls`` calls of ``measure``."""
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={folder}/callgrind.out",
+                sys.executable,
+                "-m",
+                "bench.servicer",
+                "--only",
+                measure,
+                "--calls",
+                str(calls),
+                "--rounds",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind reported no count: {done.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--callgrind",
+        type=int,
+        default=0,
+        metavar="CALLS",
+        help="count instructions per call over this many calls (valgrind) instead",
+    )
+    parser.add_argument("--only", choices=MEASURES, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.callgrind:
+        if shutil.which("valgrind") is None:
+            parser.error("--callgrind needs valgrind")
+        counts = {
+            name: (_instructions(name, args.callgrind) - _instructions(name, 0)) // args.callgrind
+            for name in MEASURES
+        }
+        print(
+            json.dumps(
+                {
+                    "benchmark": "servicer",
+                    "calls": args.callgrind,
+                    "instructions_per_call": counts,
+                }
+            )
+        )
+        return
+    report = asyncio.run(_measures(args.calls, args.rounds, args.only))
+    print(
+        json.dumps(
+            {
+                "benchmark": "servicer",
+                "calls": args.calls,
+                "rounds": args.rounds,
+                "microseconds_per_call": report,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
