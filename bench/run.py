@@ -99,11 +99,15 @@ class Server:
         self.process.wait(60)
 
 
-def start_echo(workers: int, cpus: Sequence[int] | None) -> tuple[Server, str, list[int]]:
-    """The echo baseline: its server, target and pids (parent first)."""
+def start_echo(
+    workers: int, cpus: Sequence[int] | None, *, wrapper: Sequence[str] = ()
+) -> tuple[Server, str, list[int]]:
+    """The echo baseline: its server, target and pids (parent first); ``wrapper``
+    prefixes the command (a profiler)."""
     port = _free_port()
     echo = Server(
         [
+            *wrapper,
             sys.executable,
             "-m",
             "bench.echo_server",
@@ -171,11 +175,13 @@ def start_service(
     module: str = "service",
     extra_env: dict[str, str] | None = None,
     localnet: Localnet | None = None,
+    log_level: str = "WARNING",
+    wrapper: Sequence[str] = (),
 ) -> Service:
     """``python -m service serve --workers N`` with the embedded localnet (or
     ``localnet``, a separate one), rate limits far above any load and logging at
-    WARNING, pinned to `cpus` (``module``: another entry point with the same command
-    line)."""
+    ``log_level`` (INFO writes the access log), pinned to `cpus` (``module``: another
+    entry point with the same command line; ``wrapper`` prefixes the command)."""
     port = _free_port()
     data = Path(tempfile.mkdtemp(prefix="agent-staking-bench-"))
     metrics_listen = f"127.0.0.1:{_free_port()}" if metrics else None
@@ -183,7 +189,7 @@ def start_service(
         **os.environ,
         "AGENT_STAKING_DATA_DIR": str(data),
         "AGENT_STAKING_LOCALNET_LISTEN": f"127.0.0.1:{_free_port()}",
-        "AGENT_STAKING_LOG_LEVEL": "WARNING",
+        "AGENT_STAKING_LOG_LEVEL": log_level,
         "AGENT_STAKING_METRICS_LISTEN": metrics_listen or "off",
         **(extra_env or {}),
     }
@@ -197,6 +203,7 @@ def start_service(
         env[f"AGENT_STAKING_RATELIMIT_{dimension}_BURST"] = HIGH
     server = Server(
         [
+            *wrapper,
             sys.executable,
             "-m",
             module,
