@@ -8,10 +8,12 @@ servicer inside then use. The observed context
 - records how the call ended (``abort``, ``set_code``) and the ErrorInfo reason in the
   ``grpc-status-details-bin`` trailer;
 - is the one place where response metadata is gathered: what the interceptors add
-  (``x-request-id``) joins the initial metadata the rate-limit interceptor or the
-  servicer sends, and is sent on its own before the first response otherwise (initial
-  metadata goes out once); trailers are merged into whatever trailers the call ends
-  with, aborts included.
+  (``x-request-id``, ``x-ratelimit-*``) goes out with the trailers, merged into
+  whatever trailers the call ends with, aborts included. A unary response then costs
+  one send, message, status and trailers together, as without interceptors (grpc.aio
+  cannot add initial metadata to that send: a send of its own would cost a second
+  batch per call). Streaming responses also carry it in the initial metadata, sent
+  before the first message, and so does a servicer that sends its own.
 
 Each observing interceptor sees every message that passes through it and the call's
 final status, computed the same way at every level.
@@ -61,17 +63,17 @@ class ObservedContext(grpc.aio.ServicerContext[Any, Any]):
 
     # --- what the observers add ----------------------------------------------------
 
-    def add_header(self, key: str, value: str) -> None:
-        """Send ``key: value`` with the initial metadata (if it has not gone out yet)."""
+    def add_metadata(self, key: str, value: str) -> None:
+        """Give the client ``key: value``: among the trailers however the call ends, and
+        in the initial metadata when that goes out before the end (see the module
+        docstring)."""
+        self._trailers.append((key, value))
         if not self.headers_sent:
             self._headers.append((key, value))
 
-    def add_trailer(self, key: str, value: str) -> None:
-        """End the call with ``key: value`` among its trailers, however it ends."""
-        self._trailers.append((key, value))
-
     async def flush_headers(self) -> None:
-        """Send the gathered initial metadata now unless it has gone out."""
+        """Streaming responses: send the gathered initial metadata now unless it has
+        gone out."""
         if not self.headers_sent and not self.aborted:
             self.headers_sent = True
             if self._headers:
@@ -186,6 +188,19 @@ class ObservedContext(grpc.aio.ServicerContext[Any, Any]):
 
     def done(self) -> bool:
         return self.inner.done()
+
+
+def add_response_metadata(
+    context: grpc.aio.ServicerContext[Any, Any], metadata: Iterable[tuple[str, str]]
+) -> None:
+    """Give the client ``metadata`` with the response: gathered by the observing
+    interceptors' context (:meth:`ObservedContext.add_metadata`); without them, as the
+    call's trailers."""
+    if isinstance(context, ObservedContext):
+        for key, value in metadata:
+            context.add_metadata(key, value)
+    else:
+        context.set_trailing_metadata(tuple(metadata))
 
 
 def _error_info_reason(packed: bytes) -> str | None:
@@ -378,7 +393,6 @@ def _observed_handler(
                 for observer in observers:
                     observer.received(call)
                 response = await unary(request, observed)
-                await observed.flush_headers()
                 for observer in observers:
                     observer.sent(call)
                 return response
@@ -390,7 +404,6 @@ def _observed_handler(
         async def stream_unary(requests: Any, context: Any) -> Any:
             with _watch(observers, service, method, "client_stream", context) as observed:
                 response = await client_stream(_counted(requests, observers, observed), observed)
-                await observed.flush_headers()
                 for observer in observers:
                     observer.sent(observed.call)
                 return response
@@ -433,7 +446,6 @@ def _streaming(
                     yield item
             else:  # a servicer that writes with context.write() and returns None
                 await result
-            await observed.flush_headers()
 
     return stream
 

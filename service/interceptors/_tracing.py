@@ -2,8 +2,9 @@
 
 The span continues the caller's W3C trace context (``traceparent``/``tracestate``
 metadata); its trace id is the call's request id: in the logs, in the
-``x-request-id`` response metadata (initial metadata when the call sends any, and
-always in the trailers) so a client can quote it.
+``x-request-id`` response metadata (always in the trailers; in the initial metadata
+too when that goes out before the end, as with streaming responses) so a client can
+quote it.
 
 Why not ``opentelemetry-instrumentation-grpc``'s aio server interceptor: it names the
 span with a leading ``/`` and uses the deprecated ``net.peer.*`` attributes; a call
@@ -86,8 +87,7 @@ class TracingInterceptor(ObservingInterceptor):
             ids = span.get_span_context()
             # A no-op tracer has no ids: the request still gets one.
             call.request_id = f"{ids.trace_id:032x}" if ids.is_valid else secrets.token_hex(16)
-            context.add_header(REQUEST_ID_KEY, call.request_id)
-            context.add_trailer(REQUEST_ID_KEY, call.request_id)
+            context.add_metadata(REQUEST_ID_KEY, call.request_id)
             try:
                 yield
             finally:

@@ -55,7 +55,7 @@ async def _key_lifecycle(address: str, admin_secret: str) -> tuple[list[str], li
                 assert exc.code() is grpc.StatusCode.UNAUTHENTICATED
                 request_ids.append(dict(exc.trailing_metadata() or ())["x-request-id"])
             else:
-                request_ids.append(dict(await call.initial_metadata() or ())["x-request-id"])
+                request_ids.append(dict(await call.trailing_metadata() or ())["x-request-id"])
     return secrets, request_ids
 
 
