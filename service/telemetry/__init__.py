@@ -46,6 +46,8 @@ class Telemetry:
 
     provider: TracerProvider
     metrics: Metrics = field(default_factory=Metrics)
+    exports_spans: bool = True
+    """Whether spans go anywhere; without an exporter calls get trace ids, no spans."""
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -60,11 +62,12 @@ class Telemetry:
         return cls(
             provider=tracer_provider(
                 service_name=settings.tracing_service_name,
-                # Without an exporter nothing is recorded: spans still carry ids (logs,
-                # x-request-id), at the cost of a non-recording span.
+                # Without an exporter nothing is recorded: calls still get trace ids (logs,
+                # x-request-id) from the tracing interceptor, without spans.
                 sample_ratio=settings.tracing_sample_ratio if exporter is not None else 0.0,
                 exporter=exporter,
-            )
+            ),
+            exports_spans=exporter is not None,
         )
 
     def shutdown(self) -> None:

@@ -184,7 +184,7 @@ async def test_serve_writes_json_logs_on_stdout_and_no_secret(
             json.loads(await process.stdout.readline())["bootstrap_api_key"] for _ in range(2)
         ]
         admin = next(key for key in bootstrap if "admin" in key["scopes"])
-        secrets, _ = await _key_lifecycle(address, admin["secret"])
+        secrets, request_ids = await _key_lifecycle(address, admin["secret"])
         metrics_port = None
         seen: list[bytes] = []
         while metrics_port is None:
@@ -209,9 +209,11 @@ async def test_serve_writes_json_logs_on_stdout_and_no_secret(
     lines = _lines(logged)
     access = [line for line in lines if line["logger"] == "service.access"]
     assert access
-    # No exporter configured: nothing recorded, yet every call has its trace id.
+    # No exporter configured: nothing recorded, yet every call has its trace id, the
+    # one its client was given.
     for line in access:
         assert line["trace_id"] == line["request_id"] and len(line["span_id"]) == 16
+    assert set(request_ids) <= {line["request_id"] for line in access}
     assert "agent-staking stopped" in [line["message"] for line in lines]
     everything = logged + err.decode()
     for secret in secrets:
