@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -259,8 +260,14 @@ class ObservingInterceptor(Stage):
     Hooks run in the handler's task, in this order: :meth:`scope` entered,
     :meth:`started`, :meth:`received`/:meth:`sent` per message, :meth:`finished` (the
     call's code, reason and duration set), :meth:`scope` exited. Observers in one
-    :class:`ObserverGroup` run as if nested, the first outermost.
+    :class:`ObserverGroup` run as if nested, the first outermost. A hook left as it is
+    here is not called at all.
     """
+
+    def for_method(self, service: str, method: str, rpc_type: str) -> ObservingInterceptor:
+        """The observer of one method's calls, asked once per method: this one, or one
+        with what it needs per call (metric series, say) found in advance."""
+        return self
 
     def scope(
         self, call: CallInfo, context: ObservedContext
@@ -305,38 +312,88 @@ class ObserverGroup(Stage):
         return None
 
 
-def _has_scope(observer: ObservingInterceptor) -> bool:
-    return type(observer).scope is not ObservingInterceptor.scope
+Hook = Callable[[CallInfo], None]
+
+
+def _overrides(observer: ObservingInterceptor, hook: str) -> bool:
+    return getattr(type(observer), hook) is not getattr(ObservingInterceptor, hook)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One method's observers and the hooks they override, found once per method."""
+
+    service: str
+    method: str
+    rpc_type: str
+    observers: tuple[ObservingInterceptor, ...]
+    # Per observer, outermost first: (observer, its scope, started, finished), None
+    # where it keeps the base class's no-op.
+    steps: tuple[
+        tuple[
+            ObservingInterceptor,
+            Callable[[CallInfo, ObservedContext], contextlib.AbstractContextManager[Any]] | None,
+            Hook | None,
+            Hook | None,
+        ],
+        ...,
+    ]
+    received: tuple[Hook, ...]
+    sent: tuple[Hook, ...]
+
+    @classmethod
+    def of(
+        cls,
+        observers: tuple[ObservingInterceptor, ...],
+        service: str,
+        method: str,
+        rpc_type: str,
+    ) -> _Plan:
+        bound = tuple(o.for_method(service, method, rpc_type) for o in observers)
+        return cls(
+            service=service,
+            method=method,
+            rpc_type=rpc_type,
+            observers=bound,
+            steps=tuple(
+                (
+                    o,
+                    o.scope if _overrides(o, "scope") else None,
+                    o.started if _overrides(o, "started") else None,
+                    o.finished if _overrides(o, "finished") else None,
+                )
+                for o in bound
+            ),
+            received=tuple(o.received for o in bound if _overrides(o, "received")),
+            sent=tuple(o.sent for o in bound if _overrides(o, "sent")),
+        )
 
 
 @contextlib.contextmanager
-def _watch(
-    observers: tuple[ObservingInterceptor, ...],
-    service: str,
-    method: str,
-    rpc_type: str,
-    context: Any,
-) -> Iterator[ObservedContext]:
+def _watch(plan: _Plan, context: Any) -> Iterator[ObservedContext]:
     """Watch one call: scopes entered and hooks run as if each observer wrapped the
     next, inner observers finishing first."""
     token = None
     if isinstance(context, ObservedContext):
         observed = context
     else:
-        call = CallInfo(service=service, method=method, rpc_type=rpc_type, peer=context.peer())
+        call = CallInfo(
+            service=plan.service, method=plan.method, rpc_type=plan.rpc_type, peer=context.peer()
+        )
         observed = ObservedContext(context, call)
         token = current_call.set(call)
     call = observed.call
-    entered: list[tuple[ObservingInterceptor, contextlib.AbstractContextManager[Any] | None]] = []
+    entered: list[tuple[Hook | None, contextlib.AbstractContextManager[Any] | None]] = []
     error: BaseException | None = None
     try:
-        for observer in observers:
-            scope = observer.scope(call, observed) if _has_scope(observer) else None
+        for observer, scoped, started, finished in plan.steps:
+            scope = scoped(call, observed) if scoped is not None else None
             if scope is not None:
                 scope.__enter__()
-            entered.append((observer, scope))
+            entered.append((finished, scope))
             observed.observers.append(observer)
-            _safely(observer.started, call)
+            if started is not None:
+                _safely(started, call)
         yield observed
     except BaseException as exc:
         error = exc
@@ -350,13 +407,14 @@ def _watch(
 def _leave(
     call: CallInfo,
     observed: ObservedContext,
-    entered: list[tuple[ObservingInterceptor, contextlib.AbstractContextManager[Any] | None]],
+    entered: list[tuple[Hook | None, contextlib.AbstractContextManager[Any] | None]],
     error: BaseException | None,
 ) -> None:
-    for observer, scope in reversed(entered):
+    for finished, scope in reversed(entered):
         _finish(call, observed, error)
-        _safely(observer.finished, call)
-        observed.observers.remove(observer)
+        if finished is not None:
+            _safely(finished, call)
+        observed.observers.pop()
         if scope is not None:
             if error is None:
                 scope.__exit__(None, None, None)
@@ -364,7 +422,7 @@ def _leave(
                 scope.__exit__(type(error), error, error.__traceback__)
 
 
-def _safely(hook: Callable[[CallInfo], None], call: CallInfo) -> None:
+def _safely(hook: Hook, call: CallInfo) -> None:
     # Watching a call must never break it.
     try:
         hook(call)
@@ -386,63 +444,62 @@ def _observed_handler(
     # (or async generators for server-streaming methods).
     if handler.unary_unary is not None:
         unary: Any = handler.unary_unary
+        plan = _Plan.of(observers, service, method, "unary")
 
         async def unary_unary(request: Any, context: Any) -> Any:
-            with _watch(observers, service, method, "unary", context) as observed:
+            with _watch(plan, context) as observed:
                 call = observed.call
-                for observer in observers:
-                    observer.received(call)
+                for received in plan.received:
+                    received(call)
                 response = await unary(request, observed)
-                for observer in observers:
-                    observer.sent(call)
+                for sent in plan.sent:
+                    sent(call)
                 return response
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
     if handler.stream_unary is not None:
         client_stream: Any = handler.stream_unary
+        plan = _Plan.of(observers, service, method, "client_stream")
 
         async def stream_unary(requests: Any, context: Any) -> Any:
-            with _watch(observers, service, method, "client_stream", context) as observed:
-                response = await client_stream(_counted(requests, observers, observed), observed)
-                for observer in observers:
-                    observer.sent(observed.call)
+            with _watch(plan, context) as observed:
+                response = await client_stream(_counted(requests, plan, observed), observed)
+                for sent in plan.sent:
+                    sent(observed.call)
                 return response
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _streaming(handler.unary_stream, observers, service, method, "server_stream", False),
+            _streaming(
+                handler.unary_stream, _Plan.of(observers, service, method, "server_stream"), False
+            ),
             **options,
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(handler.stream_stream, observers, service, method, "bidi_stream", True),
+            _streaming(
+                handler.stream_stream, _Plan.of(observers, service, method, "bidi_stream"), True
+            ),
             **options,
         )
     return handler
 
 
-def _streaming(
-    inner: Any,
-    observers: tuple[ObservingInterceptor, ...],
-    service: str,
-    method: str,
-    rpc_type: str,
-    client_streaming: bool,
-) -> Any:
+def _streaming(inner: Any, plan: _Plan, client_streaming: bool) -> Any:
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        with _watch(observers, service, method, rpc_type, context) as observed:
+        with _watch(plan, context) as observed:
             if client_streaming:
-                request = _counted(request, observers, observed)
+                request = _counted(request, plan, observed)
             else:
-                for observer in observers:
-                    observer.received(observed.call)
+                for received in plan.received:
+                    received(observed.call)
             result = inner(request, observed)
             if hasattr(result, "__aiter__"):
                 async for item in result:
                     await observed.flush_headers()
-                    for observer in observers:
-                        observer.sent(observed.call)
+                    for sent in plan.sent:
+                        sent(observed.call)
                     yield item
             else:  # a servicer that writes with context.write() and returns None
                 await result
@@ -450,10 +507,8 @@ def _streaming(
     return stream
 
 
-async def _counted(
-    requests: Any, observers: tuple[ObservingInterceptor, ...], observed: ObservedContext
-) -> AsyncIterator[Any]:
+async def _counted(requests: Any, plan: _Plan, observed: ObservedContext) -> AsyncIterator[Any]:
     async for request in requests:
-        for observer in observers:
-            observer.received(observed.call)
+        for received in plan.received:
+            received(observed.call)
         yield request

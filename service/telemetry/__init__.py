@@ -31,7 +31,15 @@ from ._logging import (
     configure_logging,
     redact,
 )
-from ._metrics import GO_CODE_NAMES, Metrics, build_kind, multiprocess_mode, rpc_type
+from ._metrics import (
+    GO_CODE_NAMES,
+    BuildSeries,
+    GrpcSeries,
+    Metrics,
+    build_kind,
+    multiprocess_mode,
+    rpc_type,
+)
 from ._multiprocess import SnapshotCollector, read_snapshots, write_snapshot
 from ._stderr import StderrCapture, capture_stderr
 from ._tracing import span_exporter, tracer_provider
@@ -78,7 +86,9 @@ class Telemetry:
 __all__ = [
     "GO_CODE_NAMES",
     "MULTIPROCESS_MODES",
+    "BuildSeries",
     "CallInfo",
+    "GrpcSeries",
     "JsonFormatter",
     "LogHandler",
     "MetadataEncodingFilter",
