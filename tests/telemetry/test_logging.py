@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,27 @@ def test_secrets_are_scrubbed_from_every_field() -> None:
     assert first["header"] == "Bearer <redacted>"
     assert "ValueError: authorization: bearer <redacted>" in second["exception"]
     assert redact("nothing to hide") == "nothing to hide"
+
+
+def test_times_are_utc_milliseconds_as_datetime_writes_them() -> None:
+    formatter = JsonFormatter()
+    # Several lines a second (the text of a second is reused), its last microsecond
+    # (rounded up into the next one), the next second, and back.
+    base = 1_800_000_000
+    times = [
+        base + 0.25,
+        base + 0.2504,
+        base + 0.9999996,
+        base + 1.001,
+        base + 0.5,
+        base + 86_400.0,
+    ]
+    for created in times:
+        record = logging.LogRecord("tests.time", logging.INFO, __file__, 0, "tick", None, None)
+        record.created = created
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["time"] == expected
+    assert expected == "2027-01-16T08:00:00.000+00:00"
 
 
 def test_levels_are_configurable() -> None:
