@@ -163,12 +163,12 @@ class PeerAuthFailures:
         self._clock = clock
         self._blocked: dict[str, tuple[float, Subject, Decision]] = {}
 
-    async def admit(self, context: Context, *, known_key: bool) -> None:
-        if not self._blocked or known_key:
+    async def admit(self, context: Context, *, known_key: Callable[[], bool]) -> None:
+        if not self._blocked:
             return
         peer = peer_address(context.peer())
         blocked = self._blocked.get(peer)
-        if blocked is None:
+        if blocked is None or known_key():
             return
         until, subject, last = blocked
         now = self._clock()
