@@ -1,13 +1,14 @@
 """One command for the gRPC benchmarks: every scenario, against the echo baseline.
 
 Starts the bare echo server (``bench.echo_server``) and then ``agent-staking serve``
-(embedded localnet, rate limits set far above the load, access log off, metrics on a
-free port) with the same ``--workers``, pinned to ``--server-cpus`` cores while the
-load generator (``bench.grpc_load``) runs on the others. Each scenario runs at
-saturation (``--concurrency`` calls in flight) and at a fixed rate of half its
-saturation throughput; the build also at a fixed 100/s. With ``--compare-workers N``
-the echo and build saturation runs are repeated with N workers. With ``--h2load``
-(the default when h2load is installed) echo, health and build also get an h2load
+(embedded localnet, rate limits set far above the load, logging at ``--log-level``
+INFO as configured by default, so with the access log, metrics on a free port) with
+the same ``--workers``, pinned to ``--server-cpus`` cores while the load generator
+(``bench.grpc_load``) runs on the others. Each scenario runs at saturation
+(``--concurrency`` calls in flight) and at a fixed rate of half its saturation
+throughput; the build also at a fixed 100/s. With ``--compare-workers N`` the echo
+and build saturation runs are repeated with N workers. With ``--h2load`` (the
+default when h2load is installed) echo, health and build also get an h2load
 saturation run (``bench.h2load``, same in-flight count), cross-checked against the
 service's ``grpc_server_handled_total``.
 
@@ -175,7 +176,7 @@ def start_service(
     module: str = "service",
     extra_env: dict[str, str] | None = None,
     localnet: Localnet | None = None,
-    log_level: str = "WARNING",
+    log_level: str = "INFO",
     wrapper: Sequence[str] = (),
 ) -> Service:
     """``python -m service serve --workers N`` with the embedded localnet (or
@@ -323,6 +324,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=4,
         help="h2load connections; streams per connection: --concurrency / this",
     )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="the service's log level; INFO (the default configuration) writes the access log",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     h2load_binary = h2load_path() if args.h2load else None
@@ -436,7 +442,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     paced("echo", workers, spec, pids, None)
             echo.stop()
         localnet = start_localnet(client_cpus) if args.localnet == "separate" else None
-        service_process = start_service(workers, server_cpus, localnet=localnet)
+        service_process = start_service(
+            workers, server_cpus, localnet=localnet, log_level=args.log_level
+        )
         url = service_process.rpc_url
         pids = service_process.pids
         service = replace(
