@@ -69,12 +69,14 @@ from bench.run import (
 )
 
 STAGES = (
+    "Admission",
     "TracingInterceptor",
     "MetricsInterceptor",
     "AccessLogInterceptor",
     "AuthInterceptor",
     "RateLimitInterceptor",
     "BuildMetricsInterceptor",
+    "RequestCheck",
 )
 AUTH = "AuthInterceptor"
 ECHO_VARIANT = "echo"
