@@ -25,8 +25,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextvars import Token
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -369,39 +371,60 @@ class _Plan:
         )
 
 
-@contextlib.contextmanager
-def _watch(plan: _Plan, context: Any) -> Iterator[ObservedContext]:
+class _Watch:
     """Watch one call: scopes entered and hooks run as if each observer wrapped the
-    next, inner observers finishing first."""
-    token = None
-    if isinstance(context, ObservedContext):
-        observed = context
-    else:
-        call = CallInfo(
-            service=plan.service, method=plan.method, rpc_type=plan.rpc_type, peer=context.peer()
-        )
-        observed = ObservedContext(context, call)
-        token = current_call.set(call)
-    call = observed.call
-    entered: list[tuple[Hook | None, contextlib.AbstractContextManager[Any] | None]] = []
-    error: BaseException | None = None
-    try:
-        for observer, scoped, started, finished in plan.steps:
-            scope = scoped(call, observed) if scoped is not None else None
-            if scope is not None:
-                scope.__enter__()
-            entered.append((finished, scope))
-            observed.observers.append(observer)
-            if started is not None:
-                _safely(started, call)
-        yield observed
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        _leave(call, observed, entered, error)
-        if token is not None:
-            current_call.reset(token)
+    next, inner observers finishing first. (A class: a generator-based context manager
+    costs a generator and a StopIteration on every call.)"""
+
+    __slots__ = ("_context", "_entered", "_observed", "_plan", "_token")
+
+    def __init__(self, plan: _Plan, context: Any) -> None:
+        self._plan = plan
+        self._context = context
+        self._entered: list[tuple[Hook | None, contextlib.AbstractContextManager[Any] | None]] = []
+        self._token: Token[CallInfo | None] | None = None
+
+    def __enter__(self) -> ObservedContext:
+        plan, context = self._plan, self._context
+        if isinstance(context, ObservedContext):
+            observed = context
+        else:
+            call = CallInfo(
+                service=plan.service,
+                method=plan.method,
+                rpc_type=plan.rpc_type,
+                peer=context.peer(),
+            )
+            observed = ObservedContext(context, call)
+            self._token = current_call.set(call)
+        self._observed = observed
+        call = observed.call
+        entered = self._entered
+        try:
+            for observer, scoped, started, finished in plan.steps:
+                scope = scoped(call, observed) if scoped is not None else None
+                if scope is not None:
+                    scope.__enter__()
+                entered.append((finished, scope))
+                observed.observers.append(observer)
+                if started is not None:
+                    _safely(started, call)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return observed
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            _leave(self._observed.call, self._observed, self._entered, error)
+        finally:
+            if self._token is not None:
+                current_call.reset(self._token)
 
 
 def _leave(
@@ -447,7 +470,7 @@ def _observed_handler(
         plan = _Plan.of(observers, service, method, "unary")
 
         async def unary_unary(request: Any, context: Any) -> Any:
-            with _watch(plan, context) as observed:
+            with _Watch(plan, context) as observed:
                 call = observed.call
                 for received in plan.received:
                     received(call)
@@ -462,7 +485,7 @@ def _observed_handler(
         plan = _Plan.of(observers, service, method, "client_stream")
 
         async def stream_unary(requests: Any, context: Any) -> Any:
-            with _watch(plan, context) as observed:
+            with _Watch(plan, context) as observed:
                 response = await client_stream(_counted(requests, plan, observed), observed)
                 for sent in plan.sent:
                     sent(observed.call)
@@ -488,7 +511,7 @@ def _observed_handler(
 
 def _streaming(inner: Any, plan: _Plan, client_streaming: bool) -> Any:
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        with _watch(plan, context) as observed:
+        with _Watch(plan, context) as observed:
             if client_streaming:
                 request = _counted(request, plan, observed)
             else:
