@@ -295,13 +295,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         for name, method, stages in variants:
             if localnet is not None:
+                if localnet.server.process.poll() is not None:
+                    log_line = (
+                        f"the localnet exited ({localnet.server.process.returncode}): restarted"
+                    )
+                    print(log_line, file=sys.stderr, flush=True)
+                    localnet = start_localnet(client_cpus)
                 try:
                     measured = _instructions(
                         args, name, method, stages, bodies[method], server_cpus, localnet
                     )
-                except (grpc.RpcError, RuntimeError, subprocess.TimeoutExpired) as exc:
-                    # One variant's failure (a call refused, callgrind_control not
-                    # answering) does not cost the others of a long run.
+                except (grpc.RpcError, RuntimeError, KeyError, subprocess.TimeoutExpired) as exc:
+                    # One variant's failure (a call refused, a server that did not
+                    # start, callgrind_control not answering) does not cost the others
+                    # of a long run.
                     measured = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             else:
                 measured = _saturation(args, name, method, stages, bodies[method], server_cpus)
