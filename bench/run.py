@@ -1,13 +1,14 @@
 """One command for the gRPC benchmarks: every scenario, against the echo baseline.
 
 Starts the bare echo server (``bench.echo_server``) and then ``agent-staking serve``
-(embedded localnet, rate limits set far above the load, access log off, metrics on a
-free port) with the same ``--workers``, pinned to ``--server-cpus`` cores while the
-load generator (``bench.grpc_load``) runs on the others. Each scenario runs at
-saturation (``--concurrency`` calls in flight) and at a fixed rate of half its
-saturation throughput; the build also at a fixed 100/s. With ``--compare-workers N``
-the echo and build saturation runs are repeated with N workers. With ``--h2load``
-(the default when h2load is installed) echo, health and build also get an h2load
+(embedded localnet, rate limits set far above the load, logging at ``--log-level``
+INFO as configured by default, so with the access log, metrics on a free port) with
+the same ``--workers``, pinned to ``--server-cpus`` cores while the load generator
+(``bench.grpc_load``) runs on the others. Each scenario runs at saturation
+(``--concurrency`` calls in flight) and at a fixed rate of half its saturation
+throughput; the build also at a fixed 100/s. With ``--compare-workers N`` the echo
+and build saturation runs are repeated with N workers. With ``--h2load`` (the
+default when h2load is installed) echo, health and build also get an h2load
 saturation run (``bench.h2load``, same in-flight count), cross-checked against the
 service's ``grpc_server_handled_total``.
 
@@ -101,11 +102,15 @@ class Server:
         self.process.wait(60)
 
 
-def start_echo(workers: int, cpus: Sequence[int] | None) -> tuple[Server, str, list[int]]:
-    """The echo baseline: its server, target and pids (parent first)."""
+def start_echo(
+    workers: int, cpus: Sequence[int] | None, *, wrapper: Sequence[str] = ()
+) -> tuple[Server, str, list[int]]:
+    """The echo baseline: its server, target and pids (parent first); ``wrapper``
+    prefixes the command (a profiler)."""
     port = _free_port()
     echo = Server(
         [
+            *wrapper,
             sys.executable,
             "-m",
             "bench.echo_server",
@@ -173,11 +178,13 @@ def start_service(
     module: str = "service",
     extra_env: dict[str, str] | None = None,
     localnet: Localnet | None = None,
+    log_level: str = "INFO",
+    wrapper: Sequence[str] = (),
 ) -> Service:
     """``python -m service serve --workers N`` with the embedded localnet (or
     ``localnet``, a separate one), rate limits far above any load and logging at
-    WARNING, pinned to `cpus` (``module``: another entry point with the same command
-    line)."""
+    ``log_level`` (INFO writes the access log), pinned to `cpus` (``module``: another
+    entry point with the same command line; ``wrapper`` prefixes the command)."""
     port = _free_port()
     data = Path(tempfile.mkdtemp(prefix="agent-staking-bench-"))
     metrics_listen = f"127.0.0.1:{_free_port()}" if metrics else None
@@ -185,7 +192,7 @@ def start_service(
         **os.environ,
         "AGENT_STAKING_DATA_DIR": str(data),
         "AGENT_STAKING_LOCALNET_LISTEN": f"127.0.0.1:{_free_port()}",
-        "AGENT_STAKING_LOG_LEVEL": "WARNING",
+        "AGENT_STAKING_LOG_LEVEL": log_level,
         "AGENT_STAKING_METRICS_LISTEN": metrics_listen or "off",
         **(extra_env or {}),
     }
@@ -199,6 +206,7 @@ def start_service(
         env[f"AGENT_STAKING_RATELIMIT_{dimension}_BURST"] = HIGH
     server = Server(
         [
+            *wrapper,
             sys.executable,
             "-m",
             module,
@@ -328,6 +336,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=4,
         help="h2load connections; streams per connection: --concurrency / this",
     )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="the service's log level; INFO (the default configuration) writes the access log",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     h2load_binary = h2load_path() if args.h2load else None
@@ -441,7 +454,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     paced("echo", workers, spec, pids, None)
             echo.stop()
         localnet = start_localnet(client_cpus) if args.localnet == "separate" else None
-        service_process = start_service(workers, server_cpus, localnet=localnet)
+        service_process = start_service(
+            workers, server_cpus, localnet=localnet, log_level=args.log_level
+        )
         url = service_process.rpc_url
         pids = service_process.pids
         service = replace(

@@ -197,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--rate", type=float, default=None, help="calls/s (default: half of saturation)"
     )
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--log-level", default="INFO", help="the service's (INFO: with the access log)"
+    )
     parser.add_argument("--sample-every", type=float, default=5.0, help="seconds")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds not judged")
     parser.add_argument("--max-rss-growth", type=float, default=5.0, help="percent")
@@ -212,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if client_cpus is not None:
         os.sched_setaffinity(0, client_cpus)  # the load generator's processes inherit it
     started = datetime.now(UTC)
-    service = start_service(args.workers, server_cpus)
+    service = start_service(args.workers, server_cpus, log_level=args.log_level)
     try:
         wallets = _funded(service.rpc_url, 16)
         builds = [

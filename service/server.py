@@ -356,7 +356,7 @@ class AgentStakingServer:
                 InterceptorChain(
                     [
                         self.admission,
-                        TracingInterceptor(tracer),
+                        TracingInterceptor(tracer, spans=self.telemetry.exports_spans),
                         MetricsInterceptor(metrics),
                         AccessLogInterceptor(),
                         AuthInterceptor(

@@ -68,12 +68,14 @@ class AccessLogInterceptor(ObservingInterceptor):
             level = logging.WARNING
         else:
             level = logging.INFO
-        if not self._log.isEnabledFor(level):
+        logger = self._log
+        if not logger.isEnabledFor(level):
             return
         duration_ms = round(call.duration * 1000, 3)
+        name = _CODE_NAMES[code]
         extra: dict[str, object] = {
             "grpc_type": call.rpc_type,
-            "grpc_code": code.name,
+            "grpc_code": name,
             "duration_ms": duration_ms,
             "peer": call.peer,
         }
@@ -83,15 +85,23 @@ class AccessLogInterceptor(ObservingInterceptor):
             extra["ratelimit_dimension"] = call.rate_limited[0]
         if suppressed:
             extra["suppressed"] = suppressed
-        self._log.log(
+        # The record made directly: Logger.log would look up the caller's file and line,
+        # walking the stack, on every call, for a line that always comes from here.
+        record = logger.makeRecord(
+            logger.name,
             level,
+            __file__,
+            0,
             "%s/%s %s %.1f ms",
-            call.service,
-            call.method,
-            code.name,
-            duration_ms,
-            extra=extra,
+            (call.service, call.method, name, duration_ms),
+            None,
+            "finished",
+            extra,
         )
+        logger.handle(record)
+
+
+_CODE_NAMES: Final = {code: code.name for code in grpc.StatusCode}
 
 
 def _repeatable_refusal(call: CallInfo, code: grpc.StatusCode) -> bool:

@@ -126,7 +126,7 @@ class AuthInterceptor(Stage):
                     # attacker (one ingress, one NAT) keeps working.
                     await failures.admit(
                         context,
-                        known_key=credential is not None and keys.may_be_valid(credential),
+                        known_key=lambda: credential is not None and keys.may_be_valid(credential),
                     )
                 principal = await authenticate(credential)
             except AuthenticationError as exc:
@@ -148,9 +148,11 @@ class AuthInterceptor(Stage):
 class FailedAuthLimit(Protocol):
     """A per-peer budget of failed authentications (``RateLimitInterceptor``'s twin)."""
 
-    async def admit(self, context: grpc.aio.ServicerContext[Any, Any], *, known_key: bool) -> None:
+    async def admit(
+        self, context: grpc.aio.ServicerContext[Any, Any], *, known_key: Callable[[], bool]
+    ) -> None:
         """Abort the call, before its key is checked, while its peer is over the budget,
-        unless it presents a ``known_key`` (a key id known to exist)."""
+        unless it presents a key id known to exist (``known_key()``, asked only then)."""
 
     async def failed(
         self, context: grpc.aio.ServicerContext[Any, Any], error: AuthenticationError

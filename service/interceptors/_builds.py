@@ -36,17 +36,16 @@ class BuildMetricsInterceptor(Stage):
         if handler.unary_unary is None or kind is None or service not in self._services:
             return handler
         behaviour: Any = handler.unary_unary
-        metrics = self._metrics
+        series = self._metrics.build_series(kind)
 
         async def unary_unary(request: Any, context: Any) -> Any:
             started = time.perf_counter()
             try:
                 response = await behaviour(request, context)
             except BaseException as exc:
-                metrics.build_finished(kind, _outcome(context, exc), _since(started), None)
+                series.finished(_outcome(context, exc), _since(started), None)
                 raise
-            fee = _service_fee(response)
-            metrics.build_finished(kind, "ok", _since(started), fee)
+            series.finished("ok", _since(started), _service_fee(response))
             return response
 
         return grpc.unary_unary_rpc_method_handler(

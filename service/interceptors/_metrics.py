@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.telemetry import CallInfo, Metrics
+from service.telemetry import CallInfo, GrpcSeries, Metrics
 
 from ._observe import ObservingInterceptor
 
@@ -14,14 +14,26 @@ class MetricsInterceptor(ObservingInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
+    def for_method(self, service: str, method: str, rpc_type: str) -> ObservingInterceptor:
+        return _MethodMetrics(self._metrics, self._metrics.grpc_series(rpc_type, service, method))
+
+
+class _MethodMetrics(ObservingInterceptor):
+    """The metrics of one method's calls, their series bound in advance."""
+
+    def __init__(self, metrics: Metrics, series: GrpcSeries) -> None:
+        self._metrics = metrics
+        self._series = series
+
     def started(self, call: CallInfo) -> None:
-        self._metrics.call_started(call)
+        self._series.started.inc()
 
     def received(self, call: CallInfo) -> None:
-        self._metrics.message_received(call)
+        self._series.received.inc()
 
     def sent(self, call: CallInfo) -> None:
-        self._metrics.message_sent(call)
+        self._series.sent.inc()
 
     def finished(self, call: CallInfo) -> None:
-        self._metrics.call_finished(call)
+        self._series.finished(call)
+        self._metrics.call_refused(call)

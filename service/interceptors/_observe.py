@@ -8,10 +8,12 @@ servicer inside then use. The observed context
 - records how the call ended (``abort``, ``set_code``) and the ErrorInfo reason in the
   ``grpc-status-details-bin`` trailer;
 - is the one place where response metadata is gathered: what the interceptors add
-  (``x-request-id``) joins the initial metadata the rate-limit interceptor or the
-  servicer sends, and is sent on its own before the first response otherwise (initial
-  metadata goes out once); trailers are merged into whatever trailers the call ends
-  with, aborts included.
+  (``x-request-id``, ``x-ratelimit-*``) goes out with the trailers, merged into
+  whatever trailers the call ends with, aborts included. A unary response then costs
+  one send, message, status and trailers together, as without interceptors (grpc.aio
+  cannot add initial metadata to that send: a send of its own would cost a second
+  batch per call). Streaming responses also carry it in the initial metadata, sent
+  before the first message, and so does a servicer that sends its own.
 
 Each observing interceptor sees every message that passes through it and the call's
 final status, computed the same way at every level. Server streams are written
@@ -25,7 +27,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextvars import Token
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -63,17 +68,17 @@ class ObservedContext(grpc.aio.ServicerContext[Any, Any]):
 
     # --- what the observers add ----------------------------------------------------
 
-    def add_header(self, key: str, value: str) -> None:
-        """Send ``key: value`` with the initial metadata (if it has not gone out yet)."""
+    def add_metadata(self, key: str, value: str) -> None:
+        """Give the client ``key: value``: among the trailers however the call ends, and
+        in the initial metadata when that goes out before the end (see the module
+        docstring)."""
+        self._trailers.append((key, value))
         if not self.headers_sent:
             self._headers.append((key, value))
 
-    def add_trailer(self, key: str, value: str) -> None:
-        """End the call with ``key: value`` among its trailers, however it ends."""
-        self._trailers.append((key, value))
-
     async def flush_headers(self) -> None:
-        """Send the gathered initial metadata now unless it has gone out."""
+        """Streaming responses: send the gathered initial metadata now unless it has
+        gone out."""
         if not self.headers_sent and not self.aborted:
             self.headers_sent = True
             if self._headers:
@@ -190,6 +195,19 @@ class ObservedContext(grpc.aio.ServicerContext[Any, Any]):
         return self.inner.done()
 
 
+def add_response_metadata(
+    context: grpc.aio.ServicerContext[Any, Any], metadata: Iterable[tuple[str, str]]
+) -> None:
+    """Give the client ``metadata`` with the response: gathered by the observing
+    interceptors' context (:meth:`ObservedContext.add_metadata`); without them, as the
+    call's trailers."""
+    if isinstance(context, ObservedContext):
+        for key, value in metadata:
+            context.add_metadata(key, value)
+    else:
+        context.set_trailing_metadata(tuple(metadata))
+
+
 def _error_info_reason(packed: bytes) -> str | None:
     try:
         status = status_pb2.Status.FromString(packed)
@@ -246,8 +264,14 @@ class ObservingInterceptor(Stage):
     Hooks run in the handler's task, in this order: :meth:`scope` entered,
     :meth:`started`, :meth:`received`/:meth:`sent` per message, :meth:`finished` (the
     call's code, reason and duration set), :meth:`scope` exited. Observers in one
-    :class:`ObserverGroup` run as if nested, the first outermost.
+    :class:`ObserverGroup` run as if nested, the first outermost. A hook left as it is
+    here is not called at all.
     """
+
+    def for_method(self, service: str, method: str, rpc_type: str) -> ObservingInterceptor:
+        """The observer of one method's calls, asked once per method: this one, or one
+        with what it needs per call (metric series, say) found in advance."""
+        return self
 
     def scope(
         self, call: CallInfo, context: ObservedContext
@@ -292,58 +316,130 @@ class ObserverGroup(Stage):
         return None
 
 
-def _has_scope(observer: ObservingInterceptor) -> bool:
-    return type(observer).scope is not ObservingInterceptor.scope
+Hook = Callable[[CallInfo], None]
 
 
-@contextlib.contextmanager
-def _watch(
-    observers: tuple[ObservingInterceptor, ...],
-    service: str,
-    method: str,
-    rpc_type: str,
-    context: Any,
-) -> Iterator[ObservedContext]:
+def _overrides(observer: ObservingInterceptor, hook: str) -> bool:
+    return getattr(type(observer), hook) is not getattr(ObservingInterceptor, hook)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One method's observers and the hooks they override, found once per method."""
+
+    service: str
+    method: str
+    rpc_type: str
+    observers: tuple[ObservingInterceptor, ...]
+    # Per observer, outermost first: (observer, its scope, started, finished), None
+    # where it keeps the base class's no-op.
+    steps: tuple[
+        tuple[
+            ObservingInterceptor,
+            Callable[[CallInfo, ObservedContext], contextlib.AbstractContextManager[Any]] | None,
+            Hook | None,
+            Hook | None,
+        ],
+        ...,
+    ]
+    received: tuple[Hook, ...]
+    sent: tuple[Hook, ...]
+
+    @classmethod
+    def of(
+        cls,
+        observers: tuple[ObservingInterceptor, ...],
+        service: str,
+        method: str,
+        rpc_type: str,
+    ) -> _Plan:
+        bound = tuple(o.for_method(service, method, rpc_type) for o in observers)
+        return cls(
+            service=service,
+            method=method,
+            rpc_type=rpc_type,
+            observers=bound,
+            steps=tuple(
+                (
+                    o,
+                    o.scope if _overrides(o, "scope") else None,
+                    o.started if _overrides(o, "started") else None,
+                    o.finished if _overrides(o, "finished") else None,
+                )
+                for o in bound
+            ),
+            received=tuple(o.received for o in bound if _overrides(o, "received")),
+            sent=tuple(o.sent for o in bound if _overrides(o, "sent")),
+        )
+
+
+class _Watch:
     """Watch one call: scopes entered and hooks run as if each observer wrapped the
-    next, inner observers finishing first."""
-    token = None
-    if isinstance(context, ObservedContext):
-        observed = context
-    else:
-        call = CallInfo(service=service, method=method, rpc_type=rpc_type, peer=context.peer())
-        observed = ObservedContext(context, call)
-        token = current_call.set(call)
-    call = observed.call
-    entered: list[tuple[ObservingInterceptor, contextlib.AbstractContextManager[Any] | None]] = []
-    error: BaseException | None = None
-    try:
-        for observer in observers:
-            scope = observer.scope(call, observed) if _has_scope(observer) else None
-            if scope is not None:
-                scope.__enter__()
-            entered.append((observer, scope))
-            observed.observers.append(observer)
-            _safely(observer.started, call)
-        yield observed
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        _leave(call, observed, entered, error)
-        if token is not None:
-            current_call.reset(token)
+    next, inner observers finishing first. (A class: a generator-based context manager
+    costs a generator and a StopIteration on every call.)"""
+
+    __slots__ = ("_context", "_entered", "_observed", "_plan", "_token")
+
+    def __init__(self, plan: _Plan, context: Any) -> None:
+        self._plan = plan
+        self._context = context
+        self._entered: list[tuple[Hook | None, contextlib.AbstractContextManager[Any] | None]] = []
+        self._token: Token[CallInfo | None] | None = None
+
+    def __enter__(self) -> ObservedContext:
+        plan, context = self._plan, self._context
+        if isinstance(context, ObservedContext):
+            observed = context
+        else:
+            call = CallInfo(
+                service=plan.service,
+                method=plan.method,
+                rpc_type=plan.rpc_type,
+                peer=context.peer(),
+            )
+            observed = ObservedContext(context, call)
+            self._token = current_call.set(call)
+        self._observed = observed
+        call = observed.call
+        entered = self._entered
+        try:
+            for observer, scoped, started, finished in plan.steps:
+                scope = scoped(call, observed) if scoped is not None else None
+                if scope is not None:
+                    scope.__enter__()
+                entered.append((finished, scope))
+                observed.observers.append(observer)
+                if started is not None:
+                    _safely(started, call)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return observed
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            _leave(self._observed.call, self._observed, self._entered, error)
+        finally:
+            if self._token is not None:
+                current_call.reset(self._token)
 
 
 def _leave(
     call: CallInfo,
     observed: ObservedContext,
-    entered: list[tuple[ObservingInterceptor, contextlib.AbstractContextManager[Any] | None]],
+    entered: list[tuple[Hook | None, contextlib.AbstractContextManager[Any] | None]],
     error: BaseException | None,
 ) -> None:
-    for observer, scope in reversed(entered):
+    for finished, scope in reversed(entered):
         _finish(call, observed, error)
-        _safely(observer.finished, call)
-        observed.observers.remove(observer)
+        if finished is not None:
+            _safely(finished, call)
+        observed.observers.pop()
         if scope is not None:
             if error is None:
                 scope.__exit__(None, None, None)
@@ -351,7 +447,7 @@ def _leave(
                 scope.__exit__(type(error), error, error.__traceback__)
 
 
-def _safely(hook: Callable[[CallInfo], None], call: CallInfo) -> None:
+def _safely(hook: Hook, call: CallInfo) -> None:
     # Watching a call must never break it.
     try:
         hook(call)
@@ -373,59 +469,56 @@ def _observed_handler(
     # (or async generators for server-streaming methods).
     if handler.unary_unary is not None:
         unary: Any = handler.unary_unary
+        plan = _Plan.of(observers, service, method, "unary")
 
         async def unary_unary(request: Any, context: Any) -> Any:
-            with _watch(observers, service, method, "unary", context) as observed:
+            with _Watch(plan, context) as observed:
                 call = observed.call
-                for observer in observers:
-                    observer.received(call)
+                for received in plan.received:
+                    received(call)
                 response = await unary(request, observed)
-                await observed.flush_headers()
-                for observer in observers:
-                    observer.sent(call)
+                for sent in plan.sent:
+                    sent(call)
                 return response
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
     if handler.stream_unary is not None:
         client_stream: Any = handler.stream_unary
+        plan = _Plan.of(observers, service, method, "client_stream")
 
         async def stream_unary(requests: Any, context: Any) -> Any:
-            with _watch(observers, service, method, "client_stream", context) as observed:
-                response = await client_stream(_counted(requests, observers, observed), observed)
-                await observed.flush_headers()
-                for observer in observers:
-                    observer.sent(observed.call)
+            with _Watch(plan, context) as observed:
+                response = await client_stream(_counted(requests, plan, observed), observed)
+                for sent in plan.sent:
+                    sent(observed.call)
                 return response
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _streaming(handler.unary_stream, observers, service, method, "server_stream", False),
+            _streaming(
+                handler.unary_stream, _Plan.of(observers, service, method, "server_stream"), False
+            ),
             **options,
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(handler.stream_stream, observers, service, method, "bidi_stream", True),
+            _streaming(
+                handler.stream_stream, _Plan.of(observers, service, method, "bidi_stream"), True
+            ),
             **options,
         )
     return handler
 
 
-def _streaming(
-    inner: Any,
-    observers: tuple[ObservingInterceptor, ...],
-    service: str,
-    method: str,
-    rpc_type: str,
-    client_streaming: bool,
-) -> Any:
+def _streaming(inner: Any, plan: _Plan, client_streaming: bool) -> Any:
     async def stream(request: Any, context: Any) -> None:
-        with _watch(observers, service, method, rpc_type, context) as observed:
+        with _Watch(plan, context) as observed:
             if client_streaming:
-                request = _counted(request, observers, observed)
+                request = _counted(request, plan, observed)
             else:
-                for observer in observers:
-                    observer.received(observed.call)
+                for received in plan.received:
+                    received(observed.call)
             result = inner(request, observed)
             if hasattr(result, "__aiter__"):
                 # NOTE: written here, not yielded to gRPC: gRPC never closes a generator
@@ -437,15 +530,12 @@ def _streaming(
                         await observed.write(item)
             else:  # a servicer that writes with context.write() and returns None
                 await result
-            await observed.flush_headers()
 
     return stream
 
 
-async def _counted(
-    requests: Any, observers: tuple[ObservingInterceptor, ...], observed: ObservedContext
-) -> AsyncIterator[Any]:
+async def _counted(requests: Any, plan: _Plan, observed: ObservedContext) -> AsyncIterator[Any]:
     async for request in requests:
-        for observer in observers:
-            observer.received(observed.call)
+        for received in plan.received:
+            received(observed.call)
         yield request

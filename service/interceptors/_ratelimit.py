@@ -19,8 +19,8 @@ principal set) and after deserialization (so it sees the request):
 The peer is the address of the TCP connection (``context.peer()``, without the port;
 IPv6 by /64 network): forwarding headers are never trusted. Answers carry
 ``x-ratelimit-limit``, ``x-ratelimit-remaining`` and ``x-ratelimit-reset`` for the most
-constraining bucket: in the initial metadata of served calls, in the trailers of
-refused ones (RESOURCE_EXHAUSTED with RetryInfo and QuotaFailure).
+constraining bucket in their trailers, served or refused (RESOURCE_EXHAUSTED with
+RetryInfo and QuotaFailure); streaming responses also in their initial metadata.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from service.ratelimit import (
 from service.telemetry import note_rate_limited, note_wallet
 
 from ._chain import Stage
+from ._observe import add_response_metadata
 from ._wrap import Context, wrap_handler
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,8 @@ class RateLimitInterceptor(Stage):
             subject, _ = verdict.binding
             note_rate_limited(subject.dimension.value, subject.rpc_class.value)
             await abort_with(context, status_for(verdict.error()), verdict.headers())
-        # NOTE: initial metadata goes out once; under the observing interceptors this
-        # context gathers their headers (x-request-id) into this one send.
-        await context.send_initial_metadata(verdict.headers())
+        # With the status, not a send of their own (see `add_response_metadata`).
+        add_response_metadata(context, verdict.headers())
 
     def _subjects(self, request: Any, context: Context, rpc_class: RpcClass) -> list[Subject]:
         policy = self._limiter.policy
@@ -163,12 +163,12 @@ class PeerAuthFailures:
         self._clock = clock
         self._blocked: dict[str, tuple[float, Subject, Decision]] = {}
 
-    async def admit(self, context: Context, *, known_key: bool) -> None:
-        if not self._blocked or known_key:
+    async def admit(self, context: Context, *, known_key: Callable[[], bool]) -> None:
+        if not self._blocked:
             return
         peer = peer_address(context.peer())
         blocked = self._blocked.get(peer)
-        if blocked is None:
+        if blocked is None or known_key():
             return
         until, subject, last = blocked
         now = self._clock()

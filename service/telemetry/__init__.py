@@ -31,7 +31,15 @@ from ._logging import (
     configure_logging,
     redact,
 )
-from ._metrics import GO_CODE_NAMES, Metrics, build_kind, multiprocess_mode, rpc_type
+from ._metrics import (
+    GO_CODE_NAMES,
+    BuildSeries,
+    GrpcSeries,
+    Metrics,
+    build_kind,
+    multiprocess_mode,
+    rpc_type,
+)
 from ._multiprocess import SnapshotCollector, read_snapshots, write_snapshot
 from ._stderr import StderrCapture, capture_stderr
 from ._tracing import span_exporter, tracer_provider
@@ -46,6 +54,8 @@ class Telemetry:
 
     provider: TracerProvider
     metrics: Metrics = field(default_factory=Metrics)
+    exports_spans: bool = True
+    """Whether spans go anywhere; without an exporter calls get trace ids, no spans."""
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -60,11 +70,12 @@ class Telemetry:
         return cls(
             provider=tracer_provider(
                 service_name=settings.tracing_service_name,
-                # Without an exporter nothing is recorded: spans still carry ids (logs,
-                # x-request-id), at the cost of a non-recording span.
+                # Without an exporter nothing is recorded: calls still get trace ids (logs,
+                # x-request-id) from the tracing interceptor, without spans.
                 sample_ratio=settings.tracing_sample_ratio if exporter is not None else 0.0,
                 exporter=exporter,
-            )
+            ),
+            exports_spans=exporter is not None,
         )
 
     def shutdown(self) -> None:
@@ -75,7 +86,9 @@ class Telemetry:
 __all__ = [
     "GO_CODE_NAMES",
     "MULTIPROCESS_MODES",
+    "BuildSeries",
     "CallInfo",
+    "GrpcSeries",
     "JsonFormatter",
     "LogHandler",
     "MetadataEncodingFilter",

@@ -64,12 +64,33 @@ def _clean(value: Any) -> Any:
     return redact(str(value))
 
 
+# One encoder for every line (json.dumps with options builds a new one per call).
+_JSON: Final = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one line of JSON (see the module docstring)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # (unix second, its ISO 8601 text): lines come many to a second.
+        self._second: tuple[int, str] = (-1, "")
+
+    def _time(self, created: float) -> str:
+        """``created`` in ISO 8601 UTC, to the millisecond (as ``datetime`` rounds it)."""
+        second = int(created)
+        micros = round((created - second) * 1_000_000)
+        if micros == 1_000_000:
+            second, micros = second + 1, 0
+        cached, text = self._second
+        if second != cached:
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = (second, text)
+        return f"{text}.{micros // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         body: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": redact(record.getMessage()),
@@ -96,7 +117,7 @@ class JsonFormatter(logging.Formatter):
             body["exception"] = redact(record.exc_text)
         if record.stack_info:
             body["stack"] = redact(self.formatStack(record.stack_info))
-        return json.dumps(body, ensure_ascii=False, default=str)
+        return _JSON.encode(body)
 
 
 class TextFormatter(logging.Formatter):

@@ -102,6 +102,51 @@ def build_kind(method: str) -> str | None:
     return None
 
 
+class GrpcSeries:
+    """The gRPC server series of one method, bound once: ``labels()`` on every call
+    costs a lock and the label values checked anew."""
+
+    __slots__ = ("_by_code", "_handled", "_labels", "received", "seconds", "sent", "started")
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
+        self._labels = labels
+        self._handled = metrics.grpc_handled
+        self._by_code: dict[grpc.StatusCode, Any] = {}
+        self.started = metrics.grpc_started.labels(*labels)
+        self.received = metrics.grpc_received.labels(*labels)
+        self.sent = metrics.grpc_sent.labels(*labels)
+        self.seconds = metrics.grpc_seconds.labels(*labels)
+
+    def finished(self, call: CallInfo) -> None:
+        code = call.code if call.code is not None else grpc.StatusCode.UNKNOWN
+        handled = self._by_code.get(code)
+        if handled is None:
+            handled = self._by_code[code] = self._handled.labels(*self._labels, GO_CODE_NAMES[code])
+        handled.inc()
+        self.seconds.observe(call.duration)
+
+
+class BuildSeries:
+    """The build series of one kind of build, bound once (see :class:`GrpcSeries`)."""
+
+    __slots__ = ("_builds", "_kind", "fee_transactions", "fees_quoted", "ok", "seconds")
+
+    def __init__(self, metrics: Metrics, kind: str) -> None:
+        self._builds = metrics.builds
+        self._kind = kind
+        self.ok = metrics.builds.labels(kind, "ok")
+        self.seconds = metrics.build_seconds.labels(kind)
+        self.fees_quoted = metrics.fees_quoted.labels(kind)
+        self.fee_transactions = metrics.fee_transactions.labels(kind)
+
+    def finished(self, outcome: str, seconds: float, fee: int | None) -> None:
+        (self.ok if outcome == "ok" else self._builds.labels(self._kind, outcome)).inc()
+        self.seconds.observe(seconds)
+        if fee:
+            self.fees_quoted.inc(fee)
+            self.fee_transactions.inc()
+
+
 class _ScrapeTime(Collector):
     """The families read from ``stats()`` when scraped."""
 
@@ -254,6 +299,8 @@ class Metrics:
             buckets=SOLANA_BUCKETS,
         )
         self._publisher: asyncio.Task[None] | None = None
+        self._grpc_series: dict[tuple[str, str, str], GrpcSeries] = {}
+        self._build_series: dict[str, BuildSeries] = {}
 
     @property
     def label_names(self) -> dict[str, tuple[str, ...]]:
@@ -283,20 +330,30 @@ class Metrics:
         for reason in REFUSAL_REASONS:
             self.refusals.labels(reason)
 
+    def grpc_series(self, rpc_type: str, service: str, method: str) -> GrpcSeries:
+        """The series of one method (made on first use, then kept)."""
+        key = (rpc_type, service, method)
+        series = self._grpc_series.get(key)
+        if series is None:
+            series = self._grpc_series[key] = GrpcSeries(self, key)
+        return series
+
+    def build_series(self, kind: str) -> BuildSeries:
+        """The series of one kind of build (made on first use, then kept)."""
+        series = self._build_series.get(kind)
+        if series is None:
+            series = self._build_series[kind] = BuildSeries(self, kind)
+        return series
+
     def call_started(self, call: CallInfo) -> None:
-        self.grpc_started.labels(call.rpc_type, call.service, call.method).inc()
-
-    def message_received(self, call: CallInfo) -> None:
-        self.grpc_received.labels(call.rpc_type, call.service, call.method).inc()
-
-    def message_sent(self, call: CallInfo) -> None:
-        self.grpc_sent.labels(call.rpc_type, call.service, call.method).inc()
+        self.grpc_series(call.rpc_type, call.service, call.method).started.inc()
 
     def call_finished(self, call: CallInfo) -> None:
-        labels = (call.rpc_type, call.service, call.method)
-        code = call.code if call.code is not None else grpc.StatusCode.UNKNOWN
-        self.grpc_handled.labels(*labels, GO_CODE_NAMES[code]).inc()
-        self.grpc_seconds.labels(*labels).observe(call.duration)
+        self.grpc_series(call.rpc_type, call.service, call.method).finished(call)
+        self.call_refused(call)
+
+    def call_refused(self, call: CallInfo) -> None:
+        """What refused ``call``, if anything: authentication or a rate limit."""
         if call.auth_failure is not None:
             self.auth_failures.labels(call.auth_failure).inc()
         if call.rate_limited is not None:
@@ -311,13 +368,6 @@ class Metrics:
         self.grpc_started.labels(*labels).inc()
         self.grpc_handled.labels(*labels, GO_CODE_NAMES[code]).inc()
         self.refusals.labels(reason).inc()
-
-    def build_finished(self, kind: str, outcome: str, seconds: float, fee: int | None) -> None:
-        self.builds.labels(kind, outcome).inc()
-        self.build_seconds.labels(kind).observe(seconds)
-        if fee:
-            self.fees_quoted.labels(kind).inc(fee)
-            self.fee_transactions.labels(kind).inc()
 
     def rpc_attempt(self, endpoint: str, method: str, seconds: float, error: str | None) -> None:
         """`service.chain.RpcObserver`: one Solana request ended."""

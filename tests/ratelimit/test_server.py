@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,6 +26,7 @@ from tests.api._helpers import rich_details
 from .conftest import REDIS_URL, SOL, RedisProcess, Running, StartServer, redis_namespace
 
 NETWORK = staking_pb2.GetNetworkInfoRequest()
+GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 
 def _headers(metadata: Any) -> dict[str, str]:
@@ -40,7 +44,9 @@ async def _build(
         await call
     except grpc.aio.AioRpcError as error:
         return error.code(), _headers(error.trailing_metadata()), error
-    return grpc.StatusCode.OK, _headers(await call.initial_metadata()), None
+    # With the status, as for refused calls: a unary call sends no initial metadata.
+    assert _headers(await call.initial_metadata()) == {}
+    return grpc.StatusCode.OK, _headers(await call.trailing_metadata()), None
 
 
 def _wallet() -> str:
@@ -126,6 +132,70 @@ def _signed_transfer(payer: Keypair, lamports: int) -> bytes:
     return bytes(VersionedTransaction(message, [payer]))
 
 
+def _grpcurl_sections(output: str) -> dict[str, dict[str, str]]:
+    """``grpcurl -v`` output: its "Response headers" and "Response trailers" as dicts."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in output.splitlines():
+        if line.startswith("Response ") and line.endswith("received:"):
+            current = sections.setdefault(line.split()[1], {})
+        elif not line.strip():
+            current = None
+        elif current is not None and ": " in line:
+            key, _, value = line.partition(": ")
+            current[key] = value
+    return sections
+
+
+async def test_grpcurl_sees_the_rate_limit_and_request_id_in_the_trailers(
+    start_server: StartServer,
+) -> None:
+    # Two builds at once per wallet, the next one a minute later.
+    running = await start_server(ratelimit_wallet_per_minute=1, ratelimit_wallet_burst=2)
+    wallet = _wallet()
+
+    async def build() -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [
+                str(GRPCURL),
+                "-v",
+                "-plaintext",
+                "-max-time",
+                "20",
+                "-H",
+                f"authorization: Bearer {running.secret}",
+                "-d",
+                f'{{"wallet": "{wallet}", "amount_lamports": "{SOL}"}}',
+                running.address,
+                "agentstaking.v1.StakingService/BuildStakeTransaction",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    served = await build()
+    assert served.returncode == 0, served.stderr
+    sections = _grpcurl_sections(served.stdout)
+    trailers = sections["trailers"]
+    assert _headers(trailers.items()) == {
+        "x-ratelimit-limit": "2",
+        "x-ratelimit-remaining": "1",
+        "x-ratelimit-reset": "60",
+    }
+    assert len(trailers["x-request-id"]) == 32
+    # Nothing of ours in the headers: they went out with the status, in one send.
+    assert "x-request-id" not in sections["headers"]
+    await build()
+    refused = await build()
+    assert "ResourceExhausted" in refused.stdout + refused.stderr
+    refused_trailers = _grpcurl_sections(refused.stdout + refused.stderr)["trailers"]
+    assert refused_trailers["x-ratelimit-remaining"] == "0"
+    assert len(refused_trailers["x-request-id"]) == 32
+
+
 async def test_submits_count_against_the_fee_payer_of_the_signed_transaction(
     start_server: StartServer,
 ) -> None:
@@ -174,7 +244,7 @@ async def test_api_key_limits_default_tier_key_policy_and_classes(
     # Reads have buckets of their own, three times as large.
     call = default.GetNetworkInfo(NETWORK)
     await call
-    assert _headers(await call.initial_metadata())["x-ratelimit-limit"] == "9"
+    assert _headers(await call.trailing_metadata())["x-ratelimit-limit"] == "9"
 
     # A key's policy overrides the default, down or up.
     strict = running.staking(
@@ -219,6 +289,7 @@ async def test_failed_authentication_is_limited_per_peer_whatever_the_headers_sa
         )
         async for _ in reflection:
             break
+        # A streaming response has them in its initial metadata too.
         assert _headers(await reflection.initial_metadata())["x-ratelimit-limit"] == "9"
 
         remaining = []

@@ -78,7 +78,7 @@ async def test_new_rpcs_draw_from_the_builds_buckets(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call  # the accounts do not exist: refused by the servicer, after the limiter
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND, name
-        assert dict(await call.initial_metadata())["x-ratelimit-limit"] == "5", name
+        assert dict(caught.value.trailing_metadata() or ())["x-ratelimit-limit"] == "5", name
     # The builds bucket is empty now: a sixth build is refused as one...
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.BuildStakeTransaction(

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ async def _key_lifecycle(address: str, admin_secret: str) -> tuple[list[str], li
                 assert exc.code() is grpc.StatusCode.UNAUTHENTICATED
                 request_ids.append(dict(exc.trailing_metadata() or ())["x-request-id"])
             else:
-                request_ids.append(dict(await call.initial_metadata() or ())["x-request-id"])
+                request_ids.append(dict(await call.trailing_metadata() or ())["x-request-id"])
     return secrets, request_ids
 
 
@@ -128,6 +129,27 @@ def test_secrets_are_scrubbed_from_every_field() -> None:
     assert redact("nothing to hide") == "nothing to hide"
 
 
+def test_times_are_utc_milliseconds_as_datetime_writes_them() -> None:
+    formatter = JsonFormatter()
+    # Several lines a second (the text of a second is reused), its last microsecond
+    # (rounded up into the next one), the next second, and back.
+    base = 1_800_000_000
+    times = [
+        base + 0.25,
+        base + 0.2504,
+        base + 0.9999996,
+        base + 1.001,
+        base + 0.5,
+        base + 86_400.0,
+    ]
+    for created in times:
+        record = logging.LogRecord("tests.time", logging.INFO, __file__, 0, "tick", None, None)
+        record.created = created
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["time"] == expected
+    assert expected == "2027-01-16T08:00:00.000+00:00"
+
+
 def test_levels_are_configurable() -> None:
     stream = io.StringIO()
     root = logging.getLogger()
@@ -184,7 +206,7 @@ async def test_serve_writes_json_logs_on_stdout_and_no_secret(
             json.loads(await process.stdout.readline())["bootstrap_api_key"] for _ in range(2)
         ]
         admin = next(key for key in bootstrap if "admin" in key["scopes"])
-        secrets, _ = await _key_lifecycle(address, admin["secret"])
+        secrets, request_ids = await _key_lifecycle(address, admin["secret"])
         metrics_port = None
         seen: list[bytes] = []
         while metrics_port is None:
@@ -209,9 +231,11 @@ async def test_serve_writes_json_logs_on_stdout_and_no_secret(
     lines = _lines(logged)
     access = [line for line in lines if line["logger"] == "service.access"]
     assert access
-    # No exporter configured: nothing recorded, yet every call has its trace id.
+    # No exporter configured: nothing recorded, yet every call has its trace id, the
+    # one its client was given.
     for line in access:
         assert line["trace_id"] == line["request_id"] and len(line["span_id"]) == 16
+    assert set(request_ids) <= {line["request_id"] for line in access}
     assert "agent-staking stopped" in [line["message"] for line in lines]
     everything = logged + err.decode()
     for secret in secrets:

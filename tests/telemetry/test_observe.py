@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
+import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +46,11 @@ async def _fail(request: bytes, context: Any) -> bytes:
 async def _not_found(request: bytes, context: Any) -> bytes:
     await context.abort(grpc.StatusCode.NOT_FOUND, "nothing here", (("x-extra", "1"),))
     raise AssertionError("unreachable")
+
+
+async def _logged(request: bytes, context: Any) -> bytes:
+    logging.getLogger("tests.telemetry.observed").info("inside the call")
+    return request
 
 
 async def _own_headers(request: bytes, context: Any) -> bytes:
@@ -97,6 +105,7 @@ HANDLERS = grpc.method_handlers_generic_handler(
     SERVICE,
     {
         "Echo": grpc.unary_unary_rpc_method_handler(_echo),
+        "Logged": grpc.unary_unary_rpc_method_handler(_logged),
         "Fail": grpc.unary_unary_rpc_method_handler(_fail),
         "NotFound": grpc.unary_unary_rpc_method_handler(_not_found),
         "OwnHeaders": grpc.unary_unary_rpc_method_handler(_own_headers),
@@ -137,12 +146,14 @@ class Bare:
         return await settled(find)
 
 
-async def _serve(sample_ratio: float = 1.0, *, chained: bool = False) -> AsyncIterator[Bare]:
+async def _serve(
+    sample_ratio: float = 1.0, *, chained: bool = False, exported: bool = True
+) -> AsyncIterator[Bare]:
     spans = InMemorySpanExporter()
     provider = tracer_provider(sample_ratio=sample_ratio, processors=(SimpleSpanProcessor(spans),))
     metrics = Metrics()
     stages: list[Stage] = [
-        TracingInterceptor(provider.get_tracer("test")),
+        TracingInterceptor(provider.get_tracer("test"), spans=exported),
         MetricsInterceptor(metrics),
         AccessLogInterceptor(),
     ]
@@ -184,8 +195,8 @@ def _labels(method: str, rpc_type: str = "unary") -> dict[str, str]:
 async def test_unary_ok(bare: Bare) -> None:
     call = _unary(bare, "Echo")(b"hi")
     assert await call == b"hi"
-    request_id = _request_id(await call.initial_metadata())
-    assert _request_id(await call.trailing_metadata()) == request_id
+    request_id = _request_id(await call.trailing_metadata())
+    assert dict(await call.initial_metadata() or ()) == {}  # one send, with the status
     span = await bare.span(request_id)
     assert span.name == f"{SERVICE}/Echo"
     assert dict(span.attributes or {})["rpc.grpc.status_code"] == 0
@@ -249,7 +260,10 @@ async def test_code_set_without_abort(bare: Bare) -> None:
 async def test_server_streams_count_messages(bare: Bare, method: str, count: int) -> None:
     call = _server_stream(bare, method)(b"x")
     assert len([item async for item in call]) == count
-    assert len(_request_id(await call.initial_metadata())) == 32
+    # Before the first message (a stream may last), and with the status.
+    request_id = _request_id(await call.initial_metadata())
+    assert len(request_id) == 32
+    assert _request_id(await call.trailing_metadata()) == request_id
     labels = _labels(method, "server_stream")
     scrape = await bare.scrape()
     assert scrape.value("grpc_server_msg_sent_total", **labels) == count
@@ -308,7 +322,7 @@ async def test_unsampled_calls_still_get_a_request_id() -> None:
     async for bare in _serve(sample_ratio=0.0):
         call = _unary(bare, "Echo")(b"x")
         await call
-        request_id = _request_id(await call.initial_metadata())
+        request_id = _request_id(await call.trailing_metadata())
         assert len(request_id) == 32 and int(request_id, 16) != 0
         assert bare.spans.get_finished_spans() == ()
         # A caller's sampled trace is followed whatever the ratio.
@@ -316,6 +330,55 @@ async def test_unsampled_calls_still_get_a_request_id() -> None:
         await _unary(bare, "Echo")(b"x", metadata=(("traceparent", traceparent),))
         span = await bare.span("0af7651916cd43dd8448eb211c80319c")
         assert span.name == f"{SERVICE}/Echo"
+
+
+@pytest.mark.parametrize("exported", [True, False], ids=["unsampled", "no-exporter"])
+async def test_unsampled_calls_have_one_trace_id_in_trailers_and_logs(
+    exported: bool, captured_logs: io.StringIO
+) -> None:
+    caller_trace, caller_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    async for bare in _serve(sample_ratio=0.0, exported=exported, chained=True):
+        call = _unary(bare, "Logged")(b"x")
+        await call
+        fresh = _request_id(await call.trailing_metadata())
+        assert len(fresh) == 32 and int(fresh, 16) != 0
+        # A caller's unsampled trace is continued, unsampled.
+        unsampled = f"00-{caller_trace}-{caller_span}-00"
+        continued = _unary(bare, "Logged")(b"x", metadata=(("traceparent", unsampled),))
+        await continued
+        assert _request_id(await continued.trailing_metadata()) == caller_trace
+
+        def lines(wanted: tuple[str, ...] = (fresh, caller_trace)) -> dict[str, list[Any]]:
+            by_id: dict[str, list[Any]] = {}
+            for text in captured_logs.getvalue().splitlines():
+                line = json.loads(text)
+                if line["logger"] in ("tests.telemetry.observed", "service.access"):
+                    by_id.setdefault(line["request_id"], []).append(line)
+            assert all(len(by_id.get(i, ())) == 2 for i in wanted)
+            return by_id
+
+        by_id = await settled(lines)
+        for request_id in (fresh, caller_trace):
+            inside, access = by_id[request_id]
+            assert inside["message"] == "inside the call"
+            assert access["logger"] == "service.access"
+            # The servicer's line and the access line: the call's trace and its span.
+            assert inside["trace_id"] == access["trace_id"] == request_id
+            assert inside["span_id"] == access["span_id"] != caller_span
+            assert len(inside["span_id"]) == 16 and int(inside["span_id"], 16) != 0
+        assert bare.spans.get_finished_spans() == ()
+        # A caller's sampled trace: a recorded span when spans are exported; without an
+        # exporter none is made, and the ids are the same as ever.
+        sampled = f"00-{caller_trace}-{caller_span}-01"
+        followed = _unary(bare, "Echo")(b"x", metadata=(("traceparent", sampled),))
+        await followed
+        assert _request_id(await followed.trailing_metadata()) == caller_trace
+        if exported:
+            span = await bare.span(caller_trace)
+            assert dict(span.attributes or {})["rpc.method"] == "Echo"
+        else:
+            await bare.scrape()  # the call is over
+            assert bare.spans.get_finished_spans() == ()
 
 
 async def test_chain_wraps_each_method_once_and_merges_the_observers() -> None:

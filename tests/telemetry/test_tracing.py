@@ -63,11 +63,12 @@ async def test_server_span_continues_the_callers_traceparent(observed: Observed)
         metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),),
     )
     await call
-    # The client can quote the trace id: in the headers and in the trailers.
-    initial = dict(await call.initial_metadata() or ())
-    assert initial["x-request-id"] == TRACE_ID
-    assert "x-ratelimit-limit" in initial  # sent together with the rate-limit headers
-    assert dict(await call.trailing_metadata() or ())["x-request-id"] == TRACE_ID
+    # The client can quote the trace id: in the trailers, with the rate-limit ones (a
+    # unary call sends no initial metadata of its own: one send, with the status).
+    trailers = dict(await call.trailing_metadata() or ())
+    assert trailers["x-request-id"] == TRACE_ID
+    assert "x-ratelimit-limit" in trailers
+    assert dict(await call.initial_metadata() or ()) == {}
 
     span = await _server_span(observed, int(TRACE_ID, 16))
     assert span.name == f"{STAKING}/GetNetworkInfo"
@@ -93,7 +94,7 @@ async def test_one_span_per_call_with_fresh_trace_ids(observed: Observed) -> Non
     for _ in range(3):
         call = observed.staking.GetNetworkInfo(staking_pb2.GetNetworkInfoRequest())
         await call
-        ids.append(dict(await call.initial_metadata() or ())["x-request-id"])
+        ids.append(dict(await call.trailing_metadata() or ())["x-request-id"])
     assert len(set(ids)) == 3
     for request_id in ids:
         assert len(request_id) == 32 and int(request_id, 16) != 0
