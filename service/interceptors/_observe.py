@@ -40,6 +40,7 @@ from google.rpc import error_details_pb2, status_pb2
 from service.telemetry import CallInfo, current_call
 
 from ._chain import Stage
+from ._wrap import send_stream
 
 log = logging.getLogger(__name__)
 
@@ -519,17 +520,8 @@ def _streaming(inner: Any, plan: _Plan, client_streaming: bool) -> Any:
             else:
                 for received in plan.received:
                     received(observed.call)
-            result = inner(request, observed)
-            if hasattr(result, "__aiter__"):
-                # NOTE: written here, not yielded to gRPC: gRPC never closes a generator
-                # it iterates, so a call cancelled while sending would leave the
-                # servicer's (its subscriptions, its `finally`) to the garbage collector,
-                # whose finalizer runs it later and in another context.
-                async with contextlib.aclosing(result) as items:
-                    async for item in items:
-                        await observed.write(item)
-            else:  # a servicer that writes with context.write() and returns None
-                await result
+            # Each message goes out through the observed context (and is seen there).
+            await send_stream(inner(request, observed), observed.write)
 
     return stream
 

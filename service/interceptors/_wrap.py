@@ -10,7 +10,8 @@ raises or the stream ends.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -26,7 +27,8 @@ def wrap_handler(
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """`handler` with ``guard(request, context)`` run before each call."""
     # The stubs type handler behaviours as sync; under grpc.aio they are coroutines
-    # (or async generators for server-streaming methods).
+    # (or async generators for server-streaming methods; the wrapper of a streaming
+    # one is a coroutine that writes their items: `send_stream`).
     options: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -67,17 +69,31 @@ def wrap_handler(
 
 
 def _streaming(inner: Any, guard: Guard) -> Any:
-    async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+    async def stream(request: Any, context: Context) -> None:
         after = await guard(request, context)
         try:
-            result = inner(request, context)
-            if hasattr(result, "__aiter__"):
-                async for item in result:
-                    yield item
-            else:  # a servicer that writes with context.write() and returns None
-                await result
+            await send_stream(inner(request, context), context.write)
         finally:
             if after is not None:
                 after()
 
     return stream
+
+
+async def send_stream(result: Any, write: Callable[[Any], Awaitable[None]]) -> None:
+    """Send what a streaming handler returned: each item of an async iterator with
+    ``write``, or nothing more for a handler that wrote with ``context.write()`` and
+    returned None (a coroutine, awaited here).
+
+    NOTE: written here rather than yielded to gRPC, which never closes a generator it
+    iterates: a call that ends while sending (cancelled, past its deadline) would leave
+    the servicer's generator (its subscriptions, its `finally`) to the garbage
+    collector, whose finalizer runs it later, in another context. Here it is closed at
+    once, in the call's own task.
+    """
+    if hasattr(result, "__aiter__"):
+        async with contextlib.aclosing(result) as items:
+            async for item in items:
+                await write(item)
+    else:
+        await result

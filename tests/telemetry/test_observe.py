@@ -9,7 +9,8 @@ import gc
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from service.interceptors import (
     ObserverGroup,
     Stage,
     TracingInterceptor,
+    wrap_handler,
 )
 from service.telemetry import CallInfo, Metrics, current_call, tracer_provider
 
@@ -79,19 +81,26 @@ async def _forever(request: bytes, context: Any) -> AsyncIterator[bytes]:
     await asyncio.Event().wait()
 
 
-# How each Flood stream's generator ended: the call it saw in its `finally` (None: not
-# the call's own context).
+flooding: ContextVar[bool] = ContextVar("flooding", default=False)
+# How each Flood stream's generator ended: the call it saw in its `finally`, or None
+# when that ran in another context (a garbage collector's finalizer).
 flood_ends: list[CallInfo | None] = []
 
 
 async def _flood(request: bytes, context: Any) -> AsyncIterator[bytes]:
-    """Messages as fast as the client takes them (a client that stops reading leaves the
-    handler waiting to send, the generator suspended at its `yield`)."""
+    """Messages as fast as the client takes them: the generator never waits, so the
+    handler is always sending, the generator suspended at its `yield`."""
+    token = flooding.set(True)  # as a servicer's span or scope would
     try:
         while True:
             yield bytes(16 * 1024)
     finally:
-        flood_ends.append(current_call.get())
+        try:
+            flooding.reset(token)
+        except ValueError:  # "created in a different Context"
+            flood_ends.append(None)
+        else:
+            flood_ends.append(current_call.get())
 
 
 async def _count(requests: AsyncIterator[bytes], context: Any) -> bytes:
@@ -146,8 +155,36 @@ class Bare:
         return await settled(find)
 
 
+guarded_call: ContextVar[str | None] = ContextVar("guarded_call", default=None)
+# Each guarded call's end, as the guard's `after` saw it.
+guard_ends: list[str] = []
+
+
+class Guard(Stage):
+    """Guards calls as authentication and rate limits do (`wrap_handler`): sets a
+    ContextVar for the servicer and resets it once the call is done."""
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], service: str, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        async def guard(request: Any, context: Any) -> Callable[[], None]:
+            token = guarded_call.set(method)
+
+            def after() -> None:
+                guarded_call.reset(token)  # fails in another context
+                guard_ends.append(method)
+
+            return after
+
+        return wrap_handler(handler, guard)
+
+
 async def _serve(
-    sample_ratio: float = 1.0, *, chained: bool = False, exported: bool = True
+    sample_ratio: float = 1.0,
+    *,
+    chained: bool = False,
+    exported: bool = True,
+    guarded: bool = False,
 ) -> AsyncIterator[Bare]:
     spans = InMemorySpanExporter()
     provider = tracer_provider(sample_ratio=sample_ratio, processors=(SimpleSpanProcessor(spans),))
@@ -156,6 +193,7 @@ async def _serve(
         TracingInterceptor(provider.get_tracer("test"), spans=exported),
         MetricsInterceptor(metrics),
         AccessLogInterceptor(),
+        *([Guard()] if guarded else []),
     ]
     server = grpc.aio.server(interceptors=[InterceptorChain(stages)] if chained else stages)
     server.add_generic_rpc_handlers((HANDLERS,))
@@ -293,29 +331,33 @@ async def test_cancelled_stream_is_counted_as_canceled(bare: Bare) -> None:
     ) == 1
 
 
+@pytest.mark.parametrize("stages", ["separate", "chained", "chained with a guard"])
 async def test_a_cancelled_stream_closes_the_servicers_generator_in_its_own_call(
-    bare: Bare,
+    stages: str,
 ) -> None:
-    """Cancelled while sending (the generator never waits: the handler is always
-    sending), the servicer's generator is closed at once, in the call's context: not
-    left to the garbage collector, whose finalizer would run its `finally` later, in
-    another context."""
+    """Cancelled while sending, the servicer's generator is closed at once, in the
+    call's context, and the guards' `after` run there: not left to the garbage
+    collector, whose finalizer would run them later, in another context."""
     flood_ends.clear()
-    call = _server_stream(bare, "Flood")(b"x")
-    assert len(await call.read()) == 16 * 1024
-    request_id = _request_id(await call.initial_metadata())
+    guard_ends.clear()
+    async for bare in _serve(chained=stages != "separate", guarded="guard" in stages):
+        call = _server_stream(bare, "Flood")(b"x")
+        assert len(await call.read()) == 16 * 1024
+        request_id = _request_id(await call.initial_metadata())
 
-    def ended() -> None:
-        assert flood_ends, "the servicer's generator is still open"
+        def ended() -> None:
+            assert flood_ends, "the servicer's generator is still open"
+            assert guard_ends or "guard" not in stages, "the guard's after has not run"
 
-    gc.disable()  # what only the garbage collector would close stays open
-    try:
-        call.cancel()
-        await settled(ended)
-    finally:
-        gc.enable()
-    (seen,) = flood_ends
-    assert seen is not None and seen.request_id == request_id
+        gc.disable()  # what only the garbage collector would close stays open
+        try:
+            call.cancel()
+            await settled(ended)
+        finally:
+            gc.enable()
+        (seen,) = flood_ends
+        assert seen is not None and seen.request_id == request_id
+        assert guard_ends == (["Flood"] if "guard" in stages else [])
 
 
 async def test_unsampled_calls_still_get_a_request_id() -> None:
