@@ -32,7 +32,7 @@ from service.store._engines import (
     PostgresEngine,
     SqliteEngine,
 )
-from service.store._errors import StoreConflictError, StoreUnavailableError
+from service.store._errors import StoreBusyError, StoreConflictError, StoreUnavailableError
 from service.store._migrations import (
     MIGRATIONS,
     POSTGRES_MIGRATIONS_TABLE,
@@ -287,7 +287,9 @@ class Database:
             self._failures_in_a_row = 0
             raise
         except self._engine.driver_errors as exc:
-            raise self._unavailable(operation, exc, counted=breaker) from exc
+            # A wait for this process's own connection is contention, not an outage.
+            busy = isinstance(exc, StoreBusyError)
+            raise self._unavailable(operation, exc, counted=breaker and not busy) from exc
         self._failures_in_a_row = 0
 
     def _unavailable(
@@ -297,7 +299,10 @@ class Database:
         timed_out = isinstance(exc, TimeoutError)
         if timed_out:
             self._timeouts += 1
-        what = f"no answer within {self.timeout:g} s" if timed_out else _describe(exc)
+        if isinstance(exc, StoreBusyError):
+            what = str(exc)
+        else:
+            what = f"no answer within {self.timeout:g} s" if timed_out else _describe(exc)
         if counted:
             self._failures_in_a_row += 1
         if self._down_since is None and self._failures_in_a_row < FAILURES_TO_OPEN:

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, Protocol
 import aiosqlite
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
-from service.store._errors import StoreConflictError
+from service.store._errors import StoreBusyError, StoreConflictError
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -174,22 +174,31 @@ class SqliteEngine:
         db = self._db
         if db is None:
             raise sqlite3.OperationalError("not connected")
-        async with asyncio.timeout(timeout), self._lock:
-            try:
-                # A migration may wait for another process's lock longer than a call.
-                await self._set_busy_timeout(db, timeout)
-                await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield _SqliteConnection(db)
-                await db.execute("COMMIT")
-            except BaseException as exc:
-                # Also after a cancelled BEGIN: aiosqlite runs statements in order, so
-                # this ends whatever the connection started.
-                with suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
-                    # "UNIQUE constraint failed: api_keys.key_id"
-                    raise StoreConflictError(str(exc).rpartition(": ")[2]) from None
-                raise
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise StoreBusyError(f"queued {timeout:g} s behind other transactions") from None
+        try:
+            async with asyncio.timeout_at(deadline):
+                try:
+                    # A migration may wait for another process's lock longer than a call.
+                    await self._set_busy_timeout(db, timeout)
+                    await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    yield _SqliteConnection(db)
+                    await db.execute("COMMIT")
+                except BaseException as exc:
+                    # Also after a cancelled BEGIN: aiosqlite runs statements in order,
+                    # so this ends whatever the connection started.
+                    with suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
+                    if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+                        # "UNIQUE constraint failed: api_keys.key_id"
+                        raise StoreConflictError(str(exc).rpartition(": ")[2]) from None
+                    raise
+        finally:
+            self._lock.release()
 
     async def close(self) -> None:
         # Until it runs, aiosqlite's worker thread (not a daemon) would keep the process

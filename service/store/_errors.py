@@ -25,6 +25,12 @@ class StoreUnavailableError(DomainError):
         self.retry_after = retry_after
 
 
+class StoreBusyError(TimeoutError):
+    """The whole timeout went by waiting for the connection other transactions of this
+    process held: contention on a busy process, no sign that the database is down (the
+    transaction that held it counts if it was the one that hung)."""
+
+
 class StoreConflictError(Exception):
     """A write broke a uniqueness constraint; ``constraint`` names it (the table's
     owner decides what that means, e.g. a key id drawn twice)."""

@@ -142,6 +142,37 @@ async def test_sqlite_migrations_wait_for_another_writer_beyond_the_call_timeout
             await database.close()
 
 
+async def test_sqlite_calls_queued_past_their_timeout_are_no_outage(tmp_path: Path) -> None:
+    """One SQLite connection serves the process's transactions in turn: calls that time
+    out waiting behind a slow one (a busy machine) fail, but the database is up."""
+    database = await open_database(f"sqlite:///{tmp_path / 'keys.db'}", timeout=TIMEOUT)
+    try:
+        holding = asyncio.Event()
+
+        async def slow() -> None:
+            async with database.transaction("slow", timeout=HUNG):
+                holding.set()
+                await asyncio.sleep(3 * TIMEOUT)
+
+        holder = asyncio.create_task(slow())
+        await holding.wait()
+
+        async def queued() -> None:
+            async with database.transaction("queued", write=False):
+                pass
+
+        results = await asyncio.gather(
+            *(queued() for _ in range(2 * FAILURES_TO_OPEN)), return_exceptions=True
+        )
+        assert all(isinstance(r, StoreUnavailableError) for r in results), results
+        assert database.up
+        await holder
+        async with database.transaction("after", write=False) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await database.close()
+
+
 async def test_not_connected_fails_at_once_and_connect_says_why(postgres_url: str) -> None:
     proxy = TcpProxy.for_url(postgres_url)
     await proxy.start()
