@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -268,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit("--callgrind: valgrind and callgrind_control not found")
     variants = _variants(args.callgrind)
     if args.variants is not None:
-        wanted = [name.strip() for name in args.variants.split(",")]
+        # A comma and a space belong to a name ("build all, separate").
+        wanted = [name.strip() for name in re.split(r",(?! )", args.variants)]
         unknown = set(wanted) - {name for name, _, _ in variants}
         if unknown:
             raise SystemExit(
@@ -281,10 +283,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     bodies = {
         ECHO: [b"x" * 64],
         STAKING + "BuildStakeTransaction": [
+            # The same wallets in every run: one run's counts compare with another's.
             staking_pb2.BuildStakeTransactionRequest(
-                wallet=str(Keypair().pubkey()), amount_lamports=2 * SOL
+                wallet=str(Keypair.from_seed(bytes([i + 1]) * 32).pubkey()),
+                amount_lamports=2 * SOL,
             ).SerializeToString()
-            for _ in range(16)
+            for i in range(16)
         ],
         STAKING + "GetNetworkInfo": [staking_pb2.GetNetworkInfoRequest().SerializeToString()],
         "/grpc.health.v1.Health/Check": [health_pb2.HealthCheckRequest().SerializeToString()],
