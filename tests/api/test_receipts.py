@@ -25,6 +25,7 @@ from service.config import Settings
 from service.localnet import LocalnetServer
 from service.receipts import ReceiptKeyFileError
 from service.server import AgentStakingServer
+from tests._require import unavailable
 from tests.lifecycle.test_stake_management_grpcurl import _grpcurl as grpcurl
 
 from .conftest import Service
@@ -177,10 +178,7 @@ async def test_the_typescript_verification_of_the_guide(
     node = shutil.which("node")
     tsc = TYPESCRIPT / "node_modules" / ".bin" / "tsc"
     if node is None or not tsc.exists():
-        message = "node or examples/typescript/node_modules is missing (npm ci)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable("node or examples/typescript/node_modules is missing (npm ci)")
     built, network = await _saved(service, wallet, tmp_path)
     source = tmp_path / "ts"
     source.mkdir()

@@ -16,11 +16,11 @@ import shutil
 import struct
 from pathlib import Path
 
-import pytest
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from service.localnet import LocalnetServer
+from tests._require import unavailable
 
 from .conftest import Service
 
@@ -31,13 +31,10 @@ def _tools() -> tuple[str, Path]:
     node = shutil.which("node")
     tsc = EXAMPLE / "node_modules" / ".bin" / "tsc"
     if node is None or not tsc.exists():
-        message = (
+        unavailable(
             "node or examples/typescript/node_modules is missing: "
             "run npm ci --prefix examples/typescript"
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
     return node, tsc
 
 

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 import yaml
 
+from tests._require import unavailable
+
 if TYPE_CHECKING:
     from service.config import Settings
 
@@ -46,10 +48,7 @@ Manifest = dict[str, Any]
 
 def missing(what: str, how: str) -> NoReturn:
     """Skip (locally) or fail (in CI) a test whose tool is not installed."""
-    message = f"{what} is not installed: {how}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"{what} is not installed: {how}")
 
 
 def helm_path() -> Path:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 from solders.instruction import Instruction
+
+from tests._require import unavailable
 
 JS = Path(__file__).resolve().parents[1] / "js"
 ORACLE = JS / "oracle.cjs"
@@ -25,10 +25,7 @@ def _node() -> str:
     node = shutil.which("node")
     installed = (JS / "node_modules" / "@solana" / "spl-stake-pool" / "package.json").is_file()
     if node is None or not installed:
-        message = "the JavaScript SDK oracle is not installed: run `npm ci --prefix tests/js`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("the JavaScript SDK oracle is not installed: run `npm ci --prefix tests/js`")
     return node
 
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import pytest
@@ -30,16 +30,11 @@ from service.keys import KeyPolicy
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
+from tests._require import unavailable
 
 MICROS_PER_SECOND = 1_000_000
 REDIS_URL = os.environ.get("AGENT_STAKING_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SOL = 1_000_000_000
-
-
-def _unavailable(message: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 class FakeClock:
@@ -63,7 +58,7 @@ async def redis_namespace() -> AsyncIterator[str]:
         await client.ping()
     except (aioredis.RedisError, OSError) as exc:
         await client.aclose()
-        _unavailable(f"Redis at {REDIS_URL} is unreachable ({exc!r}); the Redis tests need it")
+        unavailable(f"Redis at {REDIS_URL} is unreachable ({exc!r}); the Redis tests need it")
     prefix = f"test-ratelimit:{secrets.token_hex(6)}:"
     try:
         yield prefix
@@ -101,7 +96,7 @@ class RedisProcess:
     async def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            _unavailable("redis-server is not installed; the Redis outage tests need it")
+            unavailable("redis-server is not installed; the Redis outage tests need it")
         self.process = await asyncio.create_subprocess_exec(
             binary,
             "--port",

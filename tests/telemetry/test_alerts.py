@@ -4,7 +4,6 @@ metrics (and labels) the service exports."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import ssl
@@ -21,6 +20,7 @@ from agentstaking.v1 import staking_pb2
 
 from service.localnet import LocalnetServer
 from tests._pki import CertificateAuthority
+from tests._require import unavailable
 
 from .conftest import Observed, Scrape, parse_scrape, start_observed
 
@@ -41,10 +41,7 @@ _TARGET_LABELS = {"job", "instance", "pid", "le"}
 def _promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        message = "promtool is not installed (Debian: apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable("promtool is not installed (Debian: apt-get install prometheus)")
     return found
 
 
