@@ -22,6 +22,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from service.api import add_servicer
+
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +81,7 @@ class HealthEndpoint:
         self._stopped = asyncio.Event()
         self._servicer = Health()
         server = grpc.aio.server(options=self._options)
-        health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
+        add_servicer(health_pb2_grpc.add_HealthServicer_to_server, self._servicer, server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             bound = server.add_insecure_port(address)

@@ -29,6 +29,7 @@ from service.api import (
     KeyServicer,
     StakingServicer,
     add_reflection,
+    add_servicer,
     event_json,
 )
 from service.chain import (
@@ -440,7 +441,8 @@ class AgentStakingServer:
             pools=[StakePoolConfig(address=p.address, label=p.label) for p in settings.stake_pools],
             rpc_timeout=settings.rpc_timeout_seconds,
         )
-        staking_pb2_grpc.add_StakingServiceServicer_to_server(
+        add_servicer(
+            staking_pb2_grpc.add_StakingServiceServicer_to_server,
             StakingServicer(
                 operations,
                 self.relay,
@@ -462,9 +464,11 @@ class AgentStakingServer:
             ),
             server,
         )
-        keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(self.keys), server)
-        events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(self.events), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        add_servicer(keys_pb2_grpc.add_KeyServiceServicer_to_server, KeyServicer(self.keys), server)
+        add_servicer(
+            events_pb2_grpc.add_EventServiceServicer_to_server, EventServicer(self.events), server
+        )
+        add_servicer(health_pb2_grpc.add_HealthServicer_to_server, self.health, server)
         add_reflection(server, [STAKING_SERVICE, KEY_SERVICE, EVENT_SERVICE, HEALTH_SERVICE])
         host, port = parse_host_port(settings.listen)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

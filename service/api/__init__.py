@@ -7,6 +7,7 @@ from ._intents import BUILD_RPC_MARK, BuildGate, build_rpc
 from ._keys import KeyServicer
 from ._principal import PermissionDeniedError, current_principal
 from ._reflection import add_reflection
+from ._serving import add_servicer
 from ._staking import StakingServicer
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "StakingServicer",
     "abort_with",
     "add_reflection",
+    "add_servicer",
     "build_rpc",
     "current_principal",
     "event_json",

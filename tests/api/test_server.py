@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from agentstaking.v1 import staking_pb2, staking_pb2_grpc, types_pb2
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from solders.keypair import Keypair
@@ -271,3 +271,60 @@ async def test_sigterm_lets_the_call_in_flight_complete(
             process.kill()
             await process.wait()
         await proxy.stop()
+
+
+async def test_every_method_is_served_by_the_generic_handlers(
+    localnet: LocalnetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No registered methods (grpc.aio would wait on a pending request for each of them
+    on every call), and every method of every service still answers: unauthenticated
+    without a key, never UNIMPLEMENTED; the health port's server the same."""
+    registered: list[str] = []
+    monkeypatch.setattr(
+        grpc.aio._server.Server,
+        "add_registered_method_handlers",
+        lambda self, service, handlers: registered.append(service),
+    )
+    server = AgentStakingServer(
+        Settings(
+            data_dir=tmp_path,
+            database_url=f"sqlite:///{tmp_path / 'keys.db'}",
+            listen="127.0.0.1:0",
+            health_listen="127.0.0.1:0",
+            rpc_urls=[localnet.url],
+            service_fee_bps=0,
+            default_vote_account=str(localnet.chain.validators[0].vote_account),
+        )
+    )
+    await server.start()
+    try:
+        assert registered == []
+        pool = descriptor_pool.Default()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            for name in (
+                "agentstaking.v1.StakingService",
+                "agentstaking.v1.KeyService",
+                "agentstaking.v1.EventService",
+            ):
+                for method in pool.FindServiceByName(name).methods:
+                    path = f"/{name}/{method.name}"
+                    if method.server_streaming:
+                        stream = channel.unary_stream(path)(b"")
+                        with pytest.raises(grpc.aio.AioRpcError) as caught:
+                            await stream.read()
+                    else:
+                        with pytest.raises(grpc.aio.AioRpcError) as caught:
+                            await channel.unary_unary(path)(b"")
+                    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, path
+            health = health_pb2_grpc.HealthStub(channel)
+            assert (await health.Check(health_pb2.HealthCheckRequest())).status == SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary("/agentstaking.v1.StakingService/Nope")(b"")
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert server.health_endpoint is not None
+        health_address = f"127.0.0.1:{server.health_endpoint.port}"
+        async with grpc.aio.insecure_channel(health_address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert (await health.Check(health_pb2.HealthCheckRequest())).status == SERVING
+    finally:
+        await server.stop(0)
