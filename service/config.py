@@ -184,8 +184,10 @@ class Settings(BaseSettings):
     ListValidators; the ranking itself does not change."""
     priority_fees_cache_seconds: float = Field(default=2.0, ge=0)
     """How long the recent prioritization fees of a set of write-locked accounts
-    (getRecentPrioritizationFees, for builds with a priority level) are reused; 0 asks
-    on every build. At most 4,096 sets are kept."""
+    (getRecentPrioritizationFees, for builds with a priority level) are reused; for as
+    long again they are used while one request refreshes them in the background (a
+    wallet that keeps building never waits for the node); 0 asks on every build. At
+    most 4,096 sets are kept."""
     stake_accounts_cache_seconds: float = Field(default=3.0, ge=0)
     """How long a wallet's ListStakeAccounts read (its stake accounts, Clock and
     StakeHistory) is reused; 0 reads the chain on every call. Builds always read fresh."""

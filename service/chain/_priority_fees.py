@@ -13,8 +13,10 @@ The answer depends on the whole set, and most sets differ from build to build (e
 stake build has its own wallet), so it is kept per set, for a short time (a price
 a few seconds old is as good as the per-slot minimums it comes from), at most
 ``max_entries`` sets: a stake build pays one RPC round trip the first time its
-wallet builds within that time, none again; concurrent builds with the same
-accounts share one request.
+wallet builds, none again; concurrent builds with the same accounts share one
+request. Past its cache time an answer is used for as long again while one request
+refreshes it in the background, so a wallet that keeps building never waits for the
+node; an answer older than that is not used (the build waits for a new one).
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ class RecentPriorityFees:
     ) -> None:
         """
         Args:
-            cache_seconds: How long an answer is reused for the same accounts (0:
-                ask on every build).
+            cache_seconds: How long an answer is reused as it is for the same
+                accounts; for as long again it is used while being refreshed (0: ask
+                on every build).
             max_entries: Most sets of accounts kept; the oldest answers go first.
         """
         self._rpc = rpc
@@ -62,9 +65,9 @@ class RecentPriorityFees:
         self._max = max_entries
         self._timeout = rpc_timeout
         self._clock = clock
-        # accounts -> (expiry, price per percentile), oldest first (a fixed lifetime:
-        # insertion order is expiry order).
-        self._answers: OrderedDict[frozenset[Pubkey], tuple[float, _Levels]] = OrderedDict()
+        # accounts -> (refreshed after, dropped after, price per percentile), oldest
+        # first (a fixed lifetime: insertion order is expiry order).
+        self._answers: OrderedDict[frozenset[Pubkey], tuple[float, float, _Levels]] = OrderedDict()
         self._pending: dict[frozenset[Pubkey], asyncio.Future[_Levels]] = {}
 
     async def price(self, accounts: Sequence[Pubkey], percentile: int) -> int:
@@ -78,15 +81,21 @@ class RecentPriorityFees:
         key = frozenset(accounts[:MAX_ACCOUNTS])
         now = self._clock()
         cached = self._answers.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1][percentile]
         pending = self._pending.get(key)
+        if cached is not None and now < cached[1]:
+            if now >= cached[0] and pending is None:
+                self._ask_in_background(key)
+            return cached[2][percentile]
         if pending is None:
-            pending = asyncio.ensure_future(self._ask(key))
-            self._pending[key] = pending
-            pending.add_done_callback(lambda done: self._done(key, done))
+            pending = self._ask_in_background(key)
         # A caller that gives up (deadline) leaves the request to the others.
         return (await asyncio.shield(pending))[percentile]
+
+    def _ask_in_background(self, key: frozenset[Pubkey]) -> asyncio.Future[_Levels]:
+        pending = asyncio.ensure_future(self._ask(key))
+        self._pending[key] = pending
+        pending.add_done_callback(lambda done: self._done(key, done))
+        return pending
 
     async def _ask(self, key: frozenset[Pubkey]) -> _Levels:
         method = "getRecentPrioritizationFees"
@@ -112,15 +121,17 @@ class RecentPriorityFees:
 
     def _done(self, key: frozenset[Pubkey], done: asyncio.Future[_Levels]) -> None:
         self._pending.pop(key, None)
+        # Retrieved: every waiter may have given up, or none waited (a refresh). A
+        # failed refresh leaves the answer it was to replace in use until it is dropped.
         if not done.cancelled():
-            done.exception()  # retrieved: every waiter may have given up
+            done.exception()
 
     def _store(self, key: frozenset[Pubkey], levels: _Levels) -> None:
         now = self._clock()
         answers = self._answers
         answers.pop(key, None)
-        answers[key] = (now + self._ttl, levels)
-        while answers and (len(answers) > self._max or next(iter(answers.values()))[0] <= now):
+        answers[key] = (now + self._ttl, now + 2 * self._ttl, levels)
+        while answers and (len(answers) > self._max or next(iter(answers.values()))[1] <= now):
             answers.popitem(last=False)
 
     def __len__(self) -> int:

@@ -1,5 +1,6 @@
 """The recent prioritization fees builds are priced from: asked per set of
-write-locked accounts, reused for the cache time, at most one request in flight per
+write-locked accounts, reused for the cache time and then, for as long again, while
+one request refreshes them in the background; at most one request in flight per
 set, a bounded number of sets; a node's refusal is a clear error. Through a counting
 proxy in front of the session's localnet."""
 
@@ -14,6 +15,7 @@ from solders.pubkey import Pubkey
 
 from service.chain import HttpSolanaRpc, RecentPriorityFees, StakeReadError
 from tests._proxy import RpcProxy
+from tests._wait import until
 
 from .conftest import MakeProxies
 
@@ -57,9 +59,49 @@ async def test_one_request_per_set_of_accounts_within_the_cache_time(
     # Concurrent builds with accounts not asked about yet share one request.
     await asyncio.gather(*(fees.price(other, 75) for _ in range(20)))
     assert proxy.methods[METHOD] == 2
-    clock.now += 2.0  # the cache time is over
+    clock.now += 4.0  # twice the cache time: the answer is no longer used
     await fees.price(mine, 50)
     assert proxy.methods[METHOD] == 3
+
+
+async def _at_once(fees: RecentPriorityFees, accounts: list[Pubkey], *levels: int) -> list[int]:
+    """Prices that come without waiting for anything (not for the node)."""
+    builds = [asyncio.ensure_future(fees.price(accounts, level)) for level in levels]
+    await asyncio.sleep(0)  # one step of each: enough unless it waits
+    assert all(build.done() for build in builds)
+    return [build.result() for build in builds]
+
+
+async def test_an_answer_past_its_cache_time_is_used_while_it_is_refreshed(
+    proxy: RpcProxy, rpc: HttpSolanaRpc
+) -> None:
+    clock = Clock()
+    fees = RecentPriorityFees(rpc, cache_seconds=2.0, clock=clock)
+    mine = _accounts()
+    assert await fees.price(mine, 50) == 0
+    clock.now += 2.5  # past the cache time, within twice it
+    assert await _at_once(fees, mine, 50, 75, 95) == [0, 0, 0]
+    # One refresh for all of them, in the background.
+    await until(lambda: proxy.methods[METHOD] == 2, what="the refresh")
+    assert await fees.price(mine, 50) == 0
+    assert proxy.methods[METHOD] == 2
+
+
+async def test_a_failed_refresh_leaves_the_answer_in_use_until_twice_the_cache_time(
+    proxy: RpcProxy, rpc: HttpSolanaRpc
+) -> None:
+    clock = Clock()
+    fees = RecentPriorityFees(rpc, cache_seconds=2.0, clock=clock)
+    mine = _accounts()
+    assert await fees.price(mine, 50) == 0
+    proxy.faults.method_errors[METHOD] = -32601
+    clock.now += 2.5
+    assert await _at_once(fees, mine, 50) == [0]
+    await until(lambda: proxy.methods[METHOD] == 2, what="the refresh")
+    assert await _at_once(fees, mine, 50) == [0]  # the refresh failed or is failing
+    clock.now += 1.6  # 4.1 s after the answer: no longer used, the build waits
+    with pytest.raises(StakeReadError):
+        await fees.price(mine, 50)
 
 
 async def test_without_a_cache_time_every_build_asks(proxy: RpcProxy, rpc: HttpSolanaRpc) -> None:
@@ -80,8 +122,8 @@ async def test_the_sets_kept_are_bounded(proxy: RpcProxy, rpc: HttpSolanaRpc) ->
     await fees.price(sets[-1], 50)  # kept
     await fees.price(sets[0], 50)  # dropped first: asked again
     assert proxy.methods[METHOD] == 6
-    # Expired answers go too, not only the oldest over the bound.
-    clock.now += 61.0
+    # Answers twice the cache time old go too, not only the oldest over the bound.
+    clock.now += 121.0
     await fees.price(_accounts(), 50)
     assert len(fees) == 1
 
