@@ -289,6 +289,7 @@ class AgentStakingServer:
             tracer=tracer,
         )
         metrics.watch_event_loop(asyncio.get_running_loop())
+        metrics.watch_heap()
         metrics.watch_keys(self.keys)
         metrics.watch_database(self.database)
         if settings.embedded_localnet:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -382,6 +383,10 @@ class Metrics:
         self._scrape_time.sources.append(
             lambda: _collectors.event_loop_families(len(asyncio.all_tasks(loop)))
         )
+
+    def watch_heap(self) -> None:
+        # gc.get_freeze_count walks the frozen objects: once per scrape, off the loop.
+        self._scrape_time.sources.append(lambda: _collectors.heap_families(gc.get_freeze_count()))
 
     def watch_admission(self, stats: Callable[[], Mapping[str, int]]) -> None:
         self._scrape_time.sources.append(lambda: _collectors.admission_families(stats()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,8 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.mmap_dict import MmapedDict
 
 from service.localnet import LocalnetServer
+from service.telemetry._metrics import PUBLISH_SECONDS
 from tests._grpc_auth import UnaryUnaryKey
 from tests._process import free_port
+from tests._wait import until
 
 ROOT = Path(__file__).resolve().parents[2]
 # Channels of one process share TCP connections unless told otherwise.
@@ -129,6 +132,22 @@ async def test_two_workers_share_the_port_and_drain(
             text = await response.text()
         for pid in pids:
             assert f'process_cpu_seconds_total{{pid="{pid}"}}' in text
+
+        async def frozen_in_every_worker() -> bool:
+            # Each worker freezes what its start-up made (out of the garbage collector's
+            # passes) once serving; it publishes its gauges every PUBLISH_SECONDS.
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+            ):
+                text = await response.text()
+            found = [
+                re.search(rf'agent_staking_gc_frozen_objects{{pid="{pid}"}} (\S+)', text)
+                for pid in pids
+            ]
+            return all(f is not None and float(f.group(1)) > 10_000 for f in found)
+
+        await until(frozen_in_every_worker, timeout=3 * PUBLISH_SECONDS, what="frozen heaps")
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
