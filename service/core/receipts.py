@@ -24,6 +24,7 @@ The signing input is the payload's bytes, unchanged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -186,8 +187,13 @@ def canonical_json(value: Mapping[str, Any]) -> str:
 
 def format_issue_time(unix_millis: int) -> str:
     """Unix milliseconds as RFC 3339 UTC with milliseconds: ``2030-01-01T00:00:00.000Z``."""
-    moment = datetime.fromtimestamp(unix_millis / 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{unix_millis % 1000:03d}Z"
+    return f"{_second_text(unix_millis // 1000)}.{unix_millis % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(unix_seconds: int) -> str:
+    # Receipts come many to a second: the date and time of one are formatted once.
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def key_id_for(public_key: bytes) -> str:

@@ -237,6 +237,11 @@ def configure_logging(
     Returns:
         The handler (see :meth:`LogHandler.hold`).
     """
+    # Neither format writes a record's thread or process: not looked up for each record
+    # (the access log makes one per call).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = LogHandler(stream if stream is not None else sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
