@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -281,7 +282,7 @@ async def test_every_method_is_served_by_the_generic_handlers(
     without a key, never UNIMPLEMENTED; the health port's server the same."""
     registered: list[str] = []
     monkeypatch.setattr(
-        grpc.aio._server.Server,
+        grpc.aio._server.Server,  # type: ignore[attr-defined]
         "add_registered_method_handlers",
         lambda self, service, handlers: registered.append(service),
     )
@@ -309,17 +310,19 @@ async def test_every_method_is_served_by_the_generic_handlers(
                 for method in pool.FindServiceByName(name).methods:
                     path = f"/{name}/{method.name}"
                     if method.server_streaming:
-                        stream = channel.unary_stream(path)(b"")
+                        stream: Any = channel.unary_stream(path)
                         with pytest.raises(grpc.aio.AioRpcError) as caught:
-                            await stream.read()
+                            await stream(b"").read()
                     else:
+                        unary: Any = channel.unary_unary(path)
                         with pytest.raises(grpc.aio.AioRpcError) as caught:
-                            await channel.unary_unary(path)(b"")
+                            await unary(b"")
                     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, path
             health = health_pb2_grpc.HealthStub(channel)
             assert (await health.Check(health_pb2.HealthCheckRequest())).status == SERVING
+            unknown: Any = channel.unary_unary("/agentstaking.v1.StakingService/Nope")
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await channel.unary_unary("/agentstaking.v1.StakingService/Nope")(b"")
+                await unknown(b"")
             assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert server.health_endpoint is not None
         health_address = f"127.0.0.1:{server.health_endpoint.port}"
