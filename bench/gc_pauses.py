@@ -28,11 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agentstaking.v1 import staking_pb2
-
 from bench.grpc_load import LoadSpec, run_load
 from bench.localnet_send import _split_cpus, machine
-from bench.run import RESULTS, SOL, STAKING, _funded, start_service
+from bench.run import RESULTS, STAKING, funded_builds, start_service
 
 MODES = {"frozen": "1", "unfrozen": "0"}
 
@@ -57,13 +55,7 @@ def _measure(mode: str, args: argparse.Namespace, server_cpus: Any) -> dict[str,
             extra_env={"BENCH_GC_OUT": str(out), "BENCH_GC_FREEZE": MODES[mode]},
         )
         try:
-            wallets = _funded(service.rpc_url, 16)
-            builds = [
-                staking_pb2.BuildStakeTransactionRequest(
-                    wallet=str(w.pubkey()), amount_lamports=2 * SOL
-                ).SerializeToString()
-                for w in wallets
-            ]
+            _, builds = funded_builds(service.rpc_url)
             load = run_load(
                 LoadSpec(
                     target=service.target,

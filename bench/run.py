@@ -286,6 +286,17 @@ class _TransferSource:
         return _transfers(self.url, self.payers, count, self.offset)
 
 
+def funded_builds(url: str, count: int = 16) -> tuple[list[Keypair], list[bytes]]:
+    """``count`` funded wallets and a stake build request of 2 SOL for each (encoded)."""
+    wallets = _funded(url, count)
+    return wallets, [
+        staking_pb2.BuildStakeTransactionRequest(
+            wallet=str(w.pubkey()), amount_lamports=2 * SOL
+        ).SerializeToString()
+        for w in wallets
+    ]
+
+
 def _new_wallet_builds(count: int) -> list[bytes]:
     """Stake builds of ``count`` wallets never seen before, one each."""
     return [
@@ -464,13 +475,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             target=service_process.target,
             metadata=[("authorization", f"Bearer {service_process.secret}")],
         )
-        wallets = _funded(url, 16)
-        builds = [
-            staking_pb2.BuildStakeTransactionRequest(
-                wallet=str(w.pubkey()), amount_lamports=2 * SOL
-            ).SerializeToString()
-            for w in wallets
-        ]
+        wallets, builds = funded_builds(url)
         build = replace(service, method=STAKING + "BuildStakeTransaction", requests=builds)
         if first:
             if "health" in wanted:

@@ -41,11 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agentstaking.v1 import staking_pb2
-
 from bench.grpc_load import LoadSpec, handled_by_code, run_load, scrape_metrics
 from bench.localnet_send import _split_cpus, machine
-from bench.run import RESULTS, ROOT, SOL, STAKING, Service, _funded, _p, start_service
+from bench.run import RESULTS, ROOT, STAKING, Service, _p, funded_builds, start_service
 
 METHOD = STAKING + "BuildStakeTransaction"
 PROC_FIELDS = {"VmRSS:": "rss_bytes", "Threads:": "threads"}
@@ -217,13 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = datetime.now(UTC)
     service = start_service(args.workers, server_cpus, log_level=args.log_level)
     try:
-        wallets = _funded(service.rpc_url, 16)
-        builds = [
-            staking_pb2.BuildStakeTransactionRequest(
-                wallet=str(w.pubkey()), amount_lamports=2 * SOL
-            ).SerializeToString()
-            for w in wallets
-        ]
+        _, builds = funded_builds(service.rpc_url)
         spec = LoadSpec(
             target=service.target,
             method=METHOD,

@@ -58,25 +58,28 @@ def _counters(rows: Iterable[tuple[str, int, str]]) -> list[Metric]:
     return families
 
 
+def _process_gauge(name: str, doc: str, value: float) -> list[Metric]:
+    """One label-less gauge of this process (one series per process with workers)."""
+    gauge = _gauge(name, doc, mode="pid")
+    gauge.add_metric([], value)
+    return [gauge]
+
+
 def event_loop_families(tasks: int) -> list[Metric]:
     """The server's event loop: tasks alive (a leak shows as steady growth)."""
-    gauge = _gauge(
-        "event_loop_tasks", "asyncio tasks alive on the server's event loop.", mode="pid"
+    return _process_gauge(
+        "event_loop_tasks", "asyncio tasks alive on the server's event loop.", tasks
     )
-    gauge.add_metric([], tasks)
-    return [gauge]
 
 
 def heap_families(frozen: int) -> list[Metric]:
     """The objects kept out of the cyclic garbage collector's passes."""
-    gauge = _gauge(
+    return _process_gauge(
         "gc_frozen_objects",
         "Objects the garbage collector's passes skip: what start-up made, frozen once the "
         "server serves (0 before; without it a full collection walks them all).",
-        mode="pid",
+        frozen,
     )
-    gauge.add_metric([], frozen)
-    return [gauge]
 
 
 def admission_families(stats: Mapping[str, int]) -> list[Metric]:

@@ -72,14 +72,23 @@ async def _at_once(fees: RecentPriorityFees, accounts: list[Pubkey], *levels: in
     return [build.result() for build in builds]
 
 
+async def _answered_2_5_s_ago(
+    rpc: HttpSolanaRpc,
+) -> tuple[Clock, RecentPriorityFees, list[Pubkey]]:
+    """Fees kept 2 s, with an answer for some accounts 2.5 s old: past the cache time,
+    within twice it."""
+    clock = Clock()
+    fees = RecentPriorityFees(rpc, cache_seconds=2.0, clock=clock)
+    accounts = _accounts()
+    assert await fees.price(accounts, 50) == 0
+    clock.now += 2.5
+    return clock, fees, accounts
+
+
 async def test_an_answer_past_its_cache_time_is_used_while_it_is_refreshed(
     proxy: RpcProxy, rpc: HttpSolanaRpc
 ) -> None:
-    clock = Clock()
-    fees = RecentPriorityFees(rpc, cache_seconds=2.0, clock=clock)
-    mine = _accounts()
-    assert await fees.price(mine, 50) == 0
-    clock.now += 2.5  # past the cache time, within twice it
+    _, fees, mine = await _answered_2_5_s_ago(rpc)
     assert await _at_once(fees, mine, 50, 75, 95) == [0, 0, 0]
     # One refresh for all of them, in the background.
     await until(lambda: proxy.methods[METHOD] == 2, what="the refresh")
@@ -90,12 +99,8 @@ async def test_an_answer_past_its_cache_time_is_used_while_it_is_refreshed(
 async def test_a_failed_refresh_leaves_the_answer_in_use_until_twice_the_cache_time(
     proxy: RpcProxy, rpc: HttpSolanaRpc
 ) -> None:
-    clock = Clock()
-    fees = RecentPriorityFees(rpc, cache_seconds=2.0, clock=clock)
-    mine = _accounts()
-    assert await fees.price(mine, 50) == 0
+    clock, fees, mine = await _answered_2_5_s_ago(rpc)
     proxy.faults.method_errors[METHOD] = -32601
-    clock.now += 2.5
     assert await _at_once(fees, mine, 50) == [0]
     await until(lambda: proxy.methods[METHOD] == 2, what="the refresh")
     assert await _at_once(fees, mine, 50) == [0]  # the refresh failed or is failing
