@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import trace
 
@@ -37,7 +37,15 @@ class Subject:
 
     @property
     def bucket(self) -> Bucket:
-        return Bucket(f"{self.dimension.value}:{self.rpc_class.value}:{self.identity}", self.limit)
+        return Bucket(_PREFIXES[self.dimension, self.rpc_class] + self.identity, self.limit)
+
+
+# "<dimension>:<class>:", the start of a bucket's key, by dimension and class.
+_PREFIXES: Final = {
+    (dimension, rpc_class): f"{dimension.value}:{rpc_class.value}:"
+    for dimension in Dimension
+    for rpc_class in RpcClass
+}
 
 
 @dataclass(frozen=True)
@@ -142,8 +150,14 @@ class RateLimiter:
             RateLimiterUnavailableError: Redis is out and the policy is fail-closed.
         """
         try:
-            with self._span(len(subjects)):
-                decisions = await self.backend.acquire([s.bucket for s in subjects])
+            buckets = [s.bucket for s in subjects]
+            backend = self.backend
+            if isinstance(backend, MemoryBackend):
+                # Decided here and now: no await, no span (nothing leaves the process).
+                decisions = backend.acquire_now(buckets)
+            else:
+                with self._span(len(subjects)):
+                    decisions = await backend.acquire(buckets)
         except BackendUnavailableError:
             # Only a bare shared backend (without FallbackBackend) gets here.
             raise RateLimiterUnavailableError(retry_after=1.0) from None
@@ -155,11 +169,7 @@ class RateLimiter:
         return verdict
 
     def _span(self, buckets: int) -> contextlib.AbstractContextManager[object]:
-        if (
-            self.tracer is None
-            or isinstance(self.backend, MemoryBackend)
-            or not trace.get_current_span().get_span_context().is_valid
-        ):
+        if self.tracer is None or not trace.get_current_span().get_span_context().is_valid:
             return contextlib.nullcontext()
         return self.tracer.start_as_current_span(
             "ratelimit EVALSHA",

@@ -16,6 +16,10 @@ class Dimension(enum.Enum):
     WALLET = "wallet"
     PEER = "peer"
 
+    # Members are singletons compared by identity: hashed by it too (Enum's own hash is
+    # a Python call on the name, and these key dicts on every call).
+    __hash__ = object.__hash__
+
 
 class RpcClass(enum.Enum):
     """Kinds of calls; each has buckets of its own, its limits scaled by its factor."""
@@ -31,6 +35,8 @@ class RpcClass(enum.Enum):
     """KeyService."""
     AUTH_FAILURES = "auth_failures"
     """Failed authentications (peer dimension only; never scaled)."""
+
+    __hash__ = object.__hash__  # as Dimension's
 
 
 # Calls of the events API that write, or make the service send (a test event): as
