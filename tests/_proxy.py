@@ -39,13 +39,18 @@ class Faults:
     """Answer requests for the named JSON-RPC method with an error of this code."""
     slot_lag: int = 0
     """Serve a stale chain: slots and block heights in answers are this much lower."""
+    batch_refusal: int | None = None
+    """Refuse batch requests, as an endpoint without batches does: with this HTTP
+    status, or (200) with one JSON-RPC error object instead of a list."""
 
 
 class RpcProxy:
     """An HTTP proxy with `faults`; `kill()` and `revive()` emulate a crashed node.
 
     It counts what it sees: `requests` and `connections_opened` (distinct client
-    connections), so tests can check that clients reuse and bound their pools.
+    connections), so tests can check that clients reuse and bound their pools;
+    `methods` counts JSON-RPC calls by method, each item of a batch as one, and
+    `batch_sizes` lists the batches' lengths.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -55,6 +60,7 @@ class RpcProxy:
         self.url = ""
         self.requests = 0
         self.methods: dict[str, int] = {}
+        self.batch_sizes: list[int] = []
         self.connections_opened = 0
         self._transports: set[asyncio.Transport] = set()
         self._runner: web.AppRunner | None = None
@@ -123,6 +129,8 @@ class RpcProxy:
             parsed: Any = json.loads(body)
         except ValueError:
             parsed = None
+        if isinstance(parsed, list):
+            return await self._forward_batch(request, parsed)
         method = parsed.get("method", "") if isinstance(parsed, dict) else ""
         self.methods[method] = self.methods.get(method, 0) + 1
         delay = faults.delay + faults.delay_methods.get(method, 0.0)
@@ -148,6 +156,48 @@ class RpcProxy:
         if faults.slot_lag:
             answer = _lagged(answer, method, faults.slot_lag)
         return web.Response(body=answer, content_type="application/json")
+
+    async def _forward_batch(self, request: web.Request, items: list[Any]) -> web.StreamResponse:
+        """A batch: each item counted and faulted as a request of its own would be
+        (errors per item; delays, drops and HTTP statuses for the whole request)."""
+        faults = self.faults
+        self.batch_sizes.append(len(items))
+        methods = [item.get("method", "") if isinstance(item, dict) else "" for item in items]
+        for method in methods:
+            self.methods[method] = self.methods.get(method, 0) + 1
+        delay = faults.delay + max((faults.delay_methods.get(m, 0.0) for m in methods), default=0)
+        if delay:
+            await asyncio.sleep(delay)
+        if faults.drop and request.transport is not None:
+            request.transport.abort()
+            raise asyncio.CancelledError
+        if faults.batch_refusal == 200:
+            error = {"code": -32600, "message": "batch requests are not supported"}
+            return web.json_response({"jsonrpc": "2.0", "id": None, "error": error})
+        if faults.batch_refusal is not None:
+            return web.Response(status=faults.batch_refusal)
+        if faults.refuse:
+            return web.Response(status=503)
+        if faults.status is not None:
+            return web.Response(status=faults.status)
+        answers: list[Any] = [None] * len(items)
+        forwarded: list[int] = []
+        for i, (item, method) in enumerate(zip(items, methods, strict=True)):
+            code = faults.method_errors.get(method, faults.rpc_error)
+            if code is None:
+                forwarded.append(i)
+                continue
+            error = {"code": code, "message": "injected by the test proxy"}
+            request_id = item.get("id") if isinstance(item, dict) else None
+            answers[i] = {"jsonrpc": "2.0", "id": request_id, "error": error}
+        if forwarded:
+            assert self._session is not None
+            async with self._session.post(
+                self.upstream, json=[items[i] for i in forwarded]
+            ) as upstream:
+                for i, answer in zip(forwarded, await upstream.json(), strict=True):
+                    answers[i] = answer
+        return web.json_response(answers)
 
 
 def _lagged(raw: bytes, method: str, lag: int) -> bytes:
