@@ -1,11 +1,15 @@
 """A Solana JSON-RPC client for one endpoint: keep-alive pooled HTTP, per-call timeouts.
 
-Concurrent calls of the methods in ``BATCHED_METHODS`` go out together as one JSON-RPC
-batch: the calls made in one turn of the event loop are sent at the start of the
-next, at most ``MAX_BATCH`` to a request. Each call still gets its own answer, error
-or timeout. An endpoint that does not take batches (it answers a batch with anything
-but a list, or refuses it with HTTP 400, 405, 413, 415 or 501) gets those calls again
-one at a time, and from then on only single requests.
+Concurrent calls of the methods in ``BATCHED_METHODS`` go out together as JSON-RPC
+batches, at most ``MAX_BATCH`` calls to a request, with at most ``pool_size`` such
+requests in flight (what the connection pool holds anyway): a call is sent at the
+start of the next turn of the event loop when a request may go, else with the calls
+that wait beside it as soon as one comes back. Nothing waits on a quiet client;
+under load the calls that would have queued for a connection one by one go together.
+Each call still gets its own answer, error or timeout. An endpoint that does not
+take batches (it answers a batch with anything but a list, or refuses it with HTTP
+400, 405, 413, 415 or 501) gets those calls again one at a time, and from then on
+only single requests.
 """
 
 from __future__ import annotations
@@ -132,6 +136,7 @@ class HttpSolanaRpc:
         self._batched = batched_methods
         self._queue: list[_Queued] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._flush_scheduled = False
         self.batches_refused = False
         """The endpoint refused a batch: every call goes out alone."""
 
@@ -161,8 +166,9 @@ class HttpSolanaRpc:
             return await self._single(next(self._ids), method, params, budget)
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(next(self._ids), method, params, budget, answer))
-        if len(self._queue) == 1:
+        if not self._flush_scheduled:
             # After every task that is ready now has run: their calls join this batch.
+            self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._send_queued)
         try:
             async with asyncio.timeout(budget):
@@ -170,12 +176,23 @@ class HttpSolanaRpc:
         except TimeoutError:
             raise EndpointFailure(method, "timeout", request_sent=True, timeout=True) from None
 
-    def _send_queued(self) -> None:
-        queued, self._queue = self._queue, []
-        for start in range(0, len(queued), MAX_BATCH):
-            task = asyncio.create_task(self._send(queued[start : start + MAX_BATCH]))
+    def _send_queued(self, _: object = None) -> None:
+        """Send what waits, as far as requests may go (again when one comes back)."""
+        self._flush_scheduled = False
+        while self._queue and len(self._sending) < self._pool_size:
+            calls, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            # Calls that gave up while waiting (timed out, cancelled) are not sent.
+            calls = [call for call in calls if not call.answer.done()]
+            if not calls:
+                continue
+            task = asyncio.create_task(self._send(calls))
             self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if self._queue:
+            self._send_queued()
 
     async def _send(self, calls: list[_Queued]) -> None:
         """Send ``calls`` (one request, or one batch) and settle each caller's answer."""

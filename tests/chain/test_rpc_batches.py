@@ -177,3 +177,27 @@ async def test_calls_through_the_failover_manager_are_batched_too(
     answers = await asyncio.gather(*(rpc.call(FEES, _fees_params()) for _ in range(8)))
     assert all(isinstance(answer, list) for answer in answers)
     assert proxy.batch_sizes == [8] and standby.methods.get(FEES, 0) == 0
+
+
+async def test_calls_made_while_the_pool_is_busy_go_together_when_a_request_comes_back(
+    proxy: RpcProxy,
+) -> None:
+    # A slow endpoint (as a remote one is): every pooled connection holds a request.
+    client = HttpSolanaRpc(proxy.url, pool_size=2)
+    proxy.faults.delay_methods[FEES] = 0.3
+    try:
+        first = []
+        for _ in range(2):
+            first.append(asyncio.ensure_future(client.call(FEES, _fees_params())))
+            sent = len(first)
+            await until(lambda: proxy.methods.get(FEES, 0) == sent, what="a request sent")  # noqa: B023
+        waiting = []
+        for _ in range(10):  # one at a time, each in a turn of its own
+            waiting.append(asyncio.ensure_future(client.call(FEES, _fees_params())))
+            await asyncio.sleep(0)
+        answers = await asyncio.gather(*first, *waiting)
+    finally:
+        await client.close()
+    assert all(isinstance(answer, list) for answer in answers)
+    # Two lone requests, then the ten as one batch once a connection was free.
+    assert proxy.requests == 3 and proxy.batch_sizes == [10]
