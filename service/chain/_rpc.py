@@ -176,7 +176,7 @@ class HttpSolanaRpc:
         except TimeoutError:
             raise EndpointFailure(method, "timeout", request_sent=True, timeout=True) from None
 
-    def _send_queued(self, _: object = None) -> None:
+    def _send_queued(self) -> None:
         """Send what waits, as far as requests may go (again when one comes back)."""
         self._flush_scheduled = False
         while self._queue and len(self._sending) < self._pool_size:
