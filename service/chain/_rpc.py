@@ -229,18 +229,8 @@ class HttpSolanaRpc:
             {"jsonrpc": "2.0", "id": call.id, "method": call.method, "params": call.params}
             for call in calls
         ]
-        limit = aiohttp.ClientTimeout(total=max(call.timeout for call in calls))
-        answer: Any = None
-        try:
-            async with self._client().post(self.url, json=body, timeout=limit) as response:
-                if response.status not in _BATCH_REFUSED:
-                    if response.status != 200:
-                        raise EndpointFailure(
-                            method, f"HTTP {response.status}", request_sent=True, timeout=False
-                        )
-                    answer = await response.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise _failure(method, exc) from exc
+        timeout = max(call.timeout for call in calls)
+        answer = await self._post(method, body, timeout, refused=_BATCH_REFUSED)
         if not isinstance(answer, list):
             if not self.batches_refused:
                 log.warning(
@@ -260,19 +250,31 @@ class HttpSolanaRpc:
 
     async def _single(self, request_id: int, method: str, params: list[Any], timeout: float) -> Any:
         body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        answer = await self._post(method, body, timeout)
+        if not isinstance(answer, dict):
+            raise _malformed(method)
+        return _result(answer)
+
+    async def _post(
+        self, method: str, body: Any, timeout: float, *, refused: frozenset[int] = frozenset()
+    ) -> Any:
+        """The decoded JSON answer to ``body``; None for an HTTP status in ``refused``.
+
+        Raises:
+            EndpointFailure: no answer, another status than 200, or not JSON.
+        """
         limit = aiohttp.ClientTimeout(total=timeout)
         try:
             async with self._client().post(self.url, json=body, timeout=limit) as response:
+                if response.status in refused:
+                    return None
                 if response.status != 200:
                     raise EndpointFailure(
                         method, f"HTTP {response.status}", request_sent=True, timeout=False
                     )
-                answer = await response.json(content_type=None)
+                return await response.json(content_type=None)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise _failure(method, exc) from exc
-        if not isinstance(answer, dict):
-            raise _malformed(method)
-        return _result(answer)
 
     async def close(self) -> None:
         queued, self._queue = self._queue, []

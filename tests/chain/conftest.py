@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from service.chain import FailoverPolicy, FailoverRpc, parse_endpoints
+from service.chain import FailoverPolicy, FailoverRpc, HttpSolanaRpc, parse_endpoints
 from service.localnet import LocalnetServer
 from tests._proxy import RpcProxy
 
@@ -57,6 +57,21 @@ async def make_proxies(localnet: LocalnetServer) -> AsyncIterator[MakeProxies]:
     yield make
     for proxy in started:
         await proxy.stop()
+
+
+@pytest.fixture
+async def proxy(make_proxies: MakeProxies) -> RpcProxy:
+    """One proxy in front of the localnet."""
+    (proxy,) = await make_proxies(1)
+    return proxy
+
+
+@pytest.fixture
+async def rpc(proxy: RpcProxy) -> AsyncIterator[HttpSolanaRpc]:
+    """A single-endpoint client through `proxy`, with its defaults."""
+    client = HttpSolanaRpc(proxy.url)
+    yield client
+    await client.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ proxy in front of the session's localnet."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from solders.keypair import Keypair
@@ -16,8 +15,6 @@ from solders.pubkey import Pubkey
 from service.chain import HttpSolanaRpc, RecentPriorityFees, StakeReadError
 from tests._proxy import RpcProxy
 from tests._wait import until
-
-from .conftest import MakeProxies
 
 METHOD = "getRecentPrioritizationFees"
 
@@ -28,19 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def proxy(make_proxies: MakeProxies) -> RpcProxy:
-    (proxy,) = await make_proxies(1)
-    return proxy
-
-
-@pytest.fixture
-async def rpc(proxy: RpcProxy) -> AsyncIterator[HttpSolanaRpc]:
-    client = HttpSolanaRpc(proxy.url)
-    yield client
-    await client.close()
 
 
 def _accounts(count: int = 2) -> list[Pubkey]:

@@ -9,13 +9,6 @@ import pytest
 from service.chain import EndpointFailure, HttpSolanaRpc, RpcError
 from tests._proxy import RpcProxy
 
-from .conftest import MakeProxies
-
-
-@pytest.fixture
-async def proxy(make_proxies: MakeProxies) -> RpcProxy:
-    return (await make_proxies(1))[0]
-
 
 @pytest.fixture
 async def client(proxy: RpcProxy) -> AsyncIterator[HttpSolanaRpc]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from solders.keypair import Keypair
@@ -21,19 +20,6 @@ from tests._wait import until
 from .conftest import MakeProxies, MakeRpc
 
 FEES = "getRecentPrioritizationFees"
-
-
-@pytest.fixture
-async def proxy(make_proxies: MakeProxies) -> RpcProxy:
-    (proxy,) = await make_proxies(1)
-    return proxy
-
-
-@pytest.fixture
-async def rpc(proxy: RpcProxy) -> AsyncIterator[HttpSolanaRpc]:
-    client = HttpSolanaRpc(proxy.url)
-    yield client
-    await client.close()
 
 
 def _fees_params() -> list[object]:
