@@ -215,6 +215,32 @@ async def test_solana_unreachable_means_not_serving(
         )
 
 
+async def test_new_wallets_builds_share_fee_reads_while_the_endpoint_is_slow(
+    own_server: OwnServer,
+) -> None:
+    proxy = own_server.proxy
+    fees = "getRecentPrioritizationFees"
+    proxy.faults.delay_methods[fees] = 0.1  # a distant endpoint (within the 1 s RPC timeout)
+    async with own_server.channel() as channel:
+        staking = staking_pb2_grpc.StakingServiceStub(channel)
+        builds = await asyncio.gather(
+            *(
+                staking.BuildStakeTransaction(
+                    staking_pb2.BuildStakeTransactionRequest(
+                        wallet=str(Keypair().pubkey()), amount_lamports=SOL
+                    ),
+                    timeout=20,
+                )
+                for _ in range(20)
+            )
+        )
+    assert all(build.transaction.message for build in builds)
+    assert proxy.methods[fees] == 20  # one read per new wallet
+    # At most the pool's 5 connections' worth went alone; the rest waited for a free
+    # connection and went together.
+    assert sum(proxy.batch_sizes) >= 20 - 5
+
+
 async def test_sigterm_lets_the_call_in_flight_complete(
     localnet: LocalnetServer, tmp_path: Path
 ) -> None:
