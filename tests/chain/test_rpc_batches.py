@@ -187,3 +187,16 @@ async def test_calls_made_while_the_pool_is_busy_go_together_when_a_request_come
     assert all(isinstance(answer, list) for answer in answers)
     # Two lone requests, then the ten as one batch once a connection was free.
     assert proxy.requests == 3 and proxy.batch_sizes == [10]
+
+
+async def test_a_failed_batch_is_retried_on_the_next_endpoint_call_by_call(
+    make_proxies: MakeProxies, make_rpc: MakeRpc
+) -> None:
+    primary, standby = await make_proxies(2)
+    rpc = await make_rpc([f"{primary.url}#name=a", f"{standby.url}#name=b"], timeout=5.0)
+    primary.faults.status = 502
+    answers = await asyncio.gather(*(rpc.call(FEES, _fees_params()) for _ in range(8)))
+    assert all(isinstance(answer, list) for answer in answers)
+    assert primary.batch_sizes == [8]
+    # Each call failed over on its own, and the retries, made together, went together.
+    assert standby.methods[FEES] == 8 and sum(standby.batch_sizes) == 8
