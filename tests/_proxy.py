@@ -132,22 +132,12 @@ class RpcProxy:
         if isinstance(parsed, list):
             return await self._forward_batch(request, parsed)
         method = parsed.get("method", "") if isinstance(parsed, dict) else ""
-        self.methods[method] = self.methods.get(method, 0) + 1
-        delay = faults.delay + faults.delay_methods.get(method, 0.0)
-        if delay:
-            await asyncio.sleep(delay)
-        if faults.drop and transport is not None:
-            transport.abort()
-            raise asyncio.CancelledError  # nothing to answer on a closed connection
-        if faults.refuse:
-            return web.Response(status=503)
-        if faults.status is not None:
-            return web.Response(status=faults.status)
+        refused = await self._request_faults(request, [method])
+        if refused is not None:
+            return refused
         code = faults.method_errors.get(method, faults.rpc_error)
         if code is not None:
-            request_id = parsed.get("id") if isinstance(parsed, dict) else None
-            error = {"code": code, "message": "injected by the test proxy"}
-            return web.json_response({"jsonrpc": "2.0", "id": request_id, "error": error})
+            return web.json_response(_injected(parsed, code))
         assert self._session is not None
         async with self._session.post(
             self.upstream, data=body, headers={"content-type": "application/json"}
@@ -157,12 +147,12 @@ class RpcProxy:
             answer = _lagged(answer, method, faults.slot_lag)
         return web.Response(body=answer, content_type="application/json")
 
-    async def _forward_batch(self, request: web.Request, items: list[Any]) -> web.StreamResponse:
-        """A batch: each item counted and faulted as a request of its own would be
-        (errors per item; delays, drops and HTTP statuses for the whole request)."""
+    async def _request_faults(
+        self, request: web.Request, methods: list[str]
+    ) -> web.StreamResponse | None:
+        """Count the request's calls and apply the faults that hit a request as a whole
+        (delay, drop, refusal, HTTP status): the answer they give, or None."""
         faults = self.faults
-        self.batch_sizes.append(len(items))
-        methods = [item.get("method", "") if isinstance(item, dict) else "" for item in items]
         for method in methods:
             self.methods[method] = self.methods.get(method, 0) + 1
         delay = faults.delay + max((faults.delay_methods.get(m, 0.0) for m in methods), default=0)
@@ -170,26 +160,35 @@ class RpcProxy:
             await asyncio.sleep(delay)
         if faults.drop and request.transport is not None:
             request.transport.abort()
-            raise asyncio.CancelledError
+            raise asyncio.CancelledError  # nothing to answer on a closed connection
+        if faults.refuse:
+            return web.Response(status=503)
+        if faults.status is not None:
+            return web.Response(status=faults.status)
+        return None
+
+    async def _forward_batch(self, request: web.Request, items: list[Any]) -> web.StreamResponse:
+        """A batch: each item counted and faulted as a request of its own would be
+        (errors per item; delays, drops and HTTP statuses for the whole request)."""
+        faults = self.faults
+        self.batch_sizes.append(len(items))
+        methods = [item.get("method", "") if isinstance(item, dict) else "" for item in items]
+        refused = await self._request_faults(request, methods)
+        if refused is not None:
+            return refused
         if faults.batch_refusal == 200:
             error = {"code": -32600, "message": "batch requests are not supported"}
             return web.json_response({"jsonrpc": "2.0", "id": None, "error": error})
         if faults.batch_refusal is not None:
             return web.Response(status=faults.batch_refusal)
-        if faults.refuse:
-            return web.Response(status=503)
-        if faults.status is not None:
-            return web.Response(status=faults.status)
         answers: list[Any] = [None] * len(items)
         forwarded: list[int] = []
         for i, (item, method) in enumerate(zip(items, methods, strict=True)):
             code = faults.method_errors.get(method, faults.rpc_error)
             if code is None:
                 forwarded.append(i)
-                continue
-            error = {"code": code, "message": "injected by the test proxy"}
-            request_id = item.get("id") if isinstance(item, dict) else None
-            answers[i] = {"jsonrpc": "2.0", "id": request_id, "error": error}
+            else:
+                answers[i] = _injected(item, code)
         if forwarded:
             assert self._session is not None
             async with self._session.post(
@@ -198,6 +197,13 @@ class RpcProxy:
                 for i, answer in zip(forwarded, await upstream.json(), strict=True):
                     answers[i] = answer
         return web.json_response(answers)
+
+
+def _injected(call: Any, code: int) -> dict[str, Any]:
+    """The JSON-RPC error answer the proxy gives ``call`` in place of the node's."""
+    request_id = call.get("id") if isinstance(call, dict) else None
+    error = {"code": code, "message": "injected by the test proxy"}
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
 def _lagged(raw: bytes, method: str, lag: int) -> bytes:
