@@ -80,13 +80,16 @@ def _fees(prepared: types_pb2.PreparedTransaction) -> ReceiptFees:
     )
 
 
+# What a receipt reads of an instruction that states no amount: nothing (it moves
+# nothing the receipt lists), so every such instruction is this one.
+_NO_AMOUNT = InstructionAmount(program="", type="", accounts=(), lamports=None)
+
+
 def _amount(instruction: types_pb2.InstructionSummary) -> InstructionAmount:
     """The build's own decoding of an instruction, as its receipt reads it (the
     accounts only matter where an amount moves)."""
     if not instruction.HasField("lamports"):
-        return InstructionAmount(
-            program=instruction.program_name, type=instruction.type, accounts=(), lamports=None
-        )
+        return _NO_AMOUNT
     return InstructionAmount(
         program=instruction.program_name,
         type=instruction.type,

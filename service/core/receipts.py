@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -133,7 +133,8 @@ class ReceiptPayload:
     lamport_movements: tuple[LamportMovement, ...]
 
     def to_json(self) -> dict[str, Any]:
-        """The payload as a JSON-ready object (every value a string, list or object)."""
+        """The payload as a JSON-ready object (every value a string, list or object):
+        the reference form of :meth:`canonical`."""
         return {
             "type": RECEIPT_TYPE,
             "version": RECEIPT_VERSION,
@@ -167,22 +168,56 @@ class ReceiptPayload:
         }
 
     def canonical(self) -> str:
-        """The canonical JSON text; its ASCII bytes are what the receipt key signs."""
-        return canonical_json(self.to_json())
+        """The canonical JSON text; its ASCII bytes are what the receipt key signs.
+
+        Written directly, keys in their sorted order: the same text as
+        ``json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"),
+        ensure_ascii=True)`` (a property test holds them equal) at a third of the
+        cost, on every build's path.
+        """
+        q = _quoted
+        fees = self.fees
+        movements = ",".join(
+            [
+                f'{{"from":{q(m.source)},"instruction":"{m.instruction!s}",'
+                f'"lamports":"{m.lamports!s}","program":{q(m.program)},'
+                f'"to":{q(m.destination)},"type":{q(m.type)}}}'
+                for m in self.lamport_movements
+            ]
+        )
+        return (
+            f'{{"api_key_id":{q(self.api_key_id)},"attempt":"{self.attempt!s}",'
+            f'"cluster":{q(self.cluster)},"fees":{{'
+            f'"fee_recipient":{q(fees.fee_recipient)},'
+            f'"network_fee_lamports":"{fees.network_fee_lamports!s}",'
+            f'"priority_fee_lamports":"{fees.priority_fee_lamports!s}",'
+            f'"rent_exempt_reserve_lamports":"{fees.rent_exempt_reserve_lamports!s}",'
+            f'"service_fee_bps":"{fees.service_fee_bps!s}",'
+            f'"service_fee_lamports":"{fees.service_fee_lamports!s}",'
+            f'"total_debit_lamports":"{fees.total_debit_lamports!s}"}},'
+            f'"issue_time":{q(self.issue_time)},"key_id":{q(self.key_id)},'
+            f'"kind":{q(self.kind)},"lamport_movements":[{movements}],'
+            f'"last_valid_block_height":"{self.last_valid_block_height!s}",'
+            f'"message_sha256":{q(self.message_sha256)},'
+            f'"nonce_account":{q(self.nonce_account)},'
+            f'"recent_blockhash":{q(self.recent_blockhash)},'
+            f'"request_id":{q(self.request_id)},'
+            f'"required_signers":[{",".join([q(s) for s in self.required_signers])}],'
+            f'"transaction_version":{q(self.transaction_version)},'
+            f'"type":{_QUOTED_TYPE},"version":{_QUOTED_VERSION},'
+            f'"wallet":{q(self.wallet)},'
+            f'"writable_accounts":[{",".join([q(s) for s in self.writable_accounts])}]}}'
+        )
 
     def signing_input(self) -> bytes:
         """The exact bytes signed: the canonical text, ASCII encoded."""
         return self.canonical().encode("ascii")
 
 
-# What json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-# builds on every call.
-_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def canonical_json(value: Mapping[str, Any]) -> str:
-    """Sorted keys, no whitespace, ASCII only."""
-    return _CANONICAL.encode(value)
+# A JSON string literal, ASCII only (json's own C encoder of strings).
+_quoted: Final[Callable[[str], str]] = json.encoder.encode_basestring_ascii
+_QUOTED_TYPE: Final = _quoted(RECEIPT_TYPE)
+_QUOTED_VERSION: Final = _quoted(RECEIPT_VERSION)
 
 
 def format_issue_time(unix_millis: int) -> str:
