@@ -72,6 +72,7 @@ from service.core.plans import (
     compute_units_with_margin,
     fee_market_accounts,
     managed_nonce_address,
+    stake_fee_market_accounts,
 )
 from service.core.policy import UNRESTRICTED, CallerPolicy
 from service.core.positions import (
@@ -586,8 +587,8 @@ class StakingOperations:
             epoch=snapshot.epoch,
         )
 
-        def build(tx_options: TransactionOptions) -> PreparedStakeTransaction:
-            request = StakeRequest(
+        def request(tx_options: TransactionOptions) -> StakeRequest:
+            return StakeRequest(
                 wallet=wallet,
                 vote_account=vote_account,
                 amount_lamports=params.amount_lamports,
@@ -597,10 +598,13 @@ class StakingOperations:
                 service_fee=service_fee,
                 options=tx_options,
             )
-            return build_stake_transaction(request, context)
 
         plan, simulation = await self._prepare(
-            build, lambda p: p.prepared, self._tx_options(options, policy), options
+            lambda tx_options: build_stake_transaction(request(tx_options), context),
+            lambda p: p.prepared,
+            self._tx_options(options, policy),
+            options,
+            accounts=lambda tx_options: stake_fee_market_accounts(request(tx_options), context),
         )
         return BuiltStake(
             plan=plan, simulation=simulation, expected_active_epoch=snapshot.epoch + 1
@@ -851,21 +855,33 @@ class StakingOperations:
         options: BuildOptions,
         *,
         first: Plan | None = None,
+        accounts: Callable[[TransactionOptions], Sequence[Pubkey] | None] | None = None,
     ) -> tuple[Plan, Simulation | None]:
         """Build; price it from recent fees when the caller chose a priority level;
         when asked, simulate, size the compute unit limit from the simulation (unless
         the caller set one) and simulate the final transaction again, so that the
-        receipt describes exactly the bytes returned."""
-        plan = first if first is not None else build(tx_options)
+        receipt describes exactly the bytes returned.
+
+        ``accounts``, for a plan that can tell them without being built, gives the
+        accounts that price it (``fee_market_accounts`` of the plan ``build`` would
+        give; None: build it and ask), after every check ``build`` makes before it
+        builds: a priced plan is then built once.
+        """
+        plan = first
         percentile = PRIORITY_PERCENTILES.get(options.priority_level)
         if options.compute_unit_price_micro_lamports is None and percentile is not None:
             # The price adds an instruction without accounts: the accounts of the
             # unpriced plan are those of the priced one.
-            accounts = fee_market_accounts(prepared_of(plan))
-            price = await self._priority_fees.price(accounts, percentile)
+            known = accounts(tx_options) if plan is None and accounts is not None else None
+            if known is None:
+                plan = plan if plan is not None else build(tx_options)
+                known = fee_market_accounts(prepared_of(plan))
+            price = await self._priority_fees.price(known, percentile)
             if price:
                 tx_options = replace(tx_options, compute_unit_price_micro_lamports=price)
                 plan = build(tx_options)
+        if plan is None:
+            plan = build(tx_options)
         if not options.simulate:
             return plan, None
         simulation = await self.simulate(prepared_of(plan))

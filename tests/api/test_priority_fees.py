@@ -29,6 +29,7 @@ from solders.transaction import VersionedTransaction
 
 from service.config import Settings
 from service.core import compute_unit_price
+from service.core.plans._template import MessageTemplate, Values
 from service.localnet import LocalnetConfig, LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
@@ -236,3 +237,33 @@ async def test_the_price_follows_new_payments(chain: Chain) -> None:
             return (await chain.build(wallet, level)).compute_unit_price_micro_lamports == price
 
         await until(priced, timeout=30, every=0.1, what=f"a build priced at {price}")
+
+
+async def test_a_priced_build_fills_its_template_once(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accounts that price a stake come from its template without filling it: a
+    build priced from recent fees fills its message once, priced."""
+    wallet, cheap = Keypair(), Keypair()
+    await chain.fund(wallet, cheap)
+    await chain.in_one_block(await chain.transfer(cheap), await chain.transfer(wallet, 5_000))
+    level = LEVELS.PRIORITY_LEVEL_VERY_HIGH
+    # The shapes' templates learnt (learning fills one too).
+    await chain.build(wallet, level)
+    await chain.build(wallet, LEVELS.PRIORITY_LEVEL_NONE)
+    prices: list[int] = []
+    fill = MessageTemplate.fill
+
+    def counted(template: MessageTemplate, values: Values) -> Any:
+        price = values.get("compute_unit_price", 0)
+        assert isinstance(price, int)
+        prices.append(price)
+        return fill(template, values)
+
+    monkeypatch.setattr(MessageTemplate, "fill", counted)
+    priced = await chain.build(wallet, level)
+    assert priced.compute_unit_price_micro_lamports > 0
+    assert prices == [priced.compute_unit_price_micro_lamports]
+    prices.clear()
+    await chain.build(wallet, LEVELS.PRIORITY_LEVEL_NONE)
+    assert prices == [0]

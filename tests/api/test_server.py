@@ -241,6 +241,37 @@ async def test_new_wallets_builds_share_fee_reads_while_the_endpoint_is_slow(
     assert sum(proxy.batch_sizes) >= 20 - 5
 
 
+async def test_a_build_its_plan_refuses_is_refused_before_its_fee_read(
+    own_server: OwnServer,
+) -> None:
+    """A build is checked in full before it reads recent prioritization fees: an
+    amount the plan refuses (its debit overflows a u64) is that refusal even while the
+    endpoint fails the read, and costs no read."""
+    proxy = own_server.proxy
+    fees = "getRecentPrioritizationFees"
+    proxy.faults.method_errors[fees] = -32005  # the node is behind
+    async with own_server.channel() as channel:
+        staking = staking_pb2_grpc.StakingServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await staking.BuildStakeTransaction(
+                staking_pb2.BuildStakeTransactionRequest(
+                    wallet=str(Keypair().pubkey()), amount_lamports=2**64 - 1
+                )
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "overflows a u64" in (refused.value.details() or "")
+        assert proxy.methods.get(fees, 0) == 0
+        # The same build of a fine amount reads the fees, and fails with the read.
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await staking.BuildStakeTransaction(
+                staking_pb2.BuildStakeTransactionRequest(
+                    wallet=str(Keypair().pubkey()), amount_lamports=SOL
+                )
+            )
+        assert failed.value.code() != grpc.StatusCode.INVALID_ARGUMENT
+        assert proxy.methods[fees] >= 1
+
+
 async def test_sigterm_lets_the_call_in_flight_complete(
     localnet: LocalnetServer, tmp_path: Path
 ) -> None:

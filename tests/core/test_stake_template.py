@@ -1,6 +1,7 @@
 """The stake plan's message templates give what its general builder gives: the same
-bytes, signers, summaries and fees, for random inputs of every shape (execution on
-the runtime: test_chain_stake.py, which goes through the templates)."""
+bytes, signers, summaries and fees, and tell the accounts that price the plan without
+building it, for random inputs of every shape (execution on the runtime:
+test_chain_stake.py, which goes through the templates)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from service.core import (
     TransactionVersion,
     build_stake_transaction,
 )
-from service.core.plans import MAX_MEMO_BYTES
+from service.core.plans import MAX_MEMO_BYTES, fee_market_accounts
 from service.core.plans import _stake as stake_plan
 from service.core.programs import (
     COMPUTE_BUDGET_PROGRAM,
@@ -88,10 +89,26 @@ def _outcome(build: Callable[[], Any]) -> Any:
 
 
 def _both(request: StakeRequest, context: StakeContext) -> tuple[Any, Any]:
-    return (
+    filled, general = (
         _outcome(lambda: build_stake_transaction(request, context)),
         _outcome(lambda: build_stake_transaction(request, context, template=False)),
     )
+    _check_fee_market_accounts(request, context, general)
+    return filled, general
+
+
+def _check_fee_market_accounts(request: StakeRequest, context: StakeContext, built: Any) -> None:
+    """The accounts that price the plan, told without building it: those of the plan
+    built (None only where the template gives way to the general builder), or the
+    build's own refusal, in its place."""
+    told = _outcome(lambda: stake_plan.stake_fee_market_accounts(request, context))
+    if isinstance(built, tuple):
+        assert told == built
+    elif told is None:
+        values = _values(request, context)
+        assert stake_plan._stake_template(values.pop("shape")).fill(values) is None
+    else:
+        assert told == fee_market_accounts(built.prepared)
 
 
 @st.composite

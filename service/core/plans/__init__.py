@@ -98,6 +98,7 @@ from service.core.plans._stake import (
     build_stake_transaction,
     default_stake_compute_unit_limit,
     new_stake_account_instructions,
+    stake_fee_market_accounts,
 )
 from service.core.plans._transaction import (
     COMPUTE_UNIT_MARGIN_PERCENT,
@@ -256,4 +257,5 @@ __all__ = [
     "new_stake_account_instructions",
     "prepare_transaction",
     "split_amount_range",
+    "stake_fee_market_accounts",
 ]

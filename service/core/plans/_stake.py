@@ -413,25 +413,22 @@ def _stake_template(shape: _StakeShape) -> MessageTemplate:
     return MessageTemplate(build, _STAKE_FIELDS, (_probe(shape, 1), _probe(shape, 2)))
 
 
-def build_stake_transaction(
-    request: StakeRequest, context: StakeContext, *, template: bool = True
-) -> PreparedStakeTransaction:
-    """Plan a stake: one unsigned transaction that only the wallet signs
-    (plus the nonce authority, when it is another key).
+class _StakeParts(NamedTuple):
+    """A checked stake request: its shape, the values its message carries, and the
+    amounts the plan states."""
 
-    Deterministic: the same request and context give the same bytes. The message is
-    filled into the template of its shape (learnt once per shape from the general
-    builder, see ``_template``); ``template=False`` builds it the general way (the
-    same bytes and summaries, slower).
+    shape: _StakeShape
+    values: dict[str, Value]
+    stake_account: Pubkey
+    staker: Pubkey
+    funded: int
+    fee: int
+    limit: int
+    price: int
 
-    Raises:
-        BelowMinimumDelegationError: ``amount_lamports`` below the minimum delegation.
-        InvalidAmountError: amount + rent + fees overflow u64.
-        InvalidArgumentError / FieldViolationsError: Conflicting addresses (the
-            durable nonce account must be a separate account).
-        TransactionTooLargeError: Over 1232 bytes (not reachable with the memo limit).
-        InsufficientFundsError: ``context.wallet_balance_lamports`` too low.
-    """
+
+def _stake_parts(request: StakeRequest, context: StakeContext) -> _StakeParts:
+    """Check ``request`` against ``context`` and find what its message carries."""
     wallet = request.wallet
     amount = request.amount_lamports
     if amount < context.minimum_delegation_lamports:
@@ -508,31 +505,83 @@ def build_stake_transaction(
         memo=bool(options.memo),
         lockup=not lockup.is_none,
     )
+    return _StakeParts(
+        shape=shape,
+        values=values,
+        stake_account=stake_account,
+        staker=staker,
+        funded=funded,
+        fee=fee,
+        limit=limit,
+        price=price,
+    )
+
+
+def build_stake_transaction(
+    request: StakeRequest, context: StakeContext, *, template: bool = True
+) -> PreparedStakeTransaction:
+    """Plan a stake: one unsigned transaction that only the wallet signs
+    (plus the nonce authority, when it is another key).
+
+    Deterministic: the same request and context give the same bytes. The message is
+    filled into the template of its shape (learnt once per shape from the general
+    builder, see ``_template``); ``template=False`` builds it the general way (the
+    same bytes and summaries, slower).
+
+    Raises:
+        BelowMinimumDelegationError: ``amount_lamports`` below the minimum delegation.
+        InvalidAmountError: amount + rent + fees overflow u64.
+        InvalidArgumentError / FieldViolationsError: Conflicting addresses (the
+            durable nonce account must be a separate account).
+        TransactionTooLargeError: Over 1232 bytes (not reachable with the memo limit).
+        InsufficientFundsError: ``context.wallet_balance_lamports`` too low.
+    """
+    parts = _stake_parts(request, context)
+    shape, values = parts.shape, parts.values
     compiled = _stake_template(shape).fill(values) if template else None
     if compiled is None:
         compiled = _compile_stake(shape, values)
 
+    wallet = request.wallet
+    options = request.options
     prepared = finish_transaction(
         compiled,
         payer=wallet,
         version=options.version,
-        lifetime=lifetime,
-        limit=limit,
-        price=price,
-        body_debit_lamports=funded + fee,
+        lifetime=context.lifetime,
+        limit=parts.limit,
+        price=parts.price,
+        body_debit_lamports=parts.funded + parts.fee,
         service_fee=request.service_fee,
-        service_fee_lamports=fee,
-        rent_exempt_reserve_lamports=rent,
+        service_fee_lamports=parts.fee,
+        rent_exempt_reserve_lamports=context.rent_exempt_reserve_lamports,
         lamports_per_signature=context.lamports_per_signature,
         payer_balance_lamports=context.wallet_balance_lamports,
     )
     return PreparedStakeTransaction(
         prepared=prepared,
-        stake_account=stake_account,
+        stake_account=parts.stake_account,
         seed=request.seed,
-        stake_lamports=amount,
-        stake_authority=staker,
+        stake_lamports=request.amount_lamports,
+        stake_authority=parts.staker,
         withdraw_authority=wallet,
         vote_account=request.vote_account,
         activation_epoch=context.epoch,
     )
+
+
+def stake_fee_market_accounts(
+    request: StakeRequest, context: StakeContext
+) -> tuple[Pubkey, ...] | None:
+    """``fee_market_accounts`` of the plan ``build_stake_transaction`` gives for
+    ``request``, without filling it in: a build priced from recent fees reads them
+    first and then fills its template once, priced. (A compute-unit price adds an
+    instruction without accounts: the accounts are the same priced or not.) None where
+    the template cannot tell (the accounts coincide): build the plan and ask it.
+
+    Raises:
+        What ``build_stake_transaction`` raises before it fills the message: every
+        check of the request against the context.
+    """
+    parts = _stake_parts(request, context)
+    return _stake_template(parts.shape).fee_market_accounts(parts.values)

@@ -15,8 +15,13 @@ first, then by the key's bytes), so the order is computed per call. A call whose
 accounts coincide with each other or with the template's fixed accounts has
 another layout: ``fill`` returns None and the plan uses its general builder.
 
+The template also tells which accounts price the transaction
+(:meth:`MessageTemplate.fee_market_accounts`) from the values alone, without filling
+it: a build priced from recent fees reads them first and fills once, priced.
+
 Learning checks itself: the template filled with the second probe set must equal
-the general builder's result for it, byte for byte and summary for summary.
+the general builder's result for it, byte for byte and summary for summary, and so
+must the accounts that price it.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from solders.pubkey import Pubkey
 
 from service.core import _bincode as bc
 from service.core._format import format_amount
-from service.core.plans._transaction import CompiledTransaction
+from service.core.plans._transaction import CompiledTransaction, fee_market_accounts
 from service.core.summaries import WELL_KNOWN_ACCOUNTS, AccountSummary, InstructionSummary
 
 Value: TypeAlias = Pubkey | int | str | Hash
@@ -228,10 +233,18 @@ class MessageTemplate:
         # Per class with fields: its fields and its fixed keys' bytes, sorted.
         self._sorted = tuple((c.fields, c.fixed_bytes) for c in self._classes if c.fields)
         self._layouts: dict[tuple[tuple[str, int], ...], _Layout] = {}
+        self._fee_market: tuple[_Slot, ...] = tuple(
+            keyed.get(key, key) for key in fee_market_accounts(compiled)
+        )
         expected = build(second)
         if self.fill(second) != expected:
             raise TemplateError(
                 "filled with the second probes, the template differs from the builder"
+            )
+        if self.fee_market_accounts(second) != fee_market_accounts(expected):
+            raise TemplateError(
+                "with the second probes, the template's fee market accounts differ from "
+                "the builder's"
             )
 
     # --- learning -----------------------------------------------------------------------
@@ -393,12 +406,26 @@ class MessageTemplate:
 
     # --- filling ------------------------------------------------------------------------
 
+    def _coincide(self, values: Values) -> bool:
+        """Whether the accounts of ``values`` coincide with each other or with the
+        template's fixed accounts (another layout, which the template does not hold)."""
+        keys = [values[name] for name in self._key_fields]
+        distinct = set(keys)
+        return len(distinct) != len(keys) or not self._avoid.isdisjoint(distinct)
+
+    def fee_market_accounts(self, values: Values) -> tuple[Pubkey, ...] | None:
+        """``fee_market_accounts`` of what :meth:`fill` gives for ``values``, without
+        filling; None where ``fill`` gives None."""
+        if self._coincide(values):
+            return None
+        return tuple(
+            [slot if isinstance(slot, Pubkey) else values[slot] for slot in self._fee_market]  # type: ignore[misc]
+        )
+
     def fill(self, values: Values) -> CompiledTransaction | None:
         """The transaction and its summaries for ``values`` (every field of the shape
         present); None when its accounts coincide (another layout)."""
-        keys = [values[name] for name in self._key_fields]
-        distinct = set(keys)
-        if len(distinct) != len(keys) or not self._avoid.isdisjoint(distinct):
+        if self._coincide(values):
             return None
         # Solana's order: the payer, then each class sorted by the keys' bytes.
         raw = {slot: bytes(values[slot]) for slot in self._key_fields}  # type: ignore[arg-type]

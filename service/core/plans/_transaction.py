@@ -241,7 +241,9 @@ class PreparedTransaction:
 _CREATING: Final = frozenset({"CreateAccount", "CreateAccountWithSeed"})
 
 
-def fee_market_accounts(prepared: PreparedTransaction) -> tuple[Pubkey, ...]:
+def fee_market_accounts(
+    prepared: PreparedTransaction | CompiledTransaction,
+) -> tuple[Pubkey, ...]:
     """The accounts whose recent prioritization fees price ``prepared``: every account
     it write-locks, the fee payer first, but the accounts it creates (a new address has
     no fee history: the creation would fail had anything funded it)."""
