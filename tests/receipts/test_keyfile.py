@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nacl.signing import VerifyKey
 
-from service.core.receipts import key_id_for
+from service.core.receipts import key_id_for, signature_valid
 from service.receipts import (
     KeyRing,
     KeyStatus,
@@ -52,6 +53,19 @@ def test_generated_file_is_private_and_reads_back(tmp_path: Path) -> None:
     view = public_view(again.keys)
     assert "private_key" not in json.dumps(view)
     assert view[0]["public_key"] == base64.b64encode(key.public_key).decode()
+
+
+def test_signatures_are_those_of_every_ed25519_implementation(tmp_path: Path) -> None:
+    """The file's seed signs as OpenSSL's Ed25519 does, byte for byte (Ed25519 is
+    deterministic), and solders' own check accepts it."""
+    path = tmp_path / "receipt-keys.json"
+    ring, _ = ensure_key_file(path, now=NOW)
+    seed = base64.b64decode(json.loads(path.read_text())["keys"][0]["private_key"])
+    openssl = Ed25519PrivateKey.from_private_bytes(seed)
+    for text in ("", "{}", os.urandom(700).hex()):  # a receipt is some 1,400 bytes
+        signature = ring.active.sign(text.encode())
+        assert signature == openssl.sign(text.encode())
+        assert signature_valid(payload=text, signature=signature, public_key=ring.active.public_key)
 
 
 def test_only_one_creator_wins(tmp_path: Path) -> None:
