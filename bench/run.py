@@ -22,12 +22,17 @@ nothing cached per wallet helps), ``build_simulate`` (the same with
 Prints a table; writes the whole report (ghz-style JSON per run) to
 ``bench/results/grpc-<date>.json``.
 
-Run: ``python -m bench.run [--duration 5] [--workers 1] [--compare-workers 2]``.
+With ``--priced`` the cluster's recent prioritization fees are not zero, as on mainnet
+(``bench._priced``, once the service runs): every build, priced by its default level,
+then pays a price.
+
+Run: ``python -m bench.run [--duration 5] [--workers 1] [--compare-workers 2] [--priced]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -51,6 +56,7 @@ from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.transaction import VersionedTransaction
 
+from bench._priced import pay_priority_fees
 from bench.grpc_load import LoadSpec, run_load
 from bench.h2load import H2LoadSpec, h2load_path, run_h2load
 from bench.localnet_send import _split_cpus, machine
@@ -352,6 +358,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="INFO",
         help="the service's log level; INFO (the default configuration) writes the access log",
     )
+    parser.add_argument(
+        "--priced",
+        action="store_true",
+        help="a cluster whose recent prioritization fees are not zero (mainnet's case): "
+        "every build pays a price",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     h2load_binary = h2load_path() if args.h2load else None
@@ -476,6 +488,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             metadata=[("authorization", f"Bearer {service_process.secret}")],
         )
         wallets, builds = funded_builds(url)
+        if args.priced:
+            asyncio.run(pay_priority_fees(url))
         build = replace(service, method=STAKING + "BuildStakeTransaction", requests=builds)
         if first:
             if "health" in wanted:

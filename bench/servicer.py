@@ -15,13 +15,18 @@ it is, then with the plan, receipt, fee, seed, validation and formatting modules
 this path. (The servicer's own modules are left out: mypyc checks declared types at
 run time and rejects async generators, and compiled, they fail.)
 
-Run: ``python -m bench.servicer [--calls 2000] [--rounds 5] [--callgrind 200] [--mypyc]``.
+With ``--priced`` the cluster's recent prioritization fees are not zero, as on
+mainnet (``bench._priced``): every build, priced by its default level, pays a price.
+
+Run: ``python -m bench.servicer [--calls 2000] [--rounds 5] [--callgrind 200] [--mypyc]
+[--priced]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -40,6 +45,7 @@ from agentstaking.v1 import staking_pb2
 from solders.hash import Hash
 from solders.keypair import Keypair
 
+from bench._priced import PRICE, pay_priority_fees
 from service.api import BuildGate
 from service.api._staking import StakingServicer
 from service.chain import ChainContext, FeePolicy, HttpSolanaRpc, IntentBook, StakingOperations
@@ -82,11 +88,15 @@ class _Context:
         raise RuntimeError(f"the build failed: {code} {details}")
 
 
-async def _measures(calls: int, rounds: int, only: str | None) -> dict[str, float]:
+async def _measures(
+    calls: int, rounds: int, only: str | None, priced: bool = False
+) -> dict[str, float]:
     localnet = LocalnetServer()
     await localnet.start()
     rpc = HttpSolanaRpc(localnet.url)
     try:
+        if priced:
+            await pay_priority_fees(localnet.url)
         now = time.monotonic()
         # A frozen clock: the cached blockhash never ages during the loop.
         chain = ChainContext(rpc, clock=lambda: now)
@@ -134,6 +144,11 @@ async def _measures(calls: int, rounds: int, only: str | None) -> dict[str, floa
             epoch=snapshot.epoch,
         )
 
+        if priced:
+            built = await servicer.BuildStakeTransaction(requests[0], context)
+            if built.transaction.compute_unit_price_micro_lamports != PRICE:
+                raise RuntimeError("the cluster's fees did not price the build")
+
         async def servicer_calls(n: int) -> None:
             for i in range(n):
                 await servicer.BuildStakeTransaction(requests[i % WALLETS], context)
@@ -157,6 +172,11 @@ async def _measures(calls: int, rounds: int, only: str | None) -> dict[str, floa
             # Warm-up (templates learnt, caches filled): the same for every --calls, so
             # that two callgrind runs differ by their calls alone.
             await loop(WARMUP)
+            # As the server does once it serves: what start-up made out of the
+            # collector's full passes, which would otherwise fall into some runs' calls
+            # and not others' (a pass walks every object: over a million instructions).
+            gc.collect()
+            gc.freeze()
             samples = []
             for _ in range(rounds):
                 started = time.perf_counter()
@@ -169,7 +189,7 @@ async def _measures(calls: int, rounds: int, only: str | None) -> dict[str, floa
         await localnet.stop()
 
 
-def _instructions(measure: str, calls: int, tree: Path = ROOT) -> int:
+def _instructions(measure: str, calls: int, tree: Path = ROOT, *, priced: bool = False) -> int:
     """Instructions callgrind counts for a run of ``calls`` calls of ``measure`` (the
     code of ``tree``)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -187,6 +207,7 @@ def _instructions(measure: str, calls: int, tree: Path = ROOT) -> int:
                 str(calls),
                 "--rounds",
                 "1",
+                *(["--priced"] if priced else []),
             ],
             capture_output=True,
             text=True,
@@ -276,6 +297,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="compare the committed tree with and without its plan modules compiled by mypyc",
     )
+    parser.add_argument(
+        "--priced",
+        action="store_true",
+        help="on a cluster whose recent prioritization fees are not zero",
+    )
     parser.add_argument("--only", choices=MEASURES, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.callgrind and shutil.which("valgrind") is None:
@@ -287,7 +313,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.callgrind:
         counts = {
-            name: (_instructions(name, args.callgrind) - _instructions(name, 0)) // args.callgrind
+            name: (
+                _instructions(name, args.callgrind, priced=args.priced)
+                - _instructions(name, 0, priced=args.priced)
+            )
+            // args.callgrind
             for name in MEASURES
         }
         print(
@@ -295,18 +325,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                 {
                     "benchmark": "servicer",
                     "calls": args.callgrind,
+                    "priced": args.priced,
                     "instructions_per_call": counts,
                 }
             )
         )
         return
-    report = asyncio.run(_measures(args.calls, args.rounds, args.only))
+    report = asyncio.run(_measures(args.calls, args.rounds, args.only, args.priced))
     print(
         json.dumps(
             {
                 "benchmark": "servicer",
                 "calls": args.calls,
                 "rounds": args.rounds,
+                "priced": args.priced,
                 "microseconds_per_call": report,
             }
         )
