@@ -26,7 +26,8 @@ background work only adds), with the server's timers set to wait past the run. T
 localnet runs in its own process, outside the count; an ``echo`` variant adds the bare
 grpc.aio echo server, the floor. Unlike CPU time, an instruction count does not move
 with the machine's load, so one run shows what a change does; ``--variants`` picks
-some.
+some. With ``--priced`` that localnet's recent prioritization fees are
+not zero, as mainnet's are (``bench._priced``): every build pays a price.
 
 Both modes log at ``--log-level`` INFO, the default configuration: the access log on.
 
@@ -38,6 +39,7 @@ Run: ``python -m bench.stages [--duration 4]`` or ``python -m bench.stages --cal
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -55,6 +57,7 @@ from grpc_health.v1 import health_pb2
 from solders.keypair import Keypair
 
 from bench import _callgrind
+from bench._priced import pay_priority_fees
 from bench.echo_server import METHOD as ECHO
 from bench.grpc_load import LoadSpec, run_load
 from bench.localnet_send import _split_cpus, machine
@@ -267,10 +270,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup-calls", type=int, default=100, help="--callgrind: not counted")
     parser.add_argument("--call-concurrency", type=int, default=1, help="--callgrind")
     parser.add_argument("--repeats", type=int, default=3, help="--callgrind: counted windows")
+    parser.add_argument(
+        "--priced",
+        action="store_true",
+        help="--callgrind: on a cluster whose recent prioritization fees are not zero "
+        "(mainnet's case): every build pays a price",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.callgrind and _callgrind.valgrind_path() is None:
         raise SystemExit("--callgrind: valgrind and callgrind_control not found")
+    if args.priced and not args.callgrind:
+        raise SystemExit("--priced: with --callgrind (whose localnet runs apart)")
     variants = _variants(args.callgrind)
     if args.variants is not None:
         # A comma and a space belong to a name ("build all, separate").
@@ -297,8 +308,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         STAKING + "GetNetworkInfo": [staking_pb2.GetNetworkInfoRequest().SerializeToString()],
         "/grpc.health.v1.Health/Check": [health_pb2.HealthCheckRequest().SerializeToString()],
     }
-    # Under callgrind the localnet runs apart, uncounted, on the client's cores.
-    localnet = start_localnet(client_cpus) if args.callgrind else None
+
+    def separate_localnet() -> Localnet:
+        # Under callgrind the localnet runs apart, uncounted, on the client's cores.
+        started = start_localnet(client_cpus)
+        if args.priced:
+            asyncio.run(pay_priority_fees(started.url))
+        return started
+
+    localnet = separate_localnet() if args.callgrind else None
     rows: list[dict[str, Any]] = []
     try:
         for name, method, stages in variants:
@@ -308,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"the localnet exited ({localnet.server.process.returncode}): restarted"
                     )
                     print(log_line, file=sys.stderr, flush=True)
-                    localnet = start_localnet(client_cpus)
+                    localnet = separate_localnet()
                 try:
                     measured = _instructions(
                         args, name, method, stages, bodies[method], server_cpus, localnet
