@@ -99,14 +99,15 @@ def _both(request: StakeRequest, context: StakeContext) -> tuple[Any, Any]:
 
 def _check_fee_market_accounts(request: StakeRequest, context: StakeContext, built: Any) -> None:
     """The accounts that price the plan, told without building it: those of the plan
-    built (None only where the template gives way to the general builder), or the
+    built, None exactly where the template gives way to the general builder, or the
     build's own refusal, in its place."""
     told = _outcome(lambda: stake_plan.stake_fee_market_accounts(request, context))
     if isinstance(built, tuple):
         assert told == built
-    elif told is None:
-        values = _values(request, context)
-        assert stake_plan._stake_template(values.pop("shape")).fill(values) is None
+        return
+    values = _values(request, context)
+    if stake_plan._stake_template(values.pop("shape")).fill(values) is None:
+        assert told is None
     else:
         assert told == fee_market_accounts(built.prepared)
 
