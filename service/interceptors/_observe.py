@@ -16,9 +16,12 @@ servicer inside then use. The observed context
   before the first message, and so does a servicer that sends its own.
 
 Each observing interceptor sees every message that passes through it and the call's
-final status, computed the same way at every level. Server streams are written
-through the observed context (never handed to gRPC as a generator), so a stream that
-ends in any way closes the servicer's generator in its own call.
+final status, computed the same way at every level before the call's answer leaves
+(its trailers, its duration). What the observers then do with it (the access log
+line, the metrics) runs after the answer has gone to gRPC, in the call's context (its
+ids, its logs' fields): none of it is on the client's wait. Server streams are
+written through the observed context (never handed to gRPC as a generator), so a
+stream that ends in any way closes the servicer's generator in its own call.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextvars import Token
+from contextvars import Token, copy_context
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn
@@ -263,10 +266,12 @@ class ObservingInterceptor(Stage):
     """Base of the interceptors that watch calls: override the hooks.
 
     Hooks run in the handler's task, in this order: :meth:`scope` entered,
-    :meth:`started`, :meth:`received`/:meth:`sent` per message, :meth:`finished` (the
-    call's code, reason and duration set), :meth:`scope` exited. Observers in one
-    :class:`ObserverGroup` run as if nested, the first outermost. A hook left as it is
-    here is not called at all.
+    :meth:`started`, :meth:`received`/:meth:`sent` per message, :meth:`scope` exited
+    (the call's code, reason and duration set). :meth:`finished` runs last, once the
+    handler has handed gRPC the call's answer, in a copy of the call's context as it
+    was before the scopes exited (it sees what the call's logs see). Observers in one
+    :class:`ObserverGroup` run as if nested, the first outermost (``finished``: inner
+    observers first). A hook left as it is here is not called at all.
     """
 
     def for_method(self, service: str, method: str, rpc_type: str) -> ObservingInterceptor:
@@ -436,16 +441,30 @@ def _leave(
     entered: list[tuple[Hook | None, contextlib.AbstractContextManager[Any] | None]],
     error: BaseException | None,
 ) -> None:
+    # The context as the call's own logs see it, taken before the scopes reset theirs.
+    seen = copy_context()
+    finishing: list[Hook] = []
     for finished, scope in reversed(entered):
         _finish(call, observed, error)
         if finished is not None:
-            _safely(finished, call)
+            finishing.append(finished)
         observed.observers.pop()
         if scope is not None:
             if error is None:
                 scope.__exit__(None, None, None)
             else:
                 scope.__exit__(type(error), error, error.__traceback__)
+    if finishing:
+        # Run once this task yields: grpc.aio sends a handler's answer (message, status,
+        # trailers) before its task next waits, so the hooks' work (the access line, the
+        # metrics: 0.1-0.15 ms of a build's 1.5 ms at a low rate) is not part of the
+        # client's wait.
+        asyncio.get_running_loop().call_soon(_finished, finishing, call, context=seen)
+
+
+def _finished(hooks: list[Hook], call: CallInfo) -> None:
+    for hook in hooks:
+        _safely(hook, call)
 
 
 def _safely(hook: Hook, call: CallInfo) -> None:

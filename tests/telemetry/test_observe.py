@@ -9,6 +9,7 @@ import gc
 import io
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from service.interceptors import (
     InterceptorChain,
     MetricsInterceptor,
     ObserverGroup,
+    ObservingInterceptor,
     Stage,
     TracingInterceptor,
     wrap_handler,
@@ -448,6 +450,49 @@ async def test_chain_wraps_each_method_once_and_merges_the_observers() -> None:
     registered["/test.Echo/Echo"] = grpc.unary_unary_rpc_method_handler(_echo)
     replaced = await chain.intercept_service(lookup, details("/test.Echo/Echo"))
     assert replaced is not None and replaced is not first
+
+
+class _HoldsTheLoop(ObservingInterceptor):
+    """Blocks the server's event loop in :meth:`finished` until a client in another
+    thread has its answer (or ``patience`` runs out)."""
+
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self.answered = threading.Event()
+        # Per call: whether the client had its answer, and whether the hook saw the
+        # call's own context.
+        self.seen: list[tuple[bool, bool]] = []
+
+    def finished(self, call: CallInfo) -> None:
+        self.seen.append((self.answered.wait(self.patience), current_call.get() is call))
+
+
+async def test_the_client_has_its_answer_before_the_observers_finish() -> None:
+    # The observers' closing work (the access line, the metrics) is not part of the
+    # client's wait: with it in the handler, the answer would wait for the hook, and
+    # the hook would give up waiting for the answer.
+    holder = _HoldsTheLoop(patience=30.0)
+    stages: list[Stage] = [
+        TracingInterceptor(tracer_provider(sample_ratio=0.0).get_tracer("test"), spans=False),
+        AccessLogInterceptor(),
+        holder,
+    ]
+    server = grpc.aio.server(interceptors=[InterceptorChain(stages)])
+    server.add_generic_rpc_handlers((HANDLERS,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+
+    def call() -> bytes:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            answer: bytes = channel.unary_unary(f"/{SERVICE}/Echo")(b"hi", timeout=60)
+        holder.answered.set()
+        return answer
+
+    try:
+        assert await asyncio.to_thread(call) == b"hi"
+    finally:
+        await server.stop(0)
+    assert holder.seen == [(True, True)]
 
 
 @dataclass(frozen=True)
