@@ -484,7 +484,8 @@ async def test_the_client_has_its_answer_before_the_observers_finish() -> None:
 
     def call() -> bytes:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            answer: bytes = channel.unary_unary(f"/{SERVICE}/Echo")(b"hi", timeout=60)
+            echo: Any = channel.unary_unary(f"/{SERVICE}/Echo")
+            answer: bytes = echo(b"hi", timeout=60)
         holder.answered.set()
         return answer
 
