@@ -42,8 +42,9 @@ async def settled(check: Callable[[], T], timeout: float = 10.0) -> T:
     """``check()`` once it stops failing.
 
     A client has its answer before the server's interceptors are done with the call
-    (an abort sends the status at once): spans, access lines and counters of a call
-    land a moment after the client sees it end.
+    (the observers finish after the answer has gone; an abort sends the status at
+    once): spans, access lines and counters of a call land a moment after the client
+    sees it end.
     """
     deadline = time.monotonic() + timeout
     while True:
