@@ -14,6 +14,7 @@ and no I/O.
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar
@@ -301,6 +302,17 @@ class BuildGate:
                 options.compute_unit_limit = earlier.compute_unit_limit
         try:
             response = await build(asked)
+            if (
+                previous is not None
+                and not previous.nonce_account
+                and _message_sha256(response) == previous.message_sha256
+            ):
+                # The previous attempt's very transaction: the cached blockhash has not
+                # moved since it was built. That one landed and failed, and the cluster
+                # refuses it now as already processed: only a newer blockhash makes a
+                # transaction that can land.
+                await self._chain.newer_blockhash(than=previous.recent_blockhash)
+                response = await build(asked)
         except DomainError as exc:
             if previous_state is not None:
                 exc.metadata.setdefault("request_id", getattr(request, "request_id", ""))
@@ -339,6 +351,10 @@ class BuildGate:
             build_slot=slot,
         )
         return built, response
+
+
+def _message_sha256(response: Message) -> str:
+    return hashlib.sha256(_prepared(response).message).hexdigest()
 
 
 def _prepared(response: Message) -> types_pb2.PreparedTransaction:

@@ -262,6 +262,27 @@ class ChainContext:
         self._snapshot = snapshot
         self._refreshed.set()
 
+    async def newer_blockhash(self, than: str) -> ChainSnapshot:
+        """The snapshot once its blockhash is another than ``than``: refreshed now, and
+        again each slot until the cluster has a newer one, for at most the RPC timeout.
+
+        Raises:
+            ChainUnavailable: no newer blockhash in that time, or the chain did not
+                answer.
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    await self.refresh()
+                    snapshot = self.snapshot()
+                    if snapshot.blockhash != than:
+                        return snapshot
+                    await asyncio.sleep(snapshot.slot_seconds)
+        except TimeoutError:
+            raise ChainUnavailable(
+                f"the cluster gave no blockhash newer than {than} in {self._timeout:g} s"
+            ) from None
+
     async def _slow_parts(self) -> dict[str, Any]:
         rent, minimum, votes, version, genesis = await asyncio.gather(
             self._call("getMinimumBalanceForRentExemption", [STAKE_ACCOUNT_SIZE]),

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from solders.keypair import Keypair
 
 from service.chain import ChainContext, ChainUnavailable
 from service.config import Settings
-from service.localnet import LocalnetServer
+from service.localnet import LocalnetConfig, LocalnetServer
 
 from .conftest import MakeRpc, eventually
 
@@ -70,3 +71,34 @@ async def test_a_blockhash_with_fewer_than_60_blocks_left_is_refreshed_not_hande
     await eventually(refreshed, what="a refresh of the stale blockhash")
     fresh = context.snapshot()
     assert fresh.remaining_blocks(clock.now) > MIN_REMAINING_BLOCKS
+
+
+async def test_a_newer_blockhash_is_fetched_at_once(clocked: tuple[ChainContext, Clock]) -> None:
+    # The session localnet makes a slot, and a blockhash, every 100 ms; the context's
+    # own refresh is an hour away.
+    context, _ = clocked
+    first = context.snapshot()
+    newer = await context.newer_blockhash(than=first.blockhash)
+    assert newer.blockhash != first.blockhash
+    assert context.snapshot().blockhash == newer.blockhash
+
+
+async def test_no_newer_blockhash_within_the_rpc_timeout_is_unavailable(
+    make_rpc: MakeRpc,
+) -> None:
+    # Frozen wall time: a slot, and a blockhash, only when a transaction lands.
+    localnet = LocalnetServer(LocalnetConfig(slot_duration=0))
+    await localnet.start()
+    rpc = await make_rpc([localnet.url])
+    context = ChainContext(rpc, blockhash_refresh=3600.0, rpc_timeout=2.0)
+    try:
+        await context.start(wait=10.0)
+        first = context.snapshot()
+        with pytest.raises(ChainUnavailable, match="no blockhash newer than"):
+            await context.newer_blockhash(than=first.blockhash)
+        await rpc.call("requestAirdrop", [str(Keypair().pubkey()), 1_000_000_000])
+        newer = await context.newer_blockhash(than=first.blockhash)
+        assert newer.blockhash != first.blockhash
+    finally:
+        await context.stop()
+        await localnet.stop()

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,14 +21,19 @@ import pytest
 from agentstaking.v1 import intents_pb2, receipts_pb2, staking_pb2, types_pb2
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
+from solders.hash import Hash
 from solders.keypair import Keypair
+from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
+from solders.transaction import VersionedTransaction
 
+from service.core import system_transfer
 from service.core.plans import managed_nonce_address
+from service.localnet import LocalnetServer
 from service.receipts import read_key_file, write_key_file
 from tests.api._helpers import attached, refused_once_landed, rich_details, sign
-from tests.lifecycle.conftest import SOL, Lifecycle
+from tests.lifecycle.conftest import SOL, Lifecycle, open_lifecycle
 
 SIMULATE = types_pb2.TransactionOptions(simulate=True)
 ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
@@ -390,19 +396,35 @@ async def test_reused_request_id_is_refused_and_scoped_to_the_api_key(
 async def test_a_failed_transaction_is_rebuilt(lifecycle: Lifecycle) -> None:
     """Landed and failed (nothing happened but the fee): the intent is FAILED, with the
     decoded error, and the same request_id builds it again."""
-    lc = lifecycle
+    await _fail_then_rebuild(lifecycle, "stake-fails")
+
+
+async def test_a_rebuild_before_the_blockhash_moves_waits_for_a_newer_one(
+    lifecycle_localnet: LocalnetServer, tmp_path: Path
+) -> None:
+    """Rebuilt while the service still hands out the blockhash the failed transaction
+    was built on (here: never refreshed on its own), the same request would make that
+    very transaction again, which the cluster refuses as already processed: the
+    rebuild takes a newer blockhash instead, and lands."""
+    async with open_lifecycle(lifecycle_localnet, tmp_path, blockhash_refresh_seconds=3600) as lc:
+        built, rebuilt = await _fail_then_rebuild(lc, "stake-fails-at-once")
+    first, second = (
+        json.loads(p.transaction.receipt.payload)["recent_blockhash"] for p in (built, rebuilt)
+    )
+    assert first != second
+
+
+async def _fail_then_rebuild(
+    lc: Lifecycle, request_id: str
+) -> tuple[staking_pb2.BuildStakeTransactionResponse, staking_pb2.BuildStakeTransactionResponse]:
+    """Build a stake, let it land and fail, rebuild it with the same request_id and land
+    that: the two builds."""
     wallet = await lc.wallet(3)
-    request = _stake(wallet, "stake-fails")
+    request = _stake(wallet, request_id)
     built = await lc.staking.BuildStakeTransaction(request)
     # Leave the fee but not the stake: the transaction lands and fails.
     rest = await lc.balance(wallet.pubkey())
     sink = Keypair()
-    from solders.hash import Hash
-    from solders.message import MessageV0
-    from solders.transaction import VersionedTransaction
-
-    from service.core import system_transfer
-
     blockhash = (await lc.call("getLatestBlockhash", {"commitment": "confirmed"}))["value"][
         "blockhash"
     ]
@@ -430,7 +452,7 @@ async def test_a_failed_transaction_is_rebuilt(lifecycle: Lifecycle) -> None:
     )
     assert failed.status.state == types_pb2.TRANSACTION_STATE_FAILED
     intent = await _until(
-        lambda: _intent(lc, "stake-fails"), lambda i: i.state != STATE.INTENT_STATE_SUBMITTED
+        lambda: _intent(lc, request_id), lambda i: i.state != STATE.INTENT_STATE_SUBMITTED
     )
     assert intent.state == STATE.INTENT_STATE_FAILED and intent.signature == failed.signature
     assert intent.error.kind == "InstructionError"
@@ -445,7 +467,8 @@ async def test_a_failed_transaction_is_rebuilt(lifecycle: Lifecycle) -> None:
     )
     assert rebuilt.transaction.intent.previous_state == STATE.INTENT_STATE_FAILED
     await _submit(lc, rebuilt.transaction, wallet)
-    assert (await _intent(lc, "stake-fails")).state == STATE.INTENT_STATE_LANDED
+    assert (await _intent(lc, request_id)).state == STATE.INTENT_STATE_LANDED
+    return built, rebuilt
 
 
 async def test_managed_nonce_signs_once_submits_later(lifecycle: Lifecycle) -> None:
