@@ -282,6 +282,9 @@ class ChainContext:
             raise ChainUnavailable(
                 f"the cluster gave no blockhash newer than {than} in {self._timeout:g} s"
             ) from None
+        except (RpcError, KeyError, TypeError, ValueError) as exc:
+            # As the refresher takes them: the node refused, or answered nonsense.
+            raise ChainUnavailable(str(exc)) from exc
 
     async def _slow_parts(self) -> dict[str, Any]:
         rent, minimum, votes, version, genesis = await asyncio.gather(

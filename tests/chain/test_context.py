@@ -10,6 +10,7 @@ from solders.keypair import Keypair
 from service.chain import ChainContext, ChainUnavailable
 from service.config import Settings
 from service.localnet import LocalnetConfig, LocalnetServer
+from tests._proxy import RpcProxy
 
 from .conftest import MakeRpc, eventually
 
@@ -102,3 +103,21 @@ async def test_no_newer_blockhash_within_the_rpc_timeout_is_unavailable(
     finally:
         await context.stop()
         await localnet.stop()
+
+
+async def test_a_refused_read_while_waiting_for_a_newer_blockhash_is_unavailable(
+    localnet: LocalnetServer, make_rpc: MakeRpc
+) -> None:
+    proxy = RpcProxy(localnet.url)
+    await proxy.start()
+    rpc = await make_rpc([proxy.url])
+    context = ChainContext(rpc, blockhash_refresh=3600.0, rpc_timeout=2.0)
+    try:
+        await context.start(wait=10.0)
+        first = context.snapshot()
+        proxy.faults.method_errors["getLatestBlockhash"] = -32602  # the node refuses it
+        with pytest.raises(ChainUnavailable, match="-32602"):
+            await context.newer_blockhash(than=first.blockhash)
+    finally:
+        await context.stop()
+        await proxy.stop()
