@@ -259,6 +259,11 @@ class ChainContext:
         else:
             assert previous is not None
             snapshot = replace(previous, **fast)
+        current = self._snapshot
+        if current is not None and current.fetched_at > now:
+            # A refresh begun after this one finished first (the background refresher
+            # and `newer_blockhash` may overlap): its blockhash is the newer.
+            return
         self._snapshot = snapshot
         self._refreshed.set()
 

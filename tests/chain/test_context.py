@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -118,6 +119,37 @@ async def test_a_refused_read_while_waiting_for_a_newer_blockhash_is_unavailable
         proxy.faults.method_errors["getLatestBlockhash"] = -32602  # the node refuses it
         with pytest.raises(ChainUnavailable, match="-32602"):
             await context.newer_blockhash(than=first.blockhash)
+    finally:
+        await context.stop()
+        await proxy.stop()
+
+
+async def test_a_refresh_that_ends_late_keeps_the_newer_snapshot(
+    localnet: LocalnetServer, make_rpc: MakeRpc
+) -> None:
+    proxy = RpcProxy(localnet.url)
+    await proxy.start()
+    rpc = await make_rpc([proxy.url])
+    clock = Clock()
+    context = ChainContext(rpc, blockhash_refresh=3600.0, rpc_timeout=5.0, clock=clock)
+    try:
+        await context.start(wait=10.0)
+        # A refresh begun first, whose blockhash read is slow...
+        proxy.faults.delay_methods["getLatestBlockhash"] = 1.0
+        asked = proxy.methods.get("getLatestBlockhash", 0)
+        clock.now += 1
+        slow = asyncio.create_task(context.refresh())
+        await eventually(
+            lambda: proxy.methods.get("getLatestBlockhash", 0) > asked, what="the slow read"
+        )
+        # ...and one begun later, which ends first.
+        proxy.faults.delay_methods.clear()
+        clock.now += 1
+        await context.refresh()
+        newer = context.snapshot()
+        assert newer.fetched_at == clock.now
+        await slow
+        assert context.snapshot() == newer
     finally:
         await context.stop()
         await proxy.stop()
