@@ -106,50 +106,53 @@ async def test_no_newer_blockhash_within_the_rpc_timeout_is_unavailable(
         await localnet.stop()
 
 
-async def test_a_refused_read_while_waiting_for_a_newer_blockhash_is_unavailable(
+@pytest.fixture
+async def proxied(
     localnet: LocalnetServer, make_rpc: MakeRpc
-) -> None:
+) -> AsyncIterator[tuple[ChainContext, RpcProxy, Clock]]:
+    """A started context on the session localnet through a fault proxy, on a clock of
+    the test's; its next timed refresh is an hour away."""
     proxy = RpcProxy(localnet.url)
     await proxy.start()
-    rpc = await make_rpc([proxy.url])
-    context = ChainContext(rpc, blockhash_refresh=3600.0, rpc_timeout=2.0)
+    clock = Clock()
+    context = ChainContext(
+        await make_rpc([proxy.url]), blockhash_refresh=3600.0, rpc_timeout=5.0, clock=clock
+    )
     try:
         await context.start(wait=10.0)
-        first = context.snapshot()
-        proxy.faults.method_errors["getLatestBlockhash"] = -32602  # the node refuses it
-        with pytest.raises(ChainUnavailable, match="-32602"):
-            await context.newer_blockhash(than=first.blockhash)
+        yield context, proxy, clock
     finally:
         await context.stop()
         await proxy.stop()
+
+
+async def test_a_refused_read_while_waiting_for_a_newer_blockhash_is_unavailable(
+    proxied: tuple[ChainContext, RpcProxy, Clock],
+) -> None:
+    context, proxy, _ = proxied
+    first = context.snapshot()
+    proxy.faults.method_errors["getLatestBlockhash"] = -32602  # the node refuses it
+    with pytest.raises(ChainUnavailable, match="-32602"):
+        await context.newer_blockhash(than=first.blockhash)
 
 
 async def test_a_refresh_that_ends_late_keeps_the_newer_snapshot(
-    localnet: LocalnetServer, make_rpc: MakeRpc
+    proxied: tuple[ChainContext, RpcProxy, Clock],
 ) -> None:
-    proxy = RpcProxy(localnet.url)
-    await proxy.start()
-    rpc = await make_rpc([proxy.url])
-    clock = Clock()
-    context = ChainContext(rpc, blockhash_refresh=3600.0, rpc_timeout=5.0, clock=clock)
-    try:
-        await context.start(wait=10.0)
-        # A refresh begun first, whose blockhash read is slow...
-        proxy.faults.delay_methods["getLatestBlockhash"] = 1.0
-        asked = proxy.methods.get("getLatestBlockhash", 0)
-        clock.now += 1
-        slow = asyncio.create_task(context.refresh())
-        await eventually(
-            lambda: proxy.methods.get("getLatestBlockhash", 0) > asked, what="the slow read"
-        )
-        # ...and one begun later, which ends first.
-        proxy.faults.delay_methods.clear()
-        clock.now += 1
-        await context.refresh()
-        newer = context.snapshot()
-        assert newer.fetched_at == clock.now
-        await slow
-        assert context.snapshot() == newer
-    finally:
-        await context.stop()
-        await proxy.stop()
+    context, proxy, clock = proxied
+    # A refresh begun first, whose blockhash read is slow...
+    proxy.faults.delay_methods["getLatestBlockhash"] = 1.0
+    asked = proxy.methods.get("getLatestBlockhash", 0)
+    clock.now += 1
+    slow = asyncio.create_task(context.refresh())
+    await eventually(
+        lambda: proxy.methods.get("getLatestBlockhash", 0) > asked, what="the slow read"
+    )
+    # ...and one begun later, which ends first.
+    proxy.faults.delay_methods.clear()
+    clock.now += 1
+    await context.refresh()
+    newer = context.snapshot()
+    assert newer.fetched_at == clock.now
+    await slow
+    assert context.snapshot() == newer
