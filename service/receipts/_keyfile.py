@@ -65,8 +65,9 @@ class ReceiptKey:
     status: KeyStatus
     create_time: datetime
     retire_time: datetime | None = None
-    # libsodium's: a third fewer instructions per receipt than OpenSSL's, and Ed25519
-    # is deterministic, so the signatures are the same bytes (a test holds them equal).
+    # libsodium's: about 25 µs a receipt where OpenSSL's took 35 (about as many
+    # instructions, fewer cycles); Ed25519 is deterministic, so the signatures are the
+    # same bytes (a test holds them equal).
     private_key: SigningKey | None = field(default=None, repr=False, compare=False)
 
     def sign(self, data: bytes) -> bytes:
