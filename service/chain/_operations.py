@@ -46,6 +46,7 @@ from service.core.paging import (
     page_size,
 )
 from service.core.plans import (
+    CheckedStake,
     DurableNonce,
     ManagedNonceMissingError,
     MergeContext,
@@ -66,13 +67,12 @@ from service.core.plans import (
     WithdrawContext,
     WithdrawRequest,
     build_merge_transaction,
-    build_stake_transaction,
     build_unstake_transaction,
     build_withdraw_transaction,
+    check_stake,
     compute_units_with_margin,
     fee_market_accounts,
     managed_nonce_address,
-    stake_fee_market_accounts,
 )
 from service.core.policy import UNRESTRICTED, CallerPolicy
 from service.core.positions import (
@@ -599,12 +599,21 @@ class StakingOperations:
                 options=tx_options,
             )
 
+        checks: list[CheckedStake] = []
+
+        def checked(tx_options: TransactionOptions) -> CheckedStake:
+            # Asked for the accounts that price it, then built with the same options
+            # unless a price came of them: checked once for both.
+            if not checks or checks[-1].request.options is not tx_options:
+                checks.append(check_stake(request(tx_options), context))
+            return checks[-1]
+
         plan, simulation = await self._prepare(
-            lambda tx_options: build_stake_transaction(request(tx_options), context),
+            lambda tx_options: checked(tx_options).build(),
             lambda p: p.prepared,
             self._tx_options(options, policy),
             options,
-            accounts=lambda tx_options: stake_fee_market_accounts(request(tx_options), context),
+            accounts=lambda tx_options: checked(tx_options).fee_market_accounts(),
         )
         return BuiltStake(
             plan=plan, simulation=simulation, expected_active_epoch=snapshot.epoch + 1

@@ -28,7 +28,8 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
 from service.config import Settings
-from service.core import compute_unit_price
+from service.core import StakeContext, StakeRequest, compute_unit_price
+from service.core.plans import _stake as stake_plan
 from service.core.plans._template import MessageTemplate, Values
 from service.localnet import LocalnetConfig, LocalnetServer
 from service.server import AgentStakingServer
@@ -267,3 +268,25 @@ async def test_a_priced_build_fills_its_template_once(
     prices.clear()
     await chain.build(wallet, LEVELS.PRIORITY_LEVEL_NONE)
     assert prices == [0]
+
+
+async def test_a_priced_build_checks_its_request_with_its_price(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build priced by a level is checked to learn which accounts price it, then
+    once more with the price it pays (a build that pays none is checked once:
+    ``test_server.py``)."""
+    wallet, cheap = Keypair(), Keypair()
+    await chain.fund(wallet, cheap)
+    await chain.in_one_block(await chain.transfer(cheap), await chain.transfer(wallet, 5_000))
+    checked: list[int] = []
+    check = stake_plan._stake_parts
+
+    def counted(request: StakeRequest, context: StakeContext) -> Any:
+        checked.append(request.options.compute_unit_price_micro_lamports)
+        return check(request, context)
+
+    monkeypatch.setattr(stake_plan, "_stake_parts", counted)
+    priced = await chain.build(wallet, LEVELS.PRIORITY_LEVEL_VERY_HIGH)
+    assert priced.compute_unit_price_micro_lamports > 0
+    assert checked == [0, priced.compute_unit_price_micro_lamports]

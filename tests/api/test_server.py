@@ -21,6 +21,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from solders.keypair import Keypair
 
 from service.config import Settings
+from service.core import StakeContext, StakeRequest
+from service.core.plans import _stake as stake_plan
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
@@ -270,6 +272,32 @@ async def test_a_build_its_plan_refuses_is_refused_before_its_fee_read(
             )
         assert failed.value.code() != grpc.StatusCode.INVALID_ARGUMENT
         assert proxy.methods[fees] >= 1
+
+
+async def test_a_build_with_no_price_to_pay_is_checked_once(
+    own_server: OwnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build priced by a level (the default) asks which accounts price it before it
+    is built; where the cluster's recent fees give no price, the request checked for
+    that question is the one built."""
+    checked: list[int] = []
+    check = stake_plan._stake_parts
+
+    def counted(request: StakeRequest, context: StakeContext) -> Any:
+        checked.append(request.options.compute_unit_price_micro_lamports)
+        return check(request, context)
+
+    monkeypatch.setattr(stake_plan, "_stake_parts", counted)
+    async with own_server.channel() as channel:
+        staking = staking_pb2_grpc.StakingServiceStub(channel)
+        built = await staking.BuildStakeTransaction(
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet=str(Keypair().pubkey()), amount_lamports=SOL
+            )
+        )
+    assert built.transaction.compute_unit_price_micro_lamports == 0
+    assert own_server.proxy.methods["getRecentPrioritizationFees"] == 1
+    assert checked == [0]
 
 
 async def test_sigterm_lets_the_call_in_flight_complete(

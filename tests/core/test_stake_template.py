@@ -101,7 +101,7 @@ def _check_fee_market_accounts(request: StakeRequest, context: StakeContext, bui
     """The accounts that price the plan, told without building it: those of the plan
     built, None exactly where the template gives way to the general builder, or the
     build's own refusal, in its place."""
-    told = _outcome(lambda: stake_plan.stake_fee_market_accounts(request, context))
+    told = _outcome(lambda: stake_plan.check_stake(request, context).fee_market_accounts())
     if isinstance(built, tuple):
         assert told == built
         return

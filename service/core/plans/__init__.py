@@ -92,13 +92,14 @@ from service.core.plans._stake import (
     DEFAULT_STAKE_WITH_AUTHORIZE_COMPUTE_UNIT_LIMIT,
     MEASURED_AUTHORIZE_CU,
     MEASURED_STAKE_CU,
+    CheckedStake,
     PreparedStakeTransaction,
     StakeContext,
     StakeRequest,
     build_stake_transaction,
+    check_stake,
     default_stake_compute_unit_limit,
     new_stake_account_instructions,
-    stake_fee_market_accounts,
 )
 from service.core.plans._transaction import (
     COMPUTE_UNIT_MARGIN_PERCENT,
@@ -158,6 +159,7 @@ __all__ = [
     "AuthorityUnchangedError",
     "AuthorizeContext",
     "AuthorizeRequest",
+    "CheckedStake",
     "DurableNonce",
     "FollowUp",
     "FollowUpKind",
@@ -233,6 +235,7 @@ __all__ = [
     "build_unstake_transaction",
     "build_withdraw_transaction",
     "check_distinct",
+    "check_stake",
     "choose_stake_source",
     "choose_unstake",
     "compute_units_with_margin",
@@ -257,5 +260,4 @@ __all__ = [
     "new_stake_account_instructions",
     "prepare_transaction",
     "split_amount_range",
-    "stake_fee_market_accounts",
 ]

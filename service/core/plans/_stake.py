@@ -517,6 +517,76 @@ def _stake_parts(request: StakeRequest, context: StakeContext) -> _StakeParts:
     )
 
 
+def check_stake(request: StakeRequest, context: StakeContext) -> CheckedStake:
+    """Make every check of the stake plan for ``request`` in ``context``, and find what
+    its message carries, without filling it in.
+
+    Raises:
+        What ``build_stake_transaction`` raises before it fills the message.
+    """
+    return CheckedStake(request, context, _stake_parts(request, context))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedStake:
+    """A stake request checked against its context (:func:`check_stake`): built, or
+    asked which accounts price it without being built. A build priced from recent
+    fees asks first, then builds the same request once it knows the price; when there
+    is none, it builds what it asked of, checked once."""
+
+    request: StakeRequest
+    context: StakeContext
+    _parts: _StakeParts
+
+    def fee_market_accounts(self) -> tuple[Pubkey, ...] | None:
+        """``fee_market_accounts`` of the plan :meth:`build` gives, without filling it
+        in. (A compute-unit price adds an instruction without accounts: the accounts
+        are the same priced or not.) None where the template cannot tell (the accounts
+        coincide): build the plan and ask it."""
+        parts = self._parts
+        return _stake_template(parts.shape).fee_market_accounts(parts.values)
+
+    def build(self, *, template: bool = True) -> PreparedStakeTransaction:
+        """The plan (see :func:`build_stake_transaction`).
+
+        Raises:
+            TransactionTooLargeError, InsufficientFundsError: As
+                ``build_stake_transaction`` does once the request is checked.
+        """
+        request, context, parts = self.request, self.context, self._parts
+        shape, values = parts.shape, parts.values
+        compiled = _stake_template(shape).fill(values) if template else None
+        if compiled is None:
+            compiled = _compile_stake(shape, values)
+
+        wallet = request.wallet
+        options = request.options
+        prepared = finish_transaction(
+            compiled,
+            payer=wallet,
+            version=options.version,
+            lifetime=context.lifetime,
+            limit=parts.limit,
+            price=parts.price,
+            body_debit_lamports=parts.funded + parts.fee,
+            service_fee=request.service_fee,
+            service_fee_lamports=parts.fee,
+            rent_exempt_reserve_lamports=context.rent_exempt_reserve_lamports,
+            lamports_per_signature=context.lamports_per_signature,
+            payer_balance_lamports=context.wallet_balance_lamports,
+        )
+        return PreparedStakeTransaction(
+            prepared=prepared,
+            stake_account=parts.stake_account,
+            seed=request.seed,
+            stake_lamports=request.amount_lamports,
+            stake_authority=parts.staker,
+            withdraw_authority=wallet,
+            vote_account=request.vote_account,
+            activation_epoch=context.epoch,
+        )
+
+
 def build_stake_transaction(
     request: StakeRequest, context: StakeContext, *, template: bool = True
 ) -> PreparedStakeTransaction:
@@ -536,52 +606,4 @@ def build_stake_transaction(
         TransactionTooLargeError: Over 1232 bytes (not reachable with the memo limit).
         InsufficientFundsError: ``context.wallet_balance_lamports`` too low.
     """
-    parts = _stake_parts(request, context)
-    shape, values = parts.shape, parts.values
-    compiled = _stake_template(shape).fill(values) if template else None
-    if compiled is None:
-        compiled = _compile_stake(shape, values)
-
-    wallet = request.wallet
-    options = request.options
-    prepared = finish_transaction(
-        compiled,
-        payer=wallet,
-        version=options.version,
-        lifetime=context.lifetime,
-        limit=parts.limit,
-        price=parts.price,
-        body_debit_lamports=parts.funded + parts.fee,
-        service_fee=request.service_fee,
-        service_fee_lamports=parts.fee,
-        rent_exempt_reserve_lamports=context.rent_exempt_reserve_lamports,
-        lamports_per_signature=context.lamports_per_signature,
-        payer_balance_lamports=context.wallet_balance_lamports,
-    )
-    return PreparedStakeTransaction(
-        prepared=prepared,
-        stake_account=parts.stake_account,
-        seed=request.seed,
-        stake_lamports=request.amount_lamports,
-        stake_authority=parts.staker,
-        withdraw_authority=wallet,
-        vote_account=request.vote_account,
-        activation_epoch=context.epoch,
-    )
-
-
-def stake_fee_market_accounts(
-    request: StakeRequest, context: StakeContext
-) -> tuple[Pubkey, ...] | None:
-    """``fee_market_accounts`` of the plan ``build_stake_transaction`` gives for
-    ``request``, without filling it in: a build priced from recent fees reads them
-    first and then fills its template once, priced. (A compute-unit price adds an
-    instruction without accounts: the accounts are the same priced or not.) None where
-    the template cannot tell (the accounts coincide): build the plan and ask it.
-
-    Raises:
-        What ``build_stake_transaction`` raises before it fills the message: every
-        check of the request against the context.
-    """
-    parts = _stake_parts(request, context)
-    return _stake_template(parts.shape).fee_market_accounts(parts.values)
+    return check_stake(request, context).build(template=template)
