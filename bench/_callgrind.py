@@ -100,3 +100,49 @@ def per_call(
         "instructions_per_call_runs": [round(count) for count in counts],
         "idle_per_call": [round(quiet) for quiet in idle],
     }
+
+
+_COST_LINE = re.compile(r"^[0-9+\-*]")
+_NAMED = re.compile(r"^\((\d+)\)(?: (.*))?$")
+
+
+def instructions_by_object(path: str) -> dict[str, int]:
+    """The instructions a callgrind output file counts in each object (the program and
+    each shared library, by file name), from each function's own cost: what the code
+    of that object executed itself, not what it called."""
+    names: dict[str, str] = {}
+    found: dict[str, int] = {}
+    positions, column = 1, 0
+    current = "?"
+    call_cost_next = False
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if _COST_LINE.match(line):
+                if call_cost_next:  # the cost of a call: the callee's, counted there
+                    call_cost_next = False
+                    continue
+                fields = line.split()
+                if len(fields) > positions + column:
+                    found[current] = found.get(current, 0) + int(fields[positions + column])
+                continue
+            key, _, value = line.rstrip("\n").partition("=")
+            if key == "ob":
+                named = _NAMED.match(value)
+                if named is None:
+                    current = value.rsplit("/", 1)[-1]
+                else:
+                    ident, name = named.groups()
+                    if name is not None:
+                        names[ident] = name.rsplit("/", 1)[-1]
+                    current = names.get(ident, "?")
+            elif key == "cob":
+                named = _NAMED.match(value)
+                if named is not None and named.group(2) is not None:
+                    names[named.group(1)] = named.group(2).rsplit("/", 1)[-1]
+            elif key == "calls":
+                call_cost_next = True
+            elif line.startswith("positions:"):
+                positions = len(line.split()) - 1
+            elif line.startswith("events:"):
+                column = line.split()[1:].index("Ir")
+    return found

@@ -45,6 +45,7 @@ from agentstaking.v1 import staking_pb2
 from solders.hash import Hash
 from solders.keypair import Keypair
 
+from bench._callgrind import instructions_by_object
 from bench._priced import PRICE, pay_priority_fees
 from service.api import BuildGate
 from service.api._staking import StakingServicer
@@ -192,6 +193,14 @@ async def _measures(
 def _instructions(measure: str, calls: int, tree: Path = ROOT, *, priced: bool = False) -> int:
     """Instructions callgrind counts for a run of ``calls`` calls of ``measure`` (the
     code of ``tree``)."""
+    return _callgrind_run(measure, calls, tree, priced=priced)[0]
+
+
+def _callgrind_run(
+    measure: str, calls: int, tree: Path = ROOT, *, priced: bool = False
+) -> tuple[int, dict[str, int]]:
+    """The instructions of a run of ``calls`` calls of ``measure``: in all, and by the
+    object (program or library) whose own code executed them."""
     with tempfile.TemporaryDirectory() as folder:
         done = subprocess.run(
             [
@@ -215,10 +224,30 @@ def _instructions(measure: str, calls: int, tree: Path = ROOT, *, priced: bool =
             cwd=tree,
             env=_env(tree),
         )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(f"callgrind reported no count: {done.stderr[-500:]}")
-    return int(found.group(1))
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise RuntimeError(f"callgrind reported no count: {done.stderr[-500:]}")
+        total, by_object = int(found.group(1)), instructions_by_object(f"{folder}/callgrind.out")
+        counted = sum(by_object.values())
+        if counted != total:  # the file not read as callgrind wrote it
+            raise RuntimeError(f"callgrind's file adds up to {counted}, not {total}")
+        return total, by_object
+
+
+def _by_object(calls: int, *, priced: bool) -> dict[str, int]:
+    """The servicer's instructions per call by the object whose code executed them
+    (a run of ``calls`` calls less a run of none), largest first; objects under 0.5 %
+    of the total together as ``other``."""
+    _, base = _callgrind_run("servicer", 0, priced=priced)
+    _, run = _callgrind_run("servicer", calls, priced=priced)
+    per_call = {name: (run.get(name, 0) - base.get(name, 0)) // calls for name in run}
+    total = sum(per_call.values())
+    shown = {
+        name: count
+        for name, count in sorted(per_call.items(), key=lambda item: -item[1])
+        if count >= total * 0.005
+    }
+    return {**shown, "other": total - sum(shown.values()), "total": total}
 
 
 def _env(tree: Path) -> dict[str, str]:
@@ -302,14 +331,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="on a cluster whose recent prioritization fees are not zero",
     )
+    parser.add_argument(
+        "--by-object",
+        action="store_true",
+        help="with --callgrind: the servicer's instructions by the program or library "
+        "whose own code executed them",
+    )
     parser.add_argument("--only", choices=MEASURES, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.callgrind and shutil.which("valgrind") is None:
         parser.error("--callgrind needs valgrind")
+    if args.by_object and not args.callgrind:
+        parser.error("--by-object needs --callgrind CALLS")
     if args.mypyc:
         unit = "instructions_per_call" if args.callgrind else "microseconds_per_call"
         figures = _compared(args.callgrind, args.calls, args.rounds)
         print(json.dumps({"benchmark": "servicer", "mypyc": True, "unit": unit, **figures}))
+        return
+    if args.callgrind and args.by_object:
+        by_object = _by_object(args.callgrind, priced=args.priced)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "servicer",
+                    "calls": args.callgrind,
+                    "priced": args.priced,
+                    "instructions_per_call_by_object": by_object,
+                }
+            )
+        )
         return
     if args.callgrind:
         counts = {
