@@ -49,6 +49,7 @@ class MetricsListener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._rendered: dict[str, tuple[float, bytes, str]] = {}
         self._rendering: dict[str, asyncio.Future[tuple[bytes, str]]] = {}
         self.renders = 0
@@ -77,6 +78,10 @@ class MetricsListener:
         try:
             if loop.run_until_complete(self._serve(host, port, started)):
                 loop.run_forever()
+                if self._watch is not None:
+                    # Ended here, on its own loop, before that loop closes.
+                    self._watch.cancel()
+                    loop.run_until_complete(asyncio.gather(self._watch, return_exceptions=True))
                 if self._runner is not None:
                     loop.run_until_complete(self._runner.cleanup())
         finally:
@@ -104,7 +109,7 @@ class MetricsListener:
             return False
         self._runner = runner
         if self._tls is not None:
-            asyncio.get_running_loop().create_task(self._watch_certificates())
+            self._watch = asyncio.get_running_loop().create_task(self._watch_certificates())
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         started.set_result(sockets[0].getsockname()[1] if sockets else port)

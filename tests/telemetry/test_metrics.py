@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.config import Settings
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
+from service.telemetry import Metrics, MetricsListener
 from tests._grpc_auth import keyed_channel
 from tests.conftest import FakeClock
 
@@ -257,3 +261,23 @@ async def test_admission_refusals_exist_at_zero_before_the_first(observed: Obser
     for reason in REFUSAL_REASONS:
         key = ("agent_staking_calls_refused_total", frozenset({("reason", reason)}))
         assert scrape.samples[key] == 0, reason
+
+
+async def test_a_tls_listener_stops_its_certificate_watch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The listener over TLS re-reads its certificate every second; stopping it ends
+    that watch with the rest, not as a task its closed loop drops, still pending."""
+    reads = threading.Event()
+
+    def context() -> ssl.SSLContext:
+        reads.set()
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+    listener = MetricsListener(Metrics(), tls=context)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        await listener.start("127.0.0.1", 0)
+        assert reads.is_set()
+        await listener.stop()
+        gc.collect()
+    assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]
