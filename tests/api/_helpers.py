@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import pytest
 from agentstaking.v1 import types_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
@@ -20,7 +21,24 @@ from solders.signature import Signature
 from solders.system_program import create_nonce_account
 from solders.transaction import VersionedTransaction
 
+from service.core import StakeContext, StakeRequest
+from service.core.plans import _stake as stake_plan
+
 Message_ = TypeVar("Message_", bound=Message)
+
+
+def stake_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The compute-unit price of each stake request the plan checks from now on (the
+    server runs in this process)."""
+    checked: list[int] = []
+    check = stake_plan._stake_parts
+
+    def counted(request: StakeRequest, context: StakeContext) -> Any:
+        checked.append(request.options.compute_unit_price_micro_lamports)
+        return check(request, context)
+
+    monkeypatch.setattr(stake_plan, "_stake_parts", counted)
+    return checked
 
 
 def sign(prepared: types_pb2.PreparedTransaction, *signers: Keypair) -> VersionedTransaction:

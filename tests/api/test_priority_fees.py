@@ -28,8 +28,7 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
 from service.config import Settings
-from service.core import StakeContext, StakeRequest, compute_unit_price
-from service.core.plans import _stake as stake_plan
+from service.core import compute_unit_price
 from service.core.plans._template import MessageTemplate, Values
 from service.localnet import LocalnetConfig, LocalnetServer
 from service.server import AgentStakingServer
@@ -37,7 +36,7 @@ from tests._grpc_auth import keyed_channel
 from tests._receipts import ReceiptCheck, published_keys
 from tests._wait import until
 
-from ._helpers import send, sign
+from ._helpers import send, sign, stake_checks
 
 SOL = 1_000_000_000
 LEVELS = types_pb2.PriorityLevel
@@ -279,14 +278,7 @@ async def test_a_priced_build_checks_its_request_with_its_price(
     wallet, cheap = Keypair(), Keypair()
     await chain.fund(wallet, cheap)
     await chain.in_one_block(await chain.transfer(cheap), await chain.transfer(wallet, 5_000))
-    checked: list[int] = []
-    check = stake_plan._stake_parts
-
-    def counted(request: StakeRequest, context: StakeContext) -> Any:
-        checked.append(request.options.compute_unit_price_micro_lamports)
-        return check(request, context)
-
-    monkeypatch.setattr(stake_plan, "_stake_parts", counted)
+    checked = stake_checks(monkeypatch)
     priced = await chain.build(wallet, LEVELS.PRIORITY_LEVEL_VERY_HIGH)
     assert priced.compute_unit_price_micro_lamports > 0
     assert checked == [0, priced.compute_unit_price_micro_lamports]

@@ -21,13 +21,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from solders.keypair import Keypair
 
 from service.config import Settings
-from service.core import StakeContext, StakeRequest
-from service.core.plans import _stake as stake_plan
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
 from tests._proxy import RpcProxy
 
+from ._helpers import stake_checks
 from .conftest import SOL, Service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -280,14 +279,7 @@ async def test_a_build_with_no_price_to_pay_is_checked_once(
     """A build priced by a level (the default) asks which accounts price it before it
     is built; where the cluster's recent fees give no price, the request checked for
     that question is the one built."""
-    checked: list[int] = []
-    check = stake_plan._stake_parts
-
-    def counted(request: StakeRequest, context: StakeContext) -> Any:
-        checked.append(request.options.compute_unit_price_micro_lamports)
-        return check(request, context)
-
-    monkeypatch.setattr(stake_plan, "_stake_parts", counted)
+    checked = stake_checks(monkeypatch)
     async with own_server.channel() as channel:
         staking = staking_pb2_grpc.StakingServiceStub(channel)
         built = await staking.BuildStakeTransaction(
