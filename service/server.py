@@ -7,8 +7,9 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from agentstaking.v1 import (
@@ -232,6 +233,9 @@ class AgentStakingServer:
         self.health_endpoint: HealthEndpoint | None = None
         self.certificates: CertificateFiles | None = None
         self._stopping = False
+        # Health reports made from callbacks, held until done (the loop keeps only a
+        # weak reference to a task) and awaited by stop().
+        self._health_reports: set[asyncio.Task[None]] = set()
 
     async def start(self, *, on_wait: Callable[[], None] | None = None) -> None:
         """Listen at once, then wait for the dependencies (the database, Redis when
@@ -699,12 +703,17 @@ class AgentStakingServer:
 
     def _on_chain_health(self, healthy: bool) -> None:
         if self._server is not None and not self._stopping:
-            asyncio.get_running_loop().create_task(self._set_health(healthy))
+            self._report_later(self._set_health(healthy))
 
     def _on_database_health(self, up: bool) -> None:
         # Only once started: until then start-up reports the database itself.
         if self._server is not None and not self._stopping and self.relay is not None:
-            asyncio.get_running_loop().create_task(self._report_database(up))
+            self._report_later(self._report_database(up))
+
+    def _report_later(self, report: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(report)
+        self._health_reports.add(task)
+        task.add_done_callback(self._health_reports.discard)
 
     async def _report_database(self, up: bool) -> None:
         """Key management and events need the database (not Solana)."""
@@ -740,6 +749,8 @@ class AgentStakingServer:
         if self._stopping:
             return
         self._stopping = True
+        # Reports made just before finish first; shutdown then reports NOT_SERVING.
+        await asyncio.gather(*self._health_reports)
         await self.health.enter_graceful_shutdown()
         if self.health_endpoint is not None:
             await self.health_endpoint.enter_graceful_shutdown()

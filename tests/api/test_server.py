@@ -216,6 +216,38 @@ async def test_solana_unreachable_means_not_serving(
         )
 
 
+async def test_stop_waits_for_a_health_report_in_flight(
+    own_server: OwnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A health report the chain's monitor started is finished when stop() returns:
+    nothing of the server is left running once it has stopped."""
+    server, proxy = own_server.server, own_server.proxy
+    entered, release = asyncio.Event(), asyncio.Event()
+    reported: list[str] = []
+    set_status = server.health.set
+
+    async def held_set(service: str, status: int) -> None:
+        entered.set()
+        await release.wait()
+        await set_status(service, status)
+        reported.append(service)
+
+    monkeypatch.setattr(server.health, "set", held_set)
+    proxy.faults.refuse = True  # the monitor finds Solana unreachable and reports it
+    await asyncio.wait_for(entered.wait(), timeout=10)
+    stopping = asyncio.ensure_future(server.stop(0))
+    # Long enough for stop() to finish if it did not wait for the report (it takes a
+    # fraction of this); stop() cannot finish while the report is held.
+    for _ in range(20):
+        if stopping.done():
+            break
+        await asyncio.sleep(0.05)
+    assert not stopping.done()
+    release.set()
+    await stopping
+    assert reported and reported[0] == ""
+
+
 async def test_new_wallets_builds_share_fee_reads_while_the_endpoint_is_slow(
     own_server: OwnServer,
 ) -> None:
