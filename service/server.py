@@ -750,7 +750,10 @@ class AgentStakingServer:
             return
         self._stopping = True
         # Reports made just before finish first; shutdown then reports NOT_SERVING.
-        await asyncio.gather(*self._health_reports)
+        # One that failed is logged, never a reason to stop only halfway.
+        for failed in await asyncio.gather(*self._health_reports, return_exceptions=True):
+            if isinstance(failed, BaseException):
+                log.error("a health report failed", exc_info=failed)
         await self.health.enter_graceful_shutdown()
         if self.health_endpoint is not None:
             await self.health_endpoint.enter_graceful_shutdown()

@@ -248,6 +248,33 @@ async def test_stop_waits_for_a_health_report_in_flight(
     assert reported and reported[0] == ""
 
 
+async def test_a_failed_health_report_does_not_stop_the_shutdown_halfway(
+    own_server: OwnServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, proxy = own_server.server, own_server.proxy
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def failing_set(service: str, status: int) -> None:
+        entered.set()
+        await release.wait()
+        raise RuntimeError("the health servicer failed")
+
+    monkeypatch.setattr(server.health, "set", failing_set)
+    proxy.faults.refuse = True
+    await asyncio.wait_for(entered.wait(), timeout=10)
+    stopping = asyncio.ensure_future(server.stop(0))
+    release.set()
+    await stopping
+    assert "a health report failed" in caplog.text
+    # The rest of stop() ran: the server no longer answers.
+    async with own_server.channel() as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
 async def test_new_wallets_builds_share_fee_reads_while_the_endpoint_is_slow(
     own_server: OwnServer,
 ) -> None:
