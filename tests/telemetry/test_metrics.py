@@ -23,6 +23,7 @@ from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
 from service.telemetry import Metrics, MetricsListener
 from tests._grpc_auth import keyed_channel
+from tests._wait import until
 from tests.conftest import FakeClock
 
 from .conftest import HEALTH, SOL, STAKING, Observed, parse_scrape, start_observed
@@ -176,13 +177,25 @@ async def test_solana_requests_per_endpoint_and_method_match_the_manager(
     assert scrape.value("agent_staking_solana_rpc_duration_seconds_count", **labels) == count
     assert scrape.matching("agent_staking_solana_rpc_errors_total", **labels) == {}
     # Per-method counts add up to the manager's own per-endpoint count (read together,
-    # with no await in between, so the background refresher cannot slip in).
+    # with no await in between, so the background refresher cannot slip in). The manager
+    # counts an attempt when it is sent, the metric once it has ended: a refresh still
+    # on its way is in the one and not yet in the other.
     rpc = observed.server._rpc
     assert rpc is not None
+    # One such request for certain, read while it waits for its answer.
+    waiting = asyncio.ensure_future(rpc.call("getSlot", []))
+    await until(
+        lambda: waiting.done() or rpc.stats().endpoint("rpc0").in_flight > 0,
+        every=0,  # on the next turn of the loop, before the answer is read
+        what="the request is sent",
+    )
     body, _ = observed.metrics.exposition()
     local = parse_scrape(body.decode())
-    requests = rpc.stats().endpoint("rpc0").requests
-    assert sum(local.matching("agent_staking_solana_rpc_requests_total").values()) == requests
+    endpoint = rpc.stats().endpoint("rpc0")
+    assert endpoint.in_flight > 0
+    ended = endpoint.requests - endpoint.in_flight
+    assert sum(local.matching("agent_staking_solana_rpc_requests_total").values()) == ended
+    await waiting
 
 
 async def test_key_gauges_count_by_state_and_overdue(
