@@ -71,8 +71,12 @@ class ServeProcess:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, *args: str, timeout: float = 120.0) -> ServeProcess:
-        """Start and wait for the announcement and both bootstrap keys."""
+    def start(self, *args: str, timeout: float = 60.0) -> ServeProcess:
+        """Start and wait for the announcement and both bootstrap keys.
+
+        ``timeout`` stays well below pytest's per-test timeout (120 s), so that a start
+        that never ends fails here, with everything the server wrote.
+        """
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--listen", "127.0.0.1:0", *args],
             cwd=ROOT,
