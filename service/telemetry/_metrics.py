@@ -284,7 +284,9 @@ class Metrics:
         )
         self.solana_requests = counter(
             "agent_staking_solana_rpc_requests",
-            "Solana JSON-RPC requests sent for callers (probes excluded).",
+            "Solana JSON-RPC requests made for callers (probes excluded), counted once "
+            "answered or failed: those still in flight are in "
+            "agent_staking_solana_endpoint_in_flight.",
             ("endpoint", "method"),
         )
         self.solana_errors = counter(
