@@ -22,7 +22,7 @@ from solders.pubkey import Pubkey
 from service.core import errors as core_errors
 from service.core._validate import parse_address
 from service.core.fees import ServiceFee
-from service.core.paging import PageToken, decode_page_token, fingerprint, page_size
+from service.core.paging import PageToken, decode_page_token, fingerprint, page_offset, page_size
 from service.core.plans import (
     LiquidStakeContext,
     LiquidStakeRequest,
@@ -213,11 +213,7 @@ class LiquidStakingOperations:
         size = page_size(page_size_value)
         bound = fingerprint("stake_pools")
         token = decode_page_token(page_token, kind="stake_pools", fingerprint=bound)
-        offset = int(token.position) if token is not None and token.position.isdigit() else 0
-        if token is not None and not token.position.isdigit():
-            raise core_errors.InvalidArgumentError(
-                "page_token is not a token returned by this service", field="page_token"
-            )
+        offset = page_offset(token)
         addresses = list(self._pools)[offset : offset + size]
         snapshots, _ = await self._read(addresses, validators=False) if addresses else ([], [])
         end = offset + len(addresses)

@@ -29,6 +29,7 @@ def page_size(value: int, *, field: str = "page_size") -> int:
         raise InvalidArgumentError(
             f"{field} must not be negative, got {value}",
             field=field,
+            reason="INVALID_PAGE_SIZE",
             metadata={"field": field, "value": value},
         )
     if value == 0:
@@ -70,16 +71,17 @@ def decode_page_token(
         padded = token + "=" * (-len(token) % 4)
         kind_, print_, position = json.loads(base64.urlsafe_b64decode(padded.encode()))
         decoded = PageToken(kind=str(kind_), fingerprint=str(print_), position=str(position))
-    except (ValueError, TypeError):
-        raise InvalidArgumentError(
-            "page_token is not a token returned by this service", field=field
-        ) from None
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested past the parser
+        raise _not_a_token(field) from None
     if decoded.kind != kind:
-        raise InvalidArgumentError("page_token belongs to another list call", field=field)
+        raise InvalidArgumentError(
+            "page_token belongs to another list call", field=field, reason=_TOKEN_REASON
+        )
     if decoded.fingerprint != fingerprint:
         raise InvalidArgumentError(
             "page_token was returned for a request with other fields; repeat them unchanged",
             field=field,
+            reason=_TOKEN_REASON,
         )
     return decoded
 
@@ -97,7 +99,14 @@ def page_offset(token: PageToken | None, *, field: str = "page_token") -> int:
     except ValueError:
         offset = -1
     if offset < 0:
-        raise InvalidArgumentError(
-            "page_token is not a token returned by this service", field=field
-        )
+        raise _not_a_token(field)
     return offset
+
+
+_TOKEN_REASON: Final = "INVALID_PAGE_TOKEN"
+
+
+def _not_a_token(field: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        "page_token is not a token returned by this service", field=field, reason=_TOKEN_REASON
+    )

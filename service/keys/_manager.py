@@ -242,7 +242,7 @@ def _decode_page_token(token: str, state: KeyState | None) -> str:
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
         payload = json.loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested past the parser
         raise invalid from None
     if not isinstance(payload, dict) or set(payload) != {"after", "state"}:
         raise invalid

@@ -3,9 +3,18 @@ caller sent comes back unbounded; fees the caller sets have caps."""
 
 from __future__ import annotations
 
+import base64
+
 import grpc
 import pytest
-from agentstaking.v1 import keys_pb2, staking_pb2, staking_pb2_grpc, types_pb2
+from agentstaking.v1 import (
+    events_pb2,
+    keys_pb2,
+    liquid_staking_pb2,
+    staking_pb2,
+    staking_pb2_grpc,
+    types_pb2,
+)
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from solders.keypair import Keypair
 
@@ -164,3 +173,49 @@ async def test_policy_lists_are_capped(service: Service) -> None:
             )
         )
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+_TOKEN = "INVALID_PAGE_TOKEN"
+_LISTS = {
+    "StakingService/ListStakeAccounts": lambda wallet: staking_pb2.ListStakeAccountsRequest(
+        wallet=wallet
+    ),
+    "StakingService/ListValidators": lambda _: staking_pb2.ListValidatorsRequest(),
+    "StakingService/ListStakePools": lambda _: liquid_staking_pb2.ListStakePoolsRequest(),
+    "EventService/ListWebhooks": lambda _: events_pb2.ListWebhooksRequest(),
+    "KeyService/ListApiKeys": lambda _: keys_pb2.ListApiKeysRequest(),
+}
+
+
+@pytest.mark.parametrize("method", sorted(_LISTS))
+async def test_every_list_names_its_paging_mistake_with_the_documented_reason(
+    service: Service, method: str
+) -> None:
+    wallet = str(Keypair().pubkey())
+    # GetRewards: tests/rewards (it reads the chain before the token, which is bound to
+    # the accounts it finds). KeyService is admin-only; the other lists take the staking key.
+    secret = service.admin_secret if method.startswith("KeyService") else service.staking_secret
+    async with keyed_channel(service.address, secret) as channel:
+        await _refuse_bad_paging(channel, method, wallet)
+
+
+async def _refuse_bad_paging(channel: grpc.aio.Channel, method: str, wallet: str) -> None:
+    for field, value, reason in [
+        ("page_size", -1, "INVALID_PAGE_SIZE"),
+        ("page_token", "not-a-token", _TOKEN),
+        # Nested deeper than the JSON parser recurses.
+        ("page_token", base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode(), _TOKEN),
+    ]:
+        request = _LISTS[method](wallet)
+        setattr(request, field, value)
+        call = channel.unary_unary(
+            f"/agentstaking.v1.{method}",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=lambda raw: raw,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(request)
+        _assert_invalid(refused.value, field)
+        details = rich_details(refused.value)
+        assert details["ErrorInfo"].reason == reason, (method, field)
+        assert [v.reason for v in details["BadRequest"].field_violations] == [reason]

@@ -9,6 +9,7 @@ and can be withdrawn without touching the delegation.
 
 from __future__ import annotations
 
+import base64
 import math
 
 import grpc
@@ -209,6 +210,10 @@ async def test_pages_and_the_default_range(rewards: Lifecycle, staked: Staked) -
         ({"wallet": "W", "start_epoch": 2, "end_epoch": 1}, "start_epoch"),
         ({"wallet": "W", "page_size": -1}, "page_size"),
         ({"wallet": "W", "page_token": "garbage"}, "page_token"),
+        (
+            {"wallet": "W", "page_token": base64.b64encode(b"[" * 5000 + b"]" * 5000).decode()},
+            "page_token",
+        ),
     ],
 )
 async def test_bad_requests_name_the_field(
@@ -230,6 +235,8 @@ async def test_bad_requests_name_the_field(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = rich_details(error)
     assert [v.field for v in details["BadRequest"].field_violations] == [field]
+    paging = {"page_size": "INVALID_PAGE_SIZE", "page_token": "INVALID_PAGE_TOKEN"}
+    assert details["ErrorInfo"].reason == paging.get(field, details["ErrorInfo"].reason)
     assert details["ErrorInfo"].reason
 
 
