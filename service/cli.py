@@ -457,6 +457,16 @@ def _sol_to_lamports(value: str) -> int:
     return int(lamports)
 
 
+def _epoch_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 1000:
+        raise argparse.ArgumentTypeError(f"N must be a whole number from 1 to 1000, got {value!r}")
+    return count
+
+
 async def _run_localnet_admin(args: argparse.Namespace) -> int:
     # Default: the embedded localnet `serve` starts (AGENT_STAKING_LOCALNET_LISTEN).
     url = args.rpc_url or f"http://{load_settings({}).localnet_listen}"
@@ -809,7 +819,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="jump N epochs ahead (stake warms up and cools down and rewards are paid as at "
         "real epoch boundaries)",
     )
-    advance.add_argument("epochs", type=int, metavar="N", help="epochs to advance (1 to 1000)")
+    advance.add_argument(
+        "epochs", type=_epoch_count, metavar="N", help="epochs to advance (1 to 1000)"
+    )
     for command in (airdrop, advance):
         command.add_argument(
             "--rpc-url",

@@ -14,14 +14,18 @@ import grpc
 
 from service.api import PermissionDeniedError, abort_with, current_principal, status_for
 from service.core.errors import DomainError
-from service.keys import AuthenticationError, KeyManager, Principal
+from service.keys import (
+    API_KEY_AMBIGUOUS,
+    API_KEY_MISSING,
+    AuthenticationError,
+    KeyManager,
+    Principal,
+)
 from service.telemetry import note_auth_failure, note_principal
 
 from ._chain import Stage
 from ._wrap import Context, wrap_handler
 
-API_KEY_MISSING = "API_KEY_MISSING"
-API_KEY_AMBIGUOUS = "API_KEY_AMBIGUOUS"
 METHOD_NOT_ALLOWED = "API_KEY_METHOD_NOT_ALLOWED"
 
 

@@ -8,6 +8,7 @@ PostgreSQL shared by replicas); :func:`open_store` opens one on a database of it
 """
 
 from service.keys._errors import (
+    API_KEY_AMBIGUOUS,
     API_KEY_EXPIRED,
     API_KEY_MALFORMED,
     API_KEY_MISSING,
@@ -46,6 +47,7 @@ from service.keys._records import KeyRecord, UsageDelta
 from service.keys._store import KeyStore, SqlKeyStore, open_store
 
 __all__ = [
+    "API_KEY_AMBIGUOUS",
     "API_KEY_EXPIRED",
     "API_KEY_MALFORMED",
     "API_KEY_MISSING",

@@ -10,6 +10,8 @@ from service.core.errors import DomainError, ErrorKind, InvalidArgumentError
 # Reasons of UNAUTHENTICATED (google.rpc.ErrorInfo.reason).
 API_KEY_MISSING: Final = "API_KEY_MISSING"
 """No API key in the call's metadata (raised by the auth interceptor)."""
+API_KEY_AMBIGUOUS: Final = "API_KEY_AMBIGUOUS"
+"""More than one key in the call's metadata (raised by the auth interceptor)."""
 API_KEY_MALFORMED: Final = "API_KEY_MALFORMED"
 """The credential is not of the form ``ask_<key_id>_<secret>``."""
 API_KEY_UNKNOWN: Final = "API_KEY_UNKNOWN"
@@ -22,6 +24,7 @@ API_KEY_ROTATED: Final = "API_KEY_ROTATED"
 
 _AUTH_HINTS: Final = {
     API_KEY_MISSING: "Send the key as `authorization: Bearer <key>` or `x-api-key: <key>`.",
+    API_KEY_AMBIGUOUS: "Send exactly one key: one `authorization` or `x-api-key` header.",
     API_KEY_MALFORMED: "Send the whole key exactly as issued: ask_<key_id>_<secret>.",
     API_KEY_UNKNOWN: "Check that the key is copied whole; ask an operator for a new key.",
     API_KEY_EXPIRED: "Ask an operator to extend the key's expire_time or issue a new key.",

@@ -35,7 +35,10 @@ async def _network_info_error(
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
-    return str(rich_details(error)["ErrorInfo"].reason)
+    """The refusal's reason; every refusal of a key also says what to do about it."""
+    info = rich_details(error)["ErrorInfo"]
+    assert info.metadata["hint"], info
+    return str(info.reason)
 
 
 async def test_missing_and_malformed_keys(service: Service) -> None:

@@ -4,6 +4,7 @@ caller sent comes back unbounded; fees the caller sets have caps."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -16,6 +17,7 @@ from agentstaking.v1 import (
     types_pb2,
 )
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message
 from solders.keypair import Keypair
 
 from service.keys import KeyPolicy
@@ -176,7 +178,7 @@ async def test_policy_lists_are_capped(service: Service) -> None:
 
 
 _TOKEN = "INVALID_PAGE_TOKEN"
-_LISTS = {
+_LISTS: dict[str, Callable[[str], Message]] = {
     "StakingService/ListStakeAccounts": lambda wallet: staking_pb2.ListStakeAccountsRequest(
         wallet=wallet
     ),

@@ -104,3 +104,18 @@ def test_localnet_commands_say_when_there_is_no_localnet(command: str) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert "cannot reach the Solana endpoint at http://127.0.0.1:9" in result.stderr
+
+
+@pytest.mark.parametrize("epochs", ["0", "-1", "1001", "one"])
+def test_advance_epochs_refuses_a_count_outside_its_range(epochs: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "localnet", "advance-epochs", epochs],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # argparse's usage error, before any endpoint is asked.
+    assert result.returncode == 2, result
+    assert "N must be a whole number from 1 to 1000" in result.stderr
