@@ -5,7 +5,7 @@ which carry no source info, so `describe` would show no documentation. This
 servicer answers our own files from the generated FileDescriptorSet (comments
 included) and everything else from the default pool. grpcio-reflection ships
 only the v1alpha service; v1 has the same messages, so the same handler serves
-it under the v1 name.
+it under the v1 name, and its file (for `describe`) is v1alpha's renamed.
 """
 
 from __future__ import annotations
@@ -15,13 +15,38 @@ from typing import Any
 
 import grpc
 from agentstaking.v1 import descriptor_set
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 V1ALPHA_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
+
+
+def _v1_reflection_file() -> bytes:
+    """grpc/reflection/v1/reflection.proto: v1alpha's file under v1's package."""
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    alpha = f".{proto.package}."
+    proto.name = "grpc/reflection/v1/reflection.proto"
+    proto.package = "grpc.reflection.v1"
+    for message in proto.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):  # set only on message fields
+                field.type_name = field.type_name.replace(alpha, ".grpc.reflection.v1.")
+    for method in proto.service[0].method:
+        method.input_type = method.input_type.replace(alpha, ".grpc.reflection.v1.")
+        method.output_type = method.output_type.replace(alpha, ".grpc.reflection.v1.")
+    return proto.SerializeToString()
+
+
+def _add_v1_reflection_file() -> None:
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName("grpc/reflection/v1/reflection.proto")
+    except KeyError:
+        pool.AddSerializedFile(_v1_reflection_file())
 
 
 def _documented_files() -> dict[str, bytes]:
@@ -33,6 +58,7 @@ class DocumentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
     """Reflection whose file descriptors carry the proto comments."""
 
     def __init__(self, service_names: Iterable[str]) -> None:
+        _add_v1_reflection_file()
         super().__init__(list(service_names))
         self._documented = _documented_files()
 

@@ -65,6 +65,14 @@ async def test_reflection_lists_and_describes(service: Service, v1: bool) -> Non
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= names
+    # Whatever is listed can be described (grpcurl's `describe`), v1 included.
+    for name in names:
+        found = await _reflect(
+            service.channel,
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=name),
+            v1=v1,
+        )
+        assert found.HasField("file_descriptor_response"), (name, found.error_response)
 
     described = await _reflect(
         service.channel,
