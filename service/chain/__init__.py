@@ -79,7 +79,14 @@ from ._rewards import (
     RewardsUnavailableError,
 )
 from ._rewards_store import SqlRewardsStore
-from ._rpc import ChainUnavailable, EndpointFailure, HttpSolanaRpc, RpcError, SolanaRpc
+from ._rpc import (
+    CallDeadlineExceeded,
+    ChainUnavailable,
+    EndpointFailure,
+    HttpSolanaRpc,
+    RpcError,
+    SolanaRpc,
+)
 from ._stake_management import (
     AuthorizeParams,
     BuiltAuthorize,
@@ -136,6 +143,7 @@ __all__ = [
     "BuiltStake",
     "BuiltUnstake",
     "BuiltWithdraw",
+    "CallDeadlineExceeded",
     "ChainContext",
     "ChainSnapshot",
     "ChainUnavailable",

@@ -39,7 +39,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 from opentelemetry import trace
 
-from ._rpc import ChainUnavailable, EndpointFailure, HttpSolanaRpc, RpcError
+from ._rpc import (
+    CallDeadlineExceeded,
+    ChainUnavailable,
+    EndpointFailure,
+    HttpSolanaRpc,
+    RpcError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -516,12 +522,13 @@ class FailoverRpc:
                 node-unhealthy and min-context-slot errors).
             ChainUnavailable: no healthy endpoint (immediately, no attempt), or no
                 endpoint answered in time; the message names each endpoint's state.
+            CallDeadlineExceeded: (a ChainUnavailable) the served call's deadline,
+                shorter than the manager's timeout, passed first.
         """
         started = time.monotonic()
-        deadline = started + (self._timeout if timeout is None else timeout)
+        own = started + (self._timeout if timeout is None else timeout)
         outer = call_deadline.get()
-        if outer is not None:
-            deadline = min(deadline, outer)
+        deadline = own if outer is None else min(own, outer)
         candidates = self._route(started)
         if not candidates:
             raise ChainUnavailable(self._unhealthy_summary())
@@ -558,7 +565,11 @@ class FailoverRpc:
             else:
                 self._note_failover(method, failed, endpoint, attempt_started - started)
                 return result
-        raise ChainUnavailable(self._failed_summary(method, failed, stopped))
+        summary = self._failed_summary(method, failed, stopped)
+        if outer is not None and outer <= own and time.monotonic() >= outer:
+            # The served call ran out of time, not the endpoints out of health.
+            raise CallDeadlineExceeded(summary)
+        raise ChainUnavailable(summary)
 
     def _note_failover(
         self, method: str, failed: list[tuple[_Endpoint, str]], answered: _Endpoint, lost: float

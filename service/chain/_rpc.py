@@ -50,6 +50,17 @@ class ChainUnavailable(DomainError):
         super().__init__(detail if detail.startswith(self.PREFIX) else self.PREFIX + detail)
 
 
+class CallDeadlineExceeded(ChainUnavailable):
+    """The served call's deadline (the caller's, or the server's default) passed while
+    Solana was asked: the endpoints may be fine, the time was too short."""
+
+    kind = ErrorKind.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
+    default_hint = "set a longer deadline on the call; the endpoints had no time to answer"
+
+    PREFIX = "the call's deadline passed before Solana RPC answered: "
+
+
 class EndpointFailure(ChainUnavailable):
     """One endpoint gave no answer: refused, timed out, dropped, HTTP error, garbage.
 

@@ -12,12 +12,14 @@ from solders.keypair import Keypair
 
 from service.chain import (
     BreakerState,
+    CallDeadlineExceeded,
     ChainUnavailable,
     Routing,
     RpcError,
     call_deadline,
     rpc_deadline,
 )
+from service.core.errors import ErrorKind
 from tests._proxy import RpcProxy
 
 from .conftest import FAST, MakeProxies, MakeRpc, Traffic, eventually, named
@@ -272,6 +274,13 @@ async def test_every_attempt_fits_the_call_deadline(
     assert "getBalance: no Solana endpoint answered: primary (timeout), backup (timeout)" in str(
         caught.value
     )
+    # The caller's time ran out, not the endpoints' health: DEADLINE_EXCEEDED.
+    assert isinstance(caught.value, CallDeadlineExceeded)
+    assert caught.value.kind is ErrorKind.DEADLINE_EXCEEDED
+    # When the manager's own timeout is the shorter, the endpoints did not answer.
+    with rpc_deadline(5.0), pytest.raises(ChainUnavailable) as own:
+        await rpc.call("getBalance", [ADDRESS], timeout=0.5)
+    assert own.value.kind is ErrorKind.UNAVAILABLE
 
 
 async def test_connections_are_reused_and_bounded(
