@@ -93,7 +93,7 @@ from service.core.validators import RankedValidator, filter_validators, rank_val
 
 from ._context import ChainContext, ChainSnapshot
 from ._priority_fees import RecentPriorityFees
-from ._rpc import SolanaRpc
+from ._rpc import RpcError, SolanaRpc
 from ._stake_reads import StakeReader, StakeReads
 
 # RetryInfo delay when the end of the epoch-rewards distribution is not known.
@@ -960,20 +960,7 @@ class StakingOperations:
         touched = _writable_keys(message)
         payer = str(prepared.required_signers[0])
         simulated, before = await asyncio.gather(
-            self._rpc.call(
-                "simulateTransaction",
-                [
-                    base64.b64encode(prepared.transaction).decode(),
-                    {
-                        "encoding": "base64",
-                        "sigVerify": False,
-                        "replaceRecentBlockhash": True,
-                        "commitment": "confirmed",
-                        "accounts": {"encoding": "base64", "addresses": touched},
-                    },
-                ],
-                timeout=self._timeout,
-            ),
+            self._simulate_call(prepared.transaction, touched),
             self._rpc.call(
                 "getMultipleAccounts",
                 [
@@ -1032,6 +1019,30 @@ class StakingOperations:
             logs=logs,
             slot=int(simulated["context"]["slot"]),
         )
+
+    async def _simulate_call(self, transaction: bytes, touched: list[str]) -> Any:
+        try:
+            return await self._rpc.call(
+                "simulateTransaction",
+                [
+                    base64.b64encode(transaction).decode(),
+                    {
+                        "encoding": "base64",
+                        "sigVerify": False,
+                        "replaceRecentBlockhash": True,
+                        "commitment": "confirmed",
+                        "accounts": {"encoding": "base64", "addresses": touched},
+                    },
+                ],
+                timeout=self._timeout,
+            )
+        except RpcError as exc:
+            # The node would not even run it (it answers an error object, not a result
+            # with `err`): the transaction cannot land as built either.
+            raise SimulationFailedError(
+                f"the Solana node refused to simulate the transaction: {exc.message}",
+                metadata={"rpc_error_code": exc.code},
+            ) from None
 
 
 def _source_check(text: str) -> Callable[[], object]:

@@ -9,14 +9,22 @@ from solders.pubkey import Pubkey
 
 from service.core._bincode import I64_MAX, I64_MIN, U32_MAX, U64_MAX
 from service.core.errors import InvalidAddressError, InvalidAmountError, InvalidArgumentError
+from service.core.programs import UNSIGNABLE_KEYS
 
 
 @functools.lru_cache(maxsize=4096)
 def is_signing_key(key: Pubkey) -> bool:
-    """Whether ``key`` is an ed25519 point, i.e. a key that can sign (a program-derived
-    address cannot). Remembered: a build checks its wallet more than once (the request,
-    then the plan), and the check is a point decompression."""
-    return key.is_on_curve()
+    """Whether ``key`` can sign: an ed25519 point (a program-derived address is not)
+    and not a program or sysvar id. Remembered: a build checks its wallet more than
+    once (the request, then the plan), and the check is a point decompression."""
+    return key not in UNSIGNABLE_KEYS and key.is_on_curve()
+
+
+def not_signing_key(key: Pubkey) -> str:
+    """Why ``key``, which :func:`is_signing_key` refused, cannot sign."""
+    if key in UNSIGNABLE_KEYS:
+        return "not a signing key (a program or sysvar id: no one can sign for it)"
+    return "not a signing key (off the ed25519 curve)"
 
 
 def parse_address(value: str, *, field: str, require_on_curve: bool = False) -> Pubkey:
@@ -25,8 +33,8 @@ def parse_address(value: str, *, field: str, require_on_curve: bool = False) -> 
     Args:
         value: The base58 text.
         field: The request field path, reported in the error.
-        require_on_curve: Demand an ed25519 point, i.e. a key that can sign
-            (wallets and nonce authorities; a program-derived address cannot).
+        require_on_curve: Demand a key that can sign (wallets and nonce
+            authorities): see :func:`is_signing_key`.
 
     Returns:
         The public key.
@@ -45,9 +53,7 @@ def parse_address(value: str, *, field: str, require_on_curve: bool = False) -> 
     except ValueError:
         raise InvalidAddressError(field=field, value=value) from None
     if require_on_curve and not is_signing_key(key):
-        raise InvalidAddressError(
-            field=field, value=value, detail="not a signing key (off the ed25519 curve)"
-        )
+        raise InvalidAddressError(field=field, value=value, detail=not_signing_key(key))
     return key
 
 

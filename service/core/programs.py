@@ -37,6 +37,57 @@ SYSVAR_RENT: Final = Pubkey.from_string("SysvarRent11111111111111111111111111111
 SYSVAR_STAKE_HISTORY: Final = Pubkey.from_string("SysvarStakeHistory1111111111111111111111111")
 SYSVAR_RECENT_BLOCKHASHES: Final = Pubkey.from_string("SysvarRecentB1ockHashes11111111111111111111")
 
+# The runtime's reserved account keys (its builtin programs and sysvars, which it never
+# lets a transaction write) and the programs above: no one holds a key for any of them,
+# and a program cannot sign as its own id, so none can pay fees or act as an authority,
+# whether or not its bytes happen to be an ed25519 point (the System and Stake program
+# ids and the Clock and Rent sysvars are).
+UNSIGNABLE_KEYS: Final = frozenset(
+    {
+        SYSTEM_PROGRAM,
+        STAKE_PROGRAM,
+        VOTE_PROGRAM,
+        COMPUTE_BUDGET_PROGRAM,
+        MEMO_PROGRAM,
+        TOKEN_PROGRAM,
+        TOKEN_2022_PROGRAM,
+        ASSOCIATED_TOKEN_PROGRAM,
+        *STAKE_POOL_PROGRAMS,
+        STAKE_CONFIG,
+        *(
+            Pubkey.from_string(key)
+            for key in (
+                "AddressLookupTab1e1111111111111111111111111",
+                "BPFLoader1111111111111111111111111111111111",
+                "BPFLoader2111111111111111111111111111111111",
+                "BPFLoaderUpgradeab1e11111111111111111111111",
+                "Config1111111111111111111111111111111111111",
+                "Ed25519SigVerify111111111111111111111111111",
+                "Feature111111111111111111111111111111111111",
+                "KeccakSecp256k11111111111111111111111111111",
+                "LoaderV411111111111111111111111111111111111",
+                "NativeLoader1111111111111111111111111111111",
+                "Secp256r1SigVerify1111111111111111111111111",
+                "ZkE1Gama1Proof11111111111111111111111111111",
+                "ZkTokenProof1111111111111111111111111111111",
+                "Sysvar1111111111111111111111111111111111111",
+                "SysvarC1ock11111111111111111111111111111111",
+                "SysvarEpochRewards1111111111111111111111111",
+                "SysvarEpochSchedu1e111111111111111111111111",
+                "SysvarFees111111111111111111111111111111111",
+                "Sysvar1nstructions1111111111111111111111111",
+                "SysvarLastRestartS1ot1111111111111111111111",
+                "SysvarRecentB1ockHashes11111111111111111111",
+                "SysvarRent111111111111111111111111111111111",
+                "SysvarRewards111111111111111111111111111111",
+                "SysvarS1otHashes111111111111111111111111111",
+                "SysvarS1otHistory11111111111111111111111111",
+                "SysvarStakeHistory1111111111111111111111111",
+            )
+        ),
+    }
+)
+
 STAKE_ACCOUNT_SIZE: Final = 200
 VOTE_ACCOUNT_SIZE: Final = 3762
 LAMPORTS_PER_SOL: Final = 1_000_000_000

@@ -221,3 +221,44 @@ async def _refuse_bad_paging(channel: grpc.aio.Channel, method: str, wallet: str
         details = rich_details(refused.value)
         assert details["ErrorInfo"].reason == reason, (method, field)
         assert [v.reason for v in details["BadRequest"].field_violations] == [reason]
+
+
+# Program and sysvar ids whose bytes are ed25519 points: on the curve, yet no one can
+# sign for them.
+_ON_CURVE_IDS = [
+    "11111111111111111111111111111111",
+    "Stake11111111111111111111111111111111111111",
+    "SysvarC1ock11111111111111111111111111111111",
+    "SysvarRent111111111111111111111111111111111",
+]
+
+
+@pytest.mark.parametrize("wallet", _ON_CURVE_IDS)
+@pytest.mark.parametrize("simulate", [False, True], ids=["built", "simulated"])
+async def test_a_program_or_sysvar_id_is_no_wallet(
+    service: Service, wallet: str, simulate: bool
+) -> None:
+    options = types_pb2.TransactionOptions(simulate=simulate)
+    calls = [
+        service.staking.BuildStakeTransaction(
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet=wallet, amount_lamports=2 * SOL, options=options
+            )
+        ),
+        service.staking.BuildUnstakeTransaction(
+            staking_pb2.BuildUnstakeTransactionRequest(
+                wallet=wallet, amount_lamports=SOL, options=options
+            )
+        ),
+        service.staking.BuildWithdrawTransaction(
+            staking_pb2.BuildWithdrawTransactionRequest(
+                wallet=wallet, amount_lamports=SOL, options=options
+            )
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        _assert_invalid(refused.value, "wallet")
+        (violation,) = rich_details(refused.value)["BadRequest"].field_violations
+        assert "program or sysvar id" in violation.description

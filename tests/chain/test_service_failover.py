@@ -27,7 +27,7 @@ from service.localnet import LocalnetServer
 from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
 from tests._proxy import RpcProxy
-from tests.api._helpers import sign
+from tests.api._helpers import rich_details, sign
 from tests.relay._helpers import transfer
 
 from .conftest import MakeProxies, eventually, named
@@ -383,3 +383,20 @@ async def test_a_slow_read_fails_over_within_the_call_deadline(
     assert time.monotonic() - started < 3.0
     assert service.backup.methods.get("getMultipleAccounts") == 1
     assert service.rpc.stats().endpoint("primary").healthy
+
+
+async def test_a_node_that_refuses_to_simulate_is_a_failed_simulation(
+    start_service: StartService,
+) -> None:
+    """An error object where a simulation result belongs (the node cannot even run the
+    transaction) says so, with the node's code; it is not an internal error."""
+    service = await start_service()
+    for endpoint in (service.primary, service.backup):
+        endpoint.faults.method_errors["simulateTransaction"] = -32602
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.build(simulate=True)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = rich_details(caught.value)["ErrorInfo"]
+    assert info.reason == "SIMULATION_FAILED"
+    assert info.metadata["rpc_error_code"] == "-32602"
+    assert "refused to simulate" in (caught.value.details() or "")

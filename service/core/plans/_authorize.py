@@ -31,7 +31,7 @@ from typing import Final
 from solders.pubkey import Pubkey
 
 from service.core._format import format_amount
-from service.core._validate import check_pubkey, is_signing_key
+from service.core._validate import check_pubkey, is_signing_key, not_signing_key
 from service.core.encoders import StakeAuthorize, stake_authorize, stake_authorize_checked
 from service.core.errors import (
     DomainError,
@@ -109,7 +109,7 @@ class AuthorizeRequest:
                 InvalidAddressError(
                     field="new_authority",
                     value=str(self.new_authority),
-                    detail="not a signing key (off the ed25519 curve), so it cannot sign "
+                    detail=f"{not_signing_key(self.new_authority)}, so it cannot sign "
                     "AuthorizeChecked; set unchecked to hand the role to a program address",
                 )
             )
@@ -118,7 +118,7 @@ class AuthorizeRequest:
                 InvalidAddressError(
                     field="custodian",
                     value=str(self.custodian),
-                    detail="not a signing key (off the ed25519 curve)",
+                    detail=not_signing_key(self.custodian),
                 )
             )
         problem = combine_violations(errors)

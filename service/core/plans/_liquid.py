@@ -41,7 +41,13 @@ from typing import Final
 from solders.instruction import Instruction
 from solders.pubkey import Pubkey
 
-from service.core._validate import check_lamports, check_pubkey, check_u64, is_signing_key
+from service.core._validate import (
+    check_lamports,
+    check_pubkey,
+    check_u64,
+    is_signing_key,
+    not_signing_key,
+)
 from service.core.encoders import (
     StakeAuthorize,
     stake_authorize,
@@ -141,7 +147,7 @@ def _check_wallet(wallet: Pubkey) -> list[InvalidArgumentError]:
             InvalidAddressError(
                 field="wallet",
                 value=str(wallet),
-                detail="not a signing key (off the ed25519 curve)",
+                detail=not_signing_key(wallet),
             )
         ]
     return []

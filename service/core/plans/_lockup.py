@@ -23,7 +23,13 @@ from typing import Final
 
 from solders.pubkey import Pubkey
 
-from service.core._validate import check_i64, check_pubkey, check_u64, is_signing_key
+from service.core._validate import (
+    check_i64,
+    check_pubkey,
+    check_u64,
+    is_signing_key,
+    not_signing_key,
+)
 from service.core.accounts import Lockup
 from service.core.encoders import stake_set_lockup_checked
 from service.core.errors import (
@@ -105,7 +111,7 @@ class SetLockupRequest:
                 InvalidAddressError(
                     field="lockup.custodian",
                     value=str(self.custodian),
-                    detail="not a signing key (off the ed25519 curve): SetLockupChecked needs "
+                    detail=f"{not_signing_key(self.custodian)}: SetLockupChecked needs "
                     "the new custodian's signature",
                 )
             )

@@ -38,7 +38,13 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from service.core._validate import check_lamports, check_pubkey, check_u64, is_signing_key
+from service.core._validate import (
+    check_lamports,
+    check_pubkey,
+    check_u64,
+    is_signing_key,
+    not_signing_key,
+)
 from service.core.accounts import Lockup
 from service.core.encoders import (
     NO_LOCKUP,
@@ -131,7 +137,7 @@ class StakeRequest:
                 InvalidAddressError(
                     field="wallet",
                     value=str(self.wallet),
-                    detail="not a signing key (off the ed25519 curve)",
+                    detail=not_signing_key(self.wallet),
                 )
             )
         errors += failed_checks(

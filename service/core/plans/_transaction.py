@@ -21,6 +21,7 @@ from service.core._validate import (
     check_range,
     check_u64,
     is_signing_key,
+    not_signing_key,
 )
 from service.core.accounts import decode_nonce_account
 from service.core.encoders import compute_unit_limit, compute_unit_price, memo, system_advance_nonce
@@ -111,7 +112,7 @@ class DurableNonce:
             raise InvalidAddressError(
                 field="options.durable_nonce.nonce_authority",
                 value=str(self.nonce_authority),
-                detail="not a signing key (off the ed25519 curve)",
+                detail=not_signing_key(self.nonce_authority),
             )
 
     @classmethod
