@@ -4,7 +4,7 @@ caller sent comes back unbounded; fees the caller sets have caps."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
@@ -239,7 +239,7 @@ async def test_a_program_or_sysvar_id_is_no_wallet(
     service: Service, wallet: str, simulate: bool
 ) -> None:
     options = types_pb2.TransactionOptions(simulate=simulate)
-    calls = [
+    calls: list[Awaitable[object]] = [
         service.staking.BuildStakeTransaction(
             staking_pb2.BuildStakeTransactionRequest(
                 wallet=wallet, amount_lamports=2 * SOL, options=options
