@@ -537,8 +537,9 @@ class StakingOperations:
 
         Raises:
             DomainError: invalid fields (all reported together), unknown vote account,
-                below the minimum delegation, insufficient funds (simulation), chain
-                unavailable, epoch rewards being distributed.
+                the request_id's stake account exists already, below the minimum
+                delegation, insufficient funds (simulation), chain unavailable, epoch
+                rewards being distributed.
         """
         snapshot = self._context.snapshot()
         _check_rewards(snapshot)
@@ -564,6 +565,13 @@ class StakingOperations:
         if str(vote_account) not in snapshot.vote_accounts:
             raise VoteAccountNotFoundError(vote_account=str(vote_account))
         seed = self._seed(SeedPurpose.STAKE, wallet, params.request_id)
+        # A seed from entropy names a fresh address; one from a request_id may name an
+        # account that a build of the same wallet and request_id already landed (with
+        # another API key, whose intents this one does not see).
+        if params.request_id:
+            address = stake_account_address(base=wallet, seed=seed)
+            if await self._account_exists(address):
+                raise core_errors.StakeAccountExistsError(stake_account=str(address), seed=seed)
         lockup = None
         if params.lockup is not None:
             lockup = Lockup(
@@ -902,6 +910,21 @@ class StakingOperations:
                 simulation = await self.simulate(prepared_of(plan))
         return plan, simulation
 
+    async def _account_exists(self, address: Pubkey) -> bool:
+        answer = await self._rpc.call(
+            "getAccountInfo",
+            [
+                str(address),
+                {
+                    "encoding": "base64",
+                    "commitment": "confirmed",
+                    "dataSlice": {"offset": 0, "length": 0},
+                },
+            ],
+            timeout=self._timeout,
+        )
+        return isinstance(answer, dict) and answer.get("value") is not None
+
     async def _lifetime(
         self, snapshot: ChainSnapshot, nonce_account: Pubkey | None, nonce_authority: Pubkey
     ) -> RecentBlockhash | DurableNonce:
@@ -910,7 +933,7 @@ class StakingOperations:
                 blockhash=Hash.from_string(snapshot.blockhash),
                 last_valid_block_height=snapshot.last_valid_block_height,
             )
-        # The one per-request read on the build path, and only for durable nonces.
+        # A per-request read on the build path, only for durable nonces.
         answer = await self._rpc.call(
             "getAccountInfo",
             [str(nonce_account), {"encoding": "base64", "commitment": "confirmed"}],

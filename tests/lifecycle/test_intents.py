@@ -226,6 +226,18 @@ async def test_landed_stake_answers_already_exists_with_its_signature(
     plain = _stake(wallet, "stake-once")
     refused = await refused_once_landed(lambda: lc.staking.BuildStakeTransaction(plain))
     assert refused.code() == ALREADY_EXISTS
+    # Another API key has no such intent, but the request_id derives the same address,
+    # and an account lives there now: a transaction creating it again could never land.
+    from service.keys import KeyPolicy
+
+    other = await lc.staking_with(KeyPolicy())
+    for options in (types_pb2.TransactionOptions(), SIMULATE):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await other.BuildStakeTransaction(_stake(wallet, "stake-once", options=options))
+        assert caught.value.code() == ALREADY_EXISTS
+        info = rich_details(caught.value)["ErrorInfo"]
+        assert info.reason == "STAKE_ACCOUNT_EXISTS"
+        assert info.metadata["stake_account"] == built.stake_account
 
 
 async def test_a_landing_outside_the_relay_is_found_on_chain(lifecycle: Lifecycle) -> None:
