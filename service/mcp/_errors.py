@@ -126,15 +126,31 @@ def _violation(name: str, description: str, reason: str = "") -> dict[str, str]:
     return body
 
 
-def from_schema_errors(errors: Iterable[ValidationError]) -> ToolError:
-    """Arguments that do not match the tool's input schema, one violation per problem."""
-    ordered = sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])
+def from_schema_errors(
+    errors: Iterable[ValidationError],
+    value_problems: Iterable[tuple[Iterable[Any], str]] = (),
+) -> ToolError:
+    """Arguments that do not match the tool's input schema, one violation per problem.
+
+    `value_problems` are (path, description) of values the request message cannot
+    hold (a uint64 above its range, bytes not in base64); one at a path the schema
+    already refused is the same problem, said once.
+    """
+    errors = list(errors)
+    found = [(list(error.absolute_path), v) for error in errors for v in _violations(error)]
+    refused = [list(error.absolute_path) for error in errors]
+    found += [
+        (list(path), _violation(_join(path), text, INVALID_TOOL_ARGUMENTS))
+        for path, text in value_problems
+        if list(path) not in refused
+    ]
+    found.sort(key=lambda item: [str(part) for part in item[0]])
     return ToolError(
         code=grpc.StatusCode.INVALID_ARGUMENT.name,
         message="the arguments do not match the tool's input schema",
         reason=INVALID_TOOL_ARGUMENTS,
         hint="Correct the fields named in field_violations (see the tool's inputSchema).",
-        field_violations=[v for error in ordered for v in _violations(error)],
+        field_violations=[violation for _, violation in found],
     )
 
 
@@ -188,12 +204,14 @@ def _violations(error: ValidationError) -> list[dict[str, str]]:
         ]
     if keyword == "additionalProperties":
         known = sorted(schema.get("properties", {}))
+        if known:
+            text = f"unknown field; the known fields are {', '.join(known)}"
+        elif path:
+            text = "unknown field; this object has no fields"
+        else:
+            text = "unknown field; the tool takes no arguments"
         return [
-            _violation(
-                _join(path, name),
-                f"unknown field; the known fields are {', '.join(known)}",
-                INVALID_TOOL_ARGUMENTS,
-            )
+            _violation(_join(path, name), text, INVALID_TOOL_ARGUMENTS)
             for name in sorted(given)
             if name not in known
         ]

@@ -37,6 +37,7 @@ from service.mcp._errors import (
 from service.mcp._guard import private_key_paths
 from service.mcp._summary import summarize, summarize_stream
 from service.mcp._tools import StakingTool, instructions, staking_tools
+from service.mcp._values import value_problems
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,9 @@ class StakingMcp:
         if secrets:
             return private_key_refused(secrets).result(name)
         errors = list(self._validators[name].iter_errors(args))
-        if errors:
-            return from_schema_errors(errors).result(name)
+        problems = list(value_problems(args, tool.method.input_type))
+        if errors or problems:
+            return from_schema_errors(errors, problems).result(name)
         try:
             request = json_format.ParseDict(args, tool.request_class())
         except json_format.ParseError:

@@ -228,6 +228,39 @@ async def errors_round_trip(session: ClientSession, wallet: Keypair) -> None:
     assert error["reason"] == "PRIVATE_KEY_REFUSED"
     assert [v["field"] for v in error["field_violations"]] == ["wallet"]
     assert secret not in json.dumps(refused.model_dump(mode="json"))
+    # Inside a sentence, or as the text of a keypair file: refused all the same, and
+    # no part of it comes back.
+    raw = list(bytes(wallet))
+    for tool, arguments in [
+        ("get_intent", {"request_id": f"my key is {secret}"}),
+        ("list_stake_accounts", {"wallet": json.dumps(raw)}),
+        ("list_stake_accounts", {"wallet": json.dumps(raw, separators=(",", ":"))}),
+    ]:
+        refused = await session.call_tool(tool, arguments)
+        error = tool_error(refused)
+        assert error["reason"] == "PRIVATE_KEY_REFUSED", error
+        assert [v["field"] for v in error["field_violations"]] == list(arguments)
+        answer = json.dumps(refused.model_dump(mode="json"))
+        for leak in (secret[:12], "{}, {}, {}".format(*raw), "{},{},{}".format(*raw)):
+            assert leak not in answer
+
+    # Values the schema admits but the request cannot hold, each named by its field.
+    mistakes: list[tuple[str, dict[str, Any], str, str]] = [
+        ("get_network_info", {"bogus": 1}, "bogus", "unknown field; the tool takes no arguments"),
+        (
+            "build_stake_transaction",
+            {"wallet": address, "amount_lamports": "99999999999999999999999"},
+            "amount_lamports",
+            "must be at most 18446744073709551615",
+        ),
+        ("submit_transaction", {"transaction": "not base64 !!"}, "transaction", "must be base64"),
+    ]
+    for tool, arguments, field, violation in mistakes:
+        error = tool_error(await session.call_tool(tool, arguments))
+        assert error["reason"] == "INVALID_TOOL_ARGUMENTS"
+        [found] = error["field_violations"]
+        assert found["field"] == field
+        assert found["description"].startswith(violation), found
 
     missing = await session.call_tool(
         "get_transaction_status", {"signature": str(Keypair().sign_message(b"never sent"))}

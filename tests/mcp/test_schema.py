@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,14 @@ from typing import Any
 import pytest
 from agentstaking.v1 import staking_pb2, types_pb2
 from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from solders.hash import Hash
 from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.system_program import TransferParams, transfer
+from solders.transaction import VersionedTransaction
 
 from service.mcp import (
     EXPOSED,
@@ -22,8 +29,10 @@ from service.mcp import (
     staking_tools,
     tool_name,
 )
+from service.mcp._errors import from_schema_errors
 from service.mcp._guard import private_key_paths
 from service.mcp._schema import comments
+from service.mcp._values import value_problems
 
 TOOLS = staking_tools()
 
@@ -236,6 +245,171 @@ def test_keypairs_are_found_in_every_encoding() -> None:
         "numbers": list(bytes(signature)),
     }
     assert list(private_key_paths(harmless)) == []
+
+
+KEYPAIR = Keypair.from_seed(bytes(range(1, 33)))
+RAW = bytes(KEYPAIR)
+# The ways a keypair gets pasted: the CLI's base58, base64 (both alphabets, with and
+# without padding), hex, and the JSON array of a keypair file in any layout.
+KEYPAIR_TEXTS = {
+    "base58": str(KEYPAIR),
+    "base64": base64.b64encode(RAW).decode(),
+    "base64 url-safe unpadded": base64.urlsafe_b64encode(RAW).decode().rstrip("="),
+    "hex": RAW.hex(),
+    "hex 0x": "0x" + RAW.hex().upper(),
+    "keypair file": json.dumps(list(RAW)),
+    "keypair file unspaced": json.dumps(list(RAW), separators=(",", ":")),
+    "keypair file indented": json.dumps(list(RAW), indent=2),
+    "keypair file with tabs": "[\t" + " ,\t".join(map(str, RAW)) + "\r\n]",
+}
+DELIMITERS = st.sampled_from(list(" \n\t.,:;\"'()<>{}|!?"))
+
+
+@pytest.mark.parametrize("text", list(KEYPAIR_TEXTS.values()), ids=list(KEYPAIR_TEXTS))
+def test_a_keypair_is_found_inside_any_string_at_any_depth(text: str) -> None:
+    assert list(private_key_paths({"request_id": f"my key is {text}, keep it"})) == ["request_id"]
+    nested = {"wallet": "W", "options": {"memo": "ok", "sources": ["a", {"note": text}]}}
+    assert list(private_key_paths(nested)) == ["options.sources[1].note"]
+    # An object key is no hiding place either: reported at the object holding it.
+    assert list(private_key_paths({"options": {text: 1}})) == ["options"]
+
+
+@given(
+    encoding=st.sampled_from(sorted(KEYPAIR_TEXTS)),
+    before=st.text(max_size=40),
+    after=st.text(max_size=40),
+    left=DELIMITERS,
+    right=DELIMITERS,
+)
+def test_a_keypair_between_any_words_is_found(
+    encoding: str, before: str, after: str, left: str, right: str
+) -> None:
+    text = before + left + KEYPAIR_TEXTS[encoding] + right + after
+    assert list(private_key_paths({"memo": text})) == ["memo"]
+
+
+def _signed_transaction() -> str:
+    """A real signed wire transaction, base64: what submit_transaction takes."""
+    payer = KEYPAIR
+    message = MessageV0.try_compile(
+        payer.pubkey(),
+        [
+            transfer(
+                TransferParams(from_pubkey=payer.pubkey(), to_pubkey=Keypair().pubkey(), lamports=5)
+            )
+        ],
+        [],
+        Hash.new_unique(),
+    )
+    return base64.b64encode(bytes(VersionedTransaction(message, [payer]))).decode()
+
+
+def test_values_that_resemble_keypairs_pass() -> None:
+    """64-byte signatures in every encoding, addresses and transactions are not keys."""
+    signature = bytes(KEYPAIR.sign_message(b"m"))
+    harmless: dict[str, Any] = {
+        "signature": str(KEYPAIR.sign_message(b"m")),
+        "in text": f"landed as {KEYPAIR.sign_message(b'n')} at slot 9",
+        "signature base64": base64.b64encode(signature).decode(),
+        "signature hex": signature.hex(),
+        "signature array text": json.dumps(list(signature)),
+        "wallet": str(KEYPAIR.pubkey()),
+        "wallets": [str(Keypair().pubkey()) for _ in range(5)],
+        "transaction": _signed_transaction(),
+        "memo": "stake 2 SOL with the best validator, epoch 812",
+        "numbers": [int(b) for b in signature],
+        "amount_lamports": "18446744073709551615",
+    }
+    assert list(private_key_paths(harmless)) == []
+
+
+@given(wire=st.binary(min_size=64, max_size=1232), cut=st.integers(0, 1232))
+def test_base64_bytes_pass_even_around_a_delimiter(wire: bytes, cut: int) -> None:
+    """Any run of a base64 text is tried only as a whole token, and only a real
+    keypair's derivation makes it one."""
+    text = base64.b64encode(wire).decode()
+    assert list(private_key_paths({"transaction": f"{text[:cut]} {text[cut:]}"})) == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "problems"),
+    [
+        (
+            "build_stake_transaction",
+            {"wallet": "W", "amount_lamports": "18446744073709551616"},
+            [(("amount_lamports",), "must be at most 18446744073709551615")],
+        ),
+        (
+            "build_stake_transaction",
+            {"wallet": "W", "amount_lamports": "9" * 5000, "lockup": {"unix_timestamp": "-1"}},
+            [(("amount_lamports",), "must be at most 18446744073709551615")],
+        ),
+        (
+            "build_stake_transaction",
+            {"wallet": "W", "amount_lamports": 1, "lockup": {"unix_timestamp": "-" + "9" * 19}},
+            [(("lockup", "unix_timestamp"), "must be at least -9223372036854775808")],
+        ),
+        (
+            "submit_transaction",
+            {"transaction": "not base64 !!"},
+            [
+                (
+                    ("transaction",),
+                    "must be base64 (standard or URL-safe alphabet, padding optional)",
+                )
+            ],
+        ),
+        ("submit_transaction", {"transaction": "AQID"}, []),
+        ("submit_transaction", {"transaction": "AQI="}, []),
+        ("submit_transaction", {"transaction": "_-8"}, []),
+        (
+            "update_webhook",
+            {"webhook": {"name": "webhooks/w", "create_time": "yesterday"}, "update_mask": "url"},
+            [
+                (
+                    ("webhook", "create_time"),
+                    'must be an RFC 3339 timestamp such as "2030-01-01T00:00:00Z"',
+                )
+            ],
+        ),
+    ],
+)
+def test_values_the_request_cannot_hold_are_named_by_field(
+    tool: str, arguments: dict[str, Any], problems: list[tuple[tuple[str, ...], str]]
+) -> None:
+    """What the schema cannot say (uint64 range, base64, timestamps) is found per field;
+    whatever passes, json_format parses."""
+    request = TOOLS[tool].request_class()
+    assert list(value_problems(arguments, TOOLS[tool].method.input_type)) == problems
+    if not problems:
+        json_format.ParseDict(arguments, request)
+    else:
+        with pytest.raises(json_format.ParseError):
+            json_format.ParseDict(arguments, request)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "violations"),
+    [
+        ({"wallet": "W", "amount_lamports": "-1"}, {"amount_lamports": "must match"}),
+        (
+            {"wallet": 5, "amount_lamports": "18446744073709551616"},
+            {"wallet": "must be of type", "amount_lamports": "must be at most"},
+        ),
+    ],
+)
+def test_every_problem_is_one_violation(
+    arguments: dict[str, Any], violations: dict[str, str]
+) -> None:
+    tool = TOOLS["build_stake_transaction"]
+    error = from_schema_errors(
+        Draft202012Validator(tool.input_schema).iter_errors(arguments),
+        value_problems(arguments, tool.method.input_type),
+    )
+    found = [(v["field"], v["description"]) for v in error.field_violations]
+    assert len(found) == len(violations)
+    for name, text in found:
+        assert text.startswith(violations[name])
 
 
 def test_the_tool_table_of_the_docs_matches_the_tools() -> None:
