@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
-from agentstaking.v1 import keys_pb2
+from agentstaking.v1 import keys_pb2, staking_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from service.core.errors import InvalidArgumentError
+from service.core.errors import (
+    FieldViolation,
+    FieldViolationsError,
+    InvalidArgumentError,
+    combine_violations,
+    failed_checks,
+)
 from service.core.policy import CallerPolicy
-from service.keys import ApiKey, KeyPolicy, KeyState, RateLimit
+from service.keys import ApiKey, KeyArgumentError, KeyPolicy, KeyState, RateLimit
 
 NAME_PREFIX = "apiKeys/"
 
@@ -25,6 +34,10 @@ POLICY_FIELDS = frozenset(keys_pb2.KeyPolicy.DESCRIPTOR.fields_by_name)
 # Every updatable path fits many times over: more is not a mask, it is abuse.
 MAX_MASK_PATHS = 64
 MAX_MASK_PATH_CHARS = 128
+STAKING_METHODS: Final = frozenset(
+    staking_pb2.DESCRIPTOR.services_by_name["StakingService"].methods_by_name
+)
+"""What `policy.allowed_methods` may name: the RPCs of the StakingService."""
 
 
 def key_id_from_name(name: str, *, field: str = "name") -> str:
@@ -112,31 +125,86 @@ def policy_to_proto(policy: KeyPolicy) -> keys_pb2.KeyPolicy:
 
 
 def policy_to_domain(proto: keys_pb2.KeyPolicy) -> KeyPolicy:
-    rate_limit = None
-    if proto.HasField("rate_limit"):
-        rate_limit = RateLimit(
-            requests_per_minute=proto.rate_limit.requests_per_minute, burst=proto.rate_limit.burst
+    """The domain policy; every invalid field is reported, field paths relative to the
+    policy (``policy.<field>``).
+
+    Raises:
+        KeyArgumentError: One field is invalid; FieldViolationsError: several are.
+    """
+    methods = tuple(proto.allowed_methods)
+    unknown = [method for method in dict.fromkeys(methods) if method not in STAKING_METHODS]
+
+    def build() -> KeyPolicy:
+        rate_limit = None
+        if proto.HasField("rate_limit"):
+            rate_limit = RateLimit(
+                requests_per_minute=proto.rate_limit.requests_per_minute,
+                burst=proto.rate_limit.burst,
+            )
+        return KeyPolicy(
+            max_lamports_per_transaction=proto.max_lamports_per_transaction,
+            allowed_vote_accounts=tuple(proto.allowed_vote_accounts),
+            allowed_wallets=tuple(proto.allowed_wallets),
+            service_fee_bps=proto.service_fee_bps if proto.HasField("service_fee_bps") else None,
+            rate_limit=rate_limit,
+            # Unknown names are reported here, not once more by the model's shape check.
+            allowed_methods=() if unknown else methods,
+            max_priority_fee_lamports=proto.max_priority_fee_lamports,
         )
-    return KeyPolicy(
-        max_lamports_per_transaction=proto.max_lamports_per_transaction,
-        allowed_vote_accounts=tuple(proto.allowed_vote_accounts),
-        allowed_wallets=tuple(proto.allowed_wallets),
-        service_fee_bps=proto.service_fee_bps if proto.HasField("service_fee_bps") else None,
-        rate_limit=rate_limit,
-        allowed_methods=tuple(proto.allowed_methods),
-        max_priority_fee_lamports=proto.max_priority_fee_lamports,
+
+    if not unknown:
+        return build()
+    shown = ", ".join(repr(name[:64]) for name in unknown[:5]) + (
+        f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
     )
+    methods_error = KeyArgumentError(
+        f"policy.allowed_methods names what is not a StakingService RPC: {shown} "
+        "(e.g. 'BuildStakeTransaction', 'ListStakeAccounts')",
+        field="policy.allowed_methods",
+        reason="INVALID_KEY_POLICY",
+    )
+    raise combine_violations([methods_error, *failed_checks(build)]) or methods_error
 
 
-def merge_policy(current: KeyPolicy, proto: keys_pb2.KeyPolicy, fields: set[str]) -> KeyPolicy:
-    """`current` with the named `policy.<field>` values replaced by those of `proto`."""
-    merged = policy_to_proto(current)
+def selected_policy(proto: keys_pb2.KeyPolicy, fields: Collection[str]) -> keys_pb2.KeyPolicy:
+    """`proto` with only the named fields set: a field the update mask does not select is
+    neither validated nor applied."""
     chosen = keys_pb2.KeyPolicy()
     chosen.CopyFrom(proto)
-    for name in POLICY_FIELDS:
-        (merged if name in fields else chosen).ClearField(name)  # type: ignore[arg-type]
-    merged.MergeFrom(chosen)
-    return policy_to_domain(merged)
+    for name in POLICY_FIELDS - set(fields):
+        chosen.ClearField(name)  # type: ignore[arg-type]
+    return chosen
+
+
+@contextlib.contextmanager
+def fields_within(message_field: str) -> Iterator[None]:
+    """Field violations raised inside name ``<message_field>.<path>``: the domain names
+    fields relative to the resource, a BadRequest relative to the request (AIP-193)."""
+    try:
+        yield
+    except InvalidArgumentError as exc:
+        if not exc.violations:
+            raise
+        raise _within(exc, f"{message_field}.") from None
+
+
+def _within(error: InvalidArgumentError, prefix: str) -> InvalidArgumentError:
+    violations = [
+        FieldViolation(field=prefix + v.field, description=v.description, reason=v.reason)
+        for v in error.violations
+    ]
+    if isinstance(error, FieldViolationsError):
+        return FieldViolationsError(violations)
+    metadata = {
+        key: prefix + value if key == "field" else value for key, value in error.metadata.items()
+    }
+    return InvalidArgumentError(
+        error.message,
+        reason=error.reason,
+        metadata=metadata,
+        hint=error.hint,
+        violations=violations,
+    )
 
 
 def caller_policy(policy: KeyPolicy) -> CallerPolicy:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import grpc
 from agentstaking.v1 import keys_pb2, keys_pb2_grpc
 
-from service.keys import UNSET, KeyManager, Scope
+from service.core.errors import DomainError
+from service.keys import UNSET, KeyManager, KeyPolicy, Scope, Unset, checked
 
 from ._errors import handle_errors
 from ._key_converters import (
     api_key_to_proto,
     duration_to_timedelta,
+    fields_within,
     key_id_from_name,
-    merge_policy,
     policy_to_domain,
+    selected_policy,
     state_to_domain,
     timestamp_to_datetime,
     update_paths,
@@ -37,6 +40,10 @@ def _require_admin(*, unless_self: str | None = None) -> None:
 
 
 class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
+    """Each call converts every request field before it reports any: one INVALID_ARGUMENT
+    names them all (a conversion that fails is passed on to the manager as ``invalid``,
+    which adds the violations of its own checks and raises before reading a key)."""
+
     def __init__(self, keys: KeyManager) -> None:
         self._keys = keys
 
@@ -45,15 +52,23 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         self, request: keys_pb2.CreateApiKeyRequest, context: Context
     ) -> keys_pb2.CreateApiKeyResponse:
         _require_admin()
-        key, secret = await self._keys.create(
-            display_name=request.display_name,
-            scopes=list(request.scopes),
-            policy=policy_to_domain(request.policy),
-            expire_time=(
+        failures: list[DomainError] = []
+        policy = checked(lambda: policy_to_domain(request.policy), failures, KeyPolicy())
+        expire_time = checked(
+            lambda: (
                 timestamp_to_datetime(request.expire_time, field="expire_time")
                 if request.HasField("expire_time")
                 else None
             ),
+            failures,
+            None,
+        )
+        key, secret = await self._keys.create(
+            display_name=request.display_name,
+            scopes=list(request.scopes),
+            policy=policy,
+            expire_time=expire_time,
+            invalid=failures,
         )
         return keys_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(key), secret=secret)
 
@@ -70,10 +85,15 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         self, request: keys_pb2.ListApiKeysRequest, context: Context
     ) -> keys_pb2.ListApiKeysResponse:
         _require_admin()
+        failures: list[DomainError] = []
+        state = checked(lambda: state_to_domain(request.state), failures, None)
         keys, next_token, total = await self._keys.list(
             page_size=request.page_size,
-            page_token=request.page_token,
-            state=state_to_domain(request.state),
+            # A page token is bound to its state filter: with an unknown state there is
+            # nothing to compare it with.
+            page_token="" if failures else request.page_token,
+            state=state,
+            invalid=failures,
         )
         return keys_pb2.ListApiKeysResponse(
             api_keys=[api_key_to_proto(k) for k in keys],
@@ -85,16 +105,22 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     async def RotateApiKey(
         self, request: keys_pb2.RotateApiKeyRequest, context: Context
     ) -> keys_pb2.RotateApiKeyResponse:
-        key_id = key_id_from_name(request.name)
-        _require_admin(unless_self=key_id)
-        key, secret = await self._keys.rotate(
-            key_id,
-            grace_period=(
+        failures: list[DomainError] = []
+        key_id = checked(lambda: key_id_from_name(request.name), failures, "")
+        grace_period = checked(
+            lambda: (
                 duration_to_timedelta(request.grace_period, field="grace_period")
                 if request.HasField("grace_period")
                 else None
             ),
+            failures,
+            None,
         )
+        if key_id:
+            # Without a usable name the call is refused as INVALID_ARGUMENT, before
+            # anything is read.
+            _require_admin(unless_self=key_id)
+        key, secret = await self._keys.rotate(key_id, grace_period=grace_period, invalid=failures)
         return keys_pb2.RotateApiKeyResponse(api_key=api_key_to_proto(key), secret=secret)
 
     @handle_errors
@@ -113,25 +139,36 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         key_id = key_id_from_name(request.api_key.name, field="api_key.name")
         top, policy_fields = update_paths(request)
         source = request.api_key
-        policy: Any = UNSET
-        if "policy" in top:
-            policy = policy_to_domain(source.policy)
-        elif policy_fields:
-            policy = merge_policy(
-                (await self._keys.get(key_id)).policy, source.policy, policy_fields
+        failures: list[DomainError] = []
+        # Fields below are named relative to the ApiKey; the violations, relative to
+        # the request (`api_key.display_name`).
+        with fields_within("api_key"):
+            policy: KeyPolicy | Unset = UNSET
+            if "policy" in top or policy_fields:
+                chosen = (
+                    source.policy
+                    if "policy" in top
+                    else selected_policy(source.policy, policy_fields)
+                )
+                policy = checked(lambda: policy_to_domain(chosen), failures, UNSET)
+            expire_time: datetime | Unset | None = UNSET
+            if "expire_time" in top:
+                expire_time = checked(
+                    lambda: (
+                        timestamp_to_datetime(source.expire_time, field="expire_time")
+                        if source.HasField("expire_time")
+                        else None
+                    ),
+                    failures,
+                    UNSET,
+                )
+            key = await self._keys.update(
+                key_id,
+                display_name=source.display_name if "display_name" in top else UNSET,
+                scopes=list(source.scopes) if "scopes" in top else UNSET,
+                policy=policy,
+                policy_fields=None if "policy" in top else policy_fields,
+                expire_time=expire_time,
+                invalid=failures,
             )
-        expire_time: Any = UNSET
-        if "expire_time" in top:
-            expire_time = (
-                timestamp_to_datetime(source.expire_time, field="api_key.expire_time")
-                if source.HasField("expire_time")
-                else None
-            )
-        key = await self._keys.update(
-            key_id,
-            display_name=source.display_name if "display_name" in top else UNSET,
-            scopes=list(source.scopes) if "scopes" in top else UNSET,
-            policy=policy,
-            expire_time=expire_time,
-        )
         return keys_pb2.UpdateApiKeyResponse(api_key=api_key_to_proto(key))

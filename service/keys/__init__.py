@@ -22,6 +22,8 @@ from service.keys._errors import (
     KeyNotFoundError,
     KeyRevokedError,
     KeyStoreUnavailableError,
+    checked,
+    raise_failures,
 )
 from service.keys._manager import (
     DEFAULT_PAGE_SIZE,
@@ -79,7 +81,9 @@ __all__ = [
     "SqlKeyStore",
     "Unset",
     "UsageDelta",
+    "checked",
     "now_utc",
     "open_store",
     "parse_key_id",
+    "raise_failures",
 ]

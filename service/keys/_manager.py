@@ -11,8 +11,8 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
@@ -31,6 +31,8 @@ from service.keys._errors import (
     KeyNotFoundError,
     KeyRevokedError,
     KeyStoreUnavailableError,
+    checked,
+    raise_failures,
 )
 from service.keys._model import (
     UNSET,
@@ -257,6 +259,17 @@ def _decode_page_token(token: str, state: KeyState | None) -> str:
             reason="INVALID_PAGE_TOKEN",
         )
     return after
+
+
+_POLICY_FIELDS: Final = frozenset(f.name for f in fields(KeyPolicy))
+
+
+def _check_policy(policy: object) -> KeyPolicy:
+    if not isinstance(policy, KeyPolicy):
+        raise KeyArgumentError(
+            "policy must be a KeyPolicy", field="policy", reason="INVALID_KEY_POLICY"
+        )
+    return policy
 
 
 def _json_ready(value: Any) -> Any:
@@ -508,24 +521,30 @@ class KeyManager:
         scopes: Iterable[str],
         policy: KeyPolicy = KeyPolicy(),  # noqa: B008 - frozen, so sharing it is safe
         expire_time: datetime | None = None,
+        invalid: Iterable[DomainError] = (),
     ) -> tuple[ApiKey, str]:
         """Create an active key.
+
+        Args:
+            invalid: Violations the caller found converting other fields of the same
+                request; reported together with these arguments' own.
 
         Returns:
             The key and its secret ``ask_<key_id>_<secret>``: the only time the secret
             exists outside the caller.
 
         Raises:
-            KeyArgumentError: display_name, scopes or expire_time is invalid.
+            KeyArgumentError: display_name, scopes, policy or expire_time is invalid
+                (``FieldViolationsError`` naming each when several are, or when
+                ``invalid`` is not empty).
         """
-        name = check_display_name(display_name)
-        granted = check_scopes(scopes)
-        if not isinstance(policy, KeyPolicy):
-            raise KeyArgumentError(
-                "policy must be a KeyPolicy", field="policy", reason="INVALID_KEY_POLICY"
-            )
+        failures = list(invalid)
         now = self._now()
-        expires = check_expire_time(expire_time, now=now)
+        name = checked(lambda: check_display_name(display_name), failures, "")
+        granted = checked(lambda: check_scopes(scopes), failures, frozenset[str]())
+        checked(lambda: _check_policy(policy), failures, None)
+        expires = checked(lambda: check_expire_time(expire_time, now=now), failures, None)
+        raise_failures(failures)
         attempts = 0
         while True:
             record, event, token = self._new_key(
@@ -597,6 +616,7 @@ class KeyManager:
         page_size: int = DEFAULT_PAGE_SIZE,
         page_token: str = "",
         state: KeyState | None = None,
+        invalid: Iterable[DomainError] = (),
     ) -> tuple[builtins.list[ApiKey], str, int]:
         """One page of keys in key-id order (which is creation order, to the millisecond).
 
@@ -604,6 +624,8 @@ class KeyManager:
             page_size: Keys per page; 0 means 50, above 500 means 500.
             page_token: ``next_page_token`` of the previous page; "" for the first.
             state: Only keys in this state now; None: all.
+            invalid: Violations the caller found converting other fields of the same
+                request; reported together with these arguments' own.
 
         Returns:
             (keys, next_page_token or "" on the last page, keys matching in all).
@@ -612,12 +634,16 @@ class KeyManager:
             KeyArgumentError: page_size is negative or page_token is not one of ours
                 for the same filter.
         """
+        failures = list(invalid)
         if page_size < 0:
-            raise KeyArgumentError(
-                "page_size must not be negative", field="page_size", reason="INVALID_PAGE_SIZE"
+            failures.append(
+                KeyArgumentError(
+                    "page_size must not be negative", field="page_size", reason="INVALID_PAGE_SIZE"
+                )
             )
+        after = checked(lambda: _decode_page_token(page_token, state), failures, "")
+        raise_failures(failures)
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = _decode_page_token(page_token, state)
         now = self._now()
         records, total = await self._store.list_keys(
             after=after, limit=size + 1, state=state, now=now
@@ -639,13 +665,19 @@ class KeyManager:
         log.info("API key %s %s", old.key_id, event.event.value)
 
     async def rotate(
-        self, key_id: str, *, grace_period: timedelta | None = None
+        self,
+        key_id: str,
+        *,
+        grace_period: timedelta | None = None,
+        invalid: Iterable[DomainError] = (),
     ) -> tuple[ApiKey, str]:
         """Issue a new secret. The previous one works until now + ``grace_period``;
         the one before it (if still in its grace period) stops now.
 
         Args:
             grace_period: 0 to 30 days; None: the manager's default (24 h).
+            invalid: Violations the caller found converting other fields of the same
+                request; reported together with grace_period's, before the key is read.
 
         Returns:
             The key (rotate_time, last_rotate_time, grace_expire_time updated) and the
@@ -656,9 +688,16 @@ class KeyManager:
             KeyNotFoundError, KeyRevokedError, KeyExpiredError.
             ConcurrentModificationError: Another change of the key won the race.
         """
-        grace = check_grace_period(
-            self._default_grace if grace_period is None else grace_period, maximum=MAX_GRACE_PERIOD
+        failures = list(invalid)
+        grace = checked(
+            lambda: check_grace_period(
+                self._default_grace if grace_period is None else grace_period,
+                maximum=MAX_GRACE_PERIOD,
+            ),
+            failures,
+            self._default_grace,
         )
+        raise_failures(failures)
         record = await self._load(key_id)
         now = self._now()
         self._check_changeable(record, now, "rotated", allow_expired=False)
@@ -711,32 +750,50 @@ class KeyManager:
         display_name: str | Unset = UNSET,
         scopes: Iterable[str] | Unset = UNSET,
         policy: KeyPolicy | Unset = UNSET,
+        policy_fields: Collection[str] | None = None,
         expire_time: datetime | Unset | None = UNSET,
+        invalid: Iterable[DomainError] = (),
     ) -> ApiKey:
         """Change the given fields (:data:`UNSET` ones stay). ``expire_time=None`` means
         never; a later expire_time makes an expired key active again.
 
+        Args:
+            policy_fields: Only these fields of ``policy`` (KeyPolicy field names)
+                replace the key's; None: the whole policy.
+            invalid: Violations the caller found converting other fields of the same
+                request; reported together with these arguments' own, before the key
+                is read.
+
         Raises:
-            KeyArgumentError: A value is invalid (expire_time must be in the future).
+            KeyArgumentError: A value is invalid (expire_time must be in the future);
+                ``FieldViolationsError`` naming each when several are.
             KeyNotFoundError, ConcurrentModificationError.
             KeyRevokedError: Revoked keys cannot change.
+            ValueError: ``policy_fields`` names something that is not a KeyPolicy field.
         """
+        if policy_fields is not None and not _POLICY_FIELDS.issuperset(policy_fields):
+            raise ValueError(f"policy_fields must name KeyPolicy fields, got {policy_fields}")
+        failures = list(invalid)
+        now = self._now()
         changes: dict[str, Any] = {}
         if not isinstance(display_name, Unset):
-            changes["display_name"] = check_display_name(display_name)
+            changes["display_name"] = checked(
+                lambda: check_display_name(display_name), failures, ""
+            )
         if not isinstance(scopes, Unset):
-            changes["scopes"] = check_scopes(scopes)
+            changes["scopes"] = checked(lambda: check_scopes(scopes), failures, frozenset[str]())
         if not isinstance(policy, Unset):
-            if not isinstance(policy, KeyPolicy):
-                raise KeyArgumentError(
-                    "policy must be a KeyPolicy", field="policy", reason="INVALID_KEY_POLICY"
-                )
-            changes["policy"] = policy
-        record = await self._load(key_id)
-        now = self._now()
-        self._check_changeable(record, now, "updated", allow_expired=True)
+            changes["policy"] = checked(lambda: _check_policy(policy), failures, KeyPolicy())
         if not isinstance(expire_time, Unset):
-            changes["expire_time"] = check_expire_time(expire_time, now=now)
+            changes["expire_time"] = checked(
+                lambda: check_expire_time(expire_time, now=now), failures, None
+            )
+        raise_failures(failures)
+        record = await self._load(key_id)
+        self._check_changeable(record, now, "updated", allow_expired=True)
+        if "policy" in changes and policy_fields is not None:
+            chosen = {name: getattr(changes["policy"], name) for name in policy_fields}
+            changes["policy"] = replace(record.policy, **chosen)
         if not changes:
             return _to_api(record, now)
         new = replace(record, **changes, update_time=now, version=record.version + 1)

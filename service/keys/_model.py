@@ -7,10 +7,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 from service.core import parse_address
-from service.keys._errors import KeyArgumentError
+from service.core.errors import DomainError
+from service.keys._errors import KeyArgumentError, checked, raise_failures
 
 U64_MAX: Final = 2**64 - 1
 U32_MAX: Final = 2**32 - 1
@@ -82,6 +84,25 @@ def _unique_strings(value: object, *, name: str) -> tuple[str, ...]:
     return unique
 
 
+def _addresses(value: object, *, name: str) -> tuple[str, ...]:
+    addresses = _unique_strings(value, name=name)
+    for address in addresses:
+        parse_address(address, field=f"policy.{name}")
+    return addresses
+
+
+def _method_names(value: object) -> tuple[str, ...]:
+    methods = _unique_strings(value, name="allowed_methods")
+    for method in methods:
+        if not _METHOD_RE.fullmatch(method):
+            raise _invalid_policy(
+                "allowed_methods",
+                f"policy.allowed_methods entry {method[:64]!r} is not an RPC name "
+                "such as 'BuildStakeTransaction'",
+            )
+    return methods
+
+
 @dataclass(frozen=True, kw_only=True)
 class RateLimit:
     """A token bucket: sustained requests per minute and burst size (0: operator default)."""
@@ -118,28 +139,26 @@ class KeyPolicy:
     """Largest priority fee a built transaction may carry; 0: the operator's maximum."""
 
     def __post_init__(self) -> None:
-        _check_int(
-            self.max_lamports_per_transaction, name="max_lamports_per_transaction", high=U64_MAX
-        )
-        _check_int(self.max_priority_fee_lamports, name="max_priority_fee_lamports", high=U64_MAX)
+        # Every field is checked before any is reported.
+        failures: list[DomainError] = []
+        for name, high in (
+            ("max_lamports_per_transaction", U64_MAX),
+            ("max_priority_fee_lamports", U64_MAX),
+        ):
+            checked(partial(_check_int, getattr(self, name), name=name, high=high), failures, 0)
         for name in ("allowed_vote_accounts", "allowed_wallets"):
-            addresses = _unique_strings(getattr(self, name), name=name)
-            for address in addresses:
-                parse_address(address, field=f"policy.{name}")
+            addresses = checked(partial(_addresses, getattr(self, name), name=name), failures, ())
             object.__setattr__(self, name, addresses)
         if self.service_fee_bps is not None:
-            _check_int(self.service_fee_bps, name="service_fee_bps", high=MAX_SERVICE_FEE_BPS)
+            fee_check = partial(
+                _check_int, self.service_fee_bps, name="service_fee_bps", high=MAX_SERVICE_FEE_BPS
+            )
+            checked(fee_check, failures, 0)
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
-            raise _invalid_policy("rate_limit", "policy.rate_limit must be a RateLimit")
-        methods = _unique_strings(self.allowed_methods, name="allowed_methods")
-        for method in methods:
-            if not _METHOD_RE.fullmatch(method):
-                raise _invalid_policy(
-                    "allowed_methods",
-                    f"policy.allowed_methods entry {method[:64]!r} is not an RPC name "
-                    "such as 'BuildStakeTransaction'",
-                )
+            failures.append(_invalid_policy("rate_limit", "policy.rate_limit must be a RateLimit"))
+        methods = checked(partial(_method_names, self.allowed_methods), failures, ())
         object.__setattr__(self, "allowed_methods", methods)
+        raise_failures(failures)
 
     def to_json(self) -> dict[str, Any]:
         """The policy as a JSON-ready dict (the stores' and the audit log's format)."""

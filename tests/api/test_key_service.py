@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections.abc import Awaitable
 from datetime import UTC, timedelta
 from pathlib import Path
 
@@ -21,8 +22,11 @@ from tests._grpc_auth import keyed_channel
 from tests.conftest import Backend, FakeClock
 
 from ._helpers import rich_details
+from .conftest import Service
 
 NETWORK = staking_pb2.GetNetworkInfoRequest()
+WALLET = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM"
+PAST = timestamp_pb2.Timestamp(seconds=978_307_200)  # 2001-01-01
 
 
 async def _server(
@@ -277,3 +281,213 @@ async def test_store_migrations_are_idempotent(backend: Backend) -> None:
     assert (await second.get(key.key_id)).display_name == "once"
     await first.stop()
     await second.stop()
+
+
+async def _refusal(call: Awaitable[object]) -> tuple[str, list[tuple[str, str]]]:
+    """The ErrorInfo reason and the BadRequest (field, reason) pairs of an INVALID_ARGUMENT."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, caught.value
+    details = rich_details(caught.value)
+    violations = details["BadRequest"].field_violations
+    return str(details["ErrorInfo"].reason), [(v.field, v.reason) for v in violations]
+
+
+async def _new_key(service: Service) -> keys_pb2.ApiKey:
+    created = await service.keys.CreateApiKey(
+        keys_pb2.CreateApiKeyRequest(display_name="to update", scopes=["staking"])
+    )
+    return created.api_key
+
+
+async def test_allowed_methods_must_be_staking_service_rpcs(service: Service) -> None:
+    typo = keys_pb2.KeyPolicy(allowed_methods=["BuildStakeTransactoin"])
+    assert await _refusal(
+        service.keys.CreateApiKey(
+            keys_pb2.CreateApiKeyRequest(display_name="typo", scopes=["staking"], policy=typo)
+        )
+    ) == ("INVALID_KEY_POLICY", [("policy.allowed_methods", "INVALID_KEY_POLICY")])
+    key = await _new_key(service)
+    for mask in ("policy", "policy.allowed_methods"):
+        assert await _refusal(
+            service.keys.UpdateApiKey(
+                keys_pb2.UpdateApiKeyRequest(
+                    api_key=keys_pb2.ApiKey(name=key.name, policy=typo),
+                    update_mask=field_mask_pb2.FieldMask(paths=[mask]),
+                )
+            )
+        ) == ("INVALID_KEY_POLICY", [("api_key.policy.allowed_methods", "INVALID_KEY_POLICY")])
+    # Every RPC of the service definition is a name the policy accepts.
+    every = sorted(staking_pb2.DESCRIPTOR.services_by_name["StakingService"].methods_by_name)
+    created = await service.keys.CreateApiKey(
+        keys_pb2.CreateApiKeyRequest(
+            display_name="all methods",
+            scopes=["staking"],
+            policy=keys_pb2.KeyPolicy(allowed_methods=every),
+        )
+    )
+    assert sorted(created.api_key.policy.allowed_methods) == every
+
+
+async def test_create_names_every_invalid_field(service: Service) -> None:
+    assert await _refusal(
+        service.keys.CreateApiKey(
+            keys_pb2.CreateApiKeyRequest(display_name="", scopes=["root"], expire_time=PAST)
+        )
+    ) == (
+        "INVALID_FIELDS",
+        [
+            ("display_name", "INVALID_DISPLAY_NAME"),
+            ("scopes", "INVALID_SCOPE"),
+            ("expire_time", "INVALID_EXPIRE_TIME"),
+        ],
+    )
+    assert await _refusal(
+        service.keys.CreateApiKey(
+            keys_pb2.CreateApiKeyRequest(
+                display_name="",
+                scopes=["staking"],
+                policy=keys_pb2.KeyPolicy(
+                    allowed_wallets=["not-an-address"],
+                    allowed_vote_accounts=["nor-this"],
+                    allowed_methods=["NoSuchRpc"],
+                ),
+                expire_time=timestamp_pb2.Timestamp(seconds=2**62),
+            )
+        )
+    ) == (
+        "INVALID_FIELDS",
+        [
+            ("policy.allowed_methods", "INVALID_KEY_POLICY"),
+            ("policy.allowed_vote_accounts", "INVALID_ADDRESS"),
+            ("policy.allowed_wallets", "INVALID_ADDRESS"),
+            ("expire_time", "INVALID_TIMESTAMP"),
+            ("display_name", "INVALID_DISPLAY_NAME"),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("api_key", "path", "field", "reason"),
+    [
+        (keys_pb2.ApiKey(display_name=""), "display_name", "display_name", "INVALID_DISPLAY_NAME"),
+        (keys_pb2.ApiKey(expire_time=PAST), "expire_time", "expire_time", "INVALID_EXPIRE_TIME"),
+        (keys_pb2.ApiKey(scopes=["root"]), "scopes", "scopes", "INVALID_SCOPE"),
+        (
+            keys_pb2.ApiKey(policy=keys_pb2.KeyPolicy(allowed_wallets=["x"])),
+            "policy.allowed_wallets",
+            "policy.allowed_wallets",
+            "INVALID_ADDRESS",
+        ),
+        (
+            keys_pb2.ApiKey(policy=keys_pb2.KeyPolicy(service_fee_bps=10_001)),
+            "policy",
+            "policy.service_fee_bps",
+            "INVALID_KEY_POLICY",
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+async def test_update_names_fields_relative_to_the_request(
+    service: Service, api_key: keys_pb2.ApiKey, path: str, field: str, reason: str
+) -> None:
+    key = await _new_key(service)
+    api_key.name = key.name
+    assert await _refusal(
+        service.keys.UpdateApiKey(
+            keys_pb2.UpdateApiKeyRequest(
+                api_key=api_key, update_mask=field_mask_pb2.FieldMask(paths=[path])
+            )
+        )
+    ) == (reason, [(f"api_key.{field}", reason)])
+
+
+async def test_update_names_every_invalid_field_before_looking_up_the_key(
+    service: Service,
+) -> None:
+    update = keys_pb2.UpdateApiKeyRequest(
+        api_key=keys_pb2.ApiKey(
+            display_name="",
+            scopes=["root"],
+            expire_time=PAST,
+            policy=keys_pb2.KeyPolicy(
+                allowed_wallets=["x"], allowed_vote_accounts=[WALLET, "y"], service_fee_bps=1
+            ),
+        ),
+        update_mask=field_mask_pb2.FieldMask(
+            paths=[
+                "display_name",
+                "scopes",
+                "expire_time",
+                "policy.allowed_wallets",
+                "policy.allowed_vote_accounts",
+            ]
+        ),
+    )
+    expected = (
+        "INVALID_FIELDS",
+        [
+            ("api_key.policy.allowed_vote_accounts", "INVALID_ADDRESS"),
+            ("api_key.policy.allowed_wallets", "INVALID_ADDRESS"),
+            ("api_key.display_name", "INVALID_DISPLAY_NAME"),
+            ("api_key.scopes", "INVALID_SCOPE"),
+            ("api_key.expire_time", "INVALID_EXPIRE_TIME"),
+        ],
+    )
+    update.api_key.name = (await _new_key(service)).name
+    assert await _refusal(service.keys.UpdateApiKey(update)) == expected
+    # A key that does not exist: the fields are reported first (no read).
+    update.api_key.name = "apiKeys/0000000000000000"
+    assert await _refusal(service.keys.UpdateApiKey(update)) == expected
+
+
+async def test_a_policy_field_update_keeps_the_other_fields(service: Service) -> None:
+    created = await service.keys.CreateApiKey(
+        keys_pb2.CreateApiKeyRequest(
+            display_name="partial",
+            scopes=["staking"],
+            policy=keys_pb2.KeyPolicy(allowed_wallets=[WALLET], max_lamports_per_transaction=7),
+        )
+    )
+    # Fields the mask does not select are neither validated nor applied.
+    updated = await service.keys.UpdateApiKey(
+        keys_pb2.UpdateApiKeyRequest(
+            api_key=keys_pb2.ApiKey(
+                name=created.api_key.name,
+                policy=keys_pb2.KeyPolicy(
+                    allowed_methods=["GetNetworkInfo"], allowed_wallets=["not-an-address"]
+                ),
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["policy.allowed_methods"]),
+        )
+    )
+    assert updated.api_key.policy == keys_pb2.KeyPolicy(
+        allowed_wallets=[WALLET], max_lamports_per_transaction=7, allowed_methods=["GetNetworkInfo"]
+    )
+
+
+async def test_rotate_and_list_name_every_invalid_field(service: Service) -> None:
+    assert await _refusal(
+        service.keys.RotateApiKey(
+            keys_pb2.RotateApiKeyRequest(
+                name="keys/x", grace_period=duration_pb2.Duration(seconds=31 * 86_400)
+            )
+        )
+    ) == (
+        "INVALID_FIELDS",
+        [("name", "INVALID_ARGUMENT"), ("grace_period", "INVALID_GRACE_PERIOD")],
+    )
+    assert await _refusal(
+        service.keys.ListApiKeys(
+            keys_pb2.ListApiKeysRequest(page_size=-1, page_token="garbage!", state=99)  # type: ignore[arg-type]
+        )
+    ) == (
+        "INVALID_FIELDS",
+        [("state", "INVALID_ARGUMENT"), ("page_size", "INVALID_PAGE_SIZE")],
+    )
+    assert await _refusal(
+        service.keys.ListApiKeys(keys_pb2.ListApiKeysRequest(page_size=-1, page_token="garbage!"))
+    ) == (
+        "INVALID_FIELDS",
+        [("page_size", "INVALID_PAGE_SIZE"), ("page_token", "INVALID_PAGE_TOKEN")],
+    )

@@ -17,6 +17,7 @@ from service.keys import (
     API_KEY_ROTATED,
     API_KEY_UNKNOWN,
     AuthenticationError,
+    KeyArgumentError,
     KeyEvent,
     KeyManager,
     KeyPolicy,
@@ -239,6 +240,47 @@ async def test_create_rejects_invalid_arguments(
     assert caught.value.kind is ErrorKind.INVALID_ARGUMENT
     assert [v.field for v in caught.value.violations] == [field]
     assert (await manager.list())[2] == 0
+
+
+async def test_every_invalid_argument_is_named_before_the_key_is_read(
+    manager: KeyManager, clock: FakeClock
+) -> None:
+    with pytest.raises(DomainError) as caught:
+        await manager.create(display_name="", scopes=["root"], expire_time=clock.now)
+    assert caught.value.reason == "INVALID_FIELDS"
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ("display_name", "INVALID_DISPLAY_NAME"),
+        ("scopes", "INVALID_SCOPE"),
+        ("expire_time", "INVALID_EXPIRE_TIME"),
+    ]
+    # A caller's own conversion failures are reported with the manager's checks.
+    found = KeyArgumentError("bad", field="policy.allowed_methods", reason="INVALID_KEY_POLICY")
+    with pytest.raises(DomainError) as caught:
+        await manager.update(
+            "0000000000000000", display_name=" ", expire_time=clock.now, invalid=[found]
+        )
+    assert [v.field for v in caught.value.violations] == [
+        "policy.allowed_methods",
+        "display_name",
+        "expire_time",
+    ]
+    assert (await manager.list())[2] == 0
+
+
+async def test_an_update_of_policy_fields_keeps_the_others(manager: KeyManager) -> None:
+    key, _ = await manager.create(
+        display_name="k",
+        scopes=["staking"],
+        policy=KeyPolicy(allowed_wallets=(WALLET,), service_fee_bps=3),
+    )
+    updated = await manager.update(
+        key.key_id,
+        policy=KeyPolicy(allowed_methods=("GetNetworkInfo",), allowed_wallets=()),
+        policy_fields={"allowed_methods"},
+    )
+    assert updated.policy == KeyPolicy(
+        allowed_wallets=(WALLET,), service_fee_bps=3, allowed_methods=("GetNetworkInfo",)
+    )
 
 
 async def test_other_argument_and_lookup_errors(manager: KeyManager, clock: FakeClock) -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.core.errors import ErrorKind
+from service.core.errors import ErrorKind, InvalidArgumentError
 from service.keys import (
     API_KEY_MALFORMED,
     AuthenticationError,
@@ -115,6 +115,23 @@ def test_invalid_policy_values_name_their_field(kwargs: dict[str, Any], field: s
     error = caught.value
     assert getattr(error, "kind", None) is ErrorKind.INVALID_ARGUMENT
     assert [v.field for v in error.violations] == [field]  # type: ignore[attr-defined]
+
+
+def test_a_policy_names_every_invalid_field_with_its_own_reason() -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        KeyPolicy(
+            allowed_wallets=("x",),
+            allowed_vote_accounts=(WALLET, "y"),
+            service_fee_bps=10_001,
+            allowed_methods=("buildStake",),
+        )
+    assert caught.value.reason == "INVALID_FIELDS"
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ("policy.allowed_vote_accounts", "INVALID_ADDRESS"),
+        ("policy.allowed_wallets", "INVALID_ADDRESS"),
+        ("policy.service_fee_bps", "INVALID_KEY_POLICY"),
+        ("policy.allowed_methods", "INVALID_KEY_POLICY"),
+    ]
 
 
 def test_invalid_rate_limit_names_its_field() -> None:
