@@ -373,6 +373,7 @@ class AgentStakingServer:
                                 EVENT_SERVICE: (Scope.STAKING.value, Scope.ADMIN.value),
                             },
                             failures=PeerAuthFailures(self.limiter),
+                            policy_service=STAKING_SERVICE,
                         ),
                         RateLimitInterceptor(
                             self.limiter,

@@ -77,11 +77,15 @@ class AuthInterceptor(Stage):
         required_scopes: Mapping[str, str | tuple[str, ...] | None],
         *,
         failures: FailedAuthLimit | None = None,
+        policy_service: str = "",
     ) -> None:
-        """`failures`, when given, limits failed authentications per peer."""
+        """`failures`, when given, limits failed authentications per peer;
+        `policy_service` is the service whose methods a key's `allowed_methods` names
+        (a key limited to some of them still reads and rotates itself, say)."""
         self._keys = keys
         self._required = dict(required_scopes)
         self._failures = failures
+        self._policy_service = policy_service
 
     def wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], service: str, method: str
@@ -92,6 +96,7 @@ class AuthInterceptor(Stage):
         scopes = (required,) if isinstance(required, str) else required
         keys = self._keys
         failures = self._failures
+        limited = service == self._policy_service
 
         async def authenticate(token: str | None) -> Principal:
             if not token:
@@ -108,7 +113,7 @@ class AuthInterceptor(Stage):
                     metadata={"key_id": principal.key_id, "required_scope": "|".join(scopes)},
                 )
             allowed = principal.policy.allowed_methods
-            if allowed and method not in allowed:
+            if limited and allowed and method not in allowed:
                 raise PermissionDeniedError(
                     f"API key {principal.key_id} may not call {method}",
                     reason=METHOD_NOT_ALLOWED,

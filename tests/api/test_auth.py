@@ -231,6 +231,12 @@ async def test_policy_is_enforced(service: Service, localnet: LocalnetServer) ->
         assert built.transaction.fees.service_fee_lamports == 2 * SOL * 50 // 10_000
         info = await stub.GetNetworkInfo(NETWORK)
         assert info.fee_policy.service_fee_bps == 50
+        # allowed_methods names StakingService RPCs: the key still reads itself.
+        key_id = secret.split("_")[1]
+        own = await keys_pb2_grpc.KeyServiceStub(channel).GetApiKey(
+            keys_pb2.GetApiKeyRequest(name=f"apiKeys/{key_id}")
+        )
+        assert own.api_key.policy.allowed_methods
 
 
 async def test_two_keys_in_one_call_are_refused_as_ambiguous(service: Service) -> None:
