@@ -314,6 +314,26 @@ def test_withdraw_choice_closes_first_and_explains_the_gap() -> None:
             WithdrawContext(lifetime=lifetime, accounts=[view]),
         )
     assert lockup.value.metadata["lockup_unix_timestamp"] == str(10**10)
+    # A locked account whose lamports are all staked holds nothing the lockup alone
+    # keeps: what stops the withdrawal is the stake (here still cooling down).
+    staked = _fetched(stake=SOL, activation=0, lockup=Lockup(unix_timestamp=10**10))
+    cooling = _fetched(stake=SOL, activation=0, deactivation=5)
+    views = [
+        view_stake_account(
+            f, wallet=WALLET, epoch=5, unix_timestamp=0, history=history, rent_exempt_reserve=RENT
+        )
+        for f in (staked, cooling)
+    ]
+    for request in (
+        WithdrawRequest(wallet=WALLET, withdraw_all=True),
+        WithdrawRequest(wallet=WALLET, amount_lamports=SOL),
+        WithdrawRequest(wallet=WALLET, withdraw_all=True, stake_account=staked.address),
+    ):
+        with pytest.raises(WithdrawUnavailableError) as nothing:
+            build_withdraw_transaction(request, WithdrawContext(lifetime=lifetime, accounts=views))
+        assert nothing.value.metadata["withdrawable_lamports"] == "0"
+        if request.stake_account is None:  # the wallet's: the cooling stake is named
+            assert "still cooling down" in str(nothing.value)
 
 
 # --- pagination, sysvars ---------------------------------------------------------------

@@ -186,8 +186,17 @@ def _pending_note(views: Sequence[StakeView]) -> str:
     return f"; {pending} lamports are still cooling down{when}"
 
 
+def _held_by_lockup(view: StakeView) -> bool:
+    """Whether a lockup the wallet cannot lift is what keeps lamports in the account:
+    without it, some would be withdrawable (nothing is while all of it is staked)."""
+    if not view.lockup_in_force or view.custodian_signs or not view.lamports:
+        return False
+    staked = view.active_lamports + view.activating_lamports + view.deactivating_lamports
+    return view.inactive_lamports > 0 or staked == 0
+
+
 def _from_named(view: StakeView, request: WithdrawRequest) -> list[Withdrawal]:
-    if view.withdrawable_lamports == 0 and view.lockup_in_force and not view.custodian_signs:
+    if view.withdrawable_lamports == 0 and _held_by_lockup(view):
         raise lockup_error(view.fetched)
     amount = request.amount_lamports
     address = str(view.address)
@@ -233,7 +242,7 @@ def _from_wallet(
     views: Sequence[StakeView], request: WithdrawRequest, max_withdrawals: int
 ) -> list[Withdrawal]:
     eligible = [v for v in views if v.withdrawable_lamports > 0]
-    locked = [v for v in views if v.lockup_in_force and not v.custodian_signs and v.lamports]
+    locked = [v for v in views if _held_by_lockup(v)]
     total = sum(v.withdrawable_lamports for v in eligible)
     if request.withdraw_all:
         if not eligible:
