@@ -26,7 +26,7 @@ from service.server import AgentStakingServer
 from tests._grpc_auth import keyed_channel
 from tests._proxy import RpcProxy
 
-from ._helpers import stake_checks
+from ._helpers import rich_details, stake_checks
 from .conftest import SOL, Service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -328,6 +328,8 @@ async def test_a_build_its_plan_refuses_is_refused_before_its_fee_read(
             )
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "overflows a u64" in (refused.value.details() or "")
+        info = rich_details(refused.value)["ErrorInfo"]
+        assert (info.reason, info.metadata["field"]) == ("INVALID_AMOUNT", "amount_lamports")
         assert proxy.methods.get(fees, 0) == 0
         # The same build of a fine amount reads the fees, and fails with the read.
         with pytest.raises(grpc.aio.AioRpcError) as failed:

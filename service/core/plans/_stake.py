@@ -58,7 +58,7 @@ from service.core.encoders import (
 from service.core.errors import (
     BelowMinimumDelegationError,
     InvalidAddressError,
-    InvalidArgumentError,
+    InvalidAmountError,
     combine_violations,
     failed_checks,
 )
@@ -456,8 +456,10 @@ def _stake_parts(request: StakeRequest, context: StakeContext) -> _StakeParts:
     funded = amount + rent
     fee = request.service_fee.on(amount)
     if funded + fee > U64_MAX:
-        raise InvalidArgumentError(
-            "amount_lamports plus rent and fees overflows a u64", field="amount_lamports"
+        raise InvalidAmountError(
+            f"amount_lamports plus rent and fees overflows a u64 ({U64_MAX} lamports)",
+            field="amount_lamports",
+            value=amount,
         )
     staker = request.effective_stake_authority
     lockup = request.lockup if request.lockup is not None else NO_LOCKUP
