@@ -6,8 +6,7 @@ from agentstaking.v1 import intents_pb2, receipts_pb2
 from google.protobuf import any_pb2
 
 from service.chain import BuiltNonceAccount, Intent, IntentKey, IntentState, NonceAccountParams
-from service.core.errors import InvalidArgumentError
-from service.core.seeds import MAX_REQUEST_ID_BYTES
+from service.core.seeds import check_request_id
 from service.receipts import KeyStatus, ReceiptKey
 
 from ._converters import (
@@ -54,15 +53,7 @@ def intent_key(request_id: str, *, scope: str) -> IntentKey:
     Raises:
         InvalidArgumentError: Empty or longer than a request_id can be.
     """
-    if not request_id:
-        raise InvalidArgumentError("request_id is required", field="request_id")
-    if len(request_id.encode()) > MAX_REQUEST_ID_BYTES:
-        raise InvalidArgumentError(
-            f"request_id must be at most {MAX_REQUEST_ID_BYTES} bytes of UTF-8",
-            field="request_id",
-            metadata={"maximum": MAX_REQUEST_ID_BYTES},
-        )
-    return IntentKey(scope=scope, request_id=request_id)
+    return IntentKey(scope=scope, request_id=check_request_id(request_id, required=True))
 
 
 def intent_to_proto(intent: Intent) -> intents_pb2.Intent:

@@ -32,7 +32,7 @@ from service.chain import (
     IntentLandedError,
     IntentState,
 )
-from service.core.errors import DomainError
+from service.core.errors import DomainError, InvalidArgumentError
 from service.core.receipts import (
     InstructionAmount,
     ReceiptFees,
@@ -218,6 +218,13 @@ class BuildGate:
             self.sign(_prepared(response), kind=kind, request_id=request_id, attempt=0, scope=scope)
             return response
 
+        try:
+            key = intent_key(request_id, scope=scope)
+        except InvalidArgumentError as bad_id:
+            # The build checks every field, the request_id among them, and reports all
+            # of them together; only a build with no field to fault would get this far.
+            await build(request)
+            raise bad_id from None
         response_class = _response_class(kind)
         made: list[tuple[BuiltAttempt, Resp]] = []
 
@@ -232,7 +239,7 @@ class BuildGate:
 
         try:
             outcome = await self.book.build(
-                intent_key(request_id, scope=scope),
+                key,
                 kind=kind,
                 request=recorded_request(request),
                 response_type=_response_type(kind),

@@ -28,9 +28,10 @@ from service.core.plans import (
 )
 from service.core.policy import UNRESTRICTED, CallerPolicy
 from service.core.programs import NONCE_ACCOUNT_SIZE
+from service.core.seeds import check_request_id
 
 from ._context import ChainContext
-from ._operations import BuildOptions, Simulation, StakingOperations, _check_request_id, _collect
+from ._operations import BuildOptions, Simulation, StakingOperations, _collect
 from ._rpc import ChainUnavailable, RpcError, SolanaRpc
 
 
@@ -89,7 +90,7 @@ class NonceAccounts:
 
         wallet, _, _ = _collect(
             lambda: parse_address(params.wallet, field="wallet", require_on_curve=True),
-            lambda: _check_request_id(params.request_id),
+            lambda: check_request_id(params.request_id),
             no_nonce,
         )
         assert isinstance(wallet, Pubkey)

@@ -28,7 +28,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from service.core import errors as core_errors
-from service.core._validate import parse_address
+from service.core._validate import check_lamports, parse_address
 from service.core.accounts import Lockup
 from service.core.errors import (
     DomainError,
@@ -69,6 +69,7 @@ from service.core.plans import (
     build_merge_transaction,
     build_unstake_transaction,
     build_withdraw_transaction,
+    check_memo,
     check_stake,
     compute_units_with_margin,
     fee_market_accounts,
@@ -82,8 +83,8 @@ from service.core.positions import (
     view_stake_account,
 )
 from service.core.seeds import (
-    MAX_REQUEST_ID_BYTES,
     SeedPurpose,
+    check_request_id,
     seed_from_entropy,
     seed_from_request_id,
     stake_account_address,
@@ -545,15 +546,15 @@ class StakingOperations:
         _check_rewards(snapshot)
         options = params.options
         vote_text = params.vote_account or self.default_vote_account(policy)
-        wallet, vote_account, stake_authority, custodian, nonce_account, nonce_authority = _collect(
-            lambda: parse_address(params.wallet, field="wallet", require_on_curve=True),
-            lambda: _required_vote(vote_text),
-            lambda: _optional(params.stake_authority, "stake_authority"),
-            lambda: _optional(params.lockup[2] if params.lockup else "", "lockup.custodian"),
-            lambda: _optional(options.nonce_account, "options.durable_nonce.nonce_account"),
-            lambda: _optional(
-                options.nonce_authority, "options.durable_nonce.nonce_authority", on_curve=True
-            ),
+        wallet, vote_account, stake_authority, custodian, nonce_account, nonce_authority, *_ = (
+            _collect(
+                lambda: parse_address(params.wallet, field="wallet", require_on_curve=True),
+                lambda: _required_vote(vote_text),
+                lambda: _optional(params.stake_authority, "stake_authority"),
+                lambda: _optional(params.lockup[2] if params.lockup else "", "lockup.custodian"),
+                *_request_checks(options, params.request_id),
+                lambda: check_lamports(params.amount_lamports, field="amount_lamports", minimum=1),
+            )
         )
         assert isinstance(wallet, Pubkey) and isinstance(vote_account, Pubkey)
         policy.check(
@@ -640,14 +641,11 @@ class StakingOperations:
         snapshot = self._context.snapshot()
         _check_rewards(snapshot)
         options = params.options
-        wallet, stake_account, vote_filter, nonce_account, nonce_authority, _ = _collect(
+        wallet, stake_account, vote_filter, nonce_account, nonce_authority, *_ = _collect(
             lambda: parse_address(params.wallet, field="wallet", require_on_curve=True),
             lambda: _optional(params.stake_account, "stake_account"),
             lambda: _optional(params.vote_account, "vote_account"),
-            lambda: _optional(options.nonce_account, "options.durable_nonce.nonce_account"),
-            lambda: _optional(
-                options.nonce_authority, "options.durable_nonce.nonce_authority", on_curve=True
-            ),
+            *_request_checks(options, params.request_id),
             lambda: _check_amount(params.amount_lamports, required=not params.stake_account),
         )
         assert isinstance(wallet, Pubkey)
@@ -715,15 +713,11 @@ class StakingOperations:
         snapshot = self._context.snapshot()
         _check_rewards(snapshot)
         options = params.options
-        wallet, stake_account, destination, nonce_account, nonce_authority, _ = _collect(
+        wallet, stake_account, destination, nonce_account, nonce_authority, *_ = _collect(
             lambda: parse_address(params.wallet, field="wallet", require_on_curve=True),
             lambda: _optional(params.stake_account, "stake_account"),
             lambda: _optional(params.destination, "destination"),
-            lambda: _optional(options.nonce_account, "options.durable_nonce.nonce_account"),
-            lambda: _optional(
-                options.nonce_authority, "options.durable_nonce.nonce_authority", on_curve=True
-            ),
-            lambda: _check_request_id(params.request_id),
+            *_request_checks(options, params.request_id),
         )
         assert isinstance(wallet, Pubkey)
         policy.check(wallet=str(wallet), amount_lamports=params.amount_lamports, vote_account=None)
@@ -783,14 +777,10 @@ class StakingOperations:
             lambda: parse_address(
                 params.destination_stake_account, field="destination_stake_account"
             ),
-            lambda: _optional(options.nonce_account, "options.durable_nonce.nonce_account"),
-            lambda: _optional(
-                options.nonce_authority, "options.durable_nonce.nonce_authority", on_curve=True
-            ),
-            lambda: _check_request_id(params.request_id),
+            *_request_checks(options, params.request_id),
         ]
         checks += [_source_check(text) for text in params.source_stake_accounts]
-        wallet, destination, nonce_account, nonce_authority, _, *sources = _collect(*checks)
+        wallet, destination, nonce_account, nonce_authority, _, _, *sources = _collect(*checks)
         assert isinstance(wallet, Pubkey) and isinstance(destination, Pubkey)
         source_keys = tuple(s for s in sources if isinstance(s, Pubkey))
         request_template = MergeRequest(wallet=wallet, destination=destination, sources=source_keys)
@@ -1089,14 +1079,17 @@ def _check_amount(amount: int, *, required: bool) -> int:
     return amount
 
 
-def _check_request_id(request_id: str) -> str:
-    if len(request_id.encode()) > MAX_REQUEST_ID_BYTES:
-        raise core_errors.InvalidArgumentError(
-            f"request_id must be at most {MAX_REQUEST_ID_BYTES} bytes of UTF-8",
-            field="request_id",
-            metadata={"maximum": MAX_REQUEST_ID_BYTES},
-        )
-    return request_id
+def _request_checks(options: BuildOptions, request_id: str) -> tuple[Callable[[], object], ...]:
+    """The checks of the fields every build shares, for :func:`_collect`; their results
+    in order: the durable nonce's account and authority, the request_id, the memo."""
+    return (
+        lambda: _optional(options.nonce_account, "options.durable_nonce.nonce_account"),
+        lambda: _optional(
+            options.nonce_authority, "options.durable_nonce.nonce_authority", on_curve=True
+        ),
+        lambda: check_request_id(request_id),
+        lambda: check_memo(options.memo),
+    )
 
 
 def _writable_keys(message: Message | MessageV0) -> list[str]:

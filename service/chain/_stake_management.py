@@ -64,10 +64,10 @@ from ._operations import (
     BuildOptions,
     Simulation,
     StakingOperations,
-    _check_request_id,
     _check_rewards,
     _collect,
     _optional,
+    _request_checks,
 )
 from ._rpc import SolanaRpc
 from ._stake_reads import StakeReader, StakeReads
@@ -237,13 +237,9 @@ class StakeManagement:
         violations reported at once); refuse while epoch rewards are paid."""
         snapshot = self._context.snapshot()
         _check_rewards(snapshot)
-        owner, nonce_account, nonce_authority, _, *parsed = _collect(
+        owner, nonce_account, nonce_authority, _, _, *parsed = _collect(
             lambda: parse_address(wallet, field="wallet", require_on_curve=True),
-            lambda: _optional(options.nonce_account, "options.durable_nonce.nonce_account"),
-            lambda: _optional(
-                options.nonce_authority, "options.durable_nonce.nonce_authority", on_curve=True
-            ),
-            lambda: _check_request_id(request_id),
+            *_request_checks(options, request_id),
             *fields,
         )
         assert isinstance(owner, Pubkey)

@@ -65,10 +65,10 @@ from ._operations import (
     BuildOptions,
     Simulation,
     StakingOperations,
-    _check_request_id,
     _check_rewards,
     _collect,
     _optional,
+    _request_checks,
 )
 from ._rpc import SolanaRpc
 from ._stake_reads import StakeReader
@@ -383,15 +383,11 @@ class LiquidStakingOperations:
         """
         snapshot = self._context.snapshot()
         options = params.options
-        wallet, pool_address, stake_account, nonce_account, nonce_authority, _ = _collect(
+        wallet, pool_address, stake_account, nonce_account, nonce_authority, *_ = _collect(
             lambda: parse_address(params.wallet, field="wallet", require_on_curve=True),
             lambda: self._configured(params.stake_pool),
             lambda: _optional(params.stake_account, "stake_account"),
-            lambda: _optional(options.nonce_account, "options.durable_nonce.nonce_account"),
-            lambda: _optional(
-                options.nonce_authority, "options.durable_nonce.nonce_authority", on_curve=True
-            ),
-            lambda: _check_request_id(params.request_id),
+            *_request_checks(options, params.request_id),
         )
         assert isinstance(wallet, Pubkey) and isinstance(pool_address, Pubkey)
         named = stake_account if isinstance(stake_account, Pubkey) else None
@@ -468,14 +464,10 @@ class LiquidStakingOperations:
         snapshot = self._context.snapshot()
         _check_rewards(snapshot)  # both ways out of the pool go through the Stake program
         options = params.options
-        wallet, pool_address, nonce_account, nonce_authority, _ = _collect(
+        wallet, pool_address, nonce_account, nonce_authority, *_ = _collect(
             lambda: parse_address(params.wallet, field="wallet", require_on_curve=True),
             lambda: self._configured(params.stake_pool),
-            lambda: _optional(options.nonce_account, "options.durable_nonce.nonce_account"),
-            lambda: _optional(
-                options.nonce_authority, "options.durable_nonce.nonce_authority", on_curve=True
-            ),
-            lambda: _check_request_id(params.request_id),
+            *_request_checks(options, params.request_id),
         )
         assert isinstance(wallet, Pubkey) and isinstance(pool_address, Pubkey)
         seed = self._operations.seed(SeedPurpose.STAKE, wallet, params.request_id)

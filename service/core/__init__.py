@@ -215,6 +215,7 @@ from service.core.positions import (
 )
 from service.core.seeds import (
     SeedPurpose,
+    check_request_id,
     check_seed,
     seed_from_entropy,
     seed_from_request_id,
@@ -431,6 +432,7 @@ __all__ = [
     "build_stake_transaction",
     "build_unstake_transaction",
     "build_withdraw_transaction",
+    "check_request_id",
     "check_seed",
     "check_vote_account",
     "choose_unstake",

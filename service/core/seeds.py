@@ -30,6 +30,7 @@ from service.core.programs import MAX_SEED_LEN, STAKE_PROGRAM
 _PRINTABLE_NO_SPACE: Final = re.compile(rb"[!-~]+")
 
 MAX_REQUEST_ID_BYTES: Final = 256
+INVALID_REQUEST_ID: Final = "INVALID_REQUEST_ID"
 MIN_ENTROPY_BYTES: Final = 16
 
 _DOMAIN: Final = b"agentstaking.v1/seed"
@@ -76,19 +77,34 @@ def _derive(purpose: SeedPurpose, wallet: Pubkey, source: bytes, material: bytes
     return prefix + digest[:need]
 
 
+def check_request_id(request_id: str, *, required: bool = False) -> str:
+    """Check an idempotency key: any UTF-8 of at most 256 bytes (empty: none, unless
+    ``required``).
+
+    Raises:
+        InvalidArgumentError: ``INVALID_REQUEST_ID`` (field ``request_id``).
+    """
+    if not isinstance(request_id, str) or (required and not request_id):
+        raise InvalidArgumentError(
+            "request_id is required", field="request_id", reason=INVALID_REQUEST_ID
+        )
+    if len(request_id.encode()) > MAX_REQUEST_ID_BYTES:
+        raise InvalidArgumentError(
+            f"request_id must be at most {MAX_REQUEST_ID_BYTES} bytes of UTF-8",
+            field="request_id",
+            reason=INVALID_REQUEST_ID,
+            metadata={"maximum": MAX_REQUEST_ID_BYTES},
+        )
+    return request_id
+
+
 def seed_from_request_id(*, purpose: SeedPurpose, wallet: Pubkey, request_id: str) -> str:
     """The deterministic seed for an idempotency key.
 
     Raises:
         InvalidArgumentError: ``request_id`` empty or over 256 bytes (field ``request_id``).
     """
-    raw = request_id.encode() if isinstance(request_id, str) else b""
-    if not raw or len(raw) > MAX_REQUEST_ID_BYTES:
-        raise InvalidArgumentError(
-            f"request_id must be 1..{MAX_REQUEST_ID_BYTES} bytes of UTF-8",
-            field="request_id",
-            metadata={"maximum": MAX_REQUEST_ID_BYTES},
-        )
+    raw = check_request_id(request_id, required=True).encode()
     return _derive(purpose, wallet, b"request_id", raw)
 
 

@@ -262,3 +262,39 @@ async def test_a_program_or_sysvar_id_is_no_wallet(
         _assert_invalid(refused.value, "wallet")
         (violation,) = rich_details(refused.value)["BadRequest"].field_violations
         assert "program or sysvar id" in violation.description
+
+
+async def test_a_build_names_every_invalid_field_at_once(service: Service) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildStakeTransaction(
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet="not an address",
+                amount_lamports=0,
+                request_id="r" * 257,
+                options=types_pb2.TransactionOptions(memo="m" * 201),
+            )
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = rich_details(refused.value)
+    assert details["ErrorInfo"].reason == "INVALID_FIELDS"
+    assert {(v.field, v.reason) for v in details["BadRequest"].field_violations} == {
+        ("wallet", "INVALID_ADDRESS"),
+        ("amount_lamports", "INVALID_AMOUNT"),
+        ("request_id", "INVALID_REQUEST_ID"),
+        ("options.memo", "MEMO_TOO_LONG"),
+    }
+    # The same in the other builds: the fields they share.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildWithdrawTransaction(
+            staking_pb2.BuildWithdrawTransactionRequest(
+                wallet="not an address",
+                withdraw_all=True,
+                request_id="r" * 257,
+                options=types_pb2.TransactionOptions(memo="m" * 201),
+            )
+        )
+    assert [v.field for v in rich_details(refused.value)["BadRequest"].field_violations] == [
+        "wallet",
+        "request_id",
+        "options.memo",
+    ]

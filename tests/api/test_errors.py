@@ -75,7 +75,7 @@ WALLET = str(Keypair().pubkey())
         (
             {"wallet": WALLET, "amount_lamports": SOL, "request_id": "r" * 300},
             "INVALID_ARGUMENT",
-            "INVALID_ARGUMENT",
+            "INVALID_REQUEST_ID",
             ["request_id"],
         ),
     ],

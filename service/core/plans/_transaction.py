@@ -202,9 +202,19 @@ class TransactionOptions:
             low=0,
             high=MAX_COMPUTE_UNIT_LIMIT,
         )
-        size = len(self.memo.encode())
-        if size > MAX_MEMO_BYTES:
-            raise MemoTooLongError(length=size, maximum=MAX_MEMO_BYTES)
+        check_memo(self.memo)
+
+
+def check_memo(memo: str) -> str:
+    """Check a memo's size (at most :data:`MAX_MEMO_BYTES` bytes of UTF-8).
+
+    Raises:
+        MemoTooLongError: Longer (field ``options.memo``).
+    """
+    size = len(memo.encode())
+    if size > MAX_MEMO_BYTES:
+        raise MemoTooLongError(length=size, maximum=MAX_MEMO_BYTES)
+    return memo
 
 
 @dataclass(frozen=True, kw_only=True)
