@@ -16,6 +16,7 @@ from service.events import (
     Delivery,
     DeliveryState,
     Event,
+    FieldErrors,
     RewardsPayload,
     StakePayload,
     TransactionPayload,
@@ -168,37 +169,47 @@ def webhook_state_to_domain(state: events_pb2.Webhook.State.ValueType) -> Webhoo
     return found
 
 
-def webhook_update_paths(request: events_pb2.UpdateWebhookRequest) -> frozenset[str]:
-    """The fields to update: the mask's, or the populated ones without a mask (AIP-134).
-
-    Raises:
-        InvalidArgumentError: An unknown path, too many, or nothing to update.
-    """
+def webhook_update_paths(
+    request: events_pb2.UpdateWebhookRequest, errors: FieldErrors
+) -> frozenset[str]:
+    """The fields to update: the mask's, or the populated ones without a mask (AIP-134);
+    those that can be. An unknown path, too many, nothing to update, or ``state``
+    selected without a state join ``errors``."""
     paths = list(request.update_mask.paths)
     if len(paths) > MAX_MASK_PATHS:
-        raise InvalidArgumentError(
-            f"update_mask may hold at most {MAX_MASK_PATHS} paths", field="update_mask"
+        errors.add(
+            InvalidArgumentError(
+                f"update_mask may hold at most {MAX_MASK_PATHS} paths", field="update_mask"
+            )
         )
+        return frozenset()
     webhook = request.webhook
     if not paths:
         paths = [name for name in UPDATABLE_WEBHOOK_PATHS if bool(getattr(webhook, name))]
     chosen: set[str] = set()
+    unknown: list[str] = []
     for path in paths:
         if path == "*":
             chosen |= UPDATABLE_WEBHOOK_PATHS
         elif path in UPDATABLE_WEBHOOK_PATHS:
             chosen.add(path)
         else:
-            raise InvalidArgumentError(
-                f"field path {path[:64]!r} cannot be updated; allowed: "
+            unknown.append(path)
+    if unknown:
+        errors.add(
+            InvalidArgumentError(
+                f"field path {unknown[0][:64]!r} cannot be updated; allowed: "
                 f"{', '.join(sorted(UPDATABLE_WEBHOOK_PATHS))}, *",
                 field="update_mask",
             )
-    if not chosen:
-        raise InvalidArgumentError("nothing to update", field="update_mask")
+        )
+    elif not chosen:
+        errors.add(InvalidArgumentError("nothing to update", field="update_mask"))
     if "state" in chosen and request.webhook.state == events_pb2.Webhook.STATE_UNSPECIFIED:
-        raise InvalidArgumentError(
-            "webhook.state must be STATE_ENABLED or STATE_DISABLED", field="webhook.state"
+        errors.add(
+            InvalidArgumentError(
+                "webhook.state must be STATE_ENABLED or STATE_DISABLED", field="webhook.state"
+            )
         )
     return frozenset(chosen)
 

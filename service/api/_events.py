@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from agentstaking.v1 import events_pb2, events_pb2_grpc
 
-from service.events import Events
+from service.events import Events, FieldErrors
 
 from ._errors import handle_errors, handle_stream_errors
 from ._event_converters import (
@@ -46,14 +46,23 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         # Closed explicitly so the subscription ends with the call, however it ends.
         async with contextlib.aclosing(watch) as events:
             async for event in events:
-                yield events_pb2.WatchEventsResponse(event=event_to_proto(event))
+                if event is None:
+                    # The stream follows the events: the initial metadata (x-request-id,
+                    # x-ratelimit-*) tells the client so, however long the first event
+                    # takes.
+                    await context.send_initial_metadata(())
+                else:
+                    yield events_pb2.WatchEventsResponse(event=event_to_proto(event))
 
     @handle_errors
     async def CreateWebhook(
         self, request: events_pb2.CreateWebhookRequest, context: Context
     ) -> events_pb2.CreateWebhookResponse:
+        errors = FieldErrors()
+        # Output only here: a known state is ignored, an unknown one refused.
+        errors.check(lambda: webhook_state_to_domain(request.webhook.state))
         webhook, secret = await self._events.create_webhook(
-            required_principal(), webhook_spec_to_domain(request.webhook)
+            required_principal(), webhook_spec_to_domain(request.webhook), errors=errors
         )
         return events_pb2.CreateWebhookResponse(webhook=webhook_to_proto(webhook), secret=secret)
 
@@ -79,13 +88,16 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     async def UpdateWebhook(
         self, request: events_pb2.UpdateWebhookRequest, context: Context
     ) -> events_pb2.UpdateWebhookResponse:
-        paths = webhook_update_paths(request)
+        errors = FieldErrors()
+        paths = webhook_update_paths(request, errors)
+        state = errors.check(lambda: webhook_state_to_domain(request.webhook.state))
         webhook = await self._events.update_webhook(
             required_principal(),
             request.webhook.name,
             webhook_spec_to_domain(request.webhook),
             paths=paths,
-            state=webhook_state_to_domain(request.webhook.state),
+            state=state,
+            errors=errors,
         )
         return events_pb2.UpdateWebhookResponse(webhook=webhook_to_proto(webhook))
 
@@ -100,14 +112,14 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     async def RotateWebhookSecret(
         self, request: events_pb2.RotateWebhookSecretRequest, context: Context
     ) -> events_pb2.RotateWebhookSecretResponse:
+        errors = FieldErrors()
+        grace = (
+            errors.check(lambda: duration_to_timedelta(request.grace_period, field="grace_period"))
+            if request.HasField("grace_period")
+            else None
+        )
         webhook, secret = await self._events.rotate_secret(
-            required_principal(),
-            request.name,
-            grace=(
-                duration_to_timedelta(request.grace_period, field="grace_period")
-                if request.HasField("grace_period")
-                else None
-            ),
+            required_principal(), request.name, grace=grace, errors=errors
         )
         return events_pb2.RotateWebhookSecretResponse(
             webhook=webhook_to_proto(webhook), secret=secret
@@ -124,12 +136,15 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     async def ListWebhookDeliveries(
         self, request: events_pb2.ListWebhookDeliveriesRequest, context: Context
     ) -> events_pb2.ListWebhookDeliveriesResponse:
+        errors = FieldErrors()
+        state = errors.check(lambda: delivery_state_to_domain(request.state))
         deliveries, next_token = await self._events.list_deliveries(
             required_principal(),
             request.name,
-            state=delivery_state_to_domain(request.state),
+            state=state,
             page_size_value=request.page_size,
             page_token=request.page_token,
+            errors=errors,
         )
         return events_pb2.ListWebhookDeliveriesResponse(
             deliveries=[delivery_to_proto(d) for d in deliveries], next_page_token=next_token

@@ -16,6 +16,7 @@ from service.events._delivery import (
 )
 from service.events._errors import (
     EventHistoryExpiredError,
+    FieldErrors,
     InvalidEventIdError,
     InvalidWebhookUrlError,
     UnknownEventTypeError,
@@ -86,6 +87,7 @@ __all__ = [
     "EventType",
     "Events",
     "EventsConfig",
+    "FieldErrors",
     "ForbiddenAddressError",
     "InvalidEventIdError",
     "InvalidWebhookUrlError",

@@ -394,7 +394,10 @@ class Deliverer:
             next_time = now + max(delay, result.retry_after)
         else:
             state = DeliveryState.FAILED
-            span = sum(self.config.retry_schedule)
+            # The time the attempts took: the schedule's, or longer where a Retry-After
+            # or a busy deliverer pushed a retry back.
+            first = await self._store.first_attempt_time(delivery.delivery_id)
+            span = result.start - (result.start if first is None else first)
             over = f"{span / 3600:.1f} hours" if span >= 3600 else f"{span:.0f} seconds"
             disable = f"{delivery.attempt} attempts over {over} failed (last: {result.error})"
         if state is DeliveryState.FAILED and not delivery.event.webhook_id:

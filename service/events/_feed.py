@@ -104,8 +104,9 @@ class EventFeed:
     ) -> AsyncGenerator[Event | None, None]:
         """The events ``audience`` receives after event number ``since`` (None: from
         now), for as long as the caller iterates; ``watch``: wallets the producers
-        must follow while it does. With ``heartbeat``, None is yielded after that many
-        seconds without an event (the caller's turn to check something).
+        must follow while it does. With ``heartbeat``, None is yielded first, once the
+        stream follows (every event recorded from then on reaches it), then after that
+        many seconds without an event (the caller's turn to check something).
 
         Raises:
             InvalidEventIdError: ``since`` is beyond the last event.
@@ -131,6 +132,8 @@ class EventFeed:
                 await self._register()
             self._wake.set()
             beat = time.monotonic()
+            if heartbeat is not None:
+                yield None
             while True:
                 changed = self._changed
                 batch, cursor = await self._next(audience, cursor)

@@ -39,12 +39,13 @@ from service.chain import (
     current_traceparent,
 )
 from service.core import parse_address
-from service.core.errors import FieldViolation, FieldViolationsError, InvalidArgumentError
+from service.core.errors import InvalidArgumentError
 from service.core.paging import PageToken, decode_page_token, fingerprint, page_size
 from service.core.policy import PolicyViolationError
 from service.core.txstatus import TxState
 from service.events._delivery import Deliverer, DeliveryConfig, DeliveryStats, Render
 from service.events._errors import (
+    FieldErrors,
     InvalidEventIdError,
     UnknownEventTypeError,
     WalletsRequiredError,
@@ -160,6 +161,69 @@ def webhook_id_from_name(name: str, *, field: str = "name") -> str:
             reason="INVALID_WEBHOOK_NAME",
         )
     return webhook_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Asked:
+    """The event types and wallets a webhook or stream asks for, those that are valid
+    (wallets parsed, each once)."""
+
+    types: tuple[EventType, ...]
+    wallets: tuple[str, ...]
+    names_wallets: bool
+    """The request named wallets (valid or not)."""
+    wallets_field: str
+
+
+def _asked(
+    wallets: Sequence[str], types: Sequence[str], *, prefix: str, errors: FieldErrors
+) -> _Asked:
+    """Check the ``types`` and ``wallets`` of a request; each invalid one joins ``errors``
+    (``prefix``: "" for a stream's ``types``, "webhook." for ``webhook.event_types``)."""
+    types_field = f"{prefix}event_types" if prefix else "types"
+    chosen: list[EventType] = []
+    for i, name in enumerate(types):
+        try:
+            event_type = EventType(name)
+        except ValueError:
+            event_type = None
+        if event_type is None or event_type not in SUBSCRIBABLE:
+            errors.add(
+                UnknownEventTypeError(
+                    f"unknown event type {name[:64]!r}", field=f"{types_field}[{i}]"
+                )
+            )
+        else:
+            chosen.append(event_type)
+    wallets_field = f"{prefix}wallets"
+    named: list[str] = []
+    if len(wallets) > MAX_POLICY_LIST:
+        errors.add(
+            InvalidArgumentError(
+                f"{wallets_field} holds {len(wallets)} wallets; at most {MAX_POLICY_LIST}",
+                field=wallets_field,
+            )
+        )
+    else:
+        for i, wallet in enumerate(wallets):
+            try:
+                named.append(str(parse_address(wallet, field=f"{wallets_field}[{i}]")))
+            except InvalidArgumentError as exc:
+                errors.add(exc)
+    return _Asked(
+        types=tuple(chosen),
+        wallets=tuple(dict.fromkeys(named)),
+        names_wallets=bool(wallets),
+        wallets_field=wallets_field,
+    )
+
+
+def _check_description(description: str) -> None:
+    if len(description) > MAX_DESCRIPTION_LENGTH or not description.isprintable():
+        raise InvalidArgumentError(
+            f"description must be at most {MAX_DESCRIPTION_LENGTH} printable characters",
+            field="webhook.description",
+        )
 
 
 def fee_payer(wire: bytes) -> str:
@@ -342,43 +406,32 @@ class Events:
         receives (see the module docstring).
 
         Raises:
-            InvalidAddressError, UnknownEventTypeError, InvalidArgumentError (too many
-            wallets), PolicyViolationError (a wallet the key may not use),
-            WalletsRequiredError.
+            InvalidArgumentError: Every invalid field at once (unknown types, too many
+                wallets or malformed ones, WALLETS_REQUIRED).
+            PolicyViolationError: A wallet the key may not use.
         """
-        violations: list[FieldViolation] = []
-        chosen: list[EventType] = []
-        for i, name in enumerate(types):
-            try:
-                event_type = EventType(name)
-            except ValueError:
-                event_type = None
-            if event_type is None or event_type not in SUBSCRIBABLE:
-                violations.append(
-                    FieldViolation(
-                        field=f"{prefix}types[{i}]" if not prefix else f"{prefix}event_types[{i}]",
-                        description=f"unknown event type {name[:64]!r}",
-                        reason=UnknownEventTypeError.default_reason,
-                    )
-                )
-            else:
-                chosen.append(event_type)
-        if violations:
-            if len(violations) == 1:
-                raise UnknownEventTypeError(violations[0].description, violations=violations)
-            raise FieldViolationsError(violations)
-        field = f"{prefix}wallets"
-        if len(wallets) > MAX_POLICY_LIST:
-            raise InvalidArgumentError(
-                f"{field} holds {len(wallets)} wallets; at most {MAX_POLICY_LIST}", field=field
-            )
-        named = tuple(
-            dict.fromkeys(
-                str(parse_address(w, field=f"{field}[{i}]")) for i, w in enumerate(wallets)
-            )
+        errors = FieldErrors()
+        return self._audience(
+            principal, _asked(wallets, types, prefix=prefix, errors=errors), errors
         )
+
+    def _audience(self, principal: Principal, asked: _Asked, errors: FieldErrors) -> Audience:
+        """The audience of what a request asks for: a key without a wallet list must
+        name wallets (a field error among ``errors``, all raised here); then a key with
+        one may name only those (PERMISSION_DENIED)."""
         allowed = principal.policy.allowed_wallets
         admin = principal.has_scope(Scope.ADMIN)
+        key_only = bool(asked.types) and all(t.key_scoped for t in asked.types)
+        if not asked.names_wallets and not allowed and not admin and not key_only:
+            errors.add(
+                WalletsRequiredError(
+                    "name the wallets whose events you want: this API key may use any "
+                    "wallet, so there is no default set",
+                    field=asked.wallets_field,
+                )
+            )
+        errors.raise_any()
+        named = asked.wallets
         if not admin and allowed:
             for wallet in named:
                 if wallet not in allowed:
@@ -386,21 +439,14 @@ class Events:
                         f"API key {principal.key_id} may not use wallet {wallet}",
                         reason="POLICY_WALLET_NOT_ALLOWED",
                         metadata={"policy": "allowed_wallets", "wallet": wallet},
-                        field=field,
+                        field=asked.wallets_field,
                     )
             named = named or tuple(allowed)
-        key_only = bool(chosen) and all(t.key_scoped for t in chosen)
-        if not named and not admin and not key_only:
-            raise WalletsRequiredError(
-                "name the wallets whose events you want: this API key may use any wallet, "
-                "so there is no default set",
-                field=field,
-            )
         return Audience(
             key_id=principal.key_id,
             wallets=frozenset(named),
             all_wallets=admin and not named,
-            types=frozenset(chosen),
+            types=frozenset(asked.types),
         )
 
     async def key(self, key_id: str) -> ApiKey | None:
@@ -448,30 +494,31 @@ class Events:
 
     # --- webhooks ---------------------------------------------------------------------------
 
-    async def _check_description(self, description: str) -> str:
-        if len(description) > MAX_DESCRIPTION_LENGTH or not description.isprintable():
-            raise InvalidArgumentError(
-                f"description must be at most {MAX_DESCRIPTION_LENGTH} printable characters",
-                field="webhook.description",
-            )
-        return description
-
-    async def create_webhook(self, principal: Principal, spec: WebhookSpec) -> tuple[Webhook, str]:
+    async def create_webhook(
+        self, principal: Principal, spec: WebhookSpec, *, errors: FieldErrors | None = None
+    ) -> tuple[Webhook, str]:
         """Register a webhook of ``principal``; its signing secret (shown once).
 
+        Args:
+            errors: Field errors already found in the request (converting it): reported
+                with those found here.
+
         Raises:
-            InvalidWebhookUrlError, WebhookUrlForbiddenError, the errors of
-            :meth:`audience`, WebhookLimitError, StoreUnavailableError.
+            InvalidArgumentError: Every invalid field at once (the URL's form or
+                address, the description, event types, wallets).
+            PolicyViolationError, WebhookLimitError, StoreUnavailableError.
         """
-        description = await self._check_description(spec.description)
-        audience = self.audience(principal, spec.wallets, spec.event_types, prefix="webhook.")
-        url = await self.policy.check_url(spec.url, resolve=self._resolve)
+        errors = FieldErrors() if errors is None else errors
+        await errors.check_async(self.policy.check_url(spec.url, resolve=self._resolve))
+        errors.check(lambda: _check_description(spec.description))
+        asked = _asked(spec.wallets, spec.event_types, prefix="webhook.", errors=errors)
+        audience = self._audience(principal, asked, errors)
         now = self._clock()
         webhook = Webhook(
             webhook_id=_webhook_id(now),
             key_id=principal.key_id,
-            url=url,
-            description=description,
+            url=spec.url,
+            description=spec.description,
             event_types=tuple(sorted(audience.types)),
             wallets=tuple(sorted(audience.wallets)),
             all_wallets=audience.all_wallets,
@@ -490,27 +537,36 @@ class Events:
         log.info("webhook %s created by API key %s", webhook.name, principal.key_id)
         return webhook, secret
 
-    async def _visible(self, principal: Principal, name: str) -> Webhook:
-        found = await self.store.get_webhook(webhook_id_from_name(name))
-        if found is None:
-            raise WebhookNotFoundError(name)
-        webhook, _ = found
-        if webhook.key_id != principal.key_id and not principal.has_scope(Scope.ADMIN):
-            raise WebhookNotFoundError(name)
-        return webhook
+    async def _visible(self, principal: Principal, webhook_id: str) -> Webhook:
+        """The webhook, if ``principal`` may see it (its own; any for an admin)."""
+        found = await self.store.get_webhook(webhook_id)
+        if found is not None:
+            webhook, _ = found
+            if webhook.key_id == principal.key_id or principal.has_scope(Scope.ADMIN):
+                return webhook
+        raise WebhookNotFoundError(WEBHOOK_NAME_PREFIX + webhook_id)
 
     async def get_webhook(self, principal: Principal, name: str) -> Webhook:
         """Raises: InvalidArgumentError (name), WebhookNotFoundError."""
-        return await self._visible(principal, name)
+        return await self._visible(principal, webhook_id_from_name(name))
 
     async def list_webhooks(
         self, principal: Principal, *, page_size_value: int, page_token: str
     ) -> tuple[list[Webhook], str]:
-        """A page of the caller's webhooks (every key's for an admin), oldest first."""
-        size = page_size(page_size_value)
+        """A page of the caller's webhooks (every key's for an admin), oldest first.
+
+        Raises:
+            InvalidArgumentError: The page size, the page token, or both.
+        """
         scope = None if principal.has_scope(Scope.ADMIN) else principal.key_id
         bound = fingerprint("webhooks", scope)
-        token = decode_page_token(page_token, kind="webhooks", fingerprint=bound)
+        errors = FieldErrors()
+        size = errors.check(lambda: page_size(page_size_value))
+        token = errors.check(
+            lambda: decode_page_token(page_token, kind="webhooks", fingerprint=bound)
+        )
+        errors.raise_any()
+        assert size is not None
         found = await self.store.list_webhooks(
             key_id=scope, after=token.position if token else "", limit=size + 1
         )
@@ -529,17 +585,42 @@ class Events:
         *,
         paths: frozenset[str],
         state: WebhookState | None,
+        errors: FieldErrors | None = None,
     ) -> Webhook:
         """Change the fields in ``paths`` ("url", "description", "event_types",
         "wallets", "state") to those of ``spec`` and ``state``.
 
+        Args:
+            errors: Field errors already found in the request (its mask, its state):
+                reported with those found here.
+
         Raises:
-            The errors of :meth:`create_webhook` (limit apart), WebhookNotFoundError.
+            InvalidArgumentError: Every invalid field at once (the name, and those
+                selected: URL, description, event types, wallets).
+            WebhookNotFoundError; then, checked against the webhook's owner,
+            WALLETS_REQUIRED and PolicyViolationError.
         """
-        webhook = await self._visible(principal, name)
-        changes: dict[str, object] = {}
+        errors = FieldErrors() if errors is None else errors
+        webhook_id = errors.check(lambda: webhook_id_from_name(name, field="webhook.name"))
+        if "url" in paths:
+            await errors.check_async(self.policy.check_url(spec.url, resolve=self._resolve))
         if "description" in paths:
-            changes["description"] = await self._check_description(spec.description)
+            errors.check(lambda: _check_description(spec.description))
+        if "wallets" in paths or "event_types" in paths:
+            _asked(
+                spec.wallets if "wallets" in paths else (),
+                spec.event_types if "event_types" in paths else (),
+                prefix="webhook.",
+                errors=errors,
+            )
+        errors.raise_any()
+        assert webhook_id is not None
+        webhook = await self._visible(principal, webhook_id)
+        changes: dict[str, object] = {}
+        if "url" in paths:
+            changes["url"] = spec.url
+        if "description" in paths:
+            changes["description"] = spec.description
         if "wallets" in paths or "event_types" in paths:
             owner = await self._owner_principal(webhook, principal)
             audience = self.audience(
@@ -553,8 +634,6 @@ class Events:
             changes["wallets"] = tuple(sorted(audience.wallets))
             changes["all_wallets"] = audience.all_wallets
             changes["event_types"] = tuple(sorted(audience.types))
-        if "url" in paths:
-            changes["url"] = await self.policy.check_url(spec.url, resolve=self._resolve)
         now = self._clock()
         if "state" in paths and state is not None and state is not webhook.state:
             changes["state"] = state
@@ -572,27 +651,43 @@ class Events:
         return updated
 
     async def delete_webhook(self, principal: Principal, name: str) -> None:
-        webhook = await self._visible(principal, name)
+        webhook = await self._visible(principal, webhook_id_from_name(name))
         if not await self.store.delete_webhook(webhook.webhook_id):
             raise WebhookNotFoundError(name)
         log.info("webhook %s deleted by API key %s", webhook.name, principal.key_id)
 
     async def rotate_secret(
-        self, principal: Principal, name: str, *, grace: timedelta | None
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        grace: timedelta | None,
+        errors: FieldErrors | None = None,
     ) -> tuple[Webhook, str]:
         """A new signing secret (shown once); the old one also signs for ``grace``.
 
+        Args:
+            errors: Field errors already found in the request: reported with those
+                found here.
+
         Raises:
-            InvalidArgumentError: grace out of range (0 to 7 days).
+            InvalidArgumentError: The name, grace out of range (0 to 7 days), or both.
+            WebhookNotFoundError.
         """
+        errors = FieldErrors() if errors is None else errors
+        webhook_id = errors.check(lambda: webhook_id_from_name(name))
         grace = DEFAULT_SECRET_GRACE if grace is None else grace
         if not timedelta(0) <= grace <= MAX_SECRET_GRACE:
-            raise InvalidArgumentError(
-                f"grace_period must be from 0 to {MAX_SECRET_GRACE.days} days",
-                field="grace_period",
-                reason="INVALID_GRACE_PERIOD",
+            errors.add(
+                InvalidArgumentError(
+                    f"grace_period must be from 0 to {MAX_SECRET_GRACE.days} days",
+                    field="grace_period",
+                    reason="INVALID_GRACE_PERIOD",
+                )
             )
-        webhook = await self._visible(principal, name)
+        errors.raise_any()
+        assert webhook_id is not None
+        webhook = await self._visible(principal, webhook_id)
         now = self._clock()
         secret = new_secret()
         seconds = grace.total_seconds()
@@ -604,8 +699,9 @@ class Events:
         return rotated, secret
 
     async def send_test(self, principal: Principal, name: str) -> Event:
-        """Queue a webhook.test event for this webhook only."""
-        webhook = await self._visible(principal, name)
+        """Queue a webhook.test event for this webhook only (delivered even while the
+        webhook is disabled: a receiver can be checked before it is enabled again)."""
+        webhook = await self._visible(principal, webhook_id_from_name(name))
         event = await self.store.send_test(
             webhook,
             NewEvent(
@@ -631,12 +727,31 @@ class Events:
         state: DeliveryState | None,
         page_size_value: int,
         page_token: str,
+        errors: FieldErrors | None = None,
     ) -> tuple[list[Delivery], str]:
-        """A page of a webhook's deliveries, newest first, with their attempts."""
-        webhook = await self._visible(principal, name)
-        size = page_size(page_size_value)
-        bound = fingerprint("webhook_deliveries", webhook.webhook_id, state)
-        token = decode_page_token(page_token, kind="webhook_deliveries", fingerprint=bound)
+        """A page of a webhook's deliveries, newest first, with their attempts.
+
+        Args:
+            errors: Field errors already found in the request (its state): reported
+                with those found here.
+
+        Raises:
+            InvalidArgumentError: Every invalid field at once (name, page size, page
+                token). WebhookNotFoundError.
+        """
+        errors = FieldErrors() if errors is None else errors
+        webhook_id = errors.check(lambda: webhook_id_from_name(name))
+        size = errors.check(lambda: page_size(page_size_value))
+        token: PageToken | None = None
+        bound = fingerprint("webhook_deliveries", webhook_id, state)
+        if webhook_id is not None:
+            # A token is bound to the webhook: checked once the name is valid.
+            token = errors.check(
+                lambda: decode_page_token(page_token, kind="webhook_deliveries", fingerprint=bound)
+            )
+        errors.raise_any()
+        assert webhook_id is not None and size is not None
+        webhook = await self._visible(principal, webhook_id)
         before = int(token.position) if token is not None and token.position.isdigit() else None
         found = await self.store.list_deliveries(
             webhook.webhook_id, state=state, before=before, limit=size + 1
@@ -659,24 +774,34 @@ class Events:
         wallets: Sequence[str],
         types: Sequence[str],
         since_event_id: str,
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[Event | None, None]:
         """The caller's events (see WatchEvents), for as long as it iterates; its key is
         checked again every ``key_recheck`` seconds (revoked, expired or narrowed: the
         stream ends with that error).
 
+        Yields:
+            None first, once the stream follows the events (every event recorded from
+            then on reaches it); then the events.
+
         Raises:
-            The errors of :meth:`audience`, InvalidEventIdError,
-            EventHistoryExpiredError, AuthenticationError, StoreUnavailableError.
+            The errors of :meth:`audience` (with since_event_id's form among the invalid
+            fields), InvalidEventIdError, EventHistoryExpiredError,
+            AuthenticationError, StoreUnavailableError.
         """
-        audience = self.audience(principal, wallets, types)
+        errors = FieldErrors()
         since: int | None = None
         if since_event_id:
             since = event_seq(since_event_id)
             if since is None:
-                raise InvalidEventIdError(
-                    "since_event_id is not an event id (evt_ and 20 digits)",
-                    field="since_event_id",
+                errors.add(
+                    InvalidEventIdError(
+                        "since_event_id is not an event id (evt_ and 20 digits)",
+                        field="since_event_id",
+                    )
                 )
+        audience = self._audience(
+            principal, _asked(wallets, types, prefix="", errors=errors), errors
+        )
         follow = self.feed.follow(
             audience,
             since=since,
@@ -684,8 +809,12 @@ class Events:
             heartbeat=self.config.key_recheck,
         )
         checked = time.monotonic()
+        following = False
         async with contextlib.aclosing(follow) as events:
             async for event in events:
+                if not following:
+                    following = True
+                    yield None
                 if time.monotonic() - checked >= self.config.key_recheck:
                     checked = time.monotonic()
                     audience = await self._recheck(principal, wallets, types)

@@ -527,6 +527,15 @@ class EventStore:
                 )
         return updated is not None
 
+    async def first_attempt_time(self, delivery_id: int) -> float | None:
+        """When the delivery's first recorded attempt started (None: none recorded)."""
+        async with self.database.transaction("events.first_attempt", write=False) as conn:
+            found = await conn.fetchval(
+                "SELECT MIN(start_time) FROM webhook_attempts WHERE delivery_id = $1",
+                delivery_id,
+            )
+        return None if found is None else float(found)
+
     async def list_deliveries(
         self, webhook_id: str, *, state: DeliveryState | None, before: int | None, limit: int
     ) -> list[Delivery]:

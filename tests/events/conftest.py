@@ -74,6 +74,8 @@ class Receiver:
         self.slow_seconds = TIMEOUT * 2
         self.delay = 0.0
         """Seconds every answer takes (well within the timeout)."""
+        self.retry_after = ""
+        """The ``Retry-After`` header of the failed answers ("": none)."""
         self.requests: list[Request] = []
         self.port = 0
         self._arrived = asyncio.Event()
@@ -100,7 +102,8 @@ class Receiver:
             await asyncio.sleep(self.slow_seconds)
         elif self.delay:
             await asyncio.sleep(self.delay)
-        return web.Response(status=status)
+        headers = {"retry-after": self.retry_after} if self.retry_after and status >= 300 else {}
+        return web.Response(status=status, headers=headers)
 
     async def start(self) -> None:
         await self._runner.setup()

@@ -5,6 +5,7 @@ delivery whose retries run out disables its webhook until UpdateWebhook enables 
 from __future__ import annotations
 
 import itertools
+import re
 
 import grpc
 import pytest
@@ -199,3 +200,59 @@ async def test_update_masks_are_checked(
         )
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert rich_details(raised.value)["ErrorInfo"].reason == reason
+
+
+async def test_a_disabled_webhooks_reason_counts_the_time_its_attempts_took(
+    harness: EventsHarness, receiver: Receiver
+) -> None:
+    """A Retry-After longer than the schedule's delays stretches the retries: the reason
+    says how long they took, not how long the schedule is."""
+    wallet = await harness.wallet()
+    created = await harness.webhook(
+        harness.agent,
+        receiver.url,
+        wallets=(str(wallet.pubkey()),),
+        types=("transaction.confirmed",),
+    )
+    name = created.webhook.name
+    receiver.mode = "error"
+    receiver.retry_after = "1"
+    await harness.transfer(harness.agent, wallet)
+
+    async def disabled() -> bool:
+        webhook = await harness.agent.events.GetWebhook(events_pb2.GetWebhookRequest(name=name))
+        return webhook.webhook.state == DISABLED
+
+    await until(disabled, timeout=60, what="the webhook disabled")
+    webhook = (
+        await harness.agent.events.GetWebhook(events_pb2.GetWebhookRequest(name=name))
+    ).webhook
+    [delivery] = await harness.deliveries(harness.agent, name)
+    first, last = delivery.attempts[0], delivery.attempts[-1]
+    took = (last.attempt_time.ToNanoseconds() - first.attempt_time.ToNanoseconds()) / 1e9
+    assert took > sum(RETRY_SCHEDULE) + 1  # stretched by Retry-After
+    match = re.search(r"(\d+) attempts over (\d+) seconds failed", webhook.disabled_reason)
+    assert match is not None, webhook.disabled_reason
+    assert int(match[1]) == len(RETRY_SCHEDULE) + 1
+    assert abs(int(match[2]) - took) < 1, (webhook.disabled_reason, took)
+
+
+async def test_a_test_event_reaches_a_disabled_webhook(
+    harness: EventsHarness, receiver: Receiver
+) -> None:
+    """So a receiver can be checked before its webhook is enabled again; the webhook
+    stays disabled, and no other event reaches it."""
+    created = await harness.webhook(harness.agent, receiver.url, types=("api_key.rotation_due",))
+    name = created.webhook.name
+    await harness.agent.events.UpdateWebhook(
+        events_pb2.UpdateWebhookRequest(
+            webhook=events_pb2.Webhook(name=name, state=DISABLED),
+            update_mask=field_mask_pb2.FieldMask(paths=["state"]),
+        )
+    )
+    sent = await harness.agent.events.SendTestEvent(events_pb2.SendTestEventRequest(name=name))
+    await receiver.wait_for(lambda: bool(receiver.events(event_type="webhook.test")))
+    assert [e["eventId"] for e in receiver.events()] == [sent.event.event_id]
+    answer = await harness.agent.events.GetWebhook(events_pb2.GetWebhookRequest(name=name))
+    assert answer.webhook.state == DISABLED
+    assert answer.webhook.disabled_reason == "disabled with UpdateWebhook"

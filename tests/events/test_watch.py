@@ -1,5 +1,6 @@
 """WatchEvents: a stream resumed with since_event_id misses nothing, replays the
-retained history in order, and the producers follow the wallets streams watch."""
+retained history in order, and the producers follow the wallets streams watch; a
+stream's response headers come as soon as it follows the events."""
 
 from __future__ import annotations
 
@@ -160,3 +161,16 @@ async def test_api_key_rotation_due_goes_to_the_keys_own_stream_and_webhooks(
     # Each key's event went to its own webhook only.
     deliveries = await harness.deliveries(caller, hook.webhook.name)
     assert [d.event_id for d in deliveries] == [event.event_id]
+
+
+async def test_a_quiet_stream_sends_its_initial_metadata_at_once(harness: EventsHarness) -> None:
+    """The response headers (request id, rate limits) tell the client its stream follows
+    the events, before any event comes."""
+    quiet = str((await harness.wallet()).pubkey())
+    call = harness.agent.events.WatchEvents(events_pb2.WatchEventsRequest(wallets=[quiet]))
+    try:
+        metadata = dict(await asyncio.wait_for(call.initial_metadata(), 10))
+    finally:
+        call.cancel()
+    assert metadata["x-request-id"]
+    assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= set(metadata)
