@@ -9,14 +9,13 @@ from __future__ import annotations
 from agentstaking.v1 import events_pb2
 from google.protobuf import json_format
 
-from service.core.errors import InvalidArgumentError
+from service.core.errors import FieldErrors, InvalidArgumentError
 from service.events import (
     ApiKeyPayload,
     Attempt,
     Delivery,
     DeliveryState,
     Event,
-    FieldErrors,
     RewardsPayload,
     StakePayload,
     TransactionPayload,

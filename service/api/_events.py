@@ -9,7 +9,8 @@ from typing import Any
 import grpc
 from agentstaking.v1 import events_pb2, events_pb2_grpc
 
-from service.events import Events, FieldErrors
+from service.core.errors import FieldErrors
+from service.events import Events
 
 from ._errors import handle_errors, handle_stream_errors
 from ._event_converters import (

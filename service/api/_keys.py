@@ -8,8 +8,8 @@ from typing import Any
 import grpc
 from agentstaking.v1 import keys_pb2, keys_pb2_grpc
 
-from service.core.errors import DomainError
-from service.keys import UNSET, KeyManager, KeyPolicy, Scope, Unset, checked
+from service.core.errors import FieldErrors
+from service.keys import UNSET, KeyManager, KeyPolicy, Scope, Unset
 
 from ._errors import handle_errors
 from ._key_converters import (
@@ -52,23 +52,21 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         self, request: keys_pb2.CreateApiKeyRequest, context: Context
     ) -> keys_pb2.CreateApiKeyResponse:
         _require_admin()
-        failures: list[DomainError] = []
-        policy = checked(lambda: policy_to_domain(request.policy), failures, KeyPolicy())
-        expire_time = checked(
+        failures = FieldErrors()
+        policy = failures.check(lambda: policy_to_domain(request.policy), KeyPolicy())
+        expire_time = failures.check(
             lambda: (
                 timestamp_to_datetime(request.expire_time, field="expire_time")
                 if request.HasField("expire_time")
                 else None
-            ),
-            failures,
-            None,
+            )
         )
         key, secret = await self._keys.create(
             display_name=request.display_name,
             scopes=list(request.scopes),
             policy=policy,
             expire_time=expire_time,
-            invalid=failures,
+            invalid=failures.found,
         )
         return keys_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(key), secret=secret)
 
@@ -85,15 +83,15 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         self, request: keys_pb2.ListApiKeysRequest, context: Context
     ) -> keys_pb2.ListApiKeysResponse:
         _require_admin()
-        failures: list[DomainError] = []
-        state = checked(lambda: state_to_domain(request.state), failures, None)
+        failures = FieldErrors()
+        state = failures.check(lambda: state_to_domain(request.state))
         keys, next_token, total = await self._keys.list(
             page_size=request.page_size,
             # A page token is bound to its state filter: with an unknown state there is
             # nothing to compare it with.
-            page_token="" if failures else request.page_token,
+            page_token="" if failures.found else request.page_token,
             state=state,
-            invalid=failures,
+            invalid=failures.found,
         )
         return keys_pb2.ListApiKeysResponse(
             api_keys=[api_key_to_proto(k) for k in keys],
@@ -105,22 +103,22 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     async def RotateApiKey(
         self, request: keys_pb2.RotateApiKeyRequest, context: Context
     ) -> keys_pb2.RotateApiKeyResponse:
-        failures: list[DomainError] = []
-        key_id = checked(lambda: key_id_from_name(request.name), failures, "")
-        grace_period = checked(
+        failures = FieldErrors()
+        key_id = failures.check(lambda: key_id_from_name(request.name), "")
+        grace_period = failures.check(
             lambda: (
                 duration_to_timedelta(request.grace_period, field="grace_period")
                 if request.HasField("grace_period")
                 else None
-            ),
-            failures,
-            None,
+            )
         )
         if key_id:
             # Without a usable name the call is refused as INVALID_ARGUMENT, before
             # anything is read.
             _require_admin(unless_self=key_id)
-        key, secret = await self._keys.rotate(key_id, grace_period=grace_period, invalid=failures)
+        key, secret = await self._keys.rotate(
+            key_id, grace_period=grace_period, invalid=failures.found
+        )
         return keys_pb2.RotateApiKeyResponse(api_key=api_key_to_proto(key), secret=secret)
 
     @handle_errors
@@ -139,7 +137,7 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         key_id = key_id_from_name(request.api_key.name, field="api_key.name")
         top, policy_fields = update_paths(request)
         source = request.api_key
-        failures: list[DomainError] = []
+        failures = FieldErrors()
         # Fields below are named relative to the ApiKey; the violations, relative to
         # the request (`api_key.display_name`).
         with fields_within("api_key"):
@@ -150,16 +148,15 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
                     if "policy" in top
                     else selected_policy(source.policy, policy_fields)
                 )
-                policy = checked(lambda: policy_to_domain(chosen), failures, UNSET)
+                policy = failures.check(lambda: policy_to_domain(chosen), UNSET)
             expire_time: datetime | Unset | None = UNSET
             if "expire_time" in top:
-                expire_time = checked(
+                expire_time = failures.check(
                     lambda: (
                         timestamp_to_datetime(source.expire_time, field="expire_time")
                         if source.HasField("expire_time")
                         else None
                     ),
-                    failures,
                     UNSET,
                 )
             key = await self._keys.update(
@@ -169,6 +166,6 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
                 policy=policy,
                 policy_fields=None if "policy" in top else policy_fields,
                 expire_time=expire_time,
-                invalid=failures,
+                invalid=failures.found,
             )
         return keys_pb2.UpdateApiKeyResponse(api_key=api_key_to_proto(key))

@@ -33,9 +33,9 @@ from service.core.accounts import Lockup
 from service.core.errors import (
     DomainError,
     ErrorKind,
+    FieldErrors,
     InsufficientFundsError,
     VoteAccountNotFoundError,
-    combine_violations,
 )
 from service.core.fees import PRIORITY_PERCENTILES, ServiceFee
 from service.core.paging import (
@@ -290,17 +290,9 @@ class ValidatorPage:
 
 def _collect(*checks: Callable[[], object]) -> list[object]:
     """Run every check; raise all their field violations at once."""
-    results: list[object] = []
-    failures: list[DomainError] = []
-    for check in checks:
-        try:
-            results.append(check())
-        except DomainError as exc:
-            failures.append(exc)
-            results.append(None)
-    problem = combine_violations(failures)
-    if problem is not None:
-        raise problem
+    errors = FieldErrors()
+    results = [errors.check(check) for check in checks]
+    errors.raise_any()
     return results
 
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar, overload
 
 ERROR_DOMAIN: Final = "agentstaking.v1"
+
+_T = TypeVar("_T")
+_F = TypeVar("_F")
 
 _REASON_RE: Final = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
 
@@ -458,13 +461,48 @@ class StakeAccountExistsError(DomainError):
 
 def failed_checks(*checks: Callable[[], object]) -> list[DomainError]:
     """Run every check; the domain errors they raised, so all can be reported at once."""
-    failures: list[DomainError] = []
+    errors = FieldErrors()
     for check in checks:
+        errors.check(check)
+    return errors.found
+
+
+class FieldErrors:
+    """The invalid fields of one request, gathered so that the caller learns of all of
+    them at once (:func:`combine_violations`): the error itself when there is one,
+    ``INVALID_FIELDS`` listing every field when there are several."""
+
+    def __init__(self, found: Iterable[DomainError] = ()) -> None:
+        self.found: list[DomainError] = list(found)
+
+    @overload
+    def check(self, check: Callable[[], _T]) -> _T | None: ...
+    @overload
+    def check(self, check: Callable[[], _T], fallback: _F) -> _T | _F: ...
+    def check(self, check: Callable[[], _T], fallback: object = None) -> object:
+        """``check()``'s value; ``fallback`` when it raised a domain error (kept)."""
         try:
-            check()
+            return check()
         except DomainError as exc:
-            failures.append(exc)
-    return failures
+            self.found.append(exc)
+            return fallback
+
+    async def check_async(self, check: Awaitable[_T]) -> _T | None:
+        """The awaited value of ``check``; None when it raised a domain error (kept)."""
+        try:
+            return await check
+        except DomainError as exc:
+            self.found.append(exc)
+            return None
+
+    def add(self, error: DomainError) -> None:
+        self.found.append(error)
+
+    def raise_any(self) -> None:
+        """Raise what was found, if anything."""
+        problem = combine_violations(self.found)
+        if problem is not None:
+            raise problem
 
 
 def combine_violations(errors: Iterable[DomainError]) -> DomainError | None:

@@ -16,7 +16,6 @@ from service.events._delivery import (
 )
 from service.events._errors import (
     EventHistoryExpiredError,
-    FieldErrors,
     InvalidEventIdError,
     InvalidWebhookUrlError,
     UnknownEventTypeError,
@@ -87,7 +86,6 @@ __all__ = [
     "EventType",
     "Events",
     "EventsConfig",
-    "FieldErrors",
     "ForbiddenAddressError",
     "InvalidEventIdError",
     "InvalidWebhookUrlError",

@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from service.core.errors import (
     DomainError,
     ErrorKind,
     InvalidArgumentError,
-    combine_violations,
 )
 
 T = TypeVar("T")
-
-
-class FieldErrors:
-    """The invalid fields of one request, gathered so that the caller learns of all of
-    them at once: one INVALID_ARGUMENT, the error itself when there is one, reason
-    INVALID_FIELDS listing every field when there are several."""
-
-    def __init__(self) -> None:
-        self.found: list[InvalidArgumentError] = []
-
-    def check(self, check: Callable[[], T]) -> T | None:
-        """``check()``'s value; None when it raised a field error (kept)."""
-        try:
-            return check()
-        except InvalidArgumentError as exc:
-            self.found.append(exc)
-            return None
-
-    async def check_async(self, check: Awaitable[T]) -> T | None:
-        """The awaited value of ``check``; None when it raised a field error (kept)."""
-        try:
-            return await check
-        except InvalidArgumentError as exc:
-            self.found.append(exc)
-            return None
-
-    def add(self, error: InvalidArgumentError) -> None:
-        self.found.append(error)
-
-    def raise_any(self) -> None:
-        """Raise what was found, if anything."""
-        problem = combine_violations(self.found)
-        if problem is not None:
-            raise problem
 
 
 class WebhookNotFoundError(DomainError):

@@ -39,13 +39,12 @@ from service.chain import (
     current_traceparent,
 )
 from service.core import parse_address
-from service.core.errors import InvalidArgumentError
+from service.core.errors import FieldErrors, InvalidArgumentError
 from service.core.paging import PageToken, decode_page_token, fingerprint, page_size
 from service.core.policy import PolicyViolationError
 from service.core.txstatus import TxState
 from service.events._delivery import Deliverer, DeliveryConfig, DeliveryStats, Render
 from service.events._errors import (
-    FieldErrors,
     InvalidEventIdError,
     UnknownEventTypeError,
     WalletsRequiredError,

@@ -22,8 +22,6 @@ from service.keys._errors import (
     KeyNotFoundError,
     KeyRevokedError,
     KeyStoreUnavailableError,
-    checked,
-    raise_failures,
 )
 from service.keys._manager import (
     DEFAULT_PAGE_SIZE,
@@ -81,9 +79,7 @@ __all__ = [
     "SqlKeyStore",
     "Unset",
     "UsageDelta",
-    "checked",
     "now_utc",
     "open_store",
     "parse_key_id",
-    "raise_failures",
 ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import ClassVar, Final, TypeVar
 
-from service.core.errors import DomainError, ErrorKind, InvalidArgumentError, combine_violations
+from service.core.errors import DomainError, ErrorKind, InvalidArgumentError
 
 _Value = TypeVar("_Value")
 _Fallback = TypeVar("_Fallback")
@@ -59,26 +59,6 @@ class KeyArgumentError(InvalidArgumentError):
 
     def __init__(self, message: str, *, field: str, reason: str) -> None:
         super().__init__(message, field=field, reason=reason, metadata={"field": field})
-
-
-def checked(
-    check: Callable[[], _Value], failures: list[DomainError], fallback: _Fallback
-) -> _Value | _Fallback:
-    """What ``check`` returns; if it raises a domain error, ``fallback``, the error added
-    to ``failures``: every field of a request is checked before any is reported."""
-    try:
-        return check()
-    except DomainError as exc:
-        failures.append(exc)
-        return fallback
-
-
-def raise_failures(failures: Iterable[DomainError]) -> None:
-    """Raise what a validation pass found: one error as it is, several as one
-    ``INVALID_FIELDS`` listing every violation (each keeping its own reason)."""
-    problem = combine_violations(failures)
-    if problem is not None:
-        raise problem
 
 
 class KeyNotFoundError(DomainError):

@@ -18,7 +18,7 @@ from typing import Any, Final, cast
 
 from opentelemetry import trace
 
-from service.core.errors import DomainError
+from service.core.errors import DomainError, FieldErrors
 from service.keys._errors import (
     API_KEY_EXPIRED,
     API_KEY_REVOKED,
@@ -31,8 +31,6 @@ from service.keys._errors import (
     KeyNotFoundError,
     KeyRevokedError,
     KeyStoreUnavailableError,
-    checked,
-    raise_failures,
 )
 from service.keys._model import (
     UNSET,
@@ -538,13 +536,13 @@ class KeyManager:
                 (``FieldViolationsError`` naming each when several are, or when
                 ``invalid`` is not empty).
         """
-        failures = list(invalid)
+        failures = FieldErrors(invalid)
         now = self._now()
-        name = checked(lambda: check_display_name(display_name), failures, "")
-        granted = checked(lambda: check_scopes(scopes), failures, frozenset[str]())
-        checked(lambda: _check_policy(policy), failures, None)
-        expires = checked(lambda: check_expire_time(expire_time, now=now), failures, None)
-        raise_failures(failures)
+        name = failures.check(lambda: check_display_name(display_name), "")
+        granted = failures.check(lambda: check_scopes(scopes), frozenset[str]())
+        failures.check(lambda: _check_policy(policy))
+        expires = failures.check(lambda: check_expire_time(expire_time, now=now))
+        failures.raise_any()
         attempts = 0
         while True:
             record, event, token = self._new_key(
@@ -634,15 +632,15 @@ class KeyManager:
             KeyArgumentError: page_size is negative or page_token is not one of ours
                 for the same filter.
         """
-        failures = list(invalid)
+        failures = FieldErrors(invalid)
         if page_size < 0:
-            failures.append(
+            failures.add(
                 KeyArgumentError(
                     "page_size must not be negative", field="page_size", reason="INVALID_PAGE_SIZE"
                 )
             )
-        after = checked(lambda: _decode_page_token(page_token, state), failures, "")
-        raise_failures(failures)
+        after = failures.check(lambda: _decode_page_token(page_token, state), "")
+        failures.raise_any()
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         now = self._now()
         records, total = await self._store.list_keys(
@@ -688,16 +686,15 @@ class KeyManager:
             KeyNotFoundError, KeyRevokedError, KeyExpiredError.
             ConcurrentModificationError: Another change of the key won the race.
         """
-        failures = list(invalid)
-        grace = checked(
+        failures = FieldErrors(invalid)
+        grace = failures.check(
             lambda: check_grace_period(
                 self._default_grace if grace_period is None else grace_period,
                 maximum=MAX_GRACE_PERIOD,
             ),
-            failures,
             self._default_grace,
         )
-        raise_failures(failures)
+        failures.raise_any()
         record = await self._load(key_id)
         now = self._now()
         self._check_changeable(record, now, "rotated", allow_expired=False)
@@ -773,22 +770,18 @@ class KeyManager:
         """
         if policy_fields is not None and not _POLICY_FIELDS.issuperset(policy_fields):
             raise ValueError(f"policy_fields must name KeyPolicy fields, got {policy_fields}")
-        failures = list(invalid)
+        failures = FieldErrors(invalid)
         now = self._now()
         changes: dict[str, Any] = {}
         if not isinstance(display_name, Unset):
-            changes["display_name"] = checked(
-                lambda: check_display_name(display_name), failures, ""
-            )
+            changes["display_name"] = failures.check(lambda: check_display_name(display_name), "")
         if not isinstance(scopes, Unset):
-            changes["scopes"] = checked(lambda: check_scopes(scopes), failures, frozenset[str]())
+            changes["scopes"] = failures.check(lambda: check_scopes(scopes), frozenset[str]())
         if not isinstance(policy, Unset):
-            changes["policy"] = checked(lambda: _check_policy(policy), failures, KeyPolicy())
+            changes["policy"] = failures.check(lambda: _check_policy(policy), KeyPolicy())
         if not isinstance(expire_time, Unset):
-            changes["expire_time"] = checked(
-                lambda: check_expire_time(expire_time, now=now), failures, None
-            )
-        raise_failures(failures)
+            changes["expire_time"] = failures.check(lambda: check_expire_time(expire_time, now=now))
+        failures.raise_any()
         record = await self._load(key_id)
         self._check_changeable(record, now, "updated", allow_expired=True)
         if "policy" in changes and policy_fields is not None:

@@ -11,8 +11,8 @@ from functools import partial
 from typing import Any, Final
 
 from service.core import parse_address
-from service.core.errors import DomainError
-from service.keys._errors import KeyArgumentError, checked, raise_failures
+from service.core.errors import FieldErrors
+from service.keys._errors import KeyArgumentError
 
 U64_MAX: Final = 2**64 - 1
 U32_MAX: Final = 2**32 - 1
@@ -140,25 +140,25 @@ class KeyPolicy:
 
     def __post_init__(self) -> None:
         # Every field is checked before any is reported.
-        failures: list[DomainError] = []
+        failures = FieldErrors()
         for name, high in (
             ("max_lamports_per_transaction", U64_MAX),
             ("max_priority_fee_lamports", U64_MAX),
         ):
-            checked(partial(_check_int, getattr(self, name), name=name, high=high), failures, 0)
+            failures.check(partial(_check_int, getattr(self, name), name=name, high=high), 0)
         for name in ("allowed_vote_accounts", "allowed_wallets"):
-            addresses = checked(partial(_addresses, getattr(self, name), name=name), failures, ())
+            addresses = failures.check(partial(_addresses, getattr(self, name), name=name), ())
             object.__setattr__(self, name, addresses)
         if self.service_fee_bps is not None:
             fee_check = partial(
                 _check_int, self.service_fee_bps, name="service_fee_bps", high=MAX_SERVICE_FEE_BPS
             )
-            checked(fee_check, failures, 0)
+            failures.check(fee_check, 0)
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
-            failures.append(_invalid_policy("rate_limit", "policy.rate_limit must be a RateLimit"))
-        methods = checked(partial(_method_names, self.allowed_methods), failures, ())
+            failures.add(_invalid_policy("rate_limit", "policy.rate_limit must be a RateLimit"))
+        methods = failures.check(partial(_method_names, self.allowed_methods), ())
         object.__setattr__(self, "allowed_methods", methods)
-        raise_failures(failures)
+        failures.raise_any()
 
     def to_json(self) -> dict[str, Any]:
         """The policy as a JSON-ready dict (the stores' and the audit log's format)."""
