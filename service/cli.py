@@ -715,13 +715,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gRPC service")
     serve.add_argument(
-        "--listen", help="HOST:PORT for gRPC (default 127.0.0.1:50051; env AGENT_STAKING_LISTEN)"
+        "--listen",
+        metavar="HOST:PORT",
+        help="where gRPC listens (default 127.0.0.1:50051; env AGENT_STAKING_LISTEN)",
     )
     serve.add_argument(
         "--rpc-url",
         action="append",
         metavar="URL",
-        help="Solana JSON-RPC endpoint; without one the embedded localnet is started",
+        help="Solana JSON-RPC endpoint; repeat for failover endpoints (the first is the "
+        "primary); without one the embedded localnet is started",
     )
     serve.add_argument(
         "--config", type=Path, help="TOML settings file (env AGENT_STAKING_CONFIG_FILE)"

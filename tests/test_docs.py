@@ -118,3 +118,20 @@ def test_the_configuration_table_is_the_settings() -> None:
     assert block.group(1) == settings_reference(SERVE_FLAGS), (
         "docs/operators.md is stale: run python scripts/gen_settings_docs.py"
     )
+
+
+def test_the_agents_guide_names_every_proto_and_well_known_import() -> None:
+    """Copying the files the guide names must compile: every file of the package, and
+    every well-known type they import."""
+    guide = (ROOT / "docs" / "agents.md").read_text()
+    protos = sorted((ROOT / "protos" / "agentstaking" / "v1").glob("*.proto"))
+    for proto in protos:
+        assert f"`{proto.stem}`" in guide or f"`{proto.name}`" in guide, proto.name
+    imported = {
+        name
+        for proto in protos
+        for name in re.findall(r'^import "google/protobuf/(\w+)\.proto";', proto.read_text(), re.M)
+    }
+    listed = re.search(r"google/protobuf/\{([\w,]+)\}\.proto", guide)
+    assert listed is not None
+    assert imported <= set(listed[1].split(","))
