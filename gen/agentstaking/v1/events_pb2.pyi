@@ -453,8 +453,9 @@ class Webhook(_message.Message):
         STATE_ENABLED: Webhook._State.ValueType  # 1
         """Events are delivered."""
         STATE_DISABLED: Webhook._State.ValueType  # 2
-        """No event is delivered (the retries of a delivery ran out, the receiver
-        answered 410 Gone, or it was disabled with UpdateWebhook);
+        """No event is delivered, except test events (SendTestEvent): the retries
+        of a delivery ran out, the receiver answered 410 Gone, or it was
+        disabled with UpdateWebhook;
         disabled_reason says why. UpdateWebhook with STATE_ENABLED re-enables
         it: its pending deliveries are sent again at once.
         """
@@ -467,8 +468,9 @@ class Webhook(_message.Message):
     STATE_ENABLED: Webhook.State.ValueType  # 1
     """Events are delivered."""
     STATE_DISABLED: Webhook.State.ValueType  # 2
-    """No event is delivered (the retries of a delivery ran out, the receiver
-    answered 410 Gone, or it was disabled with UpdateWebhook);
+    """No event is delivered, except test events (SendTestEvent): the retries
+    of a delivery ran out, the receiver answered 410 Gone, or it was
+    disabled with UpdateWebhook;
     disabled_reason says why. UpdateWebhook with STATE_ENABLED re-enables
     it: its pending deliveries are sent again at once.
     """

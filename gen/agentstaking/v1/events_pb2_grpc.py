@@ -213,7 +213,9 @@ class EventServiceServicer:
 
     def SendTestEvent(self, request, context):
         """Sends a webhook.test event to one webhook (and to no other webhook or
-        stream), through the same delivery, signing and retries as every event.
+        stream), through the same delivery, signing and retries as every event;
+        also to a disabled webhook, so that a receiver can be checked before the
+        webhook is enabled again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

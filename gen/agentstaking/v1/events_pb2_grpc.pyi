@@ -104,7 +104,9 @@ class EventServiceStub:
     """
     SendTestEvent: _grpc.UnaryUnaryMultiCallable[_events_pb2.SendTestEventRequest, _events_pb2.SendTestEventResponse]
     """Sends a webhook.test event to one webhook (and to no other webhook or
-    stream), through the same delivery, signing and retries as every event.
+    stream), through the same delivery, signing and retries as every event;
+    also to a disabled webhook, so that a receiver can be checked before the
+    webhook is enabled again.
     """
     ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_events_pb2.ListWebhookDeliveriesRequest, _events_pb2.ListWebhookDeliveriesResponse]
     """Lists a webhook's deliveries, newest first, with every attempt: status,
@@ -185,7 +187,9 @@ class EventServiceAsyncStub(EventServiceStub):
     """
     SendTestEvent: _aio.UnaryUnaryMultiCallable[_events_pb2.SendTestEventRequest, _events_pb2.SendTestEventResponse]  # type: ignore[assignment]
     """Sends a webhook.test event to one webhook (and to no other webhook or
-    stream), through the same delivery, signing and retries as every event.
+    stream), through the same delivery, signing and retries as every event;
+    also to a disabled webhook, so that a receiver can be checked before the
+    webhook is enabled again.
     """
     ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_events_pb2.ListWebhookDeliveriesRequest, _events_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
     """Lists a webhook's deliveries, newest first, with every attempt: status,
@@ -311,7 +315,9 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_events_pb2.SendTestEventResponse, _abc.Awaitable[_events_pb2.SendTestEventResponse]]:
         """Sends a webhook.test event to one webhook (and to no other webhook or
-        stream), through the same delivery, signing and retries as every event.
+        stream), through the same delivery, signing and retries as every event;
+        also to a disabled webhook, so that a receiver can be checked before the
+        webhook is enabled again.
         """
 
     @_abc_1.abstractmethod

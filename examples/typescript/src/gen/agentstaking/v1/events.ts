@@ -265,8 +265,9 @@ export enum Webhook_State {
   /** STATE_ENABLED - Events are delivered. */
   STATE_ENABLED = 1,
   /**
-   * STATE_DISABLED - No event is delivered (the retries of a delivery ran out, the receiver
-   * answered 410 Gone, or it was disabled with UpdateWebhook);
+   * STATE_DISABLED - No event is delivered, except test events (SendTestEvent): the retries
+   * of a delivery ran out, the receiver answered 410 Gone, or it was
+   * disabled with UpdateWebhook;
    * disabled_reason says why. UpdateWebhook with STATE_ENABLED re-enables
    * it: its pending deliveries are sent again at once.
    */
@@ -4114,7 +4115,9 @@ export const EventServiceService = {
   },
   /**
    * Sends a webhook.test event to one webhook (and to no other webhook or
-   * stream), through the same delivery, signing and retries as every event.
+   * stream), through the same delivery, signing and retries as every event;
+   * also to a disabled webhook, so that a receiver can be checked before the
+   * webhook is enabled again.
    */
   sendTestEvent: {
     path: "/agentstaking.v1.EventService/SendTestEvent" as const,
@@ -4188,7 +4191,9 @@ export interface EventServiceServer extends UntypedServiceImplementation {
   rotateWebhookSecret: handleUnaryCall<RotateWebhookSecretRequest, RotateWebhookSecretResponse>;
   /**
    * Sends a webhook.test event to one webhook (and to no other webhook or
-   * stream), through the same delivery, signing and retries as every event.
+   * stream), through the same delivery, signing and retries as every event;
+   * also to a disabled webhook, so that a receiver can be checked before the
+   * webhook is enabled again.
    */
   sendTestEvent: handleUnaryCall<SendTestEventRequest, SendTestEventResponse>;
   /**
@@ -4332,7 +4337,9 @@ export interface EventServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Sends a webhook.test event to one webhook (and to no other webhook or
-   * stream), through the same delivery, signing and retries as every event.
+   * stream), through the same delivery, signing and retries as every event;
+   * also to a disabled webhook, so that a receiver can be checked before the
+   * webhook is enabled again.
    */
   sendTestEvent(
     request: SendTestEventRequest,
