@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -592,7 +599,32 @@ def load_settings(
 
         cls = FileSettings
     clean = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return cls(**clean)
+    try:
+        return cls(**clean)
+    except ValidationError as exc:
+        raise ValueError(describe_invalid_settings(exc, path)) from None
+    except ValueError as exc:  # the TOML file does not parse
+        if path is None:
+            raise
+        raise ValueError(f"configuration file {path}: {exc}") from None
+
+
+def describe_invalid_settings(error: ValidationError, path: Path | None = None) -> str:
+    """One line naming each invalid setting (its variable) and what is wrong, without
+    the values: pydantic's own text quotes the input, all settings at once when a check
+    spans several, secrets included."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        name = str(item["loc"][0]) if item["loc"] else ""
+        if name in Settings.model_fields:
+            problems.append(f"{name} ({ENV_PREFIX}{name.upper()}): {message}")
+        elif name:
+            problems.append(f"{name}: {message}")
+        else:
+            problems.append(message)
+    where = f" (environment, flags or {path})" if path is not None else ""
+    return f"invalid settings{where}: " + "; ".join(problems)
 
 
 def settings_reference(flags: Mapping[str, str]) -> str:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -193,3 +196,43 @@ async def test_solana_coming_back_during_start_up_lets_it_finish(
         await asyncio.gather(starting, return_exceptions=True)
         await server.stop(0)
         await rpc.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        # A check across settings: pydantic's own text would quote all of them.
+        (
+            {
+                "AGENT_STAKING_WEBHOOK_LEASE_SECONDS": "1",
+                "AGENT_STAKING_REDIS_URL": "redis://:RSECRET7@127.0.0.1:1/0",
+                "AGENT_STAKING_DATABASE_URL": "postgresql://u:PSECRET8@127.0.0.1:1/x",
+            },
+            "webhook_lease_seconds must exceed webhook_timeout_seconds",
+        ),
+        (
+            {
+                "AGENT_STAKING_RATELIMIT_WALLET_BURST": "-1",
+                "AGENT_STAKING_REDIS_URL": "redis://:RSECRET7@127.0.0.1:1/0",
+            },
+            "ratelimit_wallet_burst (AGENT_STAKING_RATELIMIT_WALLET_BURST)",
+        ),
+    ],
+)
+def test_invalid_settings_are_one_line_naming_them_and_no_value(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--listen", "127.0.0.1:0"],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("agent-staking: invalid settings: ")
+    assert named in done.stderr
+    assert "SECRET" not in done.stderr + done.stdout
