@@ -459,7 +459,15 @@ class Relay:
             if outcome is not None:
                 return outcome
             self._check_capacity()
-            lifetime = await self._check_lifetime(verified, self._timeout(timeout))
+            try:
+                lifetime = await self._check_lifetime(verified, self._timeout(timeout))
+            except (BlockhashExpiredError, NonceAdvancedError):
+                # It cannot land now, perhaps because it did: after a restart, or once
+                # memory let it go, the record (or the chain's history) still knows.
+                landed = await self._known_afterwards(verified.signature, commitment)
+                if landed is None:
+                    raise
+                return landed
             # Another call may have submitted the same bytes while we asked the node.
             outcome = await self._known(verified.signature, commitment)
             if outcome is not None:
@@ -601,12 +609,23 @@ class Relay:
     async def _known_elsewhere(
         self, signature: str, commitment: Commitment | None
     ) -> SubmitOutcome:
-        """The answer to a submission another replica recorded first."""
-        self._counters["duplicate"] += 1
+        """The answer to a submission another replica (or an earlier process) recorded
+        first, or that the chain processed."""
         status = await self.status(signature)
+        self._counters["duplicate"] += 1
         if commitment is not None and not reached(status.state, commitment):
             status = await self.wait(signature, commitment)
         return SubmitOutcome(status=status, already_submitted=True)
+
+    async def _known_afterwards(
+        self, signature: str, commitment: Commitment | None
+    ) -> SubmitOutcome | None:
+        """The answer to a repeated submission that memory no longer holds, from the
+        record or the chain; None when neither has seen the signature."""
+        try:
+            return await self._known_elsewhere(signature, commitment)
+        except TransactionNotFoundError:
+            return None
 
     async def _recorded(self, signature: str) -> TxStatus | None:
         """The recorded status, or None (not recorded, no log, or the log is out: the

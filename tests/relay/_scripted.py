@@ -18,13 +18,14 @@ class ScriptedRpc:
     def __init__(self) -> None:
         self.statuses: dict[str, dict[str, Any] | None] = {}
         self.height = 1_000
+        self.blockhash_valid = True
         self.sent: list[dict[str, Any]] = []
 
     async def call(self, method: str, params: list[Any], *, timeout: float | None = None) -> Any:
         if method == "getGenesisHash":
             return GENESIS
         if method == "isBlockhashValid":
-            return {"context": {"slot": self.height}, "value": True}
+            return {"context": {"slot": self.height}, "value": self.blockhash_valid}
         if method == "getBlockHeight":
             return self.height
         if method == "sendTransaction":

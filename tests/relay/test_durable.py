@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from solders.transaction import VersionedTransaction
 
-from service.chain import Relay, RelayConfig, SqlSubmissionLog
+from service.chain import BlockhashExpiredError, Relay, RelayConfig, SqlSubmissionLog
 from service.core.txstatus import Commitment, TxState, TxStatus
 from service.store import Database, StoreUnavailableError, open_database
 from tests._wait import until
@@ -261,3 +261,33 @@ async def test_records_of_another_chain_are_dropped_and_old_outcomes_purged(
     replicas.wall.now += 61
     await _lease_round(second)
     assert await log.get([ours]) == {}
+
+
+async def test_a_resubmission_after_the_blockhash_expired_is_answered_from_the_record(
+    replicas: Replicas, database: Database
+) -> None:
+    """Once memory lets a transaction go (a restart, the retention time), the same
+    bytes again are its status, not BLOCKHASH_EXPIRED: an agent told to build a new
+    one would stake twice."""
+    first = await replicas.start("replica-a")
+    landed = wire("landed")
+    signature = (await first.submit(landed, skip_preflight=True)).status.signature
+    replicas.rpc.statuses[signature] = chain_status("finalized")
+    await asyncio.wait_for(first.wait(signature, Commitment.FINALIZED), 5)
+    await _recorded_as(database, signature, TxState.FINALIZED)
+    await Replicas.crash(first)
+    replicas.rpc.blockhash_valid = False
+
+    fresh = await replicas.start("replica-b")
+    again = await fresh.submit(landed, skip_preflight=True)
+    assert again.already_submitted and again.status.state is TxState.FINALIZED
+    # Not recorded, yet processed by the cluster (sent straight to a node): the chain says.
+    outside = wire("outside")
+    outside_signature = str(VersionedTransaction.from_bytes(outside).signatures[0])
+    replicas.rpc.statuses[outside_signature] = chain_status("confirmed")
+    seen = await fresh.submit(outside, skip_preflight=True)
+    assert seen.already_submitted and seen.status.state is TxState.CONFIRMED
+    # Seen nowhere: it can no longer land.
+    with pytest.raises(BlockhashExpiredError):
+        await fresh.submit(wire("never"), skip_preflight=True)
+    assert replicas.rpc.sent == [replicas.rpc.sent[0]]  # only the first submission's send
