@@ -1061,6 +1061,11 @@ class Relay:
         old = entry.status
         if new.same_as(old):
             entry.status = replace(new, update_time=old.update_time)
+            # No change a watcher sees, but the record's count must keep up: a crash
+            # would take it back to the count of the last state change.
+            recounted = new.send_count != old.send_count and entry.recorded
+            if recounted and self._pending.get(entry.signature) is entry:
+                self._dirty[entry.signature] = entry
             return
         new = replace(new, update_time=self._wall())
         entry.status = new

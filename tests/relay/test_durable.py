@@ -10,7 +10,7 @@ server process is tests/relay/test_crash.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -291,3 +291,26 @@ async def test_a_resubmission_after_the_blockhash_expired_is_answered_from_the_r
     with pytest.raises(BlockhashExpiredError):
         await fresh.submit(wire("never"), skip_preflight=True)
     assert replicas.rpc.sent == [replicas.rpc.sent[0]]  # only the first submission's send
+
+
+async def test_rebroadcasts_are_recorded_so_the_count_survives_a_crash(
+    replicas: Replicas,
+) -> None:
+    log = SqlSubmissionLog(replicas.database)
+    first = await replicas.start("replica-a", rebroadcast_interval=0.01)
+    signature = (await first.submit(wire("resent"), skip_preflight=True)).status.signature
+    await until(lambda: len(replicas.rpc.sent) >= 4)
+
+    async def recorded_sends() -> int:
+        found = (await log.get([signature])).get(signature)
+        return 0 if found is None else found.send_count
+
+    # No state changed, and no graceful stop wrote the last count.
+    await until(lambda: _at_least(recorded_sends(), 3), every=0.01, what="3 sends recorded")
+    await Replicas.crash(first)
+    second = await replicas.start("replica-b")
+    assert (await second.status(signature)).send_count >= 3
+
+
+async def _at_least(count: Awaitable[int], floor: int) -> bool:
+    return await count >= floor
