@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from service.api import add_servicer
+from service.api import add_reflection, add_servicer
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,23 @@ log = logging.getLogger(__name__)
 MAX_LISTED = 100
 """Services one List answer holds at most (the protocol's own suggestion)."""
 
+LIVENESS = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+"""The liveness name: SERVING whenever the process answers, draining included (a
+liveness probe failing during a drain would have the pod killed before it is done)."""
+
 
 class Health(HealthServicer):  # type: ignore[misc]  # grpc_health ships no types
     """The standard async health servicer, with ``List`` (which it leaves unimplemented:
-    every call would log a traceback)."""
+    every call would log a traceback), and a drain that leaves :data:`LIVENESS` be."""
+
+    async def enter_graceful_shutdown(self) -> None:
+        """NOT_SERVING for every service but :data:`LIVENESS`, and no change after."""
+        if self._gracefully_shutting_down:  # type: ignore[has-type]
+            return
+        for service in list(self._server_status):
+            if service != LIVENESS:
+                await self.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._gracefully_shutting_down = True
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -82,6 +95,8 @@ class HealthEndpoint:
         self._servicer = Health()
         server = grpc.aio.server(options=self._options)
         add_servicer(health_pb2_grpc.add_HealthServicer_to_server, self._servicer, server)
+        # For grpcurl, which knows a service only through reflection.
+        add_reflection(server, [LIVENESS])
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             bound = server.add_insecure_port(address)
@@ -103,7 +118,7 @@ class HealthEndpoint:
         await self._servicer.set(service, status)
 
     async def enter_graceful_shutdown(self) -> None:
-        """NOT_SERVING for every service from now on (draining)."""
+        """NOT_SERVING for every service but the liveness name from now on (draining)."""
         await self._on_loop(self._drain())
 
     async def _drain(self) -> None:

@@ -144,6 +144,7 @@ async def own_server(localnet: LocalnetServer, tmp_path: Path) -> AsyncIterator[
             blockhash_refresh_seconds=0.2,
             rpc_timeout_seconds=1.0,
             shutdown_grace_seconds=5,
+            health_listen="127.0.0.1:0",
         )
     )
     await server.start()
@@ -178,6 +179,16 @@ async def test_drain_flips_health_and_lets_calls_finish(
         await asyncio.sleep(0.3)
         stopping = asyncio.ensure_future(server.stop())
         assert (await watch.read()).status == NOT_SERVING
+        # The health port, still up: readiness says draining, liveness says alive (a
+        # failing liveness probe would have the pod killed before its calls finish).
+        assert server.health_endpoint is not None
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{server.health_endpoint.port}"
+        ) as probe_channel:
+            probe = health_pb2_grpc.HealthStub(probe_channel)
+            for name, status in (("", NOT_SERVING), ("grpc.health.v1.Health", SERVING)):
+                answer = await probe.Check(health_pb2.HealthCheckRequest(service=name))
+                assert answer.status == status, name
         # The call in flight completes: with its answer (an empty wallet), not a cancellation.
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await in_flight
@@ -475,5 +486,15 @@ async def test_every_method_is_served_by_the_generic_handlers(
         async with grpc.aio.insecure_channel(health_address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             assert (await health.Check(health_pb2.HealthCheckRequest())).status == SERVING
+            # grpcurl finds the health service through reflection, as on the gRPC port.
+            for v1 in (True, False):
+                found = await _reflect(
+                    channel,
+                    reflection_pb2.ServerReflectionRequest(
+                        file_containing_symbol="grpc.health.v1.Health"
+                    ),
+                    v1=v1,
+                )
+                assert found.HasField("file_descriptor_response"), found.error_response
     finally:
         await server.stop(0)
