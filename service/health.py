@@ -43,10 +43,10 @@ class Health(HealthServicer):  # type: ignore[misc]  # grpc_health ships no type
         """NOT_SERVING for every service but :data:`LIVENESS`, and no change after."""
         if self._gracefully_shutting_down:  # type: ignore[has-type]
             return
+        self._gracefully_shutting_down = True
         for service in list(self._server_status):
             if service != LIVENESS:
-                await self.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._gracefully_shutting_down = True
+                await self._set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
