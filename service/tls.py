@@ -70,6 +70,7 @@ class CertificateFiles:
         self._clock = clock
         self._lock = threading.Lock()
         self._stamp = self._stamps()
+        self._refused: object = None
         self._checked = clock()
         self.current = self._read()
         self.generation = 0
@@ -142,8 +143,11 @@ class CertificateFiles:
             try:
                 fresh = self._read()
             except CertificateError as exc:
-                # Perhaps caught halfway through a replacement: look again next time.
-                log.warning("TLS certificate files changed but are not usable yet: %s", exc)
+                # Perhaps caught halfway through a replacement: look again next time,
+                # but say so once per set of files, not once a second.
+                if stamp != self._refused:
+                    self._refused = stamp
+                    log.warning("TLS certificate files changed but are not usable yet: %s", exc)
                 return
             self._stamp = stamp
             self.current = fresh

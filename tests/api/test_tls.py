@@ -24,7 +24,7 @@ from cryptography import x509
 from service.config import Settings
 from service.localnet import LocalnetServer
 from service.server import AgentStakingServer, warn_plaintext
-from service.tls import CHECK_INTERVAL
+from service.tls import CHECK_INTERVAL, CertificateFiles
 from tests._pki import CertificateAuthority, Issued
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
@@ -305,3 +305,28 @@ def test_plaintext_off_loopback_is_warned_about_once(caplog: pytest.LogCaptureFi
     warnings = [r for r in caplog.records if "without TLS" in r.getMessage()]
     assert len(warnings) == 1
     assert "0.0.0.0" in warnings[0].getMessage()
+
+
+def test_unusable_files_are_warned_about_once_per_change(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    shutil.copy(pki.server.cert, cert)
+    shutil.copy(pki.server.key, key)
+    now = [0.0]
+    files = CertificateFiles(cert, key, clock=lambda: now[0])
+    cert.write_text("garbage")
+    with caplog.at_level(logging.WARNING, logger="service.tls"):
+        for _ in range(5):  # a look every second: the same bad files, one warning
+            now[0] += CHECK_INTERVAL
+            files.refresh()
+        cert.write_text("other garbage")
+        now[0] += CHECK_INTERVAL
+        files.refresh()
+    warnings = [r for r in caplog.records if "not usable yet" in r.getMessage()]
+    assert len(warnings) == 2
+    assert files.generation == 0  # the last good certificate stays in use
+    shutil.copy(pki.server.cert, cert)
+    now[0] += CHECK_INTERVAL
+    files.refresh()
+    assert files.generation == 1
