@@ -282,9 +282,11 @@ class PostgresEngine:
 
     async def connect(self, timeout: float) -> None:
         # The pool opens one connection now (so a bad URL fails here) and the others
-        # when needed; `timeout` bounds each connection attempt.
+        # when needed; `timeout` bounds each connection attempt. No floor to keep:
+        # during an outage asyncpg would retry it every second or so, logging a
+        # traceback each time; the store's own probe reports the outage instead.
         self._pool = await asyncpg.create_pool(
-            self._dsn, min_size=1, max_size=self._pool_size, timeout=timeout
+            self._dsn, init_size=1, min_size=0, max_size=self._pool_size, timeout=timeout
         )
 
     @asynccontextmanager

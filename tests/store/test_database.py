@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -217,8 +218,11 @@ async def _select_one(database: Database) -> object:
 
 @pytest.mark.parametrize("fault", ["refused", "blackholed"])
 async def test_an_outage_answers_in_bounded_time_fails_fast_and_ends(
-    behind_proxy: tuple[Database, TcpProxy, list[bool]], fault: str
+    behind_proxy: tuple[Database, TcpProxy, list[bool]],
+    fault: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING)
     database, proxy, changes = behind_proxy
     assert await _select_one(database) == 1
     if fault == "refused":
@@ -246,3 +250,6 @@ async def test_an_outage_answers_in_bounded_time_fails_fast_and_ends(
     assert changes == [False, True]
     assert await _select_one(database) == 1
     assert database.stats().outages == 1
+    # The outage is the store's to report (one line each way), not a driver's
+    # traceback every second.
+    assert [r for r in caplog.records if r.name.startswith("asyncpg")] == []
