@@ -331,6 +331,19 @@ def test_secret_settings_cannot_go_into_the_configmap(setting: str) -> None:
     assert "existingSecret" in error and "hunter2" not in error
 
 
+def test_config_takes_only_setting_names() -> None:
+    """A misspelt name fails the install: the service would ignore its variable."""
+    from service.config import Settings
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    names = schema["properties"]["config"]["propertyNames"]["enum"]
+    assert names == sorted(Settings.model_fields), (
+        "values.schema.json is stale: run python scripts/gen_settings_docs.py"
+    )
+    error = render_error(sets=["config.ratelimit_wallet_per_minut=20"])
+    assert "ratelimit_wallet_per_minut" in error
+
+
 def test_config_passes_settings_through() -> None:
     rendered = render(
         sets=["config.rpc_routing=latency", "config.max_message_bytes=2097152"],
