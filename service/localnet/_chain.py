@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Final
 
 from solders.account import Account
 from solders.clock import Clock
@@ -168,6 +169,12 @@ class Outcome:
 def _derive_keypair(seed: int, role: str, index: int) -> Keypair:
     digest = hashlib.sha256(f"agent-staking-localnet:{seed}:{role}:{index}".encode()).digest()
     return Keypair.from_seed(digest)
+
+
+FEE_PAYER_ERRORS: Final = frozenset(
+    {"AccountNotFound", "InsufficientFundsForFee", "InvalidAccountForFee"}
+)
+"""Errors of a fee payer that cannot pay: the runtime commits no such transaction."""
 
 
 def _outcome(
@@ -701,12 +708,15 @@ class LocalnetChain:
             post_balances=post,
         )
 
-    def execute(self, tx: VersionedTransaction, wire: bytes) -> TxRecord:
-        """Process the transaction at the tip and record it in the ledger."""
+    def execute(self, tx: VersionedTransaction, wire: bytes) -> TxRecord | None:
+        """Process the transaction at the tip and record it in the ledger; None when a
+        leader would drop it (its fee payer cannot pay: it is in no block)."""
         keys = list(tx.message.account_keys)
         pre = [self.svm.get_balance(k) or 0 for k in keys]
         result = self.svm.send_transaction(tx)
         outcome = _outcome(result, {})
+        if isinstance(outcome.err, str) and outcome.err in FEE_PAYER_ERRORS:
+            return None
         post = [self.svm.get_balance(k) or 0 for k in keys]
         record = TxRecord(
             signature=tx.signatures[0],

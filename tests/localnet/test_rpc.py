@@ -297,6 +297,29 @@ async def test_duplicate_is_already_processed(
     assert (await client.get_balance(funded.pubkey(), Processed)).value == before
 
 
+async def test_a_fee_payer_that_cannot_pay_is_dropped_not_recorded(
+    client: AsyncClient, funded: Keypair, raw: RawRpc
+) -> None:
+    """As a leader does: a transaction whose fee payer has no lamports is never in a
+    block (no status, no fee), and the same bytes land once it is funded."""
+    empty = Keypair()
+    tx = await _transfer(client, empty, funded.pubkey(), 1)
+    encoded = base64.b64encode(bytes(tx)).decode()
+    options = {"encoding": "base64", "skipPreflight": True}
+    assert await raw.result("sendTransaction", encoded, options) == str(tx.signatures[0])
+    statuses = await raw.result("getSignatureStatuses", [str(tx.signatures[0])])
+    assert statuses["value"] == [None]
+    await client.request_airdrop(empty.pubkey(), SOL, Processed)
+    await until(lambda: _funded(client, empty.pubkey()))
+    await raw.result("sendTransaction", encoded, options)
+    statuses = await raw.result("getSignatureStatuses", [str(tx.signatures[0])])
+    assert statuses["value"][0] is not None and statuses["value"][0]["err"] is None
+
+
+async def _funded(client: AsyncClient, address: Pubkey) -> bool:
+    return (await client.get_balance(address, Processed)).value > 0
+
+
 # ----- error shapes ------------------------------------------------------------------------
 
 
