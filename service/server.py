@@ -86,6 +86,8 @@ STAKING_SERVICE = staking_pb2.DESCRIPTOR.services_by_name["StakingService"].full
 KEY_SERVICE = keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
 EVENT_SERVICE = events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+WATCH_END_MARGIN_SECONDS = 1.0
+"""How long before the shutdown grace ends the watches still open are answered."""
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # What "does not answer yet" looks like at start-up, per dependency.
@@ -759,9 +761,19 @@ class AgentStakingServer:
         if self.health_endpoint is not None:
             await self.health_endpoint.enter_graceful_shutdown()
         if self._server is not None:
-            await self._server.stop(
-                self.settings.shutdown_grace_seconds if grace is None else grace
+            grace = self.settings.shutdown_grace_seconds if grace is None else grace
+            # Watches may finish within the grace; those still open just before it
+            # ends are answered SERVER_SHUTTING_DOWN, not cut off by gRPC without a word.
+            ending = (
+                asyncio.get_running_loop().call_later(
+                    max(grace - WATCH_END_MARGIN_SECONDS, 0), self.relay.end_watches
+                )
+                if self.relay is not None
+                else None
             )
+            await self._server.stop(grace)
+            if ending is not None:
+                ending.cancel()
         if self.intents is not None:
             await self.intents.stop()
         if self.events is not None:

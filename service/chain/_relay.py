@@ -105,6 +105,8 @@ RPC_NODE_UNHEALTHY: Final = -32005
 # Status changes a slow watcher may fall behind by before the oldest are dropped
 # (a transaction has at most a handful of changes).
 WATCH_QUEUE_SIZE: Final = 16
+_STOPPING: Final = -1
+"""The version a watcher's queue gets when the relay ends every watch."""
 # Upper bounds (seconds) of the time-to-confirm histogram buckets, Prometheus style.
 TIME_TO_CONFIRM_BUCKETS: Final = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
 # Most recent time-to-confirm samples kept for inspection.
@@ -158,6 +160,21 @@ class RelayBusyError(DomainError):
     default_reason = "RELAY_BUSY"
     default_hint = "Retry shortly: in-flight transactions land or expire within about a minute."
     retry_after = 2.0
+
+
+class RelayStoppingError(DomainError):
+    """The server stops: a watch (or a wait for a commitment) ends before its answer."""
+
+    kind = ErrorKind.UNAVAILABLE
+    default_reason = "SERVER_SHUTTING_DOWN"
+    default_hint = (
+        "Call again: another replica (or this one, restarted) answers, from the current "
+        "status; the transaction stays tracked."
+    )
+    retry_after = 1.0
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down before this call's answer")
 
 
 class TransactionNotFoundError(DomainError):
@@ -360,6 +377,7 @@ class Relay:
         self._done: OrderedDict[str, _Entry] = OrderedDict()
         self._observed: dict[str, _Entry] = {}
         self._subscribers: dict[str, set[_Subscriber]] = {}
+        self._watches_ended = False
         self._expiry_bounds: OrderedDict[str, int] = OrderedDict()
         self._counters: Counter[str] = Counter()
         self._rejections: Counter[str] = Counter()
@@ -543,6 +561,8 @@ class Relay:
                 service and to the cluster), RELAY_BUSY, SOLANA_UNAVAILABLE.
         """
         signature = parse_signature(signature)
+        if self._watches_ended:
+            raise RelayStoppingError()
         subscriber = _Subscriber()
         self._subscribers.setdefault(signature, set()).add(subscriber)
         try:
@@ -557,6 +577,8 @@ class Relay:
             yield last
             while not reached(last.state, commitment):
                 version, statuses = await subscriber.queue.get()
+                if version == _STOPPING:
+                    raise RelayStoppingError()
                 if version <= seen:
                     continue
                 seen = version
@@ -1099,6 +1121,17 @@ class Relay:
         self._ttc_buckets[index] += 1
         self._ttc_sum += seconds
         self._ttc_recent.append(seconds)
+
+    def end_watches(self) -> None:
+        """End every watch, and every wait for a commitment, with SERVER_SHUTTING_DOWN
+        (the server is about to stop: its callers learn why and call again elsewhere,
+        rather than being cut off without a word); new ones are refused alike."""
+        self._watches_ended = True
+        for subscribers in self._subscribers.values():
+            for subscriber in subscribers:
+                while not subscriber.queue.empty():
+                    subscriber.queue.get_nowait()
+                subscriber.queue.put_nowait((_STOPPING, ()))
 
     def _publish(self, signature: str, version: int, statuses: tuple[TxStatus, ...]) -> None:
         for subscriber in self._subscribers.get(signature, ()):

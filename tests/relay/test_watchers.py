@@ -8,13 +8,18 @@ import gc
 import tracemalloc
 import types
 from collections import Counter
+from pathlib import Path
 
 import grpc
+import pytest
 from agentstaking.v1 import staking_pb2, types_pb2
 from solders.keypair import Keypair
 
+from service.server import WATCH_END_MARGIN_SECONDS
+from tests.api._helpers import rich_details
+
 from ._helpers import eventually, latest_blockhash, submit, transfer
-from .conftest import HeldService
+from .conftest import HeldChain, HeldService, _serving
 
 WATCHERS = 500
 # Coroutines of the tasks grpc.aio runs per call: the client's status waiter, the
@@ -193,3 +198,24 @@ async def test_watchers_of_an_expiring_transaction_end_with_it(
     assert all(seen == [types_pb2.TRANSACTION_STATE_EXPIRED] for seen in rest)
     await _settle(held)
     assert held.relay.stats().watchers == 0
+
+
+async def test_a_stopping_server_ends_its_watches_with_a_reason(
+    held_chain: HeldChain, held_wallet: Keypair, tmp_path: Path
+) -> None:
+    """Watches still open as the shutdown grace ends are answered SERVER_SHUTTING_DOWN
+    with RetryInfo (call again elsewhere), not cut off by gRPC without a word."""
+    async with _serving(held_chain, held_chain.proxy.url, tmp_path) as own:
+        held_chain.proxy.swallow_sends = True
+        try:
+            signature = await _held_signature(own, held_wallet, "watched through a stop")
+            (call,) = await _open(own, signature, 1)
+            await own.server.stop(WATCH_END_MARGIN_SECONDS + 0.5)
+        finally:
+            held_chain.proxy.swallow_sends = False
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await call.read()
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = rich_details(ended.value)
+    assert details["ErrorInfo"].reason == "SERVER_SHUTTING_DOWN"
+    assert details["RetryInfo"].retry_delay.ToTimedelta().total_seconds() > 0
