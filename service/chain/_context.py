@@ -153,6 +153,7 @@ class ChainContext:
         self._last_error = "not yet refreshed"
         self._task: asyncio.Task[None] | None = None
         self._refreshed = asyncio.Event()
+        self._attempted = asyncio.Event()
         self._wake = asyncio.Event()
 
     @property
@@ -167,13 +168,15 @@ class ChainContext:
                 await asyncio.wait_for(self._refreshed.wait(), wait)
 
     async def ready(self, timeout: float) -> ChainSnapshot:
-        """Wait up to ``timeout`` seconds for a usable snapshot (start-up).
+        """Wait up to ``timeout`` seconds for the first refresh to end (start-up): its
+        snapshot, or at once why there is none (a refused connection is not waited
+        out; start-up asks again).
 
         Raises:
             ChainUnavailable: None yet; the message says what the chain last did.
         """
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._refreshed.wait(), timeout)
+            await asyncio.wait_for(self._attempted.wait(), timeout)
         return self.snapshot()
 
     async def stop(self) -> None:
@@ -356,6 +359,7 @@ class ChainContext:
                     log.info("chain context refresh recovered after %d failures", self._failures)
                 self._failures = 0
                 self._set_health(True)
+            self._attempted.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._blockhash_refresh)
 

@@ -56,17 +56,17 @@ def _env(
 
 def _in_process(rpc: RpcProxy, tmp_path: Path, **extra: object) -> Settings:
     """An in-process server on SQLite and one Solana endpoint, with short waits."""
-    return Settings(
-        listen="127.0.0.1:0",
-        rpc_urls=[rpc.url],
-        service_fee_bps=0,
-        metrics_listen="off",
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'state.db'}",
-        startup_retry_max_seconds=0.2,
-        rpc_timeout_seconds=0.3,
-        **extra,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "rpc_urls": [rpc.url],
+        "service_fee_bps": 0,
+        "metrics_listen": "off",
+        "data_dir": tmp_path,
+        "database_url": f"sqlite:///{tmp_path / 'state.db'}",
+        "startup_retry_max_seconds": 0.2,
+        "rpc_timeout_seconds": 0.3,
+    }
+    return Settings(**{**values, **extra})  # type: ignore[arg-type]
 
 
 def _attempt_lines(server: ServerProcess) -> list[dict[str, object]]:
@@ -236,3 +236,23 @@ def test_invalid_settings_are_one_line_naming_them_and_no_value(
     assert done.stderr.startswith("agent-staking: invalid settings: ")
     assert named in done.stderr
     assert "SECRET" not in done.stderr + done.stdout
+
+
+async def test_a_refused_solana_endpoint_is_asked_again_not_waited_out(
+    localnet: LocalnetServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused connection answers at once: start-up retries with its backoff and
+    gives up at its own time, not after one attempt's full RPC timeout."""
+    rpc = RpcProxy(localnet.url)
+    await rpc.start()
+    await rpc.kill()
+    settings = _in_process(rpc, tmp_path, startup_timeout_seconds=2.0, rpc_timeout_seconds=30.0)
+    server = AgentStakingServer(settings)
+    try:
+        with pytest.raises(StartupError) as caught:
+            await asyncio.wait_for(server.start(), 20)
+        assert "connection refused" in str(caught.value)
+        assert len([r for r in caplog.records if WAITING in r.getMessage()]) >= 2
+    finally:
+        await server.stop(0)
+        await rpc.stop()
