@@ -82,6 +82,19 @@ async def test_a_receiver_refusing_then_failing_then_slow_gets_every_event_when_
         assert all(r.status == 500 or r.late for r in requests[:-1])
 
 
+async def _once_disabled(
+    harness: EventsHarness, name: str, *, timeout: float
+) -> events_pb2.Webhook:
+    """The webhook, once its retries ran out and it was disabled."""
+
+    async def disabled() -> bool:
+        webhook = await harness.agent.events.GetWebhook(events_pb2.GetWebhookRequest(name=name))
+        return webhook.webhook.state == DISABLED
+
+    await until(disabled, timeout=timeout, what="the webhook disabled")
+    return (await harness.agent.events.GetWebhook(events_pb2.GetWebhookRequest(name=name))).webhook
+
+
 async def test_retries_that_run_out_disable_the_webhook_and_update_enables_it(
     harness: EventsHarness, receiver: Receiver
 ) -> None:
@@ -94,14 +107,7 @@ async def test_retries_that_run_out_disable_the_webhook_and_update_enables_it(
     receiver.mode = "error"
     await harness.transfer(harness.agent, wallet)
 
-    async def disabled() -> bool:
-        webhook = await harness.agent.events.GetWebhook(events_pb2.GetWebhookRequest(name=name))
-        return webhook.webhook.state == DISABLED
-
-    await until(disabled, timeout=30, what="the webhook disabled")
-    webhook = (
-        await harness.agent.events.GetWebhook(events_pb2.GetWebhookRequest(name=name))
-    ).webhook
+    webhook = await _once_disabled(harness, name, timeout=30)
     assert f"{len(RETRY_SCHEDULE) + 1} attempts" in webhook.disabled_reason
     assert webhook.disable_time.seconds > 0
     [delivery] = await harness.deliveries(harness.agent, name)
@@ -219,14 +225,7 @@ async def test_a_disabled_webhooks_reason_counts_the_time_its_attempts_took(
     receiver.retry_after = "1"
     await harness.transfer(harness.agent, wallet)
 
-    async def disabled() -> bool:
-        webhook = await harness.agent.events.GetWebhook(events_pb2.GetWebhookRequest(name=name))
-        return webhook.webhook.state == DISABLED
-
-    await until(disabled, timeout=60, what="the webhook disabled")
-    webhook = (
-        await harness.agent.events.GetWebhook(events_pb2.GetWebhookRequest(name=name))
-    ).webhook
+    webhook = await _once_disabled(harness, name, timeout=60)
     [delivery] = await harness.deliveries(harness.agent, name)
     first, last = delivery.attempts[0], delivery.attempts[-1]
     took = (last.attempt_time.ToNanoseconds() - first.attempt_time.ToNanoseconds()) / 1e9
