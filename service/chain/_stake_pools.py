@@ -41,7 +41,9 @@ from service.core.programs import (
     STAKE_ACCOUNT_SIZE,
     STAKE_POOL_PROGRAMS,
     SYSVAR_CLOCK,
+    TOKEN_2022_PROGRAM,
     TOKEN_ACCOUNT_SIZE,
+    TOKEN_PROGRAM,
 )
 from service.core.seeds import SeedPurpose, stake_account_address
 from service.core.stake_pool_errors import StakePoolNotConfiguredError
@@ -166,6 +168,21 @@ def _data(value: Mapping[str, Any]) -> bytes:
     return base64.b64decode(value["data"][0])
 
 
+def _is_token_account(value: Mapping[str, Any] | None) -> bool:
+    """Whether an account read holds an initialized token account (lamports alone at
+    the address make no token account: it is still to be created)."""
+    if value is None or value.get("owner") not in _TOKEN_PROGRAMS:
+        return False
+    try:
+        decode_token_account(_data(value))
+    except core_errors.DomainError:
+        return False
+    return True
+
+
+_TOKEN_PROGRAMS: Final = frozenset({str(TOKEN_PROGRAM), str(TOKEN_2022_PROGRAM)})
+
+
 def epochs_per_year(chain: ChainSnapshot) -> float:
     """Epochs in a year at the cluster's current slot time."""
     seconds = chain.slots_in_epoch * chain.slot_seconds
@@ -204,7 +221,8 @@ class LiquidStakingOperations:
     async def list_stake_pools(
         self, *, page_size_value: int = 0, page_token: str = ""
     ) -> StakePoolPage:
-        """A page of the configured pools, as read now (without their validators).
+        """A page of the configured pools, as read now (their validator lists too, for
+        their validator counts; the validators themselves are GetStakePool's).
 
         Raises:
             InvalidArgumentError: Bad page size or token.
@@ -215,7 +233,7 @@ class LiquidStakingOperations:
         token = decode_page_token(page_token, kind="stake_pools", fingerprint=bound)
         offset = page_offset(token)
         addresses = list(self._pools)[offset : offset + size]
-        snapshots, _ = await self._read(addresses, validators=False) if addresses else ([], [])
+        snapshots, _ = await self._read(addresses, validators=True) if addresses else ([], [])
         end = offset + len(addresses)
         next_token = ""
         if end < len(self._pools):
@@ -428,11 +446,17 @@ class LiquidStakingOperations:
         else:
             (pools, values), lifetime_value = await asyncio.gather(read, lifetime)
         wallet_value, token_value = values
+        exists = _is_token_account(token_value)
+        # Lamports sent to the address before it is a token account count towards its
+        # rent: CreateIdempotent takes only what is missing from the wallet.
+        prefunded = int(token_value["lamports"]) if token_value is not None and not exists else 0
         context = LiquidStakeContext(
             lifetime=lifetime_value,
             pool=pools[0],
-            token_account_exists=token_value is not None,
-            token_account_rent_exempt_lamports=_rent_exempt(snapshot, TOKEN_ACCOUNT_SIZE),
+            token_account_exists=exists,
+            token_account_rent_exempt_lamports=max(
+                _rent_exempt(snapshot, TOKEN_ACCOUNT_SIZE) - prefunded, 0
+            ),
             stake_account=view,
             wallet_balance_lamports=int(wallet_value["lamports"]) if wallet_value else 0,
         )

@@ -84,6 +84,18 @@ def check_lamports(value: int, *, field: str, minimum: int = 0) -> int:
     return value
 
 
+def check_token_amount(value: int, *, field: str) -> int:
+    """Check a positive integer amount of tokens, in the mint's smallest unit."""
+    if not _is_int(value) or not 1 <= value <= U64_MAX:
+        raise InvalidAmountError(
+            f"{field} must be between 1 and {U64_MAX} of the mint's smallest unit, got {value}",
+            field=field,
+            value=value if _is_int(value) else 0,
+            hint="Token amounts are integers in the mint's smallest unit (see its decimals).",
+        )
+    return value
+
+
 def check_range(value: int, *, field: str, low: int, high: int) -> int:
     """Check an integer in [low, high] (for counts, epochs, units)."""
     if not _is_int(value):

@@ -157,8 +157,8 @@ class InvalidAmountError(InvalidArgumentError):
     default_reason = "INVALID_AMOUNT"
     default_hint = "Amounts are integer lamports (1 SOL = 1,000,000,000 lamports)."
 
-    def __init__(self, message: str, *, field: str, value: int) -> None:
-        super().__init__(message, field=field, metadata={"field": field, "value": value})
+    def __init__(self, message: str, *, field: str, value: int, hint: str | None = None) -> None:
+        super().__init__(message, field=field, metadata={"field": field, "value": value}, hint=hint)
 
 
 class BelowMinimumDelegationError(InvalidArgumentError):

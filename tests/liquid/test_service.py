@@ -29,6 +29,7 @@ from service.core.programs import STAKE_POOL_PROGRAM, SYSTEM_PROGRAM, TOKEN_PROG
 from service.core.stake_pools import decode_stake_pool
 from service.core.tokens import associated_token_address, decode_token_account
 from service.localnet import give_pool_tokens
+from tests._wait import until
 from tests.api._helpers import rich_details, send
 from tests.liquid._sdk import oracle_async
 from tests.liquid.conftest import FEE_BPS, SOL, Pools
@@ -131,7 +132,9 @@ async def test_list_stake_pools_reads_every_configured_pool_in_order(pools: Pool
     assert first.fees.sol_referral_fee_percent == 50
     assert first.up_to_date and first.sol_deposits_open and first.stake_deposits_open
     assert first.estimated_apy > 0
-    assert not first.validators  # GetStakePool lists them
+    assert not first.validators  # GetStakePool lists them, but the count is here too
+    got = await pools.staking.GetStakePool(pb.GetStakePoolRequest(stake_pool=first.address))
+    assert first.validator_count == len(got.stake_pool.validators) > 0
     assert [p.up_to_date for p in listed.stake_pools] == [True, True, True, False]
     restricted = listed.stake_pools[2]
     assert not restricted.sol_deposits_open and not restricted.sol_withdrawals_open
@@ -326,6 +329,48 @@ async def test_the_localnet_runs_the_token_account_and_fee_parts_of_a_deposit(po
     assert info is not None and info.owner == TOKEN_PROGRAM
 
 
+async def test_lamports_already_at_the_token_account_address_lower_its_rent(
+    pools: Pools,
+) -> None:
+    """Lamports sent to the address make no token account: it is still created, and
+    the wallet pays only the rent missing, which the breakdown says."""
+    pool = pools.pools["open"]
+    wallet = await pools.wallet()
+    ata = associated_token_address(owner=wallet.pubkey(), mint=pool.pool_mint)
+    prefunded = 1_000_000
+    await pools.rpc.request_airdrop(ata, prefunded)
+    await until(lambda: _has_lamports(pools, ata))
+    built = await pools.staking.BuildLiquidStakeTransaction(
+        pb.BuildLiquidStakeTransactionRequest(
+            wallet=str(wallet.pubkey()),
+            stake_pool=str(pool.address),
+            amount_lamports=2 * SOL,
+            options=NO_PRIORITY,
+        )
+    )
+    fees = built.transaction.fees
+    assert built.creates_pool_token_account
+    assert fees.rent_exempt_reserve_lamports == 2_039_280 - prefunded
+    # On chain, without the DepositSol the localnet cannot run: the wallet pays the
+    # breakdown's total less the deposit itself.
+    message = VersionedTransaction.from_bytes(built.transaction.transaction).message
+    runnable = [ix for ix in decompile(message) if ix.program_id != STAKE_POOL_PROGRAM]
+    before = (await pools.rpc.get_balance(wallet.pubkey())).value
+    blockhash = (await pools.rpc.get_latest_blockhash()).value.blockhash
+    await send(
+        pools.rpc,
+        VersionedTransaction(
+            MessageV0.try_compile(wallet.pubkey(), runnable, [], blockhash), [wallet]
+        ),
+    )
+    after = (await pools.rpc.get_balance(wallet.pubkey())).value
+    assert before - after == fees.total_debit_lamports - 2 * SOL
+
+
+async def _has_lamports(pools: Pools, address: Pubkey) -> bool:
+    return (await pools.rpc.get_balance(address)).value > 0
+
+
 # --- withdrawals -------------------------------------------------------------------------
 
 
@@ -492,6 +537,35 @@ async def test_errors_carry_reasons(pools: Pools) -> None:
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details["ErrorInfo"].reason == "BELOW_MINIMUM_DEPOSIT"
+    # The pool's rate as it is (total lamports over supply), not rounded up.
+    state = await pool_state(pools, "open")
+    rate = details["ErrorInfo"].metadata["lamports_per_pool_token"]
+    assert float(rate) == pytest.approx(state.total_lamports / state.pool_token_supply)
+
+    # An amount whose debit overflows names the amount sent, not the sum.
+    code, details = await _error(
+        stake.BuildLiquidStakeTransaction(
+            pb.BuildLiquidStakeTransactionRequest(
+                wallet=me, stake_pool=open_pool, amount_lamports=2**64 - 1
+            )
+        )
+    )
+    assert (code, details["ErrorInfo"].reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_AMOUNT",
+    )
+    assert details["ErrorInfo"].metadata["value"] == str(2**64 - 1)
+
+    # Pool tokens are counted in the mint's units, not lamports.
+    code, details = await _error(
+        stake.BuildLiquidUnstakeTransaction(
+            pb.BuildLiquidUnstakeTransactionRequest(wallet=me, stake_pool=open_pool, pool_tokens=0)
+        )
+    )
+    violation = details["BadRequest"].field_violations[0]
+    assert (violation.field, violation.reason) == ("pool_tokens", "INVALID_AMOUNT")
+    assert "lamports" not in violation.description
+    assert "lamports" not in details["ErrorInfo"].metadata["hint"]
 
     code, details = await _error(
         stake.BuildLiquidStakeTransaction(

@@ -44,6 +44,7 @@ from solders.pubkey import Pubkey
 from service.core._validate import (
     check_lamports,
     check_pubkey,
+    check_token_amount,
     check_u64,
     is_signing_key,
     not_signing_key,
@@ -67,6 +68,7 @@ from service.core.plans._transaction import (
     PreparedTransaction,
     TransactionOptions,
     check_addresses,
+    check_debit_fits,
     compute_units_with_margin,
     prepare_transaction,
 )
@@ -457,15 +459,13 @@ def build_liquid_stake_transaction(
         units += 2 * ESTIMATED_AUTHORIZE_CU + _scan_cu(pool)
         debit = 0  # the stake account's lamports move, not the wallet's
     if quote.pool_tokens == 0:
+        rate = f"{state.total_lamports / state.pool_token_supply:.9g}"
         raise BelowMinimumError(
-            f"a deposit of {deposit} lamports mints no pool token at the pool's rate "
-            f"({state.lamports_per_pool_token} lamports per pool token)",
+            f"a deposit of {deposit} lamports leaves no pool token once the pool's deposit "
+            f"fee is taken (the pool's rate: {rate} lamports per pool token)",
             reason="BELOW_MINIMUM_DEPOSIT",
             field="stake_account" if request.stake_account else "amount_lamports",
-            metadata={
-                "deposit_lamports": deposit,
-                "lamports_per_pool_token": state.lamports_per_pool_token,
-            },
+            metadata={"deposit_lamports": deposit, "lamports_per_pool_token": rate},
         )
     if request.min_pool_tokens is not None and quote.pool_tokens < request.min_pool_tokens:
         raise SlippageExceededError(
@@ -480,6 +480,7 @@ def build_liquid_stake_transaction(
     if fee and recipient is not None:
         body.append(system_transfer(source=wallet, destination=recipient, lamports=fee))
     rent = 0 if context.token_account_exists else context.token_account_rent_exempt_lamports
+    check_debit_fits(debit, fee, rent)
     check_addresses(
         [
             ("wallet", wallet),
@@ -544,7 +545,7 @@ class LiquidUnstakeRequest:
         if not errors:
             errors += _check_wallet(self.wallet)
         errors += failed_checks(
-            lambda: check_lamports(self.pool_tokens, field="pool_tokens", minimum=1),
+            lambda: check_token_amount(self.pool_tokens, field="pool_tokens"),
             lambda: check_seed(self.seed, field="seed"),
             lambda: (
                 check_u64(self.min_lamports, field="min_lamports")

@@ -58,7 +58,6 @@ from service.core.encoders import (
 from service.core.errors import (
     BelowMinimumDelegationError,
     InvalidAddressError,
-    InvalidAmountError,
     combine_violations,
     failed_checks,
 )
@@ -74,6 +73,7 @@ from service.core.plans._transaction import (
     TransactionOptions,
     TransactionVersion,
     check_addresses,
+    check_debit_fits,
     check_distinct,
     compile_transaction,
     compute_budget,
@@ -84,7 +84,6 @@ from service.core.programs import (
     LAMPORTS_PER_SIGNATURE,
     STAKE_ACCOUNT_SIZE,
     STAKE_PROGRAM,
-    U64_MAX,
 )
 from service.core.seeds import check_seed, stake_account_address
 
@@ -455,12 +454,7 @@ def _stake_parts(request: StakeRequest, context: StakeContext) -> _StakeParts:
     rent = context.rent_exempt_reserve_lamports
     funded = amount + rent
     fee = request.service_fee.on(amount)
-    if funded + fee > U64_MAX:
-        raise InvalidAmountError(
-            f"amount_lamports plus rent and fees overflows a u64 ({U64_MAX} lamports)",
-            field="amount_lamports",
-            value=amount,
-        )
+    check_debit_fits(amount, rent, fee)
     staker = request.effective_stake_authority
     lockup = request.lockup if request.lockup is not None else NO_LOCKUP
 

@@ -28,6 +28,7 @@ from service.core.encoders import compute_unit_limit, compute_unit_price, memo, 
 from service.core.errors import (
     InsufficientFundsError,
     InvalidAddressError,
+    InvalidAmountError,
     InvalidArgumentError,
     InvalidNonceAccountError,
     MemoTooLongError,
@@ -50,6 +51,7 @@ from service.core.programs import (
     MAX_COMPUTE_UNIT_LIMIT,
     MAX_TRANSACTION_SIZE,
     SYSTEM_PROGRAM,
+    U64_MAX,
 )
 from service.core.summaries import InstructionSummary, summarize_message
 
@@ -203,6 +205,21 @@ class TransactionOptions:
             high=MAX_COMPUTE_UNIT_LIMIT,
         )
         check_memo(self.memo)
+
+
+def check_debit_fits(amount_lamports: int, *more_lamports: int) -> None:
+    """Check that the amount asked for, with what the transaction adds to it (rent,
+    fees), fits a u64: the caller learns of its own amount, not of a sum it never sent.
+
+    Raises:
+        InvalidAmountError: It does not (field ``amount_lamports``).
+    """
+    if amount_lamports + sum(more_lamports) > U64_MAX:
+        raise InvalidAmountError(
+            f"amount_lamports plus rent and fees overflows a u64 ({U64_MAX} lamports)",
+            field="amount_lamports",
+            value=amount_lamports,
+        )
 
 
 def check_memo(memo: str) -> str:
