@@ -29,14 +29,28 @@ MAX_MESSAGE_CHARS = 1024
 MAX_DETAIL_CHARS = 256
 MAX_METADATA_ENTRIES = 32
 MAX_VIOLATIONS = 50
-# Most bytes of a whole status with the messages an error carries (an intent's
-# original response): the status travels in a trailer, and gRPC clients refuse
-# trailers over 8 KiB (their default metadata limit) with RESOURCE_EXHAUSTED.
-MAX_STATUS_BYTES = 7 * 1024
+# Most bytes the status takes on the wire: `grpc-message` (percent-encoded) and
+# `grpc-status-details-bin` (base64). gRPC clients refuse trailers over 8 KiB (their
+# default metadata limit) with RESOURCE_EXHAUSTED, so field violations and attached
+# messages go in only while they fit, the message saying how many fields there were.
+MAX_STATUS_WIRE_BYTES = 7 * 1024
+MAX_MESSAGE_WIRE_BYTES = 2 * 1024
 
 
 def _bounded(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _message_wire_bytes(text: str) -> int:
+    """Bytes of `grpc-message`: printable ASCII as is (but %), any other byte as %XX."""
+    return sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in text.encode())
+
+
+def _bounded_message(text: str) -> str:
+    message = _bounded(text, MAX_MESSAGE_CHARS)
+    while _message_wire_bytes(message) > MAX_MESSAGE_WIRE_BYTES:
+        message = _bounded(message, len(message) * 3 // 4)
+    return message
 
 
 def status_for(error: DomainError, *, retry_after: float | None = None) -> status_pb2.Status:
@@ -45,43 +59,56 @@ def status_for(error: DomainError, *, retry_after: float | None = None) -> statu
     RetryInfo comes from `retry_after` (or the error's own `retry_after` attribute),
     QuotaFailure from the error's `quota_violations` (dicts of Violation fields). Every
     text is bounded (see the ``MAX_*`` constants): nothing a caller sent is echoed back
-    unbounded.
+    unbounded, and the whole status fits a client's trailer limit.
     """
     code = grpc.StatusCode[error.kind.value]
+    message = _bounded_message(error.message)
+    # Bytes of the serialized status that base64 of the rest of the budget holds.
+    budget = (MAX_STATUS_WIRE_BYTES - _message_wire_bytes(message)) * 3 // 4 - 16
     metadata = {
         _bounded(key, MAX_DETAIL_CHARS): _bounded(value, MAX_DETAIL_CHARS)
         for key, value in list(error.metadata.items())[:MAX_METADATA_ENTRIES]
     }
     if error.hint:
         metadata.setdefault("hint", _bounded(error.hint, MAX_DETAIL_CHARS))
-    details = [
-        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
-    ]
-    if error.violations:
-        details.append(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=_bounded(v.field, MAX_DETAIL_CHARS),
-                        description=_bounded(v.description, MAX_DETAIL_CHARS),
-                        reason=v.reason,
-                    )
-                    for v in error.violations[:MAX_VIOLATIONS]
-                ]
-            )
-        )
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    # A third of the budget at most for ErrorInfo; the hint and the first entries stay.
+    while info.ByteSize() > budget // 3 and len(info.metadata) > 1:
+        del info.metadata[next(k for k in reversed(list(info.metadata)) if k != "hint")]
+    others: list[Any] = []
     retry = retry_after if retry_after is not None else getattr(error, "retry_after", None)
     if retry is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(round(retry * 1e9))
-        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        others.append(error_details_pb2.RetryInfo(retry_delay=delay))
     quota = getattr(error, "quota_violations", ())
     if quota:
-        details.append(
+        others.append(
             error_details_pb2.QuotaFailure(
                 violations=[error_details_pb2.QuotaFailure.Violation(**v) for v in quota]
             )
         )
+    # Room for ErrorInfo's note of the violations left out (added below if any).
+    size = info.ByteSize() + 64 + sum(o.ByteSize() + 64 for o in others)
+    bad_request = error_details_pb2.BadRequest()
+    for violation in error.violations[:MAX_VIOLATIONS]:
+        entry = error_details_pb2.BadRequest.FieldViolation(
+            field=_bounded(violation.field, MAX_DETAIL_CHARS),
+            description=_bounded(violation.description, MAX_DETAIL_CHARS),
+            reason=violation.reason,
+        )
+        if size + entry.ByteSize() + 8 > budget:
+            break
+        bad_request.field_violations.append(entry)
+        size += entry.ByteSize() + 8
+    if len(bad_request.field_violations) < len(error.violations):
+        info.metadata["field_violations_omitted"] = str(
+            len(error.violations) - len(bad_request.field_violations)
+        )
+    details: list[Any] = [info]
+    if error.violations:
+        details.append(bad_request)
+    details += others
     packed = []
     for detail in details:
         holder = any_pb2.Any()
@@ -89,13 +116,12 @@ def status_for(error: DomainError, *, retry_after: float | None = None) -> statu
         packed.append(holder)
     # Messages the error carries (full proto name, then the encodings to try, the most
     # complete first, each with a note of what it leaves out), as long as they fit.
-    size = sum(len(p.SerializeToString()) for p in packed) + len(error.message) + 16
+    size = sum(len(p.SerializeToString()) for p in packed)
     for type_name, variants in getattr(error, "attachments", ()):
-        info = error_details_pb2.ErrorInfo()
         packed[0].Unpack(info)
         for value, note in variants:
             holder = any_pb2.Any(type_url=f"type.googleapis.com/{type_name}", value=value)
-            if size + len(holder.SerializeToString()) + 256 <= MAX_STATUS_BYTES:
+            if size + len(holder.SerializeToString()) + 256 <= budget:
                 packed.append(holder)
                 size += len(holder.SerializeToString())
                 if note:
@@ -106,9 +132,7 @@ def status_for(error: DomainError, *, retry_after: float | None = None) -> statu
                 f"{type_name} left out: too large for a status", MAX_DETAIL_CHARS
             )
         packed[0].Pack(info)
-    return status_pb2.Status(
-        code=code.value[0], message=_bounded(error.message, MAX_MESSAGE_CHARS), details=packed
-    )
+    return status_pb2.Status(code=code.value[0], message=message, details=packed)
 
 
 INTERNAL_STATUS = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")

@@ -117,7 +117,7 @@ async def test_every_invalid_field_is_named_at_once(
     assert details["ErrorInfo"].metadata["fields"] == ",".join(named)
 
 
-async def test_a_thousand_bad_wallets_are_counted_and_the_first_fifty_named(
+async def test_a_thousand_bad_wallets_are_counted_and_the_first_ones_named(
     harness: EventsHarness,
 ) -> None:
     wallets = [f"bad{i}" for i in range(1000)]
@@ -129,8 +129,32 @@ async def test_a_thousand_bad_wallets_are_counted_and_the_first_fifty_named(
     details = rich_details(error)
     assert details["ErrorInfo"].reason == "INVALID_FIELDS"
     violations = details["BadRequest"].field_violations
-    assert [v.field for v in violations] == [f"webhook.wallets[{i}]" for i in range(MAX_VIOLATIONS)]
+    # The first ones, as many as the status has room for (at most MAX_VIOLATIONS).
+    assert 0 < len(violations) <= MAX_VIOLATIONS
+    assert [v.field for v in violations] == [
+        f"webhook.wallets[{i}]" for i in range(len(violations))
+    ]
+    assert details["ErrorInfo"].metadata["field_violations_omitted"] == str(1000 - len(violations))
     assert {v.reason for v in violations} == {"INVALID_ADDRESS"}
+
+
+@pytest.mark.parametrize("character", ["a", "\U0001d518"], ids=["ascii", "4-byte"])
+async def test_a_status_naming_many_long_fields_fits_the_clients_trailer_limit(
+    harness: EventsHarness, character: str
+) -> None:
+    """Violations go in while the whole status fits gRPC's 8 KiB metadata limit; the
+    rest are counted, not dropped silently (a larger trailer reaches the client as a
+    RESOURCE_EXHAUSTED of the transport, without any of the details)."""
+    wallets = [character * 65 + str(i) for i in range(200)]
+    error = await _refused(
+        harness, "CreateWebhook", {"webhook": {"url": "http://127.0.0.1:1/h", "wallets": wallets}}
+    )
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+    assert error.details().startswith("200 invalid field(s)")
+    details = rich_details(error)
+    named = len(details["BadRequest"].field_violations)
+    assert 0 < named <= MAX_VIOLATIONS
+    assert details["ErrorInfo"].metadata["field_violations_omitted"] == str(200 - named)
 
 
 @pytest.mark.parametrize(
