@@ -46,6 +46,7 @@ from service.core.paging import (
     page_size,
 )
 from service.core.plans import (
+    MAX_MERGES,
     CheckedStake,
     DurableNonce,
     ManagedNonceMissingError,
@@ -771,7 +772,13 @@ class StakingOperations:
             ),
             *_request_checks(options, params.request_id),
         ]
-        checks += [_source_check(text) for text in params.source_stake_accounts]
+        sources_given = params.source_stake_accounts
+        if len(sources_given) > MAX_MERGES:
+            # One violation for the list, not one per entry: a megabyte of entries
+            # would otherwise cost seconds of the serving loop.
+            checks.append(lambda: _too_many_sources(len(sources_given)))
+        else:
+            checks += [_source_check(text) for text in sources_given]
         wallet, destination, nonce_account, nonce_authority, _, _, *sources = _collect(*checks)
         assert isinstance(wallet, Pubkey) and isinstance(destination, Pubkey)
         source_keys = tuple(s for s in sources if isinstance(s, Pubkey))
@@ -1048,6 +1055,15 @@ class StakingOperations:
                 f"the Solana node refused to simulate the transaction: {exc.message}",
                 metadata={"rpc_error_code": exc.code},
             ) from None
+
+
+def _too_many_sources(count: int) -> None:
+    raise core_errors.InvalidArgumentError(
+        f"source_stake_accounts holds {count} accounts; at most {MAX_MERGES} fit in one "
+        "transaction",
+        field="source_stake_accounts",
+        metadata={"maximum": MAX_MERGES},
+    )
 
 
 def _source_check(text: str) -> Callable[[], object]:

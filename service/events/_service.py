@@ -174,6 +174,10 @@ class _Asked:
     wallets_field: str
 
 
+MAX_TYPES_ASKED: Final = 100
+"""Event types one request may list (there are far fewer: repeats are allowed)."""
+
+
 def _asked(
     wallets: Sequence[str], types: Sequence[str], *, prefix: str, errors: FieldErrors
 ) -> _Asked:
@@ -181,6 +185,16 @@ def _asked(
     (``prefix``: "" for a stream's ``types``, "webhook." for ``webhook.event_types``)."""
     types_field = f"{prefix}event_types" if prefix else "types"
     chosen: list[EventType] = []
+    if len(types) > MAX_TYPES_ASKED:
+        # One violation for the list, not one per entry (a megabyte of them would
+        # cost the serving loop seconds).
+        errors.add(
+            InvalidArgumentError(
+                f"{types_field} holds {len(types)} types; at most {MAX_TYPES_ASKED}",
+                field=types_field,
+            )
+        )
+        types = ()
     for i, name in enumerate(types):
         try:
             event_type = EventType(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import heapq
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -278,7 +279,7 @@ def check_scopes(value: Iterable[str]) -> frozenset[str]:
         raise KeyArgumentError("scopes must be a list", field="scopes", reason="INVALID_SCOPE")
     scopes = frozenset(value)
     known = {scope.value for scope in Scope}
-    unknown = sorted(str(s)[:32] for s in scopes if s not in known)
+    unknown = heapq.nsmallest(10, (str(s)[:32] for s in scopes if s not in known))
     if unknown or not scopes:
         raise KeyArgumentError(
             f"scopes must be one or more of {sorted(known)}"

@@ -298,3 +298,18 @@ async def test_a_build_names_every_invalid_field_at_once(service: Service) -> No
         "request_id",
         "options.memo",
     ]
+
+
+async def test_a_merge_of_too_many_sources_is_one_violation(service: Service) -> None:
+    """A list longer than a transaction holds is refused as a whole, not entry by entry
+    (a megabyte of bad entries would otherwise hold the serving loop for seconds)."""
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildMergeTransaction(
+            staking_pb2.BuildMergeTransactionRequest(
+                wallet=str(Keypair().pubkey()),
+                destination_stake_account=str(Keypair().pubkey()),
+                source_stake_accounts=["a"] * 50_000,
+            )
+        )
+    _assert_invalid(refused.value, "source_stake_accounts")
+    assert "at most 8" in (refused.value.details() or "")

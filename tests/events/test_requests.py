@@ -204,3 +204,24 @@ async def test_a_known_state_in_create_webhook_is_ignored(harness: EventsHarness
     )
     harness.webhooks.append((harness.agent, created.webhook.name))
     assert created.webhook.state == events_pb2.Webhook.STATE_ENABLED
+
+
+@pytest.mark.parametrize(
+    ("method", "fields", "field"),
+    [
+        (
+            "CreateWebhook",
+            {"webhook": {"url": "http://127.0.0.1:1/h", "event_types": ["x"] * 50_000}},
+            "webhook.event_types",
+        ),
+        ("WatchEvents", {"wallets": ["x"], "types": ["x"] * 50_000}, "types"),
+    ],
+)
+async def test_too_many_types_are_one_violation(
+    harness: EventsHarness, method: str, fields: dict[str, Any], field: str
+) -> None:
+    """A list longer than any request needs is refused as a whole, not entry by entry."""
+    error = await _refused(harness, method, fields)
+    violations = rich_details(error)["BadRequest"].field_violations
+    assert field in [v.field for v in violations]
+    assert not any(v.field.startswith(f"{field}[") for v in violations)
