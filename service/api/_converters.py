@@ -27,7 +27,7 @@ from service.chain import (
 )
 from service.core._validate import parse_address
 from service.core.accounts import Lockup
-from service.core.errors import InvalidArgumentError
+from service.core.errors import FieldErrors, InvalidArgumentError
 from service.core.plans import PreparedTransaction, TransactionVersion, managed_nonce_address
 from service.core.positions import AccountState, StakeTotals, StakeView, seconds_until_epoch
 from service.core.summaries import InstructionSummary
@@ -54,16 +54,31 @@ _VERSION_TO_PROTO = {
 }
 
 
-def options_to_domain(options: types_pb2.TransactionOptions, *, wallet: str = "") -> BuildOptions:
+def options_to_domain(
+    options: types_pb2.TransactionOptions,
+    *,
+    wallet: str = "",
+    errors: FieldErrors | None = None,
+) -> BuildOptions:
     """The options as plain values; ``durable_nonce.managed`` names the wallet's managed
-    nonce account (derived from ``wallet``)."""
+    nonce account (derived from ``wallet``).
+
+    What cannot be converted (and what the request's other converters found, in
+    ``errors``) travels in ``BuildOptions.invalid``, so that the build reports it with
+    every other invalid field at once.
+    """
+    errors = FieldErrors() if errors is None else errors
     if options.version not in _VERSIONS:
-        raise InvalidArgumentError(
-            f"unknown transaction version {options.version}", field="options.version"
+        errors.add(
+            InvalidArgumentError(
+                f"unknown transaction version {options.version}", field="options.version"
+            )
         )
     if options.priority_level not in _PRIORITY_LEVELS:
-        raise InvalidArgumentError(
-            f"unknown priority level {options.priority_level}", field="options.priority_level"
+        errors.add(
+            InvalidArgumentError(
+                f"unknown priority level {options.priority_level}", field="options.priority_level"
+            )
         )
     price = None
     if options.WhichOneof("priority_fee") == "compute_unit_price_micro_lamports":
@@ -72,21 +87,28 @@ def options_to_domain(options: types_pb2.TransactionOptions, *, wallet: str = ""
     nonce_account, nonce_authority = nonce.nonce_account, nonce.nonce_authority
     if nonce.managed:
         if nonce_account or nonce_authority:
-            raise InvalidArgumentError(
-                "options.durable_nonce.managed names the nonce account and its authority: "
-                "leave nonce_account and nonce_authority empty",
-                field="options.durable_nonce.managed",
+            errors.add(
+                InvalidArgumentError(
+                    "options.durable_nonce.managed names the nonce account and its authority: "
+                    "leave nonce_account and nonce_authority empty",
+                    field="options.durable_nonce.managed",
+                )
             )
-        nonce_account = str(managed_nonce_address(parse_address(wallet, field="wallet")))
+            nonce_account = nonce_authority = ""
+        else:
+            # A wallet that does not parse is the build's to report, as always.
+            owner = FieldErrors().check(lambda: parse_address(wallet, field="wallet"))
+            nonce_account = str(managed_nonce_address(owner)) if owner is not None else ""
     return BuildOptions(
-        version=_VERSIONS[options.version],
+        version=_VERSIONS.get(options.version, TransactionVersion.V0),
         compute_unit_price_micro_lamports=price,
-        priority_level=_PRIORITY_LEVELS[options.priority_level],
+        priority_level=_PRIORITY_LEVELS.get(options.priority_level, "medium"),
         compute_unit_limit=options.compute_unit_limit,
         nonce_account=nonce_account,
         nonce_authority=nonce_authority,
         simulate=options.simulate,
         memo=options.memo,
+        invalid=tuple(errors.found),
     )
 
 

@@ -21,7 +21,7 @@ from service.chain import (
     SplitParams,
 )
 from service.core.encoders import StakeAuthorize
-from service.core.errors import InvalidArgumentError
+from service.core.errors import FieldErrors, InvalidArgumentError
 from service.core.plans import FollowUpKind, MoveType, RedelegateStep, RedelegateStrategy
 
 from ._converters import (
@@ -109,14 +109,17 @@ def split_response_to_proto(built: BuiltSplit) -> pb.BuildSplitTransactionRespon
 
 
 def move_request_to_domain(request: pb.BuildMoveStakeTransactionRequest) -> MoveParams:
+    errors = FieldErrors()  # reported by the build, with its own checks
     return MoveParams(
         wallet=request.wallet,
         source_stake_account=request.source_stake_account,
         destination_stake_account=request.destination_stake_account,
         amount_lamports=request.amount_lamports,
-        move_type=_enum(_MOVE_TYPES, request.move_type, "move_type"),
+        move_type=errors.check(
+            lambda: _enum(_MOVE_TYPES, request.move_type, "move_type"), MoveType.STAKE
+        ),
         request_id=request.request_id,
-        options=options_to_domain(request.options, wallet=request.wallet),
+        options=options_to_domain(request.options, wallet=request.wallet, errors=errors),
     )
 
 
@@ -138,15 +141,19 @@ def move_response_to_proto(built: BuiltMove) -> pb.BuildMoveStakeTransactionResp
 
 
 def authorize_request_to_domain(request: pb.BuildAuthorizeTransactionRequest) -> AuthorizeParams:
+    errors = FieldErrors()  # reported by the build, with its own checks
     return AuthorizeParams(
         wallet=request.wallet,
         stake_account=request.stake_account,
         new_authority=request.new_authority,
-        authority_type=_enum(_AUTHORITY_TYPES, request.authority_type, "authority_type"),
+        authority_type=errors.check(
+            lambda: _enum(_AUTHORITY_TYPES, request.authority_type, "authority_type"),
+            StakeAuthorize.STAKER,
+        ),
         unchecked=request.unchecked,
         custodian=request.custodian,
         request_id=request.request_id,
-        options=options_to_domain(request.options, wallet=request.wallet),
+        options=options_to_domain(request.options, wallet=request.wallet, errors=errors),
     )
 
 
@@ -197,13 +204,16 @@ def set_lockup_response_to_proto(built: BuiltSetLockup) -> pb.BuildSetLockupTran
 def redelegate_request_to_domain(
     request: pb.BuildRedelegateTransactionRequest,
 ) -> RedelegateParams:
+    errors = FieldErrors()  # reported by the build, with its own checks
     return RedelegateParams(
         wallet=request.wallet,
         stake_account=request.stake_account,
         vote_account=request.vote_account,
-        strategy=_enum(_STRATEGIES, request.strategy, "strategy"),
+        strategy=errors.check(
+            lambda: _enum(_STRATEGIES, request.strategy, "strategy"), RedelegateStrategy.AUTO
+        ),
         request_id=request.request_id,
-        options=options_to_domain(request.options, wallet=request.wallet),
+        options=options_to_domain(request.options, wallet=request.wallet, errors=errors),
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from solders.pubkey import Pubkey
 
 from service.core._validate import parse_address
-from service.core.errors import InvalidArgumentError
+from service.core.errors import FieldErrors, InvalidArgumentError
 from service.core.plans import (
     NonceAccountContext,
     NonceAccountRequest,
@@ -24,6 +24,7 @@ from service.core.plans import (
     RecentBlockhash,
     TransactionOptions,
     build_nonce_account_transaction,
+    check_memo,
     managed_nonce_address,
 )
 from service.core.policy import UNRESTRICTED, CallerPolicy
@@ -88,9 +89,11 @@ class NonceAccounts:
                     field="options.durable_nonce",
                 )
 
-        wallet, _, _ = _collect(
+        wallet, *_ = _collect(
             lambda: parse_address(params.wallet, field="wallet", require_on_curve=True),
             lambda: check_request_id(params.request_id),
+            lambda: check_memo(options.memo),
+            FieldErrors(options.invalid).raise_any,
             no_nonce,
         )
         assert isinstance(wallet, Pubkey)

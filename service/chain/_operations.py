@@ -159,6 +159,9 @@ class BuildOptions:
     nonce_authority: str = ""
     simulate: bool = False
     memo: str = ""
+    invalid: tuple[DomainError, ...] = ()
+    """Fields of the request that could not be converted into these values (an enum
+    out of range, say): the build reports them with its own checks."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -779,7 +782,7 @@ class StakingOperations:
             checks.append(lambda: _too_many_sources(len(sources_given)))
         else:
             checks += [_source_check(text) for text in sources_given]
-        wallet, destination, nonce_account, nonce_authority, _, _, *sources = _collect(*checks)
+        wallet, destination, nonce_account, nonce_authority, _, _, _, *sources = _collect(*checks)
         assert isinstance(wallet, Pubkey) and isinstance(destination, Pubkey)
         source_keys = tuple(s for s in sources if isinstance(s, Pubkey))
         request_template = MergeRequest(wallet=wallet, destination=destination, sources=source_keys)
@@ -1089,7 +1092,8 @@ def _check_amount(amount: int, *, required: bool) -> int:
 
 def _request_checks(options: BuildOptions, request_id: str) -> tuple[Callable[[], object], ...]:
     """The checks of the fields every build shares, for :func:`_collect`; their results
-    in order: the durable nonce's account and authority, the request_id, the memo."""
+    in order: the durable nonce's account and authority, the request_id, the memo, and
+    what the request's conversion found."""
     return (
         lambda: _optional(options.nonce_account, "options.durable_nonce.nonce_account"),
         lambda: _optional(
@@ -1097,6 +1101,7 @@ def _request_checks(options: BuildOptions, request_id: str) -> tuple[Callable[[]
         ),
         lambda: check_request_id(request_id),
         lambda: check_memo(options.memo),
+        FieldErrors(options.invalid).raise_any,
     )
 
 

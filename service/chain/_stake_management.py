@@ -237,7 +237,7 @@ class StakeManagement:
         violations reported at once); refuse while epoch rewards are paid."""
         snapshot = self._context.snapshot()
         _check_rewards(snapshot)
-        owner, nonce_account, nonce_authority, _, _, *parsed = _collect(
+        owner, nonce_account, nonce_authority, _, _, _, *parsed = _collect(
             lambda: parse_address(wallet, field="wallet", require_on_curve=True),
             *_request_checks(options, request_id),
             *fields,

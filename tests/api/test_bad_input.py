@@ -12,6 +12,7 @@ from agentstaking.v1 import (
     events_pb2,
     keys_pb2,
     liquid_staking_pb2,
+    stake_management_pb2,
     staking_pb2,
     staking_pb2_grpc,
     types_pb2,
@@ -313,3 +314,35 @@ async def test_a_merge_of_too_many_sources_is_one_violation(service: Service) ->
         )
     _assert_invalid(refused.value, "source_stake_accounts")
     assert "at most 8" in (refused.value.details() or "")
+
+
+async def test_an_unknown_enum_is_named_with_every_other_invalid_field(service: Service) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildStakeTransaction(
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet="bad!",
+                vote_account="vote!",
+                amount_lamports=0,
+                options=types_pb2.TransactionOptions(version=99, priority_level=99),  # type: ignore[arg-type]
+            )
+        )
+    fields = {v.field for v in rich_details(refused.value)["BadRequest"].field_violations}
+    assert fields == {
+        "wallet",
+        "vote_account",
+        "amount_lamports",
+        "options.version",
+        "options.priority_level",
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildMoveStakeTransaction(
+            stake_management_pb2.BuildMoveStakeTransactionRequest(
+                wallet="bad!",
+                source_stake_account=str(Keypair().pubkey()),
+                destination_stake_account=str(Keypair().pubkey()),
+                move_type=99,  # type: ignore[arg-type]
+                options=types_pb2.TransactionOptions(version=99),  # type: ignore[arg-type]
+            )
+        )
+    fields = {v.field for v in rich_details(refused.value)["BadRequest"].field_violations}
+    assert {"wallet", "move_type", "options.version"} <= fields
