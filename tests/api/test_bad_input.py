@@ -346,3 +346,32 @@ async def test_an_unknown_enum_is_named_with_every_other_invalid_field(service: 
         )
     fields = {v.field for v in rich_details(refused.value)["BadRequest"].field_violations}
     assert {"wallet", "move_type", "options.version"} <= fields
+
+
+async def test_a_program_or_sysvar_id_is_no_authority(service: Service, wallet: Keypair) -> None:
+    """An authority no one can sign as would leave the stake unmanageable for good."""
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildStakeTransaction(
+            staking_pb2.BuildStakeTransactionRequest(
+                wallet=str(wallet.pubkey()),
+                amount_lamports=2 * SOL,
+                stake_authority="SysvarC1ock11111111111111111111111111111111",
+            )
+        )
+    _assert_invalid(refused.value, "stake_authority")
+    built = await service.staking.BuildStakeTransaction(
+        staking_pb2.BuildStakeTransactionRequest(
+            wallet=str(wallet.pubkey()), amount_lamports=2 * SOL
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildAuthorizeTransaction(
+            stake_management_pb2.BuildAuthorizeTransactionRequest(
+                wallet=str(wallet.pubkey()),
+                stake_account=built.stake_account,
+                new_authority="Stake11111111111111111111111111111111111111",
+                authority_type=stake_management_pb2.STAKE_AUTHORITY_TYPE_WITHDRAWER,
+                unchecked=True,
+            )
+        )
+    _assert_invalid(refused.value, "new_authority")

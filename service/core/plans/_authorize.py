@@ -55,7 +55,7 @@ from service.core.plans._transaction import (
 )
 from service.core.plans._withdraw import lockup_error
 from service.core.positions import FetchedStakeAccount
-from service.core.programs import LAMPORTS_PER_SIGNATURE
+from service.core.programs import LAMPORTS_PER_SIGNATURE, UNSIGNABLE_KEYS
 
 # Compute units measured on LiteSVM (tests/core/test_stake_management.py).
 MEASURED_AUTHORIZE_CHECKED_CU: Final = 11_480
@@ -111,6 +111,15 @@ class AuthorizeRequest:
                     value=str(self.new_authority),
                     detail=f"{not_signing_key(self.new_authority)}, so it cannot sign "
                     "AuthorizeChecked; set unchecked to hand the role to a program address",
+                )
+            )
+        if not errors and not self.checked and self.new_authority in UNSIGNABLE_KEYS:
+            errors.append(
+                InvalidAddressError(
+                    field="new_authority",
+                    value=str(self.new_authority),
+                    detail=f"{not_signing_key(self.new_authority)}: the role would be lost "
+                    "for good (a program signs as its derived addresses, never as its id)",
                 )
             )
         if self.custodian is not None and not is_signing_key(self.custodian):

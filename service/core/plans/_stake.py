@@ -84,6 +84,7 @@ from service.core.programs import (
     LAMPORTS_PER_SIGNATURE,
     STAKE_ACCOUNT_SIZE,
     STAKE_PROGRAM,
+    UNSIGNABLE_KEYS,
 )
 from service.core.seeds import check_seed, stake_account_address
 
@@ -137,6 +138,15 @@ class StakeRequest:
                     field="wallet",
                     value=str(self.wallet),
                     detail=not_signing_key(self.wallet),
+                )
+            )
+        if self.stake_authority in UNSIGNABLE_KEYS:
+            errors.append(
+                InvalidAddressError(
+                    field="stake_authority",
+                    value=str(self.stake_authority),
+                    detail=f"{not_signing_key(self.stake_authority)}, so no one could "
+                    "delegate or deactivate the stake",
                 )
             )
         errors += failed_checks(
