@@ -8,6 +8,7 @@ the defaults below.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -25,6 +26,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 from solders.pubkey import Pubkey
@@ -603,6 +605,14 @@ def load_settings(
         return cls(**clean)
     except ValidationError as exc:
         raise ValueError(describe_invalid_settings(exc, path)) from None
+    except SettingsError as exc:  # a list or map setting that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = found.group(1) if found else "a setting"
+        variable = f" ({ENV_PREFIX}{name.upper()})" if found else ""
+        raise ValueError(
+            f"invalid settings: {name}{variable}: not valid JSON (a list or map setting "
+            'is JSON, e.g. ["a", "b"] or {"k": "v"})'
+        ) from None
     except ValueError as exc:  # the TOML file does not parse
         if path is None:
             raise

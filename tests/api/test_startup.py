@@ -217,6 +217,11 @@ async def test_solana_coming_back_during_start_up_lets_it_finish(
             },
             "ratelimit_wallet_burst (AGENT_STAKING_RATELIMIT_WALLET_BURST)",
         ),
+        # Not JSON where a list or map is: the settings library's own parse error.
+        (
+            {"AGENT_STAKING_TRACING_HEADERS": "authorization=Bearer SECRET9,x"},
+            "tracing_headers (AGENT_STAKING_TRACING_HEADERS): not valid JSON",
+        ),
     ],
 )
 def test_invalid_settings_are_one_line_naming_them_and_no_value(
