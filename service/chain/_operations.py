@@ -417,21 +417,30 @@ class StakingOperations:
                 APY that is negative or not a number, or a page token of another
                 request.
         """
-        size = page_size(page_size_value)
+        errors = FieldErrors()
+        size = errors.check(lambda: page_size(page_size_value), 0)
         if max_commission_percent is not None and not 0 <= max_commission_percent <= 100:
-            raise core_errors.InvalidArgumentError(
-                f"max_commission_percent must be 0..100, got {max_commission_percent}",
-                field="max_commission_percent",
+            errors.add(
+                core_errors.InvalidArgumentError(
+                    f"max_commission_percent must be 0..100, got {max_commission_percent}",
+                    field="max_commission_percent",
+                )
             )
         if min_estimated_apy is not None and not (
             math.isfinite(min_estimated_apy) and min_estimated_apy >= 0
         ):
-            raise core_errors.InvalidArgumentError(
-                f"min_estimated_apy must be a fraction >= 0 (0.07 = 7%), got {min_estimated_apy}",
-                field="min_estimated_apy",
+            errors.add(
+                core_errors.InvalidArgumentError(
+                    "min_estimated_apy must be a fraction >= 0 (0.07 = 7%), got "
+                    f"{min_estimated_apy}",
+                    field="min_estimated_apy",
+                )
             )
         bound = fingerprint(max_commission_percent, include_delinquent, min_estimated_apy)
-        token = decode_page_token(page_token, kind="validators", fingerprint=bound)
+        token = errors.check(
+            lambda: decode_page_token(page_token, kind="validators", fingerprint=bound)
+        )
+        errors.raise_any()
         offset = page_offset(token)
         matching = filter_validators(
             self.ranking(),
@@ -466,11 +475,21 @@ class StakingOperations:
             InvalidArgumentError: Bad wallet, page size or page token.
             PolicyViolationError: The caller may not act for this wallet.
         """
-        size = page_size(page_size_value)
-        owner = parse_address(wallet, field="wallet")
-        policy.check(wallet=str(owner), amount_lamports=0, vote_account=None)
+        errors = FieldErrors()
+        size = errors.check(lambda: page_size(page_size_value), 0)
+        owner = errors.check(lambda: parse_address(wallet, field="wallet"))
         bound = fingerprint(owner)
-        token = decode_page_token(page_token, kind="stake_accounts", fingerprint=bound)
+        # A token is bound to its wallet: without one, there is nothing to hold it to.
+        token = (
+            errors.check(
+                lambda: decode_page_token(page_token, kind="stake_accounts", fingerprint=bound)
+            )
+            if owner is not None
+            else None
+        )
+        errors.raise_any()
+        assert owner is not None
+        policy.check(wallet=str(owner), amount_lamports=0, vote_account=None)
         epoch, views, snapshot = await self._wallet_views(owner, fresh=False)
         after = token.position if token is not None else ""
         remaining = [v for v in views if str(v.address) > after] if after else list(views)

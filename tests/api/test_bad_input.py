@@ -375,3 +375,29 @@ async def test_a_program_or_sysvar_id_is_no_authority(service: Service, wallet: 
             )
         )
     _assert_invalid(refused.value, "new_authority")
+
+
+async def test_a_list_names_every_invalid_field_at_once(service: Service) -> None:
+    async def fields(call: Awaitable[object]) -> set[str]:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        return {v.field for v in rich_details(refused.value)["BadRequest"].field_violations}
+
+    wallet = str(Keypair().pubkey())
+    assert await fields(
+        service.staking.ListStakeAccounts(
+            staking_pb2.ListStakeAccountsRequest(wallet="x", page_size=-1, page_token="zz")
+        )
+    ) == {"wallet", "page_size"}  # a token is bound to a wallet: none to hold it to
+    assert await fields(
+        service.staking.ListStakeAccounts(
+            staking_pb2.ListStakeAccountsRequest(wallet=wallet, page_size=-1, page_token="zz")
+        )
+    ) == {"page_size", "page_token"}
+    assert await fields(
+        service.staking.ListValidators(
+            staking_pb2.ListValidatorsRequest(
+                page_size=-1, page_token="zz", max_commission_percent=101
+            )
+        )
+    ) == {"page_size", "page_token", "max_commission_percent"}
