@@ -38,6 +38,13 @@ MAX_MESSAGE_WIRE_BYTES = 2 * 1024
 
 
 def _bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, control and format characters but the line
+    break escaped (``\\x1b``, ``\\u202e``): what a caller sent must not steer a
+    terminal or a log reader that shows the error."""
+    if not text.isprintable():
+        text = "".join(
+            c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode() for c in text
+        )
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 

@@ -401,3 +401,21 @@ async def test_a_list_names_every_invalid_field_at_once(service: Service) -> Non
             )
         )
     ) == {"page_size", "page_token", "max_commission_percent"}
+
+
+async def test_control_characters_sent_come_back_escaped(service: Service) -> None:
+    """Terminal escapes and bidi overrides in a value the error quotes are escaped in
+    every text of the status, metadata included."""
+    hostile = "a\x1b[31mRED\r\u202eX"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildStakeTransaction(
+            staking_pb2.BuildStakeTransactionRequest(wallet=hostile, amount_lamports=SOL)
+        )
+    details = rich_details(refused.value)
+    texts = [
+        refused.value.details() or "",
+        *details["ErrorInfo"].metadata.values(),
+        *(v.description for v in details["BadRequest"].field_violations),
+    ]
+    assert all("\x1b" not in t and "\u202e" not in t and "\r" not in t for t in texts)
+    assert "\\x1b[31mRED" in details["ErrorInfo"].metadata["value"]
