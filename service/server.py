@@ -747,6 +747,14 @@ class AgentStakingServer:
         if self._server is not None:
             await self._server.wait_for_termination()
 
+    def _end_streams(self) -> None:
+        """Answer the long calls still open (watches, event streams) before gRPC cuts
+        them off without a word."""
+        if self.relay is not None:
+            self.relay.end_watches()
+        if self.events is not None:
+            self.events.feed.end_streams()
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain: health flips to NOT_SERVING first, calls in flight get `grace` seconds."""
         if self._stopping:
@@ -764,16 +772,11 @@ class AgentStakingServer:
             grace = self.settings.shutdown_grace_seconds if grace is None else grace
             # Watches may finish within the grace; those still open just before it
             # ends are answered SERVER_SHUTTING_DOWN, not cut off by gRPC without a word.
-            ending = (
-                asyncio.get_running_loop().call_later(
-                    max(grace - WATCH_END_MARGIN_SECONDS, 0), self.relay.end_watches
-                )
-                if self.relay is not None
-                else None
+            ending = asyncio.get_running_loop().call_later(
+                max(grace - WATCH_END_MARGIN_SECONDS, 0), self._end_streams
             )
             await self._server.stop(grace)
-            if ending is not None:
-                ending.cancel()
+            ending.cancel()
         if self.intents is not None:
             await self.intents.stop()
         if self.events is not None:

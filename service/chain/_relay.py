@@ -62,7 +62,12 @@ from solders.message import Message, MessageV0, to_bytes_versioned
 from solders.transaction import VersionedTransaction
 
 from service.core.accounts import decode_nonce_account
-from service.core.errors import DomainError, ErrorKind, InvalidNonceAccountError
+from service.core.errors import (
+    DomainError,
+    ErrorKind,
+    InvalidNonceAccountError,
+    ShuttingDownError,
+)
 from service.core.txerrors import (
     DecodedTransactionError,
     InstructionRef,
@@ -162,19 +167,11 @@ class RelayBusyError(DomainError):
     retry_after = 2.0
 
 
-class RelayStoppingError(DomainError):
-    """The server stops: a watch (or a wait for a commitment) ends before its answer."""
-
-    kind = ErrorKind.UNAVAILABLE
-    default_reason = "SERVER_SHUTTING_DOWN"
-    default_hint = (
-        "Call again: another replica (or this one, restarted) answers, from the current "
+def _stopping() -> ShuttingDownError:
+    return ShuttingDownError(
+        hint="Call again: another replica (or this one, restarted) answers, from the current "
         "status; the transaction stays tracked."
     )
-    retry_after = 1.0
-
-    def __init__(self) -> None:
-        super().__init__("the server is shutting down before this call's answer")
 
 
 class TransactionNotFoundError(DomainError):
@@ -562,7 +559,7 @@ class Relay:
         """
         signature = parse_signature(signature)
         if self._watches_ended:
-            raise RelayStoppingError()
+            raise _stopping()
         subscriber = _Subscriber()
         self._subscribers.setdefault(signature, set()).add(subscriber)
         try:
@@ -578,7 +575,7 @@ class Relay:
             while not reached(last.state, commitment):
                 version, statuses = await subscriber.queue.get()
                 if version == _STOPPING:
-                    raise RelayStoppingError()
+                    raise _stopping()
                 if version <= seen:
                     continue
                 seen = version

@@ -467,6 +467,25 @@ def failed_checks(*checks: Callable[[], object]) -> list[DomainError]:
     return errors.found
 
 
+class ShuttingDownError(DomainError):
+    """The server stops before a long call (a watch, a stream) has its answer: the
+    caller learns why and calls again, elsewhere or later."""
+
+    kind = ErrorKind.UNAVAILABLE
+    default_reason = "SERVER_SHUTTING_DOWN"
+    default_hint = "Call again: another replica (or this one, restarted) answers."
+    retry_after = 1.0
+
+    def __init__(
+        self,
+        message: str = "the server is shutting down before this call's answer",
+        *,
+        metadata: Mapping[str, str | int] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, metadata=metadata, hint=hint)
+
+
 class FieldErrors:
     """The invalid fields of one request, gathered so that the caller learns of all of
     them at once (:func:`combine_violations`): the error itself when there is one,

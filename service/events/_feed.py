@@ -24,6 +24,7 @@ from collections import Counter, deque
 from collections.abc import AsyncGenerator, Callable
 from typing import Final
 
+from service.core.errors import ShuttingDownError
 from service.events._errors import EventHistoryExpiredError, InvalidEventIdError
 from service.events._model import Audience, Event, event_id
 from service.events._store import EventStore
@@ -33,6 +34,14 @@ from service.store import StoreUnavailableError
 log = logging.getLogger(__name__)
 
 READ_BATCH: Final = 500
+
+
+def _stopping(cursor: int) -> ShuttingDownError:
+    resume = event_id(cursor)
+    return ShuttingDownError(
+        metadata={"since_event_id": resume},
+        hint=f"Watch again with since_event_id {resume}: no event is missed.",
+    )
 
 
 class EventFeed:
@@ -75,6 +84,7 @@ class EventFeed:
         self._streams = 0
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        self._ending = False
 
     @property
     def streams(self) -> int:
@@ -91,6 +101,12 @@ class EventFeed:
     def wake(self) -> None:
         """Read new events now (one was just recorded here)."""
         self._wake.set()
+
+    def end_streams(self) -> None:
+        """End every stream with SERVER_SHUTTING_DOWN, naming where to resume (the
+        server is about to stop); new ones are refused alike."""
+        self._ending = True
+        self._notify()
 
     # --- streams --------------------------------------------------------------------------
 
@@ -125,6 +141,8 @@ class EventFeed:
                     metadata={"oldest_event_id": event_id(purged + 1)},
                 )
         cursor = head if since is None else since
+        if self._ending:
+            raise _stopping(cursor)
         self._streams += 1
         self._wallets.update(watch)
         try:
@@ -144,6 +162,8 @@ class EventFeed:
                 if heartbeat is not None and time.monotonic() - beat >= heartbeat:
                     beat = time.monotonic()
                     yield None
+                if self._ending:
+                    raise _stopping(cursor)
                 if not batch and cursor >= self.head:
                     left = None if heartbeat is None else beat + heartbeat - time.monotonic()
                     with contextlib.suppress(TimeoutError):

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from standardwebhooks import Webhook as StandardWebhook
 
+from service.core.errors import ShuttingDownError
 from service.core.txstatus import TxState
 from service.events import (
     ApiKeyPayload,
@@ -25,7 +26,7 @@ from service.events import (
     signature_headers,
 )
 from service.events._feed import EventFeed
-from service.events._model import Audience, DeliveryState
+from service.events._model import Audience, DeliveryState, event_id
 from service.events._store import NotLeaderError
 from service.store import Database, open_database
 from tests.conftest import Backend
@@ -257,3 +258,26 @@ def test_rotation_grace_signs_with_both_secrets() -> None:
     assert len(headers["webhook-signature"].split(" ")) == 2
     for secret in (old, new):
         assert StandardWebhook(secret).verify(body, headers) == {"eventId": "evt_1"}
+
+
+async def test_a_stopping_feed_ends_its_streams_naming_where_to_resume(
+    database: Database,
+) -> None:
+    store = EventStore(database)
+    await _append(store, *(_event() for _ in range(3)))
+    feed = EventFeed(store, holder="test", poll_interval=0.05)
+    await feed.start()
+    try:
+        stream = feed.follow(Audience(key_id="k1"), since=1, watch=frozenset())
+        seen = [await asyncio.wait_for(anext(stream), 10) for _ in range(2)]
+        assert [e.seq for e in seen if e is not None] == [2, 3]
+        waiting = asyncio.ensure_future(anext(stream))  # nothing more: it waits
+        feed.end_streams()
+        with pytest.raises(ShuttingDownError) as ended:
+            await asyncio.wait_for(waiting, 10)
+        assert ended.value.reason == "SERVER_SHUTTING_DOWN" and ended.value.retry_after
+        assert ended.value.metadata["since_event_id"] == event_id(3)
+        with pytest.raises(ShuttingDownError):  # and a new stream is refused alike
+            await anext(feed.follow(Audience(key_id="k1"), since=None, watch=frozenset()))
+    finally:
+        await feed.stop()
