@@ -800,7 +800,7 @@ class StakingOperations:
             # would otherwise cost seconds of the serving loop.
             checks.append(lambda: _too_many_sources(len(sources_given)))
         else:
-            checks += [_source_check(text) for text in sources_given]
+            checks += [_source_check(i, text) for i, text in enumerate(sources_given)]
         wallet, destination, nonce_account, nonce_authority, _, _, _, *sources = _collect(*checks)
         assert isinstance(wallet, Pubkey) and isinstance(destination, Pubkey)
         source_keys = tuple(s for s in sources if isinstance(s, Pubkey))
@@ -1088,8 +1088,8 @@ def _too_many_sources(count: int) -> None:
     )
 
 
-def _source_check(text: str) -> Callable[[], object]:
-    return lambda: parse_address(text, field="source_stake_accounts")
+def _source_check(index: int, text: str) -> Callable[[], object]:
+    return lambda: parse_address(text, field=f"source_stake_accounts[{index}]")
 
 
 def _check_rewards(snapshot: ChainSnapshot) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import re
 from collections.abc import Iterable, Mapping
@@ -87,8 +88,14 @@ def _unique_strings(value: object, *, name: str) -> tuple[str, ...]:
 
 def _addresses(value: object, *, name: str) -> tuple[str, ...]:
     addresses = _unique_strings(value, name=name)
+    # Every bad entry, named by its first place in the list as sent.
+    errors = FieldErrors()
+    sent: tuple[str, ...] = tuple(value)  # type: ignore[arg-type]  # a list of strings, checked
+    places = {address: i for i, address in reversed(list(enumerate(sent)))}
     for address in addresses:
-        parse_address(address, field=f"policy.{name}")
+        field = f"policy.{name}[{places[address]}]"
+        errors.check(functools.partial(parse_address, address, field=field))
+    errors.raise_any()
     return addresses
 
 

@@ -419,3 +419,19 @@ async def test_control_characters_sent_come_back_escaped(service: Service) -> No
     ]
     assert all("\x1b" not in t and "\u202e" not in t and "\r" not in t for t in texts)
     assert "\\x1b[31mRED" in details["ErrorInfo"].metadata["value"]
+
+
+async def test_bad_entries_of_a_list_are_named_by_index(service: Service) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.staking.BuildMergeTransaction(
+            staking_pb2.BuildMergeTransactionRequest(
+                wallet=str(Keypair().pubkey()),
+                destination_stake_account=str(Keypair().pubkey()),
+                source_stake_accounts=["bad", str(Keypair().pubkey()), "worse"],
+            )
+        )
+    violations = rich_details(refused.value)["BadRequest"].field_violations
+    assert [v.field for v in violations] == [
+        "source_stake_accounts[0]",
+        "source_stake_accounts[2]",
+    ]

@@ -359,8 +359,8 @@ async def test_create_names_every_invalid_field(service: Service) -> None:
         "INVALID_FIELDS",
         [
             ("policy.allowed_methods", "INVALID_KEY_POLICY"),
-            ("policy.allowed_vote_accounts", "INVALID_ADDRESS"),
-            ("policy.allowed_wallets", "INVALID_ADDRESS"),
+            ("policy.allowed_vote_accounts[0]", "INVALID_ADDRESS"),
+            ("policy.allowed_wallets[0]", "INVALID_ADDRESS"),
             ("expire_time", "INVALID_TIMESTAMP"),
             ("display_name", "INVALID_DISPLAY_NAME"),
         ],
@@ -376,7 +376,7 @@ async def test_create_names_every_invalid_field(service: Service) -> None:
         (
             keys_pb2.ApiKey(policy=keys_pb2.KeyPolicy(allowed_wallets=["x"])),
             "policy.allowed_wallets",
-            "policy.allowed_wallets",
+            "policy.allowed_wallets[0]",
             "INVALID_ADDRESS",
         ),
         (
@@ -427,8 +427,8 @@ async def test_update_names_every_invalid_field_before_looking_up_the_key(
     expected = (
         "INVALID_FIELDS",
         [
-            ("api_key.policy.allowed_vote_accounts", "INVALID_ADDRESS"),
-            ("api_key.policy.allowed_wallets", "INVALID_ADDRESS"),
+            ("api_key.policy.allowed_vote_accounts[1]", "INVALID_ADDRESS"),
+            ("api_key.policy.allowed_wallets[0]", "INVALID_ADDRESS"),
             ("api_key.display_name", "INVALID_DISPLAY_NAME"),
             ("api_key.scopes", "INVALID_SCOPE"),
             ("api_key.expire_time", "INVALID_EXPIRE_TIME"),

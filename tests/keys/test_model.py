@@ -100,9 +100,9 @@ def test_parse_token_raises_nothing_but_malformed(value: object) -> None:
         ({"max_lamports_per_transaction": -1}, "policy.max_lamports_per_transaction"),
         ({"max_lamports_per_transaction": 2**64}, "policy.max_lamports_per_transaction"),
         ({"max_lamports_per_transaction": True}, "policy.max_lamports_per_transaction"),
-        ({"allowed_vote_accounts": ("not-base58!",)}, "policy.allowed_vote_accounts"),
+        ({"allowed_vote_accounts": ("not-base58!",)}, "policy.allowed_vote_accounts[0]"),
         ({"allowed_wallets": WALLET}, "policy.allowed_wallets"),  # a str, not a list
-        ({"allowed_wallets": ("",)}, "policy.allowed_wallets"),
+        ({"allowed_wallets": (WALLET, "")}, "policy.allowed_wallets[1]"),
         ({"service_fee_bps": 10_001}, "policy.service_fee_bps"),
         ({"service_fee_bps": -1}, "policy.service_fee_bps"),
         ({"allowed_methods": ("buildStake",)}, "policy.allowed_methods"),
@@ -127,8 +127,8 @@ def test_a_policy_names_every_invalid_field_with_its_own_reason() -> None:
         )
     assert caught.value.reason == "INVALID_FIELDS"
     assert [(v.field, v.reason) for v in caught.value.violations] == [
-        ("policy.allowed_vote_accounts", "INVALID_ADDRESS"),
-        ("policy.allowed_wallets", "INVALID_ADDRESS"),
+        ("policy.allowed_vote_accounts[1]", "INVALID_ADDRESS"),
+        ("policy.allowed_wallets[0]", "INVALID_ADDRESS"),
         ("policy.service_fee_bps", "INVALID_KEY_POLICY"),
         ("policy.allowed_methods", "INVALID_KEY_POLICY"),
     ]
@@ -149,3 +149,12 @@ def test_policy_lists_become_deduplicated_tuples() -> None:
     )
     assert policy.allowed_wallets == (WALLET,)
     assert KeyPolicy.from_json(policy.to_json()) == policy
+
+
+def test_every_bad_entry_of_a_policy_list_is_named_by_its_place() -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        KeyPolicy(allowed_wallets=("x", WALLET, "y", "x"))
+    assert [v.field for v in caught.value.violations] == [
+        "policy.allowed_wallets[0]",
+        "policy.allowed_wallets[2]",
+    ]
