@@ -2,17 +2,20 @@
 write-locked accounts, reused for the cache time and then, for as long again, while
 one request refreshes them in the background; at most one request in flight per
 set, a bounded number of sets; a node's refusal is a clear error. Through a counting
-proxy in front of the session's localnet."""
+proxy in front of a localnet of this module's own: the prices of its blocks come from
+no other test's transactions."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from service.chain import HttpSolanaRpc, RecentPriorityFees, StakeReadError
+from service.localnet import LocalnetConfig, LocalnetServer
 from tests._proxy import RpcProxy
 from tests._wait import until
 
@@ -25,6 +28,17 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.fixture(scope="module")
+async def localnet() -> AsyncIterator[LocalnetServer]:
+    """Unpriced blocks only: a session localnet also carries the priced transactions
+    of other tests (a block whose cheapest one paid 1,000 µ-lamports moves the high
+    percentiles these tests expect at 0)."""
+    server = LocalnetServer(LocalnetConfig(slot_duration=0.1, slots_per_epoch=432_000))
+    await server.start()
+    yield server
+    await server.stop()
 
 
 def _accounts(count: int = 2) -> list[Pubkey]:
