@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -163,10 +164,19 @@ async def abort_with(
 
 async def _abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
     if isinstance(exc, DomainError):
+        if _caller_gone(context):
+            # No one to answer: gRPC core would refuse the status (logging a traceback
+            # of its own); the call ends as cancelled, or past its deadline.
+            raise asyncio.CancelledError from None
         await abort_with(context, status_for(exc))
     # Never leak internal text: log it with the traceback, answer a plain INTERNAL.
     log.exception("unexpected error in %s", type(exc).__name__)
     await abort_with(context, INTERNAL_STATUS)
+
+
+def _caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+    remaining = context.time_remaining()
+    return context.cancelled() or (remaining is not None and remaining <= 0)
 
 
 def _is_abort(exc: BaseException) -> bool:
