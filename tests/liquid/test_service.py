@@ -21,6 +21,7 @@ import pytest
 from agentstaking.v1 import liquid_staking_pb2 as pb
 from agentstaking.v1 import staking_pb2, types_pb2
 from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
 from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
@@ -293,21 +294,33 @@ async def test_deposit_stake_is_the_sdks_deposit(pools: Pools) -> None:
     same_message(built.transaction, [from_sdk(ix, {}) for ix in theirs["instructions"]], skip=4)
 
 
+async def _deposit_sol(
+    pools: Pools, wallet: Keypair, lamports: int
+) -> pb.BuildLiquidStakeTransactionResponse:
+    """A DepositSol into the "open" pool, built for ``wallet``."""
+    return await pools.staking.BuildLiquidStakeTransaction(
+        pb.BuildLiquidStakeTransactionRequest(
+            wallet=str(wallet.pubkey()),
+            stake_pool=str(pools.pools["open"].address),
+            amount_lamports=lamports,
+            options=NO_PRIORITY,
+        )
+    )
+
+
+def _without_the_pool_program(built: pb.BuildLiquidStakeTransactionResponse) -> list[Instruction]:
+    """The deposit's instructions the localnet can run (all but the pool program's)."""
+    message = VersionedTransaction.from_bytes(built.transaction.transaction).message
+    return [ix for ix in decompile(message) if ix.program_id != STAKE_POOL_PROGRAM]
+
+
 async def test_the_localnet_runs_the_token_account_and_fee_parts_of_a_deposit(pools: Pools) -> None:
     """On chain: the deposit transaction without its DepositSol (the one instruction of
     a program the localnet lacks) creates the wallet's token account and pays the fee."""
     pool = pools.pools["open"]
     wallet = await pools.wallet()
-    built = await pools.staking.BuildLiquidStakeTransaction(
-        pb.BuildLiquidStakeTransactionRequest(
-            wallet=str(wallet.pubkey()),
-            stake_pool=str(pool.address),
-            amount_lamports=2 * SOL,
-            options=NO_PRIORITY,
-        )
-    )
-    message = VersionedTransaction.from_bytes(built.transaction.transaction).message
-    runnable = [ix for ix in decompile(message) if ix.program_id != STAKE_POOL_PROGRAM]
+    built = await _deposit_sol(pools, wallet, 2 * SOL)
+    runnable = _without_the_pool_program(built)
     fee_before = (await pools.rpc.get_balance(pools.fee_wallet.pubkey())).value
     blockhash = (await pools.rpc.get_latest_blockhash()).value.blockhash
     for _ in range(2):  # idempotent: the second run finds the account and succeeds
@@ -340,21 +353,13 @@ async def test_lamports_already_at_the_token_account_address_lower_its_rent(
     prefunded = 1_000_000
     await pools.rpc.request_airdrop(ata, prefunded)
     await until(lambda: _has_lamports(pools, ata))
-    built = await pools.staking.BuildLiquidStakeTransaction(
-        pb.BuildLiquidStakeTransactionRequest(
-            wallet=str(wallet.pubkey()),
-            stake_pool=str(pool.address),
-            amount_lamports=2 * SOL,
-            options=NO_PRIORITY,
-        )
-    )
+    built = await _deposit_sol(pools, wallet, 2 * SOL)
     fees = built.transaction.fees
     assert built.creates_pool_token_account
     assert fees.rent_exempt_reserve_lamports == 2_039_280 - prefunded
     # On chain, without the DepositSol the localnet cannot run: the wallet pays the
     # breakdown's total less the deposit itself.
-    message = VersionedTransaction.from_bytes(built.transaction.transaction).message
-    runnable = [ix for ix in decompile(message) if ix.program_id != STAKE_POOL_PROGRAM]
+    runnable = _without_the_pool_program(built)
     before = (await pools.rpc.get_balance(wallet.pubkey())).value
     blockhash = (await pools.rpc.get_latest_blockhash()).value.blockhash
     await send(
