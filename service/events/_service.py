@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import secrets
@@ -178,6 +179,20 @@ MAX_TYPES_ASKED: Final = 100
 """Event types one request may list (there are far fewer: repeats are allowed)."""
 
 
+def _too_long(
+    items: Sequence[str], maximum: int, noun: str, *, field: str, errors: FieldErrors
+) -> bool:
+    """Whether ``items`` is longer than ``maximum`` (then one violation joins ``errors``
+    for the list, not one per entry: a megabyte of them would cost the serving loop
+    seconds)."""
+    if len(items) <= maximum:
+        return False
+    errors.add(
+        InvalidArgumentError(f"{field} holds {len(items)} {noun}; at most {maximum}", field=field)
+    )
+    return True
+
+
 def _asked(
     wallets: Sequence[str], types: Sequence[str], *, prefix: str, errors: FieldErrors
 ) -> _Asked:
@@ -185,15 +200,7 @@ def _asked(
     (``prefix``: "" for a stream's ``types``, "webhook." for ``webhook.event_types``)."""
     types_field = f"{prefix}event_types" if prefix else "types"
     chosen: list[EventType] = []
-    if len(types) > MAX_TYPES_ASKED:
-        # One violation for the list, not one per entry (a megabyte of them would
-        # cost the serving loop seconds).
-        errors.add(
-            InvalidArgumentError(
-                f"{types_field} holds {len(types)} types; at most {MAX_TYPES_ASKED}",
-                field=types_field,
-            )
-        )
+    if _too_long(types, MAX_TYPES_ASKED, "types", field=types_field, errors=errors):
         types = ()
     for i, name in enumerate(types):
         try:
@@ -210,19 +217,12 @@ def _asked(
             chosen.append(event_type)
     wallets_field = f"{prefix}wallets"
     named: list[str] = []
-    if len(wallets) > MAX_POLICY_LIST:
-        errors.add(
-            InvalidArgumentError(
-                f"{wallets_field} holds {len(wallets)} wallets; at most {MAX_POLICY_LIST}",
-                field=wallets_field,
-            )
-        )
-    else:
+    if not _too_long(wallets, MAX_POLICY_LIST, "wallets", field=wallets_field, errors=errors):
         for i, wallet in enumerate(wallets):
-            try:
-                named.append(str(parse_address(wallet, field=f"{wallets_field}[{i}]")))
-            except InvalidArgumentError as exc:
-                errors.add(exc)
+            field = f"{wallets_field}[{i}]"
+            address = errors.check(functools.partial(parse_address, wallet, field=field))
+            if address is not None:
+                named.append(str(address))
     return _Asked(
         types=tuple(chosen),
         wallets=tuple(dict.fromkeys(named)),
